@@ -1,0 +1,681 @@
+//! `config.toml`, parsed once into types that cannot hold an invalid value.
+//!
+//! Loading collects every problem it can find (syntax, unknown keys, bad values, unset
+//! environment variables, broken templates) so `check` reports them all in one go; nothing
+//! downstream re-validates.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use serde::Deserialize;
+use url::Url;
+
+use crate::render::{Renderer, TemplateOverride};
+use crate::schedule::{Schedule, Zone};
+
+pub const DEFAULT_BASE_URL: &str = "https://{account_id}.acquire.io/api";
+pub const DEFAULT_PATH: &str = "config.toml";
+
+/// A credential: API keys and webhook URLs. It never prints itself, so it cannot leak into a
+/// log line or an error by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A webhook URL is a credential (Slack's carries the token in its path), so only its scheme
+/// and host are ever shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl(Url);
+
+impl WebhookUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = Url::parse(text.trim()).map_err(|e| format!("is not a URL ({e})"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!(
+                "must be an http:// or https:// URL, not a {}: URL",
+                url.scheme()
+            ));
+        }
+        Ok(WebhookUrl(url))
+    }
+    pub fn expose(&self) -> &Url {
+        &self.0
+    }
+}
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.0.scheme(), self.0.host_str().unwrap_or("?"))
+    }
+}
+
+impl fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WebhookUrl({self})")
+    }
+}
+
+/// An Acquire account id: it becomes part of a host name, so it must be one DNS label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let valid = !text.is_empty()
+            && text.len() <= 63
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !text.starts_with('-')
+            && !text.ends_with('-');
+        if valid {
+            Ok(AccountId(text.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "{text:?} is not a DNS label: use 1-63 letters, digits and hyphens, not starting or ending with a hyphen (the part before .acquire.io)"
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookKind {
+    Slack,
+    Generic,
+}
+
+impl WebhookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookKind::Slack => "slack",
+            WebhookKind::Generic => "generic",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// The webhook's name in the ledger and in summaries: `name`, or the kind (`slack`,
+    /// `slack-2`, ...) so reordering URLs of different kinds keeps the record.
+    pub name: String,
+    pub kind: WebhookKind,
+    pub url: WebhookUrl,
+    pub template: Option<TemplateOverride>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Team {
+    pub name: String,
+    pub account_id: AccountId,
+    pub api_base: Url,
+    pub api_key: Secret,
+    pub zone: Zone,
+    pub schedule: Schedule,
+    pub top: usize,
+    pub catch_up: Duration,
+    pub webhooks: Vec<Webhook>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub ledger_path: PathBuf,
+    pub teams: Vec<Team>,
+    pub renderer: Renderer,
+}
+
+/// One thing wrong with the config: where, what, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub place: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{}: {n} problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {}: {}", p.place, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Deserialize, Default)]
+struct RawConfig {
+    acquire: Option<RawAcquire>,
+    state: Option<RawState>,
+    catch_up: Option<String>,
+    #[serde(default)]
+    teams: Vec<RawTeam>,
+}
+
+#[derive(Deserialize)]
+struct RawAcquire {
+    base_url: Option<String>,
+    timeout_secs: Option<u64>,
+    concurrency: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct RawState {
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct RawTeam {
+    name: Option<String>,
+    account_id: Option<String>,
+    api_key: Option<String>,
+    api_key_env: Option<String>,
+    timezone: Option<String>,
+    schedule: Option<String>,
+    top: Option<i64>,
+    catch_up: Option<String>,
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+struct RawWebhook {
+    name: Option<String>,
+    kind: Option<String>,
+    url: Option<String>,
+    url_env: Option<String>,
+    template: Option<PathBuf>,
+}
+
+/// Where the config comes from: `--config`, else `$ACQUIRE_DIGEST_CONFIG`, else `./config.toml`
+/// (clap applies the first two).
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: path.to_owned(),
+        problems: vec![Problem {
+            place: "file".into(),
+            message: format!(
+                "cannot read it ({e}); pass --config PATH or set ACQUIRE_DIGEST_CONFIG"
+            ),
+        }],
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base_dir, &|name| std::env::var(name).ok()).map_err(|problems| ConfigErrors {
+        file: path.to_owned(),
+        problems,
+    })
+}
+
+/// Parses config text. Relative paths (templates, the ledger) are resolved against `base_dir`,
+/// the config file's folder, so the daemon behaves the same from any working directory.
+pub fn parse(
+    text: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Problem>> {
+    let mut problems = Problems::default();
+    let mut unknown = Vec::new();
+    let raw: RawConfig = match toml::de::Deserializer::parse(text)
+        .and_then(|de| serde_ignored::deserialize(de, |path| unknown.push(path.to_string())))
+    {
+        Ok(raw) => raw,
+        Err(e) => {
+            problems.add(locate(text, e.span()), e.message().trim());
+            return Err(problems.0);
+        }
+    };
+    for key in unknown {
+        problems.add(
+            describe_path(&key, &raw),
+            "unknown key: remove it or check its spelling against the config reference in README.md",
+        );
+    }
+
+    let acquire = raw.acquire.as_ref();
+    let base_url = acquire
+        .and_then(|a| a.base_url.clone())
+        .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+    if let Err(e) = api_base(&base_url, "example") {
+        problems.add("acquire.base_url", e);
+    }
+    let timeout_secs = acquire.and_then(|a| a.timeout_secs).unwrap_or(30);
+    if timeout_secs == 0 {
+        problems.add("acquire.timeout_secs", "must be at least 1 second");
+    }
+    let concurrency = acquire.and_then(|a| a.concurrency).unwrap_or(32);
+    if concurrency == 0 {
+        problems.add(
+            "acquire.concurrency",
+            "must be at least 1 (it caps concurrent requests to Acquire)",
+        );
+    }
+    let ledger_path = base_dir.join(
+        raw.state
+            .as_ref()
+            .and_then(|s| s.path.clone())
+            .unwrap_or_else(|| PathBuf::from("state/ledger.db")),
+    );
+    let default_catch_up = match raw.catch_up.as_deref().map(parse_catch_up).transpose() {
+        Ok(d) => d.unwrap_or(Duration::from_secs(12 * 3600)),
+        Err(e) => {
+            problems.add("catch_up", e);
+            Duration::ZERO
+        }
+    };
+
+    if raw.teams.is_empty() {
+        problems.add(
+            "teams",
+            "no [[teams]] defined: add at least one team (see config.toml in the repository)",
+        );
+    }
+    let mut names = HashSet::new();
+    let mut teams = Vec::new();
+    for (index, raw_team) in raw.teams.iter().enumerate() {
+        let place = match &raw_team.name {
+            Some(name) => format!("team {name:?}"),
+            None => format!("teams[{index}]"),
+        };
+        if let Some(name) = &raw_team.name
+            && !names.insert(name.clone())
+        {
+            problems.add(
+                format!("{place}.name"),
+                "duplicate team name: each [[teams]] needs a unique name (it keys the delivery ledger)",
+            );
+        }
+        let team = parse_team(
+            raw_team,
+            &place,
+            &base_url,
+            base_dir,
+            default_catch_up,
+            env,
+            &mut problems,
+        );
+        teams.extend(team);
+    }
+
+    let renderer = match Renderer::new(teams.iter().flat_map(|t| &t.webhooks)) {
+        Ok(renderer) => Some(renderer),
+        Err(template_problems) => {
+            for (team, hook) in teams
+                .iter()
+                .flat_map(|t| t.webhooks.iter().map(move |w| (t, w)))
+            {
+                for (path, message) in &template_problems {
+                    if hook.template.as_ref().is_some_and(|t| &t.path == path) {
+                        problems.add(
+                            format!("team {:?}.webhooks.{}.template", team.name, hook.name),
+                            format!("{}: {message}", path.display()),
+                        );
+                    }
+                }
+            }
+            None
+        }
+    };
+
+    match renderer {
+        Some(renderer) if problems.0.is_empty() => Ok(Config {
+            timeout: Duration::from_secs(timeout_secs),
+            concurrency,
+            ledger_path,
+            teams,
+            renderer,
+        }),
+        _ => Err(problems.0),
+    }
+}
+
+fn parse_team(
+    raw: &RawTeam,
+    place: &str,
+    base_url: &str,
+    base_dir: &Path,
+    default_catch_up: Duration,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<Team> {
+    let name = problems.require(place, "name", raw.name.clone(), "a unique team name");
+    let account_id = problems
+        .require(
+            place,
+            "account_id",
+            raw.account_id.as_deref(),
+            "your Acquire account id",
+        )
+        .and_then(|id| problems.check(place, "account_id", AccountId::parse(id)));
+    let api_base = account_id.as_ref().and_then(|id| {
+        problems.check(
+            place,
+            "account_id",
+            api_base(base_url, id.as_str()).map_err(|e| format!("with acquire.base_url: {e}")),
+        )
+    });
+    let api_key = secret_from(
+        place,
+        ("api_key", raw.api_key.as_deref()),
+        ("api_key_env", raw.api_key_env.as_deref()),
+        env,
+        problems,
+    )
+    .map(Secret);
+    let zone = problems
+        .require(
+            place,
+            "timezone",
+            raw.timezone.as_deref(),
+            "an IANA zone such as \"Asia/Kolkata\" or an offset such as \"+05:30\"",
+        )
+        .and_then(|tz| problems.check(place, "timezone", Zone::parse(tz)));
+    let schedule = problems
+        .require(
+            place,
+            "schedule",
+            raw.schedule.as_deref(),
+            "a cron line such as \"0 9 * * *\"",
+        )
+        .and_then(|s| problems.check(place, "schedule", Schedule::parse(s)));
+    let top = match raw.top {
+        None => Some(5),
+        Some(n) if (1..=1000).contains(&n) => Some(n as usize),
+        Some(n) => {
+            problems.add(
+                format!("{place}.top"),
+                format!("{n} is out of range: use a number from 1 to 1000"),
+            );
+            None
+        }
+    };
+    let catch_up = match raw.catch_up.as_deref() {
+        None => Some(default_catch_up),
+        Some(text) => problems.check(place, "catch_up", parse_catch_up(text)),
+    };
+    if raw.webhooks.is_empty() {
+        problems.add(
+            format!("{place}.webhooks"),
+            "no [[teams.webhooks]]: add one so the digest has somewhere to go",
+        );
+    }
+    let mut hook_names = HashSet::new();
+    let mut webhooks = Vec::new();
+    for (index, hook) in raw.webhooks.iter().enumerate() {
+        let hook_place = format!("{place}.webhooks[{index}]");
+        let kind = match hook.kind.as_deref() {
+            Some("slack") => Some(WebhookKind::Slack),
+            Some("generic") => Some(WebhookKind::Generic),
+            Some(other) => {
+                problems.add(
+                    format!("{hook_place}.kind"),
+                    format!("unknown kind {other:?}: use \"slack\" or \"generic\""),
+                );
+                None
+            }
+            None => {
+                problems.add(
+                    format!("{hook_place}.kind"),
+                    "missing: set kind = \"slack\" or \"generic\"",
+                );
+                None
+            }
+        };
+        let url = secret_from(
+            &hook_place,
+            ("url", hook.url.as_deref()),
+            ("url_env", hook.url_env.as_deref()),
+            env,
+            problems,
+        )
+        .and_then(|url| {
+            let key = if hook.url.is_some() { "url" } else { "url_env" };
+            problems.check(&hook_place, key, WebhookUrl::parse(&url))
+        });
+        let template = hook.template.as_ref().and_then(|path| {
+            let full = base_dir.join(path);
+            match std::fs::read_to_string(&full) {
+                Ok(source) => Some(TemplateOverride { path: full, source }),
+                Err(e) => {
+                    problems.add(
+                        format!("{hook_place}.template"),
+                        format!(
+                            "cannot read {} ({e}); fix the path (relative to the config file) or remove the key to use the built-in template",
+                            full.display()
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        let Some(kind) = kind else { continue };
+        let hook_name = hook.name.clone().unwrap_or_else(|| {
+            let same_kind = raw.webhooks[..index]
+                .iter()
+                .filter(|h| h.kind.as_deref() == Some(kind.as_str()) && h.name.is_none())
+                .count();
+            match same_kind {
+                0 => kind.as_str().to_owned(),
+                n => format!("{}-{}", kind.as_str(), n + 1),
+            }
+        });
+        if !hook_names.insert(hook_name.clone()) {
+            problems.add(
+                format!("{hook_place}.name"),
+                format!("duplicate webhook name {hook_name:?} in this team: give each a unique name"),
+            );
+        }
+        if let Some(url) = url
+            && (hook.template.is_none() || template.is_some())
+        {
+            webhooks.push(Webhook {
+                name: hook_name,
+                kind,
+                url,
+                template,
+            });
+        }
+    }
+    Some(Team {
+        name: name?,
+        account_id: account_id?,
+        api_base: api_base?,
+        api_key: api_key?,
+        zone: zone?,
+        schedule: schedule?,
+        top: top?,
+        catch_up: catch_up?,
+        webhooks,
+    })
+}
+
+/// Reads a credential given inline (`key`) or through an environment variable (`key_env`).
+fn secret_from(
+    place: &str,
+    (key, inline): (&str, Option<&str>),
+    (env_key, var): (&str, Option<&str>),
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<String> {
+    match (inline, var) {
+        (Some(_), Some(_)) => {
+            problems.add(
+                format!("{place}.{key}"),
+                format!("set either {key} or {env_key}, not both"),
+            );
+            None
+        }
+        (Some(value), None) if value.trim().is_empty() => {
+            problems.add(format!("{place}.{key}"), "is empty");
+            None
+        }
+        (Some(value), None) => Some(value.to_owned()),
+        (None, Some(var)) => match env(var) {
+            Some(value) if !value.trim().is_empty() => Some(value.trim().to_owned()),
+            Some(_) => {
+                problems.add(
+                    format!("{place}.{env_key}"),
+                    format!("environment variable {var} is empty: export it before starting acquire-digest"),
+                );
+                None
+            }
+            None => {
+                problems.add(
+                    format!("{place}.{env_key}"),
+                    format!("environment variable {var} is not set: export it before starting acquire-digest"),
+                );
+                None
+            }
+        },
+        (None, None) => {
+            problems.add(
+                format!("{place}.{env_key}"),
+                format!("missing: set {env_key} = \"NAME_OF_ENV_VAR\" (or {key} = \"...\")"),
+            );
+            None
+        }
+    }
+}
+
+/// The API base for one account: the `{account_id}` placeholder substituted, and only http(s).
+pub fn api_base(template: &str, account_id: &str) -> Result<Url, String> {
+    let text = template.replace("{account_id}", account_id);
+    let url = Url::parse(&text).map_err(|e| format!("{template:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{template:?} must be an http:// or https:// URL"));
+    }
+    Ok(url)
+}
+
+/// `"12h"`, `"90m"`, `"1h 30m"`; `"0"` turns catch-up off.
+fn parse_catch_up(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{text:?} is not a duration ({e}): use e.g. \"12h\", \"90m\", or \"0\" to disable")
+    })
+}
+
+/// Turns serde_ignored's `teams.0.webhooks.1.urll` into `team "x".webhooks[1].urll`.
+fn describe_path(path: &str, raw: &RawConfig) -> String {
+    let mut parts = path.split('.');
+    let mut out = String::new();
+    if path.starts_with("teams.")
+        && let Some(index) = path
+            .split('.')
+            .nth(1)
+            .and_then(|i| i.parse::<usize>().ok())
+    {
+        parts.next();
+        parts.next();
+        out = match raw.teams.get(index).and_then(|t| t.name.as_ref()) {
+            Some(name) => format!("team {name:?}"),
+            None => format!("teams[{index}]"),
+        };
+    }
+    while let Some(part) = parts.next() {
+        if part.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return "syntax".into();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    format!("line {line}, column {column}")
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, place: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            place: place.into(),
+            message: message.into(),
+        });
+    }
+
+    fn require<T>(&mut self, place: &str, key: &str, value: Option<T>, what: &str) -> Option<T> {
+        if value.is_none() {
+            self.add(
+                format!("{place}.{key}"),
+                format!("missing: set {key} to {what}"),
+            );
+        }
+        value
+    }
+
+    fn check<T>(&mut self, place: &str, key: &str, result: Result<T, String>) -> Option<T> {
+        result
+            .map_err(|message| self.add(format!("{place}.{key}"), message))
+            .ok()
+    }
+}
+
+/// A fixed offset such as `+05:30`, `-03:30` or `+00:00`.
+pub fn parse_fixed_offset(text: &str) -> Option<FixedOffset> {
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let (hours, minutes) = rest.split_once(':')?;
+    if hours.len() != 2 || minutes.len() != 2 {
+        return None;
+    }
+    let hours: i32 = hours.parse().ok()?;
+    let minutes: i32 = minutes.parse().ok()?;
+    if hours > 14 || minutes > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
+}

@@ -1,0 +1,205 @@
+//! What fetch and deliver share about talking HTTP: which failures are worth another try, how
+//! long to wait (backoff with jitter, or the server's `Retry-After`), and reading a body
+//! without letting a hostile server fill memory.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Response, StatusCode};
+
+/// How hard to try before giving up.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// No retry starts once this much time has passed since the first attempt.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            budget: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The outcome of one attempt, as the retry loop sees it.
+pub enum Attempt<T, E> {
+    Done(T),
+    /// Worth trying again, after at least `after` if the server said so.
+    Retry { error: E, after: Option<Duration> },
+    Fail(E),
+}
+
+impl RetryPolicy {
+    /// Runs `attempt` until it succeeds, fails permanently, or the budget is spent; returns the
+    /// last error then.
+    pub async fn run<T, E, F, Fut>(&self, mut attempt: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Attempt<T, E>>,
+    {
+        let started = tokio::time::Instant::now();
+        let mut delay = self.first_delay;
+        loop {
+            match attempt().await {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::Fail(error) => return Err(error),
+                Attempt::Retry { error, after } => {
+                    // Full jitter spreads retries of many teams hitting the same outage.
+                    let backoff = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
+                    let wait = after.unwrap_or(backoff).max(backoff.min(self.first_delay));
+                    if started.elapsed() + wait > self.budget {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(self.max_delay);
+                }
+            }
+        }
+    }
+}
+
+/// Statuses that say "not now" rather than "never".
+pub fn is_transient(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// Network-level errors: the request may not have reached the server, or its answer was lost.
+pub fn is_transient_error(error: &reqwest::Error) -> bool {
+    error.is_connect() || error.is_timeout() || error.is_request() || error.is_body()
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date, capped so a server can't park us forever.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(Duration::from_secs(300)))
+}
+
+/// Reads at most `cap` bytes of body; a larger body is an error, not a truncated read.
+pub async fn read_capped(mut response: Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > cap as u64)
+    {
+        return Err(BodyError::TooLarge(cap));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Read(e.without_url()))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge(cap));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the response body is larger than {} KiB", .0 / 1024)]
+    TooLarge(usize),
+    #[error("the response body could not be read: {0}")]
+    Read(reqwest::Error),
+}
+
+/// A short, single-line excerpt of a body for an error message.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(120) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2026 07:28:00 GMT").unwrap();
+        assert_eq!(
+            retry_after(&headers("7"), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2026 07:28:03 GMT"), now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2026 07:27:00 GMT"), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&headers("soon"), now), None);
+        assert_eq!(
+            retry_after(&headers("86400"), now),
+            Some(Duration::from_secs(300))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_when_the_budget_is_spent() {
+        let policy = RetryPolicy {
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(4),
+            budget: Duration::from_secs(10),
+        };
+        let mut attempts = 0;
+        let result: Result<(), &str> = policy
+            .run(|| {
+                attempts += 1;
+                async {
+                    Attempt::Retry {
+                        error: "down",
+                        after: None,
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result, Err("down"));
+        assert!((3..=8).contains(&attempts), "{attempts} attempts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_failure_is_not_retried() {
+        let mut attempts = 0;
+        let result: Result<(), &str> = RetryPolicy::default()
+            .run(|| {
+                attempts += 1;
+                async { Attempt::Fail("no") }
+            })
+            .await;
+        assert_eq!((result, attempts), (Err("no"), 1));
+    }
+
+    #[test]
+    fn excerpts_are_one_short_line() {
+        let page = format!("<html>\n  <body>{}</body>", "x".repeat(500));
+        let short = excerpt(page.as_bytes());
+        assert!(!short.contains('\n'));
+        assert_eq!(short.chars().count(), 121);
+    }
+}

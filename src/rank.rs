@@ -1,0 +1,352 @@
+//! Rank: a day's reports become the digest model, the one struct every template and the generic
+//! webhook see. Pure: same report in, same digest out.
+
+use std::cmp::Reverse;
+
+use serde::Serialize;
+
+use crate::fetch::{ChatSource, DayReport};
+use crate::schedule::Window;
+
+/// How many peak hours a digest names.
+const PEAK_HOURS: usize = 3;
+
+/// Who the digest is for; the part of a team's config the digest shows.
+#[derive(Debug, Clone)]
+pub struct Audience<'a> {
+    pub team: &'a str,
+    pub account_id: &'a str,
+    pub timezone: String,
+    pub top: usize,
+}
+
+/// The digest. Its JSON form is the generic webhook's public contract (README, "Generic webhook").
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Digest {
+    pub team: String,
+    pub account_id: String,
+    /// The local day the digest covers, `YYYY-MM-DD`.
+    pub date: String,
+    pub timezone: String,
+    /// The offset the API was asked to read the day in, `+05:30`.
+    pub utc_offset: String,
+    /// The window as sent to the API.
+    pub window: WindowView,
+    pub totals: Totals,
+    pub countries: Vec<Country>,
+    pub peak_hours: Vec<PeakHour>,
+    /// Activity per hour of the day: index 0 is 00:00-00:59 local time.
+    pub hours: [u64; 24],
+    pub pages: Vec<Page>,
+    pub referrers: Vec<Referrer>,
+    /// How many entries each list left out because of `top`.
+    pub more: More,
+    /// True when nobody visited: every list is empty and every total zero.
+    pub is_empty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowView {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub visitors: u64,
+    pub chats: u64,
+    pub cases: u64,
+    pub emails: u64,
+    pub cobrowse: u64,
+    pub calls: u64,
+    pub countries: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Country {
+    pub rank: usize,
+    pub name: String,
+    pub cca3: String,
+    pub visitors: u64,
+    pub chats: u64,
+    /// Percent of the day's visitors, 0-100, two decimals.
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeakHour {
+    pub hour: u8,
+    pub label: String,
+    pub visits: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    pub rank: usize,
+    pub url: String,
+    pub chats: u64,
+    pub percentage: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Referrer {
+    pub rank: usize,
+    pub source: String,
+    pub chats: u64,
+    pub percentage: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct More {
+    pub countries: usize,
+    pub pages: usize,
+    pub referrers: usize,
+}
+
+pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest {
+    let top = audience.top.max(1);
+
+    let mut totals = Totals {
+        countries: report.countries.len(),
+        ..Totals::default()
+    };
+    for c in &report.countries {
+        totals.visitors += c.visitors;
+        totals.chats += c.chats;
+        totals.cases += c.cases;
+        totals.emails += c.emails;
+        totals.cobrowse += c.cobrowse;
+        totals.calls += c.calls;
+    }
+
+    let mut countries: Vec<_> = report.countries.iter().collect();
+    countries.sort_by(|a, b| {
+        (Reverse(a.visitors), Reverse(a.chats), &a.name).cmp(&(
+            Reverse(b.visitors),
+            Reverse(b.chats),
+            &b.name,
+        ))
+    });
+    let countries: Vec<Country> = countries
+        .into_iter()
+        .take(top)
+        .enumerate()
+        .map(|(i, c)| Country {
+            rank: i + 1,
+            name: c.name.clone(),
+            cca3: c.cca3.clone(),
+            visitors: c.visitors,
+            chats: c.chats,
+            share: percent(c.visitors, totals.visitors),
+        })
+        .collect();
+
+    let mut hours = [0u64; 24];
+    let mut labels: [Option<&str>; 24] = [None; 24];
+    for row in &report.hours {
+        hours[row.hour as usize] += row.activity;
+        labels[row.hour as usize].get_or_insert(&row.label);
+    }
+    let mut busiest: Vec<u8> = (0..24).filter(|&h| hours[h as usize] > 0).collect();
+    busiest.sort_by_key(|&h| (Reverse(hours[h as usize]), h));
+    let peak_hours = busiest
+        .into_iter()
+        .take(PEAK_HOURS.min(top))
+        .map(|hour| PeakHour {
+            hour,
+            label: labels[hour as usize]
+                .map(str::to_owned)
+                .unwrap_or_else(|| clock_label(hour)),
+            visits: hours[hour as usize],
+        })
+        .collect();
+
+    let pages: Vec<Page> = by_chats(&report.pages, top)
+        .map(|(rank, p)| Page {
+            rank,
+            url: p.text.clone(),
+            chats: p.chats,
+            percentage: p.percentage,
+        })
+        .collect();
+    let referrers: Vec<Referrer> = by_chats(&report.referrers, top)
+        .map(|(rank, r)| Referrer {
+            rank,
+            source: r.text.clone(),
+            chats: r.chats,
+            percentage: r.percentage,
+        })
+        .collect();
+
+    let more = More {
+        countries: report.countries.len() - countries.len(),
+        pages: report.pages.len() - pages.len(),
+        referrers: report.referrers.len() - referrers.len(),
+    };
+    let is_empty = totals.visitors == 0
+        && totals.chats == 0
+        && countries.is_empty()
+        && pages.is_empty()
+        && referrers.is_empty()
+        && hours.iter().all(|&h| h == 0);
+
+    Digest {
+        team: audience.team.to_owned(),
+        account_id: audience.account_id.to_owned(),
+        date: window.date.format("%Y-%m-%d").to_string(),
+        timezone: audience.timezone.clone(),
+        utc_offset: window.offset_text(),
+        window: WindowView {
+            start: window.start_date(),
+            end: window.end_date(),
+        },
+        totals,
+        countries,
+        peak_hours,
+        hours,
+        pages,
+        referrers,
+        more,
+        is_empty,
+    }
+}
+
+/// Ranked by chats, ties by text; numbered from 1.
+fn by_chats(rows: &[ChatSource], top: usize) -> impl Iterator<Item = (usize, &ChatSource)> {
+    let mut rows: Vec<_> = rows.iter().collect();
+    rows.sort_by(|a, b| (Reverse(a.chats), &a.text).cmp(&(Reverse(b.chats), &b.text)));
+    rows.into_iter().take(top).enumerate().map(|(i, r)| (i + 1, r))
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 * 10_000.0 / whole as f64).round() / 100.0
+}
+
+/// The API's own label style, for an hour it did not label.
+fn clock_label(hour: u8) -> String {
+    let twelve = if hour.is_multiple_of(12) { 12 } else { hour % 12 };
+    format!("{twelve:02} {}", if hour < 12 { "AM" } else { "PM" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::{CountryRow, HourRow};
+
+    fn country(name: &str, visitors: u64, chats: u64) -> CountryRow {
+        CountryRow {
+            name: name.into(),
+            cca3: name[..3].to_uppercase(),
+            visitors,
+            chats,
+            cases: 1,
+            emails: 2,
+            cobrowse: 3,
+            calls: 4,
+        }
+    }
+
+    fn source(text: &str, chats: u64) -> ChatSource {
+        ChatSource {
+            text: text.into(),
+            chats,
+            percentage: 10.0,
+        }
+    }
+
+    fn hour(hour: u8, activity: u64) -> HourRow {
+        HourRow {
+            hour,
+            label: clock_label(hour),
+            activity,
+        }
+    }
+
+    fn digest(report: &DayReport, top: usize) -> Digest {
+        let audience = Audience {
+            team: "t",
+            account_id: "acme",
+            timezone: "Asia/Kolkata".into(),
+            top,
+        };
+        let zone = crate::schedule::Zone::parse("Asia/Kolkata").unwrap();
+        let window = Window::for_date(zone, "2021-03-18".parse().unwrap());
+        rank(&audience, &window, report)
+    }
+
+    #[test]
+    fn countries_rank_by_visitors_then_chats_then_name() {
+        let report = DayReport {
+            countries: vec![
+                country("Benin", 1, 2),
+                country("India", 100, 158),
+                country("Jordan", 1, 1),
+                country("Burkina Faso", 1, 1),
+                country("United States", 27, 35),
+            ],
+            ..DayReport::default()
+        };
+        let d = digest(&report, 4);
+        let names: Vec<_> = d.countries.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["India", "United States", "Benin", "Burkina Faso"]);
+        assert_eq!(d.countries[0].rank, 1);
+        assert_eq!(d.countries[0].share, 76.92);
+        assert_eq!(d.more.countries, 1);
+        assert_eq!(d.totals.visitors, 130);
+        assert_eq!(d.totals.chats, 197);
+        assert_eq!(d.totals.countries, 5);
+        assert_eq!(d.totals.calls, 20);
+    }
+
+    #[test]
+    fn peak_hours_are_the_busiest_three_earlier_first_on_ties() {
+        let report = DayReport {
+            hours: vec![hour(5, 3), hour(13, 9), hour(0, 9), hour(22, 3), hour(7, 0)],
+            ..DayReport::default()
+        };
+        let d = digest(&report, 5);
+        let peaks: Vec<_> = d.peak_hours.iter().map(|p| (p.hour, p.visits)).collect();
+        assert_eq!(peaks, [(0, 9), (13, 9), (5, 3)]);
+        assert_eq!(d.peak_hours[0].label, "12 AM");
+        assert_eq!(d.hours[13], 9);
+        assert_eq!(d.hours.iter().sum::<u64>(), 24);
+    }
+
+    #[test]
+    fn hours_without_activity_are_never_peaks() {
+        let report = DayReport {
+            hours: vec![hour(9, 4), hour(10, 0)],
+            ..DayReport::default()
+        };
+        assert_eq!(digest(&report, 5).peak_hours.len(), 1);
+    }
+
+    #[test]
+    fn pages_and_referrers_rank_by_chats_then_text_capped_by_top() {
+        let report = DayReport {
+            pages: vec![source("/b", 5), source("/a", 5), source("/c", 9)],
+            referrers: vec![source("x", 1), source("y", 2)],
+            ..DayReport::default()
+        };
+        let d = digest(&report, 2);
+        let urls: Vec<_> = d.pages.iter().map(|p| p.url.as_str()).collect();
+        assert_eq!(urls, ["/c", "/a"]);
+        assert_eq!(d.more.pages, 1);
+        assert_eq!(d.referrers[0].source, "y");
+        assert_eq!(d.referrers[1].rank, 2);
+    }
+
+    #[test]
+    fn an_empty_day_is_flagged() {
+        let d = digest(&DayReport::default(), 5);
+        assert!(d.is_empty);
+        let busy = DayReport {
+            countries: vec![country("India", 1, 0)],
+            ..DayReport::default()
+        };
+        assert!(!digest(&busy, 5).is_empty);
+    }
+}

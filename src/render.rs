@@ -1,0 +1,524 @@
+//! Render: the digest through a Handlebars template into what a webhook receives.
+//!
+//! Slack gets Block Kit built with a JSON serializer from the template's marked-up output, with
+//! visitor-chosen text escaped so it can never mention anyone or smuggle a link, and every block
+//! cut to Slack's limits. The generic webhook gets the digest model itself plus the plain text.
+//! Templates are strict: a misspelt variable fails `check`, not the 9 am run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use handlebars::{Handlebars, handlebars_helper};
+use serde_json::{Value, json};
+
+use crate::config::{Webhook, WebhookKind};
+use crate::fetch::{ChatSource, CountryRow, DayReport, HourRow};
+use crate::rank::{Audience, Digest, rank};
+use crate::schedule::{Window, Zone};
+
+const SLACK_TEMPLATE: &str = include_str!("../templates/slack.hbs");
+const TEXT_TEMPLATE: &str = include_str!("../templates/text.hbs");
+
+/// Slack's documented limits, counted in UTF-16 units (what Slack counts), which is never less
+/// than the character count.
+pub const HEADER_LIMIT: usize = 150;
+pub const SECTION_LIMIT: usize = 3000;
+pub const MAX_BLOCKS: usize = 50;
+/// Far below Slack's 40,000 so the JSON overhead never matters.
+pub const MESSAGE_BUDGET: usize = 30_000;
+
+/// A webhook's own template, read from the file its config names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateOverride {
+    pub path: PathBuf,
+    pub source: String,
+}
+
+impl TemplateOverride {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Compiled templates: Slack ones escape for mrkdwn, plain ones don't escape at all.
+#[derive(Clone)]
+pub struct Renderer {
+    slack: Arc<Handlebars<'static>>,
+    plain: Arc<Handlebars<'static>>,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Renderer")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("template {template}: {reason}")]
+pub struct RenderError {
+    template: String,
+    reason: String,
+}
+
+impl Renderer {
+    /// Compiles the built-in templates and every webhook's override, and renders each override
+    /// against a busy and an empty sample day, so a template that would fail at 9 am fails now.
+    /// Errors are (template path, reason).
+    pub fn new<'a>(
+        webhooks: impl IntoIterator<Item = &'a Webhook>,
+    ) -> Result<Renderer, Vec<(PathBuf, String)>> {
+        let mut slack = registry(slack_escape);
+        let mut plain = registry(handlebars::no_escape);
+        slack
+            .register_template_string("slack", SLACK_TEMPLATE)
+            .expect("the built-in slack template compiles");
+        plain
+            .register_template_string("text", TEXT_TEMPLATE)
+            .expect("the built-in text template compiles");
+        let mut problems = Vec::new();
+        for hook in webhooks {
+            let Some(template) = &hook.template else {
+                continue;
+            };
+            let registry = match hook.kind {
+                WebhookKind::Slack => &mut slack,
+                WebhookKind::Generic => &mut plain,
+            };
+            if let Err(e) = registry.register_template_string(&template.name(), &template.source)
+            {
+                problems.push((template.path.clone(), e.to_string()));
+                continue;
+            }
+            for sample in [sample_digest(), empty_digest()] {
+                if let Err(e) = registry.render(&template.name(), &sample) {
+                    problems.push((
+                        template.path.clone(),
+                        format!("{}; variables are the fields of the digest listed in README.md", plain_reason(&e)),
+                    ));
+                    break;
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Renderer {
+            slack: Arc::new(slack),
+            plain: Arc::new(plain),
+        })
+    }
+
+    /// The renderer with only the built-in templates.
+    pub fn builtin() -> Renderer {
+        Renderer::new([]).expect("built-in templates are valid")
+    }
+
+    /// The JSON body a webhook receives for a digest.
+    pub fn body(&self, hook: &Webhook, digest: &Digest) -> Result<Value, RenderError> {
+        let name = hook.template.as_ref().map(TemplateOverride::name);
+        match hook.kind {
+            WebhookKind::Slack => self.slack_message(digest, name.as_deref()),
+            WebhookKind::Generic => {
+                let text = self.text(digest, name.as_deref())?;
+                let mut body = serde_json::to_value(digest).expect("the digest serializes");
+                body["text"] = Value::String(text);
+                Ok(body)
+            }
+        }
+    }
+
+    pub fn slack_message(
+        &self,
+        digest: &Digest,
+        template: Option<&str>,
+    ) -> Result<Value, RenderError> {
+        let rendered = render(&self.slack, template.unwrap_or("slack"), digest)?;
+        Ok(slack_payload(&rendered))
+    }
+
+    pub fn text(&self, digest: &Digest, template: Option<&str>) -> Result<String, RenderError> {
+        render(&self.plain, template.unwrap_or("text"), digest)
+    }
+}
+
+fn render(registry: &Handlebars, name: &str, digest: &Digest) -> Result<String, RenderError> {
+    registry.render(name, digest).map_err(|e| RenderError {
+        template: name.to_owned(),
+        reason: plain_reason(&e),
+    })
+}
+
+fn plain_reason(e: &handlebars::RenderError) -> String {
+    let mut reason = e.to_string();
+    if let Some(line) = e.line_no {
+        reason = format!("line {line}: {}", e.reason());
+    }
+    reason
+}
+
+fn registry(escape: fn(&str) -> String) -> Handlebars<'static> {
+    let mut registry = Handlebars::new();
+    registry.set_strict_mode(true);
+    registry.register_escape_fn(escape);
+    registry.register_helper("number", Box::new(number));
+    registry.register_helper("percent", Box::new(percent));
+    registry.register_helper("plural", Box::new(plural));
+    registry.register_helper("truncate", Box::new(truncate));
+    registry.register_helper("strip", Box::new(strip));
+    registry.register_helper("longdate", Box::new(longdate));
+    registry
+}
+
+handlebars_helper!(number: |n: f64| thousands(n));
+handlebars_helper!(percent: |p: f64| format!("{p:.1}%"));
+handlebars_helper!(plural: |n: f64, one: str, many: str| {
+    format!("{} {}", thousands(n), if n == 1.0 { one } else { many })
+});
+handlebars_helper!(truncate: |text: str, max: u64| cut(text, max as usize));
+handlebars_helper!(strip: |hours: array| activity_strip(hours));
+handlebars_helper!(longdate: |date: str| {
+    chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .map(|d| d.format("%a %-d %b %Y").to_string())
+        .unwrap_or_else(|_| date.to_owned())
+});
+
+/// `1234567` → `1,234,567`; fractions keep one decimal.
+pub fn thousands(n: f64) -> String {
+    let whole = n.trunc().abs() as u64;
+    let digits = whole.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if n.fract() != 0.0 {
+        out.push_str(&format!("{:.1}", n.fract().abs())[1..]);
+    }
+    if n < 0.0 { format!("-{out}") } else { out }
+}
+
+/// Twenty-four bars, one per hour from midnight; an hour with no activity is a dot so it is
+/// never confused with a quiet one.
+pub fn activity_strip(hours: &[Value]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let values: Vec<f64> = hours.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect();
+    let max = values.iter().copied().fold(0.0, f64::max);
+    values
+        .iter()
+        .map(|&v| {
+            if v <= 0.0 || max <= 0.0 {
+                '·'
+            } else {
+                BARS[(((v / max) * 8.0).ceil() as usize).clamp(1, 8) - 1]
+            }
+        })
+        .collect()
+}
+
+/// Escapes what Slack's mrkdwn treats as markup (`&`, `<`, `>`) and nothing else, so text reads
+/// as the visitor wrote it but can't form `<!channel>`, `<@U…>` or `<url|label>`. Control
+/// characters become spaces: a visitor's newline must not start a line of its own in the
+/// template's output, where it could pose as a block marker.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Length as Slack counts it.
+pub fn slack_len(text: &str) -> usize {
+    text.encode_utf16().count()
+}
+
+/// Cuts on a character boundary so the result, with its "…", fits in `max` units.
+pub fn cut(text: &str, max: usize) -> String {
+    if slack_len(text) <= max {
+        return text.to_owned();
+    }
+    let mut used = 1; // the ellipsis
+    let mut out = String::new();
+    for c in text.chars() {
+        used += c.len_utf16();
+        if used > max {
+            break;
+        }
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
+
+/// Keeps whole lines while they fit, then says how many were left out.
+fn fit_lines(text: &str, max: usize) -> String {
+    if slack_len(text) <= max {
+        return text.to_owned();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let reserve = "_…and 99999 more_".len() + 1;
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for line in &lines {
+        let line = cut(line, max - reserve);
+        let len = slack_len(&line) + 1;
+        if used + len + reserve > max {
+            break;
+        }
+        used += len;
+        kept.push(line);
+    }
+    let left = lines.len() - kept.len();
+    if left > 0 {
+        kept.push(format!("_…and {left} more_"));
+    }
+    kept.join("\n")
+}
+
+/// Builds a Block Kit message from the template's marked-up output (see templates/slack.hbs).
+pub fn slack_payload(rendered: &str) -> Value {
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut kind = "section".to_owned();
+    let mut lines: Vec<&str> = Vec::new();
+    let mut flush = |kind: &str, lines: &mut Vec<&str>| {
+        let text = lines.join("\n").trim().to_owned();
+        lines.clear();
+        if !text.is_empty() || kind == "divider" {
+            blocks.push((kind.to_owned(), text));
+        }
+    };
+    for line in rendered.lines() {
+        match line.trim() {
+            marker @ ("<header>" | "<section>" | "<context>" | "<divider>" | "<text>") => {
+                flush(&kind, &mut lines);
+                kind = marker.trim_matches(['<', '>']).to_owned();
+            }
+            _ => lines.push(line),
+        }
+    }
+    flush(&kind, &mut lines);
+
+    let mut fallback = None;
+    let mut header = None;
+    let mut out = Vec::new();
+    let mut budget = MESSAGE_BUDGET;
+    let mut dropped = 0;
+    for (kind, text) in blocks {
+        let block = match kind.as_str() {
+            "text" => {
+                fallback.get_or_insert(fit_lines(&text, SECTION_LIMIT));
+                continue;
+            }
+            "header" => {
+                let text = cut(&text.replace('\n', " "), HEADER_LIMIT);
+                header.get_or_insert(text.clone());
+                json!({"type": "header", "text": {"type": "plain_text", "text": text, "emoji": true}})
+            }
+            "context" => {
+                json!({"type": "context", "elements": [{"type": "mrkdwn", "text": fit_lines(&text, SECTION_LIMIT)}]})
+            }
+            "divider" => json!({"type": "divider"}),
+            _ => json!({"type": "section", "text": {"type": "mrkdwn", "text": fit_lines(&text, SECTION_LIMIT)}}),
+        };
+        let size = slack_len(&block.to_string());
+        if out.len() + 1 >= MAX_BLOCKS || size > budget {
+            dropped += 1;
+            continue;
+        }
+        budget -= size;
+        out.push(block);
+    }
+    if dropped > 0 {
+        out.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("_…and {dropped} more sections that did not fit in one Slack message_")}]}));
+    }
+    let text = fallback
+        .or(header)
+        .unwrap_or_else(|| "Visitor digest".to_owned());
+    json!({
+        "text": text,
+        "blocks": out,
+        "unfurl_links": false,
+        "unfurl_media": false,
+    })
+}
+
+/// A Slack message as it reads in a terminal: for `demo` and `once --dry-run` readers.
+pub fn terminal(message: &Value) -> String {
+    let unescape = |s: &str| {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    };
+    let mut out = String::new();
+    for block in message["blocks"].as_array().into_iter().flatten() {
+        match block["type"].as_str() {
+            Some("header") => {
+                let text = unescape(block["text"]["text"].as_str().unwrap_or_default());
+                out.push_str(&format!("{text}\n{}\n", "═".repeat(text.chars().count())));
+            }
+            Some("section") => {
+                out.push_str(&unescape(block["text"]["text"].as_str().unwrap_or_default()));
+                out.push_str("\n\n");
+            }
+            Some("context") => {
+                for element in block["elements"].as_array().into_iter().flatten() {
+                    out.push_str(&unescape(element["text"].as_str().unwrap_or_default()));
+                    out.push('\n');
+                }
+            }
+            Some("divider") => out.push_str(&format!("{}\n", "─".repeat(40))),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A day with something in every list, so strict rendering visits every variable a template
+/// uses inside `{{#each}}` and `{{#if}}`.
+pub fn sample_digest() -> Digest {
+    let source = |text: &str, chats| ChatSource {
+        text: text.into(),
+        chats,
+        percentage: 50.0,
+    };
+    let report = DayReport {
+        countries: vec![
+            CountryRow {
+                name: "India".into(),
+                cca3: "IND".into(),
+                visitors: 100,
+                chats: 158,
+                cases: 178,
+                emails: 17,
+                cobrowse: 12,
+                calls: 3,
+            },
+            CountryRow {
+                name: "Benin".into(),
+                cca3: "BEN".into(),
+                visitors: 1,
+                chats: 2,
+                cases: 2,
+                emails: 0,
+                cobrowse: 0,
+                calls: 0,
+            },
+        ],
+        hours: vec![HourRow {
+            hour: 14,
+            label: "02 PM".into(),
+            activity: 7,
+        }],
+        pages: vec![source("https://example.com/a", 3), source("https://example.com/b", 1)],
+        referrers: vec![source("https://example.org/", 2), source("direct", 1)],
+    };
+    sample(&report, 1)
+}
+
+fn empty_digest() -> Digest {
+    sample(&DayReport::default(), 5)
+}
+
+fn sample(report: &DayReport, top: usize) -> Digest {
+    let zone = Zone::parse("Asia/Kolkata").expect("a known zone");
+    let audience = Audience {
+        team: "sample",
+        account_id: "sample",
+        timezone: zone.to_string(),
+        top,
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(2021, 3, 18).expect("a real date");
+    rank(&audience, &Window::for_date(zone, date), report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_at_a_glance() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1234.0), "1,234");
+        assert_eq!(thousands(1234567.0), "1,234,567");
+        assert_eq!(thousands(12.5), "12.5");
+    }
+
+    #[test]
+    fn the_strip_scales_to_the_busiest_hour() {
+        let hours: Vec<Value> = (0..24).map(|h| json!(if h == 12 { 80 } else { h % 3 * 10 })).collect();
+        let bars = activity_strip(&hours);
+        assert_eq!(bars.chars().count(), 24);
+        assert_eq!(bars.chars().nth(12), Some('█'));
+        assert_eq!(bars.chars().next(), Some('·'));
+        assert_eq!(bars.chars().nth(1), Some('▁'));
+        assert_eq!(bars.chars().nth(2), Some('▂'));
+    }
+
+    #[test]
+    fn escaping_defuses_mentions_and_links_and_nothing_else() {
+        assert_eq!(slack_escape("<!channel>"), "&lt;!channel&gt;");
+        assert_eq!(
+            slack_escape("<https://evil.example|Click> & co"),
+            "&lt;https://evil.example|Click&gt; &amp; co"
+        );
+        assert_eq!(slack_escape("*bold* _it_ @here \"q\" 'a'"), "*bold* _it_ @here \"q\" 'a'");
+        assert_eq!(slack_escape("a\nb"), "a b");
+    }
+
+    #[test]
+    fn cutting_respects_character_boundaries() {
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("😀😀😀", 5), "😀😀…");
+        assert_eq!(slack_len(&cut(&"é".repeat(200), 150)), 150);
+    }
+
+    #[test]
+    fn long_sections_end_with_and_n_more() {
+        let text = (0..400).map(|i| format!("line {i:03} xxxxxxxxxx")).collect::<Vec<_>>().join("\n");
+        let fitted = fit_lines(&text, SECTION_LIMIT);
+        assert!(slack_len(&fitted) <= SECTION_LIMIT);
+        let last = fitted.lines().last().unwrap();
+        let kept = fitted.lines().count() - 1;
+        assert_eq!(last, format!("_…and {} more_", 400 - kept));
+    }
+
+    #[test]
+    fn markers_become_blocks() {
+        let payload = slack_payload("<text>\nfallback\n<header>\nHello\n<section>\nbody\n\n<divider>\n<context>\nsmall");
+        assert_eq!(payload["text"], "fallback");
+        let kinds: Vec<_> = payload["blocks"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["header", "section", "divider", "context"]);
+        assert_eq!(payload["unfurl_links"], false);
+        assert_eq!(payload["unfurl_media"], false);
+    }
+
+    #[test]
+    fn too_many_blocks_are_summarised() {
+        let rendered = (0..80).map(|i| format!("<section>\ns{i}")).collect::<Vec<_>>().join("\n");
+        let payload = slack_payload(&rendered);
+        let blocks = payload["blocks"].as_array().unwrap();
+        assert_eq!(blocks.len(), MAX_BLOCKS);
+        assert!(blocks.last().unwrap().to_string().contains("and 31 more sections"));
+    }
+
+    #[test]
+    fn the_builtin_templates_render_both_samples_strictly() {
+        let renderer = Renderer::builtin();
+        for digest in [sample_digest(), empty_digest()] {
+            renderer.slack_message(&digest, None).unwrap();
+            renderer.text(&digest, None).unwrap();
+        }
+        let empty = renderer.text(&empty_digest(), None).unwrap();
+        assert!(empty.contains("No visitors on Thu 18 Mar 2021"), "{empty}");
+    }
+}

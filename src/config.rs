@@ -62,7 +62,12 @@ impl WebhookUrl {
 
 impl fmt::Display for WebhookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.0.scheme(), self.0.host_str().unwrap_or("?"))
+        write!(
+            f,
+            "{}://{}",
+            self.0.scheme(),
+            self.0.host_str().unwrap_or("?")
+        )
     }
 }
 
@@ -142,9 +147,16 @@ pub struct Team {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Per request to Acquire.
     pub timeout: Duration,
+    /// How long one fetch keeps retrying before the day counts as failed.
+    pub fetch_retry_budget: Duration,
     pub concurrency: usize,
+    pub delivery_timeout: Duration,
+    pub delivery_retry_budget: Duration,
     pub ledger_path: PathBuf,
+    /// How often the daemon tries a failed digest again within its catch-up window.
+    pub retry_every: Duration,
     pub teams: Vec<Team>,
     pub renderer: Renderer,
 }
@@ -184,7 +196,9 @@ impl std::error::Error for ConfigErrors {}
 struct RawConfig {
     acquire: Option<RawAcquire>,
     state: Option<RawState>,
+    delivery: Option<RawDelivery>,
     catch_up: Option<String>,
+    retry_every: Option<String>,
     #[serde(default)]
     teams: Vec<RawTeam>,
 }
@@ -193,7 +207,14 @@ struct RawConfig {
 struct RawAcquire {
     base_url: Option<String>,
     timeout_secs: Option<u64>,
+    retry_budget_secs: Option<u64>,
     concurrency: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct RawDelivery {
+    timeout_secs: Option<u64>,
+    retry_budget_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -275,10 +296,33 @@ pub fn parse(
     if let Err(e) = api_base(&base_url, "example") {
         problems.add("acquire.base_url", e);
     }
-    let timeout_secs = acquire.and_then(|a| a.timeout_secs).unwrap_or(30);
-    if timeout_secs == 0 {
-        problems.add("acquire.timeout_secs", "must be at least 1 second");
-    }
+    let delivery = raw.delivery.as_ref();
+    let mut seconds = |key: &str, value: Option<u64>, default: u64| {
+        if value == Some(0) {
+            problems.add(key, "must be at least 1 second");
+        }
+        Duration::from_secs(value.unwrap_or(default).max(1))
+    };
+    let timeout = seconds(
+        "acquire.timeout_secs",
+        acquire.and_then(|a| a.timeout_secs),
+        30,
+    );
+    let fetch_retry_budget = seconds(
+        "acquire.retry_budget_secs",
+        acquire.and_then(|a| a.retry_budget_secs),
+        30,
+    );
+    let delivery_timeout = seconds(
+        "delivery.timeout_secs",
+        delivery.and_then(|d| d.timeout_secs),
+        10,
+    );
+    let delivery_retry_budget = seconds(
+        "delivery.retry_budget_secs",
+        delivery.and_then(|d| d.retry_budget_secs),
+        30,
+    );
     let concurrency = acquire.and_then(|a| a.concurrency).unwrap_or(32);
     if concurrency == 0 {
         problems.add(
@@ -296,6 +340,17 @@ pub fn parse(
         Ok(d) => d.unwrap_or(Duration::from_secs(12 * 3600)),
         Err(e) => {
             problems.add("catch_up", e);
+            Duration::ZERO
+        }
+    };
+    let retry_every = match raw.retry_every.as_deref().map(parse_catch_up).transpose() {
+        Ok(Some(d)) if d.is_zero() => {
+            problems.add("retry_every", "must be longer than 0, e.g. \"10m\"");
+            d
+        }
+        Ok(d) => d.unwrap_or(Duration::from_secs(600)),
+        Err(e) => {
+            problems.add("retry_every", e);
             Duration::ZERO
         }
     };
@@ -355,9 +410,13 @@ pub fn parse(
 
     match renderer {
         Some(renderer) if problems.0.is_empty() => Ok(Config {
-            timeout: Duration::from_secs(timeout_secs),
+            timeout,
+            fetch_retry_budget,
             concurrency,
+            delivery_timeout,
+            delivery_retry_budget,
             ledger_path,
+            retry_every,
             teams,
             renderer,
         }),
@@ -498,7 +557,9 @@ fn parse_team(
         if !hook_names.insert(hook_name.clone()) {
             problems.add(
                 format!("{hook_place}.name"),
-                format!("duplicate webhook name {hook_name:?} in this team: give each a unique name"),
+                format!(
+                    "duplicate webhook name {hook_name:?} in this team: give each a unique name"
+                ),
             );
         }
         if let Some(url) = url
@@ -598,10 +659,7 @@ fn describe_path(path: &str, raw: &RawConfig) -> String {
     let mut parts = path.split('.');
     let mut out = String::new();
     if path.starts_with("teams.")
-        && let Some(index) = path
-            .split('.')
-            .nth(1)
-            .and_then(|i| i.parse::<usize>().ok())
+        && let Some(index) = path.split('.').nth(1).and_then(|i| i.parse::<usize>().ok())
     {
         parts.next();
         parts.next();
@@ -610,7 +668,8 @@ fn describe_path(path: &str, raw: &RawConfig) -> String {
             None => format!("teams[{index}]"),
         };
     }
-    while let Some(part) = parts.next() {
+    // serde_ignored writes `?` for the Option around a table.
+    for part in parts.filter(|&p| p != "?") {
         if part.parse::<usize>().is_ok() {
             out.push_str(&format!("[{part}]"));
         } else {
@@ -678,4 +737,257 @@ pub fn parse_fixed_offset(text: &str) -> Option<FixedOffset> {
         return None;
     }
     FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+[acquire]
+timeout_secs = 10
+
+[[teams]]
+name = "support-apac"
+account_id = "acme"
+api_key_env = "ACME_KEY"
+timezone = "Asia/Kolkata"
+schedule = "0 9 * * *"
+
+[[teams.webhooks]]
+kind = "slack"
+url_env = "APAC_SLACK"
+
+[[teams.webhooks]]
+kind = "generic"
+url = "https://example.com/hook"
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "ACME_KEY" => Some("k-123".into()),
+            "APAC_SLACK" => Some("https://hooks.slack.com/services/T0/B0/SECRET".into()),
+            "EMPTY" => Some("  ".into()),
+            _ => None,
+        }
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse(text, Path::new("."), &env) {
+            Ok(_) => panic!("expected problems in:\n{text}"),
+            Err(problems) => problems,
+        }
+    }
+
+    /// Asserts one problem sits at `place` and its message mentions `words`.
+    fn assert_problem(text: &str, place: &str, words: &str) {
+        let problems = problems(text);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.place == place && p.message.contains(words)),
+            "no problem at {place:?} mentioning {words:?} in {problems:#?}"
+        );
+    }
+
+    #[test]
+    fn a_valid_config_parses_into_types() {
+        let config = parse(VALID, Path::new("/etc/acquire-digest"), &env).unwrap();
+        assert_eq!(config.timeout, Duration::from_secs(10));
+        assert_eq!(config.concurrency, 32);
+        assert_eq!(
+            config.ledger_path,
+            Path::new("/etc/acquire-digest/state/ledger.db")
+        );
+        let team = &config.teams[0];
+        assert_eq!(team.name, "support-apac");
+        assert_eq!(team.api_base.as_str(), "https://acme.acquire.io/api");
+        assert_eq!(team.api_key.expose(), "k-123");
+        assert_eq!(team.zone.to_string(), "Asia/Kolkata");
+        assert_eq!(team.top, 5);
+        assert_eq!(team.catch_up, Duration::from_secs(12 * 3600));
+        let names: Vec<_> = team.webhooks.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["slack", "generic"]);
+        assert_eq!(team.webhooks[0].url.to_string(), "https://hooks.slack.com");
+    }
+
+    #[test]
+    fn secrets_never_print_themselves() {
+        let config = parse(VALID, Path::new("."), &env).unwrap();
+        let debug = format!("{:?}", config.teams);
+        assert!(!debug.contains("k-123"), "{debug}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+        assert!(!debug.contains("/services/"), "{debug}");
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let problems = problems("[acquire]\ntimeout_secs = = 3\n");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].place.starts_with("line 2, column"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_all_reported_with_their_team() {
+        let text = VALID
+            .replace("timezone =", "time_zone = \"UTC\"\ntimezone =")
+            .replace("kind = \"generic\"", "kind = \"generic\"\nurll = \"x\"")
+            .replace("[acquire]", "[acquire]\nbase = \"x\"");
+        let problems = problems(&text);
+        let places: Vec<_> = problems.iter().map(|p| p.place.as_str()).collect();
+        assert!(
+            places.contains(&"team \"support-apac\".time_zone"),
+            "{places:?}"
+        );
+        assert!(
+            places.contains(&"team \"support-apac\".webhooks[1].urll"),
+            "{places:?}"
+        );
+        assert!(places.contains(&"acquire.base"), "{places:?}");
+        assert!(problems.iter().all(|p| p.message.contains("unknown key")));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let text = VALID
+            .replace("Asia/Kolkata", "Asia/Kolkatta")
+            .replace("0 9 * * *", "0 9 * *")
+            .replace("\"acme\"", "\"acme.evil.com/x\"")
+            .replace("https://example.com/hook", "ftp://example.com/hook")
+            .replace("APAC_SLACK", "UNSET_VAR");
+        let problems = problems(&text);
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn each_rejection_names_the_key_and_the_fix() {
+        let team = "team \"support-apac\"";
+        assert_problem(
+            &VALID.replace("Asia/Kolkata", "Mars/Olympus"),
+            &format!("{team}.timezone"),
+            "IANA",
+        );
+        assert_problem(
+            &VALID.replace("0 9 * * *", "0 99 * * *"),
+            &format!("{team}.schedule"),
+            "not a valid cron",
+        );
+        assert_problem(
+            &VALID.replace("\"acme\"", "\"acme.evil\""),
+            &format!("{team}.account_id"),
+            "DNS label",
+        );
+        assert_problem(
+            &VALID.replace("\"acme\"", "\"-acme\""),
+            &format!("{team}.account_id"),
+            "DNS label",
+        );
+        assert_problem(
+            &VALID.replace("https://example.com/hook", "javascript:alert(1)"),
+            &format!("{team}.webhooks[1].url"),
+            "http",
+        );
+        assert_problem(
+            &VALID.replace("APAC_SLACK", "NOT_SET"),
+            &format!("{team}.webhooks[0].url_env"),
+            "NOT_SET is not set",
+        );
+        assert_problem(
+            &VALID.replace("ACME_KEY", "EMPTY"),
+            &format!("{team}.api_key_env"),
+            "EMPTY is empty",
+        );
+        assert_problem(
+            &VALID.replace("api_key_env = \"ACME_KEY\"", ""),
+            &format!("{team}.api_key_env"),
+            "missing",
+        );
+        assert_problem(
+            &VALID.replace("kind = \"generic\"", "kind = \"teams\""),
+            &format!("{team}.webhooks[1].kind"),
+            "\"slack\" or \"generic\"",
+        );
+        assert_problem(
+            &VALID.replace("timeout_secs = 10", "timeout_secs = 0"),
+            "acquire.timeout_secs",
+            "at least 1",
+        );
+        assert_problem(
+            &VALID.replace("[acquire]", "catch_up = \"soon\"\n[acquire]"),
+            "catch_up",
+            "12h",
+        );
+        assert_problem(
+            &VALID.replace(
+                "schedule = \"0 9 * * *\"",
+                "schedule = \"0 9 * * *\"\ntop = 0",
+            ),
+            &format!("{team}.top"),
+            "1 to 1000",
+        );
+    }
+
+    #[test]
+    fn duplicate_team_names_are_rejected() {
+        let text = format!("{VALID}\n{}", &VALID[VALID.find("[[teams]]").unwrap()..]);
+        assert_problem(&text, "team \"support-apac\".name", "duplicate");
+    }
+
+    #[test]
+    fn a_broken_or_misspelt_template_is_caught_before_9am() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("typo.hbs"),
+            "<section>\n{{totals.visiters}}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("broken.hbs"), "{{#each countries}}\n").unwrap();
+        std::fs::write(
+            dir.path().join("nested.hbs"),
+            "{{#each countries}}{{nmae}}{{/each}}",
+        )
+        .unwrap();
+        for (file, words) in [
+            ("typo.hbs", "visiters"),
+            ("broken.hbs", "broken.hbs"),
+            ("nested.hbs", "nmae"),
+        ] {
+            let text = VALID.replace(
+                "url_env = \"APAC_SLACK\"",
+                &format!("url_env = \"APAC_SLACK\"\ntemplate = \"{file}\""),
+            );
+            let problems = parse(&text, dir.path(), &env).unwrap_err();
+            assert!(
+                problems.iter().any(
+                    |p| p.place == "team \"support-apac\".webhooks.slack.template"
+                        && p.message.contains(words)
+                ),
+                "{file}: {problems:#?}"
+            );
+        }
+        let missing = VALID.replace(
+            "url_env = \"APAC_SLACK\"",
+            "url_env = \"APAC_SLACK\"\ntemplate = \"nowhere.hbs\"",
+        );
+        let problems = parse(&missing, dir.path(), &env).unwrap_err();
+        assert!(problems[0].message.contains("cannot read"), "{problems:?}");
+    }
+
+    #[test]
+    fn fixed_offsets_parse_strictly() {
+        assert_eq!(
+            parse_fixed_offset("+05:30").unwrap().local_minus_utc(),
+            19800
+        );
+        assert_eq!(
+            parse_fixed_offset("-03:30").unwrap().local_minus_utc(),
+            -12600
+        );
+        assert!(parse_fixed_offset("05:30").is_none());
+        assert!(parse_fixed_offset("+5:30").is_none());
+        assert!(parse_fixed_offset("+05:60").is_none());
+    }
 }

@@ -116,9 +116,7 @@ pub struct FetchError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Problem {
-    #[error(
-        "API key rejected (HTTP {0}): check the team's api_key / api_key_env for this account"
-    )]
+    #[error("API key rejected (HTTP {0}): check the team's api_key / api_key_env for this account")]
     Unauthorized(u16),
     #[error(
         "not found (HTTP 404): check account_id and acquire.base_url; the endpoint path may have changed"
@@ -150,10 +148,6 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(timeout: Duration, concurrency: usize) -> Client {
-        Client::with_retry(timeout, concurrency, RetryPolicy::default())
-    }
-
     pub fn with_retry(timeout: Duration, concurrency: usize, retry: RetryPolicy) -> Client {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -219,11 +213,15 @@ impl Client {
                 .await;
             classify(sent, endpoint).await
         };
-        let body = self.retry.run(attempt).await.map_err(|problem| FetchError {
-            endpoint,
-            account: team.account_id.clone(),
-            problem,
-        })?;
+        let body = self
+            .retry
+            .run(attempt)
+            .await
+            .map_err(|problem| FetchError {
+                endpoint,
+                account: team.account_id.clone(),
+                problem,
+            })?;
         rows_of(&body, endpoint).map_err(|problem| FetchError {
             endpoint,
             account: team.account_id.clone(),
@@ -486,9 +484,13 @@ mod tests {
 
     #[test]
     fn counts_may_be_numbers_or_numeric_strings() {
-        let row = json!({"name": "India", "visitorCount": "100", "chatCount": 7.0, "caseCount": null});
+        let row =
+            json!({"name": "India", "visitorCount": "100", "chatCount": 7.0, "caseCount": null});
         let country = parse_country(&row).unwrap();
-        assert_eq!((country.visitors, country.chats, country.cases), (100, 7, 0));
+        assert_eq!(
+            (country.visitors, country.chats, country.cases),
+            (100, 7, 0)
+        );
         let bad = json!({"name": "India", "visitorCount": "lots"});
         let err = parse_country(&bad).unwrap_err();
         assert!(err.contains("visitorCount"), "{err}");
@@ -509,9 +511,17 @@ mod tests {
 
     #[test]
     fn unsuccessful_and_malformed_envelopes_are_errors() {
-        let unsuccessful = json!({"data": {"visitorReference": {"success": false, "message": "quota"}}});
-        let err = rows_of(unsuccessful.to_string().as_bytes(), Endpoint::VisitorReference).unwrap_err();
-        assert!(matches!(err, Problem::Unsuccessful(Some(ref m)) if m == "quota"), "{err}");
+        let unsuccessful =
+            json!({"data": {"visitorReference": {"success": false, "message": "quota"}}});
+        let err = rows_of(
+            unsuccessful.to_string().as_bytes(),
+            Endpoint::VisitorReference,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Problem::Unsuccessful(Some(ref m)) if m == "quota"),
+            "{err}"
+        );
 
         let missing = json!({"data": {}});
         let err = rows_of(missing.to_string().as_bytes(), Endpoint::VisitorReference).unwrap_err();
@@ -528,7 +538,10 @@ mod tests {
         ));
 
         let empty = envelope(Endpoint::VisitorReference, json!([]));
-        assert_eq!(rows_of(&empty, Endpoint::VisitorReference).unwrap().len(), 0);
+        assert_eq!(
+            rows_of(&empty, Endpoint::VisitorReference).unwrap().len(),
+            0
+        );
     }
 
     #[test]

@@ -17,12 +17,13 @@ pub struct RetryPolicy {
     pub budget: Duration,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
+impl RetryPolicy {
+    /// Backoff from half a second, doubling up to 8 s, until `budget` is spent.
+    pub fn within(budget: Duration) -> RetryPolicy {
         RetryPolicy {
             first_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-            budget: Duration::from_secs(120),
+            max_delay: Duration::from_secs(8),
+            budget,
         }
     }
 }
@@ -31,7 +32,10 @@ impl Default for RetryPolicy {
 pub enum Attempt<T, E> {
     Done(T),
     /// Worth trying again, after at least `after` if the server said so.
-    Retry { error: E, after: Option<Duration> },
+    Retry {
+        error: E,
+        after: Option<Duration>,
+    },
     Fail(E),
 }
 
@@ -186,7 +190,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_permanent_failure_is_not_retried() {
         let mut attempts = 0;
-        let result: Result<(), &str> = RetryPolicy::default()
+        let result: Result<(), &str> = RetryPolicy::within(Duration::from_secs(60))
             .run(|| {
                 attempts += 1;
                 async { Attempt::Fail("no") }

@@ -19,8 +19,14 @@
 //!   each team's schedule (`run`).
 
 pub mod config;
+pub mod daemon;
+pub mod deliver;
+// pub mod demo;
 pub mod fetch;
-mod http;
+pub mod http;
+pub mod ledger;
+pub mod pipeline;
 pub mod rank;
 pub mod render;
 pub mod schedule;
+// pub mod simulator;

@@ -1,1 +1,255 @@
-fn main() {}
+//! The command line: parse flags, hand over to the library, print the outcome, pick an exit code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use acquire_digest::config::{self, Config};
+use acquire_digest::ledger::Ledger;
+use acquire_digest::pipeline::{HookStatus, Pipeline, RunOptions};
+use acquire_digest::schedule::Window;
+use acquire_digest::{daemon, demo, simulator};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Posts each team's daily visitor-analytics digest from Acquire to Slack and webhooks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate config.toml: everything that can be known before 9 am, all at once.
+    Check(ConfigArg),
+    /// Build and deliver digests now (default: every team, yesterday in its timezone).
+    Once(OnceArgs),
+    /// Run the daemon: every team's digest on its schedule, exactly once per day and webhook.
+    Run(ConfigArg),
+    /// Serve a local simulator of Acquire's Visitor Analytics API.
+    Simulate(SimulateArgs),
+    /// Print example digests built from the built-in simulator: no config, network or keys.
+    Demo,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(long, env = "ACQUIRE_DIGEST_CONFIG", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct OnceArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Only this team (repeatable). Default: every team.
+    #[arg(long = "team", value_name = "NAME")]
+    teams: Vec<String>,
+    /// The day to report, YYYY-MM-DD. Default: yesterday in each team's timezone.
+    #[arg(long)]
+    date: Option<NaiveDate>,
+    /// Print each rendered payload to stdout (one JSON document per line); post and record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Send again what the ledger lists as delivered.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Added to every response.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Fraction of requests (0-1) answered with a 503 maintenance page.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Accept only this bearer token (default: any non-empty one).
+    #[arg(long, env = "ACQUIRE_SIMULATOR_API_KEY")]
+    api_key: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // HTTP internals may log request URIs, and a webhook URL is a credential: whatever
+    // RUST_LOG asks for, these stay at warnings.
+    for quiet in [
+        "hyper",
+        "hyper_util",
+        "reqwest",
+        "h2",
+        "rustls",
+        "tower",
+        "axum",
+    ] {
+        filter = filter.add_directive(format!("{quiet}=warn").parse().expect("a valid directive"));
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check(args) => Ok(check(&args.config)),
+        Command::Once(args) => once(args).await,
+        Command::Run(args) => {
+            let config = load(&args.config)?;
+            daemon::run(args.config, config, daemon::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate(args) => {
+            if !(0.0..=1.0).contains(&args.fail_rate) {
+                bail!("--fail-rate must be between 0 and 1");
+            }
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let addr = listener.local_addr()?;
+            eprintln!(
+                "Acquire API simulator on http://{addr}; point a team at it with\n  base_url = \"http://{addr}/{{account_id}}/api\""
+            );
+            let options = simulator::SimulatorOptions {
+                latency: Duration::from_millis(args.latency_ms),
+                fail_rate: args.fail_rate,
+                api_key: args.api_key,
+            };
+            simulator::serve(listener, options, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            print!("{}", demo::run().await?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: OK, {} team{}",
+                path.display(),
+                config.teams.len(),
+                if config.teams.len() == 1 { "" } else { "s" }
+            );
+            let now = Utc::now();
+            for team in &config.teams {
+                let hooks: Vec<String> = team
+                    .webhooks
+                    .iter()
+                    .map(|h| format!("{} ({})", h.name, h.url))
+                    .collect();
+                println!(
+                    "  {}: {} in {}; next digest {}; to {}",
+                    team.name,
+                    team.schedule.as_str(),
+                    team.zone,
+                    daemon::describe_next(team, now),
+                    hooks.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
+    let config = load(&args.config.config)?;
+    let unknown: Vec<&String> = args
+        .teams
+        .iter()
+        .filter(|name| !config.teams.iter().any(|t| &t.name == *name))
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = config.teams.iter().map(|t| t.name.as_str()).collect();
+        bail!(
+            "no team named {}: the config has {}",
+            unknown
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            known.join(", ")
+        );
+    }
+    let ledger = if args.dry_run {
+        None
+    } else {
+        Some(Ledger::open(&config.ledger_path)?)
+    };
+    let pipeline = Pipeline::new(&config, ledger);
+    let options = RunOptions {
+        force: args.force,
+        dry_run: args.dry_run,
+    };
+    let now = Utc::now();
+    let runs = config
+        .teams
+        .iter()
+        .filter(|team| args.teams.is_empty() || args.teams.contains(&team.name))
+        .map(|team| {
+            let date = args
+                .date
+                .unwrap_or_else(|| Window::yesterday(team.zone, now).date);
+            pipeline.run_team(team, date, options)
+        });
+    let reports = futures::future::join_all(runs).await;
+
+    let mut ok = true;
+    for report in &reports {
+        ok &= report.is_ok();
+        if let Ok(hooks) = &report.outcome {
+            for hook in hooks {
+                if let HookStatus::DryRun(body) = &hook.status {
+                    println!("{body}");
+                }
+            }
+        }
+        for line in report.summary_lines() {
+            eprintln!("{line}");
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -215,7 +215,10 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
 fn by_chats(rows: &[ChatSource], top: usize) -> impl Iterator<Item = (usize, &ChatSource)> {
     let mut rows: Vec<_> = rows.iter().collect();
     rows.sort_by(|a, b| (Reverse(a.chats), &a.text).cmp(&(Reverse(b.chats), &b.text)));
-    rows.into_iter().take(top).enumerate().map(|(i, r)| (i + 1, r))
+    rows.into_iter()
+        .take(top)
+        .enumerate()
+        .map(|(i, r)| (i + 1, r))
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -227,7 +230,11 @@ fn percent(part: u64, whole: u64) -> f64 {
 
 /// The API's own label style, for an hour it did not label.
 fn clock_label(hour: u8) -> String {
-    let twelve = if hour.is_multiple_of(12) { 12 } else { hour % 12 };
+    let twelve = if hour.is_multiple_of(12) {
+        12
+    } else {
+        hour % 12
+    };
     format!("{twelve:02} {}", if hour < 12 { "AM" } else { "PM" })
 }
 

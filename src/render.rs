@@ -84,8 +84,7 @@ impl Renderer {
                 WebhookKind::Slack => &mut slack,
                 WebhookKind::Generic => &mut plain,
             };
-            if let Err(e) = registry.register_template_string(&template.name(), &template.source)
-            {
+            if let Err(e) = registry.register_template_string(&template.name(), &template.source) {
                 problems.push((template.path.clone(), e.to_string()));
                 continue;
             }
@@ -93,7 +92,10 @@ impl Renderer {
                 if let Err(e) = registry.render(&template.name(), &sample) {
                     problems.push((
                         template.path.clone(),
-                        format!("{}; variables are the fields of the digest listed in README.md", plain_reason(&e)),
+                        format!(
+                            "{}; variables are the fields of the digest listed in README.md",
+                            plain_reason(&e)
+                        ),
                     ));
                     break;
                 }
@@ -326,7 +328,9 @@ pub fn slack_payload(rendered: &str) -> Value {
                 json!({"type": "context", "elements": [{"type": "mrkdwn", "text": fit_lines(&text, SECTION_LIMIT)}]})
             }
             "divider" => json!({"type": "divider"}),
-            _ => json!({"type": "section", "text": {"type": "mrkdwn", "text": fit_lines(&text, SECTION_LIMIT)}}),
+            _ => {
+                json!({"type": "section", "text": {"type": "mrkdwn", "text": fit_lines(&text, SECTION_LIMIT)}})
+            }
         };
         let size = slack_len(&block.to_string());
         if out.len() + 1 >= MAX_BLOCKS || size > budget {
@@ -365,7 +369,9 @@ pub fn terminal(message: &Value) -> String {
                 out.push_str(&format!("{text}\n{}\n", "═".repeat(text.chars().count())));
             }
             Some("section") => {
-                out.push_str(&unescape(block["text"]["text"].as_str().unwrap_or_default()));
+                out.push_str(&unescape(
+                    block["text"]["text"].as_str().unwrap_or_default(),
+                ));
                 out.push_str("\n\n");
             }
             Some("context") => {
@@ -417,7 +423,10 @@ pub fn sample_digest() -> Digest {
             label: "02 PM".into(),
             activity: 7,
         }],
-        pages: vec![source("https://example.com/a", 3), source("https://example.com/b", 1)],
+        pages: vec![
+            source("https://example.com/a", 3),
+            source("https://example.com/b", 1),
+        ],
         referrers: vec![source("https://example.org/", 2), source("direct", 1)],
     };
     sample(&report, 1)
@@ -454,7 +463,9 @@ mod tests {
 
     #[test]
     fn the_strip_scales_to_the_busiest_hour() {
-        let hours: Vec<Value> = (0..24).map(|h| json!(if h == 12 { 80 } else { h % 3 * 10 })).collect();
+        let hours: Vec<Value> = (0..24)
+            .map(|h| json!(if h == 12 { 80 } else { h % 3 * 10 }))
+            .collect();
         let bars = activity_strip(&hours);
         assert_eq!(bars.chars().count(), 24);
         assert_eq!(bars.chars().nth(12), Some('█'));
@@ -470,7 +481,10 @@ mod tests {
             slack_escape("<https://evil.example|Click> & co"),
             "&lt;https://evil.example|Click&gt; &amp; co"
         );
-        assert_eq!(slack_escape("*bold* _it_ @here \"q\" 'a'"), "*bold* _it_ @here \"q\" 'a'");
+        assert_eq!(
+            slack_escape("*bold* _it_ @here \"q\" 'a'"),
+            "*bold* _it_ @here \"q\" 'a'"
+        );
         assert_eq!(slack_escape("a\nb"), "a b");
     }
 
@@ -484,7 +498,10 @@ mod tests {
 
     #[test]
     fn long_sections_end_with_and_n_more() {
-        let text = (0..400).map(|i| format!("line {i:03} xxxxxxxxxx")).collect::<Vec<_>>().join("\n");
+        let text = (0..400)
+            .map(|i| format!("line {i:03} xxxxxxxxxx"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let fitted = fit_lines(&text, SECTION_LIMIT);
         assert!(slack_len(&fitted) <= SECTION_LIMIT);
         let last = fitted.lines().last().unwrap();
@@ -494,9 +511,16 @@ mod tests {
 
     #[test]
     fn markers_become_blocks() {
-        let payload = slack_payload("<text>\nfallback\n<header>\nHello\n<section>\nbody\n\n<divider>\n<context>\nsmall");
+        let payload = slack_payload(
+            "<text>\nfallback\n<header>\nHello\n<section>\nbody\n\n<divider>\n<context>\nsmall",
+        );
         assert_eq!(payload["text"], "fallback");
-        let kinds: Vec<_> = payload["blocks"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
+        let kinds: Vec<_> = payload["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["type"].as_str().unwrap())
+            .collect();
         assert_eq!(kinds, ["header", "section", "divider", "context"]);
         assert_eq!(payload["unfurl_links"], false);
         assert_eq!(payload["unfurl_media"], false);
@@ -504,11 +528,20 @@ mod tests {
 
     #[test]
     fn too_many_blocks_are_summarised() {
-        let rendered = (0..80).map(|i| format!("<section>\ns{i}")).collect::<Vec<_>>().join("\n");
+        let rendered = (0..80)
+            .map(|i| format!("<section>\ns{i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let payload = slack_payload(&rendered);
         let blocks = payload["blocks"].as_array().unwrap();
         assert_eq!(blocks.len(), MAX_BLOCKS);
-        assert!(blocks.last().unwrap().to_string().contains("and 31 more sections"));
+        assert!(
+            blocks
+                .last()
+                .unwrap()
+                .to_string()
+                .contains("and 31 more sections")
+        );
     }
 
     #[test]

@@ -141,7 +141,9 @@ impl Schedule {
             ));
         }
         let cron = Cron::from_str(text).map_err(|e| {
-            format!("{text:?} is not a valid cron line ({e}); e.g. \"0 9 * * *\" is 09:00 every day")
+            format!(
+                "{text:?} is not a valid cron line ({e}); e.g. \"0 9 * * *\" is 09:00 every day"
+            )
         })?;
         Ok(Schedule {
             cron,
@@ -170,24 +172,25 @@ impl Schedule {
             .map(|t| t.with_timezone(&Utc))
     }
 
-    /// The latest firing at or before `at`, looking back no further than `horizon`.
+    /// The latest firing at or before `at`, if it lies within `horizon`.
     pub fn last_at_or_before(
         &self,
         zone: Zone,
         at: DateTime<Utc>,
         horizon: chrono::Duration,
     ) -> Option<DateTime<Utc>> {
-        let mut firing = self.next_after(zone, at - horizon)?;
-        if firing > at {
-            return None;
-        }
-        while let Some(next) = self.next_after(zone, firing) {
-            if next > at {
-                break;
-            }
-            firing = next;
-        }
-        Some(firing)
+        let last = match zone {
+            Zone::Named(tz) => self.previous_in(&at.with_timezone(&tz)),
+            Zone::Fixed(offset) => self.previous_in(&at.with_timezone(&offset)),
+        }?;
+        (at - last <= horizon).then_some(last)
+    }
+
+    fn previous_in<Z: TimeZone>(&self, at: &DateTime<Z>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_previous_occurrence(at, true)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 }
 
@@ -269,7 +272,10 @@ mod tests {
     #[test]
     fn unknown_zones_and_bad_offsets_are_rejected_with_advice() {
         let err = Zone::parse("Asia/Kolkatta").unwrap_err();
-        assert!(err.contains("Asia/Kolkatta") && err.contains("IANA"), "{err}");
+        assert!(
+            err.contains("Asia/Kolkatta") && err.contains("IANA"),
+            "{err}"
+        );
         assert!(Zone::parse("+5:30").is_err());
         assert!(Zone::parse("+15:00").is_err());
     }

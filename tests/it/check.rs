@@ -1,0 +1,114 @@
+//! `acquire-digest check`: the real binary on config files in a fresh folder.
+
+use crate::support::{Workspace, run_in, stderr, stdout};
+
+const GOOD: &str = r#"
+[[teams]]
+name = "support-apac"
+account_id = "acme"
+api_key_env = "ACME_KEY"
+timezone = "Asia/Kolkata"
+schedule = "0 9 * * *"
+
+[[teams.webhooks]]
+kind = "slack"
+url_env = "APAC_SLACK"
+"#;
+
+const SECRET_URL: &str = "https://hooks.slack.com/services/T000/B000/XXXXSECRET";
+
+#[test]
+fn a_valid_config_passes_and_shows_the_next_digest() {
+    let work = Workspace::new(GOOD);
+    let output = work.run(
+        &["check"],
+        &[("ACME_KEY", "key-abc"), ("APAC_SLACK", SECRET_URL)],
+    );
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    assert!(out.contains("OK, 1 team"), "{out}");
+    assert!(out.contains("support-apac"), "{out}");
+    assert!(out.contains("Asia/Kolkata"), "{out}");
+    assert!(out.contains("https://hooks.slack.com"), "{out}");
+    assert!(
+        !out.contains("XXXXSECRET") && !out.contains("key-abc"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_team_and_key() {
+    let bad = GOOD
+        .replace("Asia/Kolkata", "Asia/Kolkatta")
+        .replace("0 9 * * *", "0 9 * * * * *")
+        .replace("\"acme\"", "\"ac me\"")
+        .replace("schedule =", "colour = \"blue\"\nschedule =");
+    let work = Workspace::new(&bad);
+    let output = work.run(&["check"], &[("APAC_SLACK", "ftp://hooks.example/x")]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    for expected in [
+        "team \"support-apac\".timezone",
+        "team \"support-apac\".schedule",
+        "team \"support-apac\".account_id",
+        "team \"support-apac\".colour: unknown key",
+        "team \"support-apac\".api_key_env: environment variable ACME_KEY is not set",
+        "team \"support-apac\".webhooks[0].url_env: must be an http:// or https:// URL",
+        "6 problems",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(
+        !err.contains("hooks.example/x"),
+        "a webhook URL leaked:\n{err}"
+    );
+}
+
+#[test]
+fn syntax_errors_point_at_the_line() {
+    let work = Workspace::new("[[teams]]\nname = \"x\"\nschedule = 0 9\n");
+    let output = work.run(&["check"], &[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("line 3, column"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn the_config_path_comes_from_the_flag_or_the_environment() {
+    let work = Workspace::new(GOOD);
+    let env = [("ACME_KEY", "k"), ("APAC_SLACK", SECRET_URL)];
+    std::fs::rename(work.config(), work.path("elsewhere.toml")).unwrap();
+    let missing = work.run(&["check"], &env);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("config.toml"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let flag = work.run(&["check", "--config", "elsewhere.toml"], &env);
+    assert!(flag.status.success(), "{}", stderr(&flag));
+    let path = work.path("elsewhere.toml");
+    let mut with_env = env.to_vec();
+    with_env.push(("ACQUIRE_DIGEST_CONFIG", path.to_str().unwrap()));
+    assert!(work.run(&["check"], &with_env).status.success());
+}
+
+#[test]
+fn the_shipped_config_passes() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let output = run_in(
+        std::path::Path::new(repo),
+        &["check", "--config", "config.toml"],
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+}

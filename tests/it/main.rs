@@ -1,0 +1,8 @@
+//! Integration tests: the real binary and library against real loopback servers (the
+//! simulator, a scripted Acquire stand-in, and a webhook receiver), never mocks.
+
+mod support;
+
+mod check;
+mod fetch;
+mod once;

@@ -1,0 +1,527 @@
+//! `acquire-digest once`: the real binary against the simulator (or a scripted Acquire for data
+//! the simulator never serves) and a loopback webhook receiver.
+
+use acquire_digest::simulator::{self, RunningSimulator, SimulatorOptions};
+use serde_json::{Value, json};
+
+use crate::support::{Reply, Scripted, Workspace, config, report, stderr, stdout, team};
+
+const REFERENCE_DAY: &str = "2021-03-18";
+
+async fn simulator() -> RunningSimulator {
+    simulator::spawn(SimulatorOptions::default()).await.unwrap()
+}
+
+/// Runs the binary off the test's runtime so the loopback servers keep answering.
+async fn run(work: &Workspace, args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let dir = work.dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::support::run_in(&dir, &args, &[])
+    })
+    .await
+    .unwrap()
+}
+
+/// An Acquire stand-in serving these rows for every day.
+async fn acquire_serving(
+    countries: Value,
+    pages: Value,
+    referrers: Value,
+    hours: Value,
+) -> Scripted {
+    let server = Scripted::start(Reply::new(500, "unscripted")).await;
+    for (path, key, rows) in [
+        ("visitors-by-location", "visitorsByLocation", countries),
+        ("most-active-visit-times", "mostActiveVisitTimes", hours),
+        ("pages-with-most-chats", "pagesWithMostChats", pages),
+        ("visitor-reference", "visitorReference", referrers),
+    ] {
+        server.script(path, vec![Reply::new(200, report(key, rows))]);
+    }
+    server
+}
+
+fn acquire_base(server: &Scripted) -> String {
+    server.url("/{account_id}/api")
+}
+
+#[tokio::test]
+async fn the_generic_webhook_gets_the_ranked_reference_day() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[team("apac", "acme", &[("generic", &hooks.url("/generic"))])],
+    ));
+    let output = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let seen = hooks.seen();
+    assert_eq!(seen.len(), 1);
+    let body = seen[0].json();
+    assert_eq!(body["team"], "apac");
+    assert_eq!(body["account_id"], "acme");
+    assert_eq!(body["date"], REFERENCE_DAY);
+    assert_eq!(body["timezone"], "Asia/Kolkata");
+    assert_eq!(body["utc_offset"], "+05:30");
+    assert_eq!(body["totals"]["visitors"], 131);
+    assert_eq!(body["totals"]["chats"], 200);
+    assert_eq!(body["totals"]["countries"], 6);
+    let names: Vec<&str> = body["countries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "India",
+            "United States",
+            "French Southern and Antarctic Lands",
+            "Benin",
+            "Burkina Faso"
+        ]
+    );
+    assert_eq!(body["countries"][0]["rank"], 1);
+    assert_eq!(body["countries"][0]["cca3"], "IND");
+    assert_eq!(body["countries"][0]["share"], 76.34);
+    assert_eq!(body["hours"].as_array().unwrap().len(), 24);
+    assert_eq!(body["peak_hours"], json!([]));
+    assert_eq!(body["pages"][0]["url"], "https://test1.acquire.io/simulate");
+    assert_eq!(body["pages"][0]["percentage"], 89.86);
+    assert_eq!(
+        body["referrers"][1]["source"],
+        "http://test1.acquire.io/acquire_widget/index.html"
+    );
+    assert_eq!(body["referrers"][1]["chats"], 2);
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("India (IND): 100 visitors")
+    );
+}
+
+#[tokio::test]
+async fn slack_gets_block_kit_without_unfurls() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[team("apac", "acme", &[("slack", &hooks.url("/slack"))])],
+    ));
+    let output = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let body = hooks.seen()[0].json();
+    assert_eq!(body["unfurl_links"], false);
+    assert_eq!(body["unfurl_media"], false);
+    assert!(body["text"].as_str().unwrap().contains("131 visitors"));
+    let blocks = body["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks.last().unwrap()["type"], "context");
+    let context = blocks.last().unwrap().to_string();
+    assert!(
+        context.contains("Asia/Kolkata") && context.contains(REFERENCE_DAY),
+        "{context}"
+    );
+}
+
+#[tokio::test]
+async fn visitor_text_cannot_mention_or_link_in_slack_but_reaches_generic_unaltered() {
+    let hostile = [
+        "<!channel>",
+        "<!here|here>",
+        "<!everyone>",
+        "<@U024BE7LH>",
+        "<!subteam^SAZ94GDB8>",
+        "<https://evil.example|Click to verify>",
+    ];
+    let acquire = acquire_serving(
+        json!([{"name": hostile[0], "cca3": "<@U1>", "visitorCount": 5, "chatCount": 1},
+               {"name": hostile[5], "cca3": "XXX", "visitorCount": 4, "chatCount": 1}]),
+        json!(hostile.iter().map(|h| json!({"url": format!("https://shop.example/?q={h}"), "chats": 2, "percentage": "10.00"})).collect::<Vec<_>>()),
+        json!([{"source": "<!here> & <mailto:a@b.c|mail>", "chats": 1, "percentage": "100"}]),
+        json!([]),
+    )
+    .await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &acquire_base(&acquire),
+        &[team(
+            "apac",
+            "acme",
+            &[
+                ("slack", &hooks.url("/slack")),
+                ("generic", &hooks.url("/generic")),
+            ],
+        )
+        .replace("schedule =", "top = 10\nschedule =")],
+    ));
+    let output = run(&work, &["once", "--date", "2026-07-15"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let slack = hooks.seen_at("/slack")[0].json();
+    let text = slack.to_string();
+    for bad in ["<!", "<@", "<http", "<mailto", "|Click"] {
+        if bad == "|Click" {
+            continue; // the pipe is harmless once the brackets are escaped
+        }
+        assert!(!text.contains(bad), "{bad} reached Slack: {text}");
+    }
+    assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    assert!(
+        text.contains("&lt;https://evil.example|Click to verify&gt;"),
+        "{text}"
+    );
+    assert!(
+        text.contains("&lt;!here&gt; &amp; &lt;mailto:a@b.c|mail&gt;"),
+        "{text}"
+    );
+
+    let generic = hooks.seen_at("/generic")[0].json();
+    assert_eq!(generic["countries"][0]["name"], "<!channel>");
+    assert_eq!(
+        generic["referrers"][0]["source"],
+        "<!here> & <mailto:a@b.c|mail>"
+    );
+}
+
+#[tokio::test]
+async fn huge_days_stay_within_slack_limits() {
+    let long = "ü".repeat(5000);
+    let countries: Vec<Value> = (0..250)
+        .map(|i| json!({"name": format!("Country {i} {long}"), "cca3": "ABC", "visitorCount": 1000 - i, "chatCount": i}))
+        .collect();
+    let pages: Vec<Value> = (0..2000)
+        .map(|i| json!({"url": format!("https://x.example/{i}/{}", "p".repeat(300)), "chats": i, "percentage": "0.05"}))
+        .collect();
+    let acquire = acquire_serving(json!(countries), json!(pages), json!([]), json!([])).await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &acquire_base(&acquire),
+        &[team(
+            &format!("t{}", "e".repeat(300)),
+            "acme",
+            &[("slack", &hooks.url("/slack"))],
+        )
+        .replace("schedule =", "top = 1000\nschedule =")],
+    ));
+    let output = run(&work, &["once", "--date", "2026-07-15"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let body = hooks.seen()[0].json();
+    assert!(body.to_string().len() < 40_000);
+    let blocks = body["blocks"].as_array().unwrap();
+    assert!(blocks.len() <= 50);
+    let utf16 = |v: &Value| v.as_str().unwrap().encode_utf16().count();
+    assert!(utf16(&blocks[0]["text"]["text"]) <= 150);
+    assert!(blocks[0]["text"]["text"].as_str().unwrap().ends_with('…'));
+    let sections: Vec<&Value> = blocks.iter().filter(|b| b["type"] == "section").collect();
+    for section in &sections {
+        assert!(utf16(&section["text"]["text"]) <= 3000);
+    }
+    let countries = sections
+        .iter()
+        .find(|s| {
+            s["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("*Top countries*")
+        })
+        .unwrap();
+    let last_line = countries["text"]["text"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap();
+    assert!(
+        last_line.starts_with("_…and ") && last_line.ends_with(" more_"),
+        "{last_line}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_day_says_so() {
+    let acquire = acquire_serving(json!([]), json!([]), json!([]), json!([])).await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &acquire_base(&acquire),
+        &[team(
+            "apac",
+            "acme",
+            &[
+                ("slack", &hooks.url("/slack")),
+                ("generic", &hooks.url("/generic")),
+            ],
+        )],
+    ));
+    let output = run(&work, &["once", "--date", "2026-07-15"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let slack = hooks.seen_at("/slack")[0].json().to_string();
+    assert!(slack.contains("No visitors on Wed 15 Jul 2026"), "{slack}");
+    let generic = hooks.seen_at("/generic")[0].json();
+    assert_eq!(generic["totals"]["visitors"], 0);
+    assert_eq!(generic["countries"], json!([]));
+    assert!(generic["text"].as_str().unwrap().contains("No visitors"));
+}
+
+#[tokio::test]
+async fn a_dry_run_prints_every_payload_and_touches_nothing() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[
+            team(
+                "apac",
+                "acme",
+                &[
+                    ("slack", &hooks.url("/slack")),
+                    ("generic", &hooks.url("/generic")),
+                ],
+            ),
+            team("emea", "globex", &[("slack", &hooks.url("/slack-emea"))]),
+        ],
+    ));
+    let output = run(&work, &["once", "--dry-run", "--date", REFERENCE_DAY]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let payloads: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(payloads.len(), 3);
+    assert_eq!(
+        payloads
+            .iter()
+            .filter(|p| p.get("blocks").is_some())
+            .count(),
+        2
+    );
+    assert!(hooks.seen().is_empty());
+    assert!(!work.path("ledger.db").exists());
+    assert!(stderr(&output).contains("dry run, not sent"));
+}
+
+#[tokio::test]
+async fn a_delivered_digest_is_not_sent_again_unless_forced() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[team("apac", "acme", &[("slack", &hooks.url("/slack"))])],
+    ));
+    assert!(
+        run(&work, &["once", "--date", REFERENCE_DAY])
+            .await
+            .status
+            .success()
+    );
+    let again = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(again.status.success());
+    assert!(
+        stderr(&again).contains("already delivered"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(hooks.seen().len(), 1);
+
+    let forced = run(&work, &["once", "--date", REFERENCE_DAY, "--force"]).await;
+    assert!(forced.status.success());
+    assert_eq!(hooks.seen().len(), 2);
+    // Another day is another digest.
+    assert!(
+        run(&work, &["once", "--date", "2021-03-19"])
+            .await
+            .status
+            .success()
+    );
+    assert_eq!(hooks.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn after_a_partial_failure_only_the_failed_webhook_is_retried() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    hooks.script("/broken", vec![Reply::new(500, "upstream down")]);
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[team(
+            "apac",
+            "acme",
+            &[
+                ("slack", &hooks.url("/fine")),
+                ("generic", &hooks.url("/broken")),
+            ],
+        )],
+    ));
+    let first = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(!first.status.success());
+    let summary = stderr(&first);
+    assert!(
+        summary.contains("apac 2021-03-18 slack (http://127.0.0.1): delivered"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("apac 2021-03-18 generic (http://127.0.0.1): FAILED"),
+        "{summary}"
+    );
+    assert!(summary.contains("HTTP 500: upstream down"), "{summary}");
+    assert_eq!(hooks.seen_at("/fine").len(), 1);
+    let failed_tries = hooks.seen_at("/broken").len();
+    assert!(failed_tries >= 2, "5xx should be retried");
+
+    hooks.script("/broken", vec![Reply::new(204, "")]);
+    let second = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(hooks.seen_at("/fine").len(), 1);
+    assert_eq!(hooks.seen_at("/broken").len(), failed_tries + 1);
+}
+
+#[tokio::test]
+async fn slack_errors_are_reported_and_permanent_ones_not_resent() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    let cases = [
+        ("/invalid", 400, "invalid_payload"),
+        ("/gone", 404, "no_service"),
+        ("/channel", 404, "channel_not_found"),
+        ("/archived", 410, "channel_is_archived"),
+        ("/forbidden", 403, "action_prohibited"),
+        ("/weird", 200, "not ok at all"),
+    ];
+    let mut teams = Vec::new();
+    for (i, (path, status, body)) in cases.iter().enumerate() {
+        hooks.script(path, vec![Reply::new(*status, *body)]);
+        teams.push(team(
+            &format!("t{i}"),
+            "acme",
+            &[("slack", &hooks.url(path))],
+        ));
+    }
+    let work = Workspace::new(&config(&sim.base_url(), &teams));
+    let output = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(!output.status.success());
+    let summary = stderr(&output);
+    for (path, status, body) in cases {
+        assert!(
+            summary.contains(&format!("rejected with HTTP {status}: {body}")),
+            "{path}: {summary}"
+        );
+        assert_eq!(hooks.seen_at(path).len(), 1, "{path} was resent");
+    }
+}
+
+#[tokio::test]
+async fn slack_rate_limits_and_outages_are_retried() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    hooks.script(
+        "/limited",
+        vec![
+            Reply::new(429, "rate_limited").header("retry-after", "1"),
+            Reply::new(200, "ok"),
+        ],
+    );
+    hooks.script(
+        "/flaky",
+        vec![Reply::new(503, "busy"), Reply::new(200, "ok")],
+    );
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[
+            team("a", "acme", &[("slack", &hooks.url("/limited"))]),
+            team("b", "acme", &[("slack", &hooks.url("/flaky"))]),
+        ],
+    ));
+    let started = std::time::Instant::now();
+    let output = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert_eq!(hooks.seen_at("/limited").len(), 2);
+    assert_eq!(hooks.seen_at("/flaky").len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_fetch_sends_nothing_and_fails_the_run() {
+    let acquire = acquire_serving(json!([]), json!([]), json!([]), json!([])).await;
+    acquire.script(
+        "visitor-reference",
+        vec![Reply::new(200, "<html>Maintenance</html>")],
+    );
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &acquire_base(&acquire),
+        &[team("apac", "acme", &[("slack", &hooks.url("/slack"))])],
+    ));
+    let output = run(&work, &["once", "--date", "2026-07-15"]).await;
+    assert!(!output.status.success());
+    let summary = stderr(&output);
+    assert!(
+        summary.contains("apac 2026-07-15: FAILED, no digest sent"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("visitor-reference report for account acme"),
+        "{summary}"
+    );
+    assert!(hooks.seen().is_empty());
+}
+
+#[tokio::test]
+async fn teams_can_be_picked_by_name() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[
+            team("apac", "acme", &[("slack", &hooks.url("/apac"))]),
+            team("emea", "globex", &[("slack", &hooks.url("/emea"))]),
+        ],
+    ));
+    let output = run(&work, &["once", "--team", "emea", "--date", REFERENCE_DAY]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        (hooks.seen_at("/apac").len(), hooks.seen_at("/emea").len()),
+        (0, 1)
+    );
+
+    let unknown = run(&work, &["once", "--team", "nobody"]).await;
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no team named \"nobody\""),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    hooks.script("/T0SECRET/broken", vec![Reply::new(500, "down")]);
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[team(
+            "apac",
+            "acme",
+            &[
+                ("slack", &hooks.url("/services/T0SECRET/ok")),
+                ("generic", &hooks.url("/T0SECRET/broken")),
+            ],
+        )],
+    ));
+    let output = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    let everything = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(everything.contains("generic"), "{everything}");
+    assert!(
+        !everything.contains("T0SECRET"),
+        "a webhook URL leaked:\n{everything}"
+    );
+    assert!(
+        !everything.contains("test-key-apac"),
+        "the API key leaked:\n{everything}"
+    );
+}

@@ -1,0 +1,254 @@
+//! Loopback servers and helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+/// Starts `router` on 127.0.0.1:0 for the rest of the test process.
+pub async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+/// One scripted answer: status, headers, body, and a delay before answering.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn new(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut response = (StatusCode::from_u16(self.status).unwrap(), self.body).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        response
+    }
+}
+
+/// A request the scripted server saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    /// Answers per path suffix, used in order; the last one repeats.
+    replies: HashMap<String, VecDeque<Reply>>,
+    seen: Vec<Seen>,
+}
+
+/// A loopback HTTP server that answers from a script and records what it was sent: the webhook
+/// receiver, and a stand-in for Acquire when a test needs answers the simulator never gives.
+#[derive(Clone)]
+pub struct Scripted {
+    pub addr: SocketAddr,
+    script: Arc<Mutex<Script>>,
+    default: Reply,
+}
+
+impl Scripted {
+    /// Answers `default` to any path without a script.
+    pub async fn start(default: Reply) -> Scripted {
+        let script = Arc::new(Mutex::new(Script::default()));
+        let state = (script.clone(), default.clone());
+        let router = Router::new().fallback(handle).with_state(state);
+        let addr = serve(router).await;
+        Scripted {
+            addr,
+            script,
+            default,
+        }
+    }
+
+    /// A Slack-like webhook receiver: `200 ok` unless scripted otherwise.
+    pub async fn webhooks() -> Scripted {
+        Scripted::start(Reply::new(200, "ok")).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Answers requests whose path ends with `suffix` with `replies` in turn, then the last
+    /// one forever.
+    pub fn script(&self, suffix: &str, replies: Vec<Reply>) {
+        self.script
+            .lock()
+            .unwrap()
+            .replies
+            .insert(suffix.to_owned(), replies.into());
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.script.lock().unwrap().seen.clone()
+    }
+
+    pub fn seen_at(&self, suffix: &str) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.path.ends_with(suffix))
+            .collect()
+    }
+}
+
+async fn handle(
+    State((script, default)): State<(Arc<Mutex<Script>>, Reply)>,
+    request: Request,
+) -> Reply {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let path = parts.uri.path().to_owned();
+    let reply = {
+        let mut script = script.lock().unwrap();
+        script.seen.push(Seen {
+            path: path.clone(),
+            query: parts.uri.query().unwrap_or_default().to_owned(),
+            headers: parts.headers,
+            body,
+        });
+        let queue = script
+            .replies
+            .iter_mut()
+            .find(|(suffix, _)| path.ends_with(suffix.as_str()))
+            .map(|(_, queue)| queue);
+        match queue {
+            Some(queue) if queue.len() > 1 => queue.pop_front().unwrap(),
+            Some(queue) => queue.front().cloned().unwrap_or(default),
+            None => default,
+        }
+    };
+    tokio::time::sleep(reply.delay).await;
+    reply
+}
+
+/// The body of a successful Acquire report with these rows.
+pub fn report(key: &str, rows: Value) -> String {
+    serde_json::json!({"data": {key: {"data": {"graphRow": {"data": rows}}, "success": true, "output": "json"}}})
+        .to_string()
+}
+
+/// A fresh folder with a config.toml in it.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new(config: &str) -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        Workspace { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("config.toml")
+    }
+
+    /// Runs the binary in this folder with a clean environment plus `env`.
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        run_in(self.dir.path(), args, env)
+    }
+}
+
+pub fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_acquire-digest"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("ACQUIRE_DIGEST_CONFIG")
+        .env("RUST_LOG", "debug");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A `[[teams]]` block with the given webhooks (kind, url).
+pub fn team(name: &str, account: &str, hooks: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        r#"
+[[teams]]
+name = "{name}"
+account_id = "{account}"
+api_key = "test-key-{name}"
+timezone = "Asia/Kolkata"
+schedule = "0 9 * * *"
+"#
+    );
+    for (kind, url) in hooks {
+        text.push_str(&format!(
+            "\n[[teams.webhooks]]\nkind = \"{kind}\"\nurl = \"{url}\"\n"
+        ));
+    }
+    text
+}
+
+/// A config whose `[acquire] base_url` is `base_url`, with quick retries so failing tests
+/// finish in seconds.
+pub fn config(base_url: &str, teams: &[String]) -> String {
+    format!(
+        "[acquire]\nbase_url = \"{base_url}\"\nretry_budget_secs = 2\n\n[delivery]\nretry_budget_secs = 2\n\n[state]\npath = \"ledger.db\"\n{}",
+        teams.concat()
+    )
+}

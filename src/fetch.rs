@@ -106,6 +106,33 @@ pub struct DayReport {
     pub referrers: Vec<ChatSource>,
 }
 
+impl DayReport {
+    /// Parses the four response bodies, in [`Endpoint::ALL`]'s order.
+    pub fn parse(bodies: [&[u8]; 4]) -> Result<DayReport, (Endpoint, Problem)> {
+        let [countries, hours, pages, referrers] = bodies;
+        Ok(DayReport {
+            countries: parse_report(Endpoint::VisitorsByLocation, countries, parse_country)?,
+            hours: parse_report(Endpoint::MostActiveVisitTimes, hours, parse_hour)?,
+            pages: parse_report(Endpoint::PagesWithMostChats, pages, |r| {
+                parse_source(r, "url")
+            })?,
+            referrers: parse_report(Endpoint::VisitorReference, referrers, |r| {
+                parse_source(r, "source")
+            })?,
+        })
+    }
+}
+
+fn parse_report<T>(
+    endpoint: Endpoint,
+    body: &[u8],
+    parse: impl Fn(&Value) -> Result<T, String>,
+) -> Result<Vec<T>, (Endpoint, Problem)> {
+    rows_of(body, endpoint)
+        .and_then(|rows| parse_rows(&rows, parse))
+        .map_err(|problem| (endpoint, problem))
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{endpoint} report for account {account}: {problem}")]
 pub struct FetchError {
@@ -171,20 +198,12 @@ impl Client {
             request(Endpoint::PagesWithMostChats),
             request(Endpoint::VisitorReference),
         )?;
-        let fail = |endpoint, problem| FetchError {
-            endpoint,
-            account: team.account_id.clone(),
-            problem,
-        };
-        Ok(DayReport {
-            countries: parse_rows(&countries, parse_country)
-                .map_err(|p| fail(Endpoint::VisitorsByLocation, p))?,
-            hours: parse_rows(&hours, parse_hour)
-                .map_err(|p| fail(Endpoint::MostActiveVisitTimes, p))?,
-            pages: parse_rows(&pages, |row| parse_source(row, "url"))
-                .map_err(|p| fail(Endpoint::PagesWithMostChats, p))?,
-            referrers: parse_rows(&referrers, |row| parse_source(row, "source"))
-                .map_err(|p| fail(Endpoint::VisitorReference, p))?,
+        DayReport::parse([&countries, &hours, &pages, &referrers]).map_err(|(endpoint, problem)| {
+            FetchError {
+                endpoint,
+                account: team.account_id.clone(),
+                problem,
+            }
         })
     }
 
@@ -194,7 +213,7 @@ impl Client {
         team: &Team,
         window: &Window,
         endpoint: Endpoint,
-    ) -> Result<Vec<Value>, FetchError> {
+    ) -> Result<Vec<u8>, FetchError> {
         let url = endpoint_url(&team.api_base, endpoint);
         let query = [
             ("start_date", window.start_date()),
@@ -213,16 +232,7 @@ impl Client {
                 .await;
             classify(sent, endpoint).await
         };
-        let body = self
-            .retry
-            .run(attempt)
-            .await
-            .map_err(|problem| FetchError {
-                endpoint,
-                account: team.account_id.clone(),
-                problem,
-            })?;
-        rows_of(&body, endpoint).map_err(|problem| FetchError {
+        self.retry.run(attempt).await.map_err(|problem| FetchError {
             endpoint,
             account: team.account_id.clone(),
             problem,

@@ -21,7 +21,7 @@
 pub mod config;
 pub mod daemon;
 pub mod deliver;
-// pub mod demo;
+pub mod demo;
 pub mod fetch;
 pub mod http;
 pub mod ledger;
@@ -29,4 +29,4 @@ pub mod pipeline;
 pub mod rank;
 pub mod render;
 pub mod schedule;
-// pub mod simulator;
+pub mod simulator;

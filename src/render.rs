@@ -242,7 +242,8 @@ pub fn slack_len(text: &str) -> usize {
     text.encode_utf16().count()
 }
 
-/// Cuts on a character boundary so the result, with its "…", fits in `max` units.
+/// Cuts on a character boundary so the result, with its "…", fits in `max` units. Never
+/// leaves half an escape (`&am…`) behind.
 pub fn cut(text: &str, max: usize) -> String {
     if slack_len(text) <= max {
         return text.to_owned();
@@ -255,6 +256,15 @@ pub fn cut(text: &str, max: usize) -> String {
             break;
         }
         out.push(c);
+    }
+    if let Some(amp) = out.rfind('&') {
+        let tail = &out[amp..];
+        if ["&amp;", "&lt;", "&gt;"]
+            .iter()
+            .any(|entity| entity.starts_with(tail) && entity.len() > tail.len())
+        {
+            out.truncate(amp);
+        }
     }
     out.push('…');
     out
@@ -494,6 +504,8 @@ mod tests {
         assert_eq!(cut("abc", 3), "abc");
         assert_eq!(cut("😀😀😀", 5), "😀😀…");
         assert_eq!(slack_len(&cut(&"é".repeat(200), 150)), 150);
+        assert_eq!(cut("ab &amp; c", 6), "ab …");
+        assert_eq!(cut("ab &lt;", 7), "ab &lt;");
     }
 
     #[test]

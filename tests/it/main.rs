@@ -4,5 +4,7 @@
 mod support;
 
 mod check;
+mod daemon;
 mod fetch;
 mod once;
+mod render;

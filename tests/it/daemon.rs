@@ -1,0 +1,246 @@
+//! `acquire-digest run`: the real daemon with seconds-level schedules against the simulator and
+//! a loopback webhook receiver.
+
+use std::time::Duration;
+
+use acquire_digest::simulator::{self, SimulatorOptions};
+use chrono::{Timelike, Utc};
+
+use crate::support::{Daemon, Reply, Scripted, Workspace, config, team, wait_until};
+
+const EVERY_SECOND: &str = "* * * * * *";
+
+fn with_schedule(team: String, schedule: &str, zone: &str) -> String {
+    team.replace("0 9 * * *", schedule)
+        .replace("Asia/Kolkata", zone)
+}
+
+/// A 6-field cron line that fires once a day, `seconds` from now (UTC).
+fn once_a_day_in(seconds: i64) -> String {
+    let at = Utc::now() + chrono::Duration::seconds(seconds);
+    format!("{} {} {} * * *", at.second(), at.minute(), at.hour())
+}
+
+const SECONDS: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn one_delivery_per_team_and_day_however_often_the_schedule_fires() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[
+            with_schedule(
+                team(
+                    "apac",
+                    "acme",
+                    &[
+                        ("slack", &hooks.url("/apac")),
+                        ("generic", &hooks.url("/apac-json")),
+                    ],
+                ),
+                EVERY_SECOND,
+                "Asia/Kolkata",
+            ),
+            with_schedule(
+                team("us", "initech", &[("slack", &hooks.url("/us"))]),
+                "*/2 * * * * *",
+                "America/New_York",
+            ),
+        ],
+    ));
+    let daemon = Daemon::start(&work);
+    wait_until("three deliveries", SECONDS, || hooks.seen().len() >= 3).await;
+    daemon.wait_for_log("schedule fired", SECONDS).await;
+    // Let the schedules fire a few more times.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(hooks.seen_at("/apac").len(), 1, "{}", daemon.log());
+    assert_eq!(hooks.seen_at("/apac-json").len(), 1);
+    assert_eq!(hooks.seen_at("/us").len(), 1);
+    let body = hooks.seen_at("/apac-json")[0].json();
+    let yesterday = (Utc::now()
+        .with_timezone(&chrono_tz::Asia::Kolkata)
+        .date_naive()
+        - chrono::Days::new(1))
+    .to_string();
+    assert_eq!(body["date"], yesterday);
+    assert!(daemon.log().contains("next digest"), "{}", daemon.log());
+}
+
+#[tokio::test]
+async fn a_restart_does_not_post_again() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[with_schedule(
+            team("apac", "acme", &[("slack", &hooks.url("/apac"))]),
+            EVERY_SECOND,
+            "UTC",
+        )],
+    ));
+    let mut first = Daemon::start(&work);
+    wait_until("the first delivery", SECONDS, || hooks.seen().len() == 1).await;
+    first.signal("TERM");
+    assert!(first.wait_exit(SECONDS).await.unwrap().success());
+
+    let second = Daemon::start(&work);
+    second.wait_for_log("schedule fired", SECONDS).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hooks.seen().len(), 1, "{}", second.log());
+}
+
+#[tokio::test]
+async fn kill_9_during_a_delivery_loses_nothing() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    hooks.script(
+        "/slow",
+        vec![Reply::new(200, "ok").delay(Duration::from_secs(30))],
+    );
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[with_schedule(
+            team("apac", "acme", &[("slack", &hooks.url("/slow"))]),
+            EVERY_SECOND,
+            "UTC",
+        )],
+    ));
+    let mut first = Daemon::start(&work);
+    wait_until("the delivery to start", SECONDS, || hooks.seen().len() == 1).await;
+    first.signal("KILL");
+    first.wait_exit(SECONDS).await.unwrap();
+
+    hooks.script("/slow", vec![Reply::new(200, "ok")]);
+    let second = Daemon::start(&work);
+    wait_until("the delivery to be retried", SECONDS, || {
+        hooks.seen().len() == 2
+    })
+    .await;
+    second.wait_for_log("delivered", SECONDS).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // At most one duplicate (the post whose answer the crash lost), never a loss.
+    assert_eq!(hooks.seen().len(), 2, "{}", second.log());
+}
+
+#[tokio::test]
+async fn a_digest_missed_while_down_is_caught_up_at_start() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    // Fired 10 minutes ago; next firing in ~24 hours.
+    let missed = with_schedule(
+        team("apac", "acme", &[("generic", &hooks.url("/apac"))]),
+        &once_a_day_in(-600),
+        "UTC",
+    );
+    let disabled = with_schedule(
+        team("off", "acme", &[("generic", &hooks.url("/off"))]),
+        &once_a_day_in(-600),
+        "UTC",
+    )
+    .replace("schedule =", "catch_up = \"0\"\nschedule =");
+    let stale = with_schedule(
+        team("stale", "acme", &[("generic", &hooks.url("/stale"))]),
+        &once_a_day_in(-600),
+        "UTC",
+    )
+    .replace("schedule =", "catch_up = \"5m\"\nschedule =");
+    let work = Workspace::new(&config(&sim.base_url(), &[missed, disabled, stale]));
+    let daemon = Daemon::start(&work);
+    wait_until("the catch-up", SECONDS, || {
+        hooks.seen_at("/apac").len() == 1
+    })
+    .await;
+    daemon.wait_for_log("catching up", SECONDS).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        hooks.seen_at("/off").is_empty(),
+        "catch_up = \"0\" disables it"
+    );
+    assert!(
+        hooks.seen_at("/stale").is_empty(),
+        "a firing older than catch_up is not caught up"
+    );
+    let body = hooks.seen_at("/apac")[0].json();
+    let firing = Utc::now() - chrono::Duration::seconds(600);
+    let expected = (firing.date_naive() - chrono::Days::new(1)).to_string();
+    assert_eq!(
+        body["date"], expected,
+        "labelled with the missed firing's day"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_promptly() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[with_schedule(
+            team("apac", "acme", &[("slack", &hooks.url("/apac"))]),
+            &once_a_day_in(3600),
+            "UTC",
+        )],
+    ));
+    let mut daemon = Daemon::start(&work);
+    daemon.wait_for_log("next digest", SECONDS).await;
+    let asked = std::time::Instant::now();
+    daemon.signal("TERM");
+    let status = daemon
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("still running 5 s after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_broken_config_on_sighup_keeps_the_old_one_running() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    // Fires once, a few seconds after the broken reload.
+    let old = with_schedule(
+        team("apac", "acme", &[("generic", &hooks.url("/apac"))]),
+        &once_a_day_in(6),
+        "UTC",
+    );
+    let work = Workspace::new(&config(&sim.base_url(), std::slice::from_ref(&old)));
+    let daemon = Daemon::start(&work);
+    daemon.wait_for_log("next digest", SECONDS).await;
+
+    std::fs::write(
+        work.config(),
+        "[[teams]]\nname = \"broken\"\ntimezone = \"Nowhere/Land\"\n",
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for_log("new config rejected", SECONDS).await;
+    assert!(daemon.log().contains("Nowhere/Land"), "{}", daemon.log());
+    wait_until("the old schedule's delivery", SECONDS, || {
+        hooks.seen_at("/apac").len() == 1
+    })
+    .await;
+
+    // A valid config on the next SIGHUP takes over: a new team is caught up at once.
+    let added = with_schedule(
+        team("emea", "globex", &[("generic", &hooks.url("/emea"))]),
+        &once_a_day_in(-60),
+        "UTC",
+    );
+    std::fs::write(work.config(), config(&sim.base_url(), &[old, added])).unwrap();
+    daemon.signal("HUP");
+    wait_until("the new team's delivery", SECONDS, || {
+        hooks.seen_at("/emea").len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        hooks.seen_at("/apac").len(),
+        1,
+        "the reload re-posted a delivered digest"
+    );
+}

@@ -8,3 +8,4 @@ mod daemon;
 mod fetch;
 mod once;
 mod render;
+mod simulator;

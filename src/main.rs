@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
 
 use acquire_digest::config::{self, Config};
 use acquire_digest::ledger::Ledger;
@@ -231,10 +232,12 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| Window::yesterday(team.zone, now).date);
             pipeline.run_team(team, date, options)
         });
-    let reports = futures::future::join_all(runs).await;
+    // Twice the upstream cap keeps every request slot busy while other teams deliver; more
+    // teams in flight would only hold memory, so 10,000 teams run in the space of 64.
+    let mut reports = futures::stream::iter(runs).buffer_unordered(config.concurrency * 2);
 
     let mut ok = true;
-    for report in &reports {
+    while let Some(report) = reports.next().await {
         ok &= report.is_ok();
         if let Ok(hooks) = &report.outcome {
             for hook in hooks {

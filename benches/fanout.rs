@@ -1,0 +1,270 @@
+//! How the cost grows with the work. `cargo bench --bench fanout` runs:
+//!
+//! 1. Fan-out: N teams (100, 1,000, 10,000) through fetch → rank → render → deliver, as the
+//!    real `acquire-digest once` in a child process, against the simulator with 50 ms of
+//!    latency and a loopback webhook receiver (both in this process, so the child's CPU and
+//!    memory are the product's own). Prints the wall time, the latency-bound ideal
+//!    ceil(4N / concurrency) × latency, their ratio, CPU per digest and peak RSS.
+//! 2. Idle: `acquire-digest run` with 1,000 teams configured, idling for a minute: RSS and
+//!    CPU used.
+//!
+//! Under `cargo test` (no `--bench` argument) both run at a small size so the benchmark is
+//! built and exercised in CI without costing minutes. Linux only: it reads rusage and /proc.
+//! `FANOUT_TEAMS=100,1000` and `IDLE_SECS=10` override the sizes.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use acquire_digest::simulator::{self, SimulatorOptions};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_acquire-digest");
+const CONCURRENCY: usize = 32;
+const ZONES: [&str; 4] = [
+    "Asia/Kolkata",
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Sydney",
+];
+
+struct Sizes {
+    teams: Vec<usize>,
+    latency: Duration,
+    idle_teams: usize,
+    idle: Duration,
+}
+
+fn sizes() -> Sizes {
+    let full = std::env::args().any(|a| a == "--bench");
+    let from_env = |name: &str| std::env::var(name).ok();
+    let teams = from_env("FANOUT_TEAMS")
+        .map(|list| {
+            list.split(',')
+                .map(|n| n.trim().parse().expect("FANOUT_TEAMS: numbers"))
+                .collect()
+        })
+        .unwrap_or_else(|| {
+            if full {
+                vec![100, 1_000, 10_000]
+            } else {
+                vec![20]
+            }
+        });
+    let idle_secs = from_env("IDLE_SECS")
+        .map(|s| s.parse().expect("IDLE_SECS: a number"))
+        .unwrap_or(if full { 60 } else { 1 });
+    Sizes {
+        teams,
+        latency: Duration::from_millis(if full { 50 } else { 5 }),
+        idle_teams: if full { 1_000 } else { 20 },
+        idle: Duration::from_secs(idle_secs),
+    }
+}
+
+fn main() {
+    let sizes = sizes();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        println!("{}", machine());
+        let sim = simulator::spawn(SimulatorOptions {
+            latency: sizes.latency,
+            ..SimulatorOptions::default()
+        })
+        .await
+        .unwrap();
+        let (receiver, received) = receiver().await;
+
+        println!(
+            "\nfan-out: `once` for N teams, simulator latency {:?}, concurrency {CONCURRENCY}",
+            sizes.latency
+        );
+        println!(
+            "{:>7} {:>9} {:>9} {:>6} {:>13} {:>9}",
+            "teams", "wall", "ideal", "ratio", "CPU/digest", "peak RSS"
+        );
+        for &n in &sizes.teams {
+            let before = received.load(Ordering::SeqCst);
+            let run = fan_out(n, &sim.base_url(), &receiver).await;
+            let delivered = received.load(Ordering::SeqCst) - before;
+            assert_eq!(delivered, n, "every team's digest reaches the receiver");
+            let ideal = sizes.latency * (4 * n).div_ceil(CONCURRENCY) as u32;
+            println!(
+                "{n:>7} {:>8.2}s {:>8.2}s {:>5.2}× {:>10.0} µs {:>6} MiB",
+                run.wall.as_secs_f64(),
+                ideal.as_secs_f64(),
+                run.wall.as_secs_f64() / ideal.as_secs_f64(),
+                run.cpu.as_secs_f64() * 1e6 / n as f64,
+                run.peak_rss_kib / 1024,
+            );
+        }
+
+        let idle = idle(sizes.idle_teams, sizes.idle, &sim.base_url(), &receiver).await;
+        println!(
+            "\nidle: `run` with {} teams for {:?}: RSS {} MiB, CPU {:.1} ms ({:.4}% of a core)",
+            sizes.idle_teams,
+            sizes.idle,
+            idle.rss_kib / 1024,
+            idle.cpu.as_secs_f64() * 1e3,
+            idle.cpu.as_secs_f64() * 100.0 / sizes.idle.as_secs_f64(),
+        );
+    });
+}
+
+/// A loopback webhook that answers like Slack and counts what it received.
+async fn receiver() -> (String, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    let router = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { "ok" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (format!("http://{addr}"), count)
+}
+
+/// N teams, each in one of a few zones with its own Slack webhook (Slack paces per webhook).
+fn config(n: usize, base_url: &str, receiver: &str, extra: &str, schedule: &str) -> String {
+    let mut text = format!(
+        "{extra}\n[acquire]\nbase_url = \"{base_url}\"\nconcurrency = {CONCURRENCY}\n\n[state]\npath = \"ledger.db\"\n"
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[teams]]\nname = \"team-{i}\"\naccount_id = \"account-{i}\"\napi_key = \"bench\"\n\
+             timezone = \"{}\"\nschedule = \"{schedule}\"\n\n[[teams.webhooks]]\nkind = \"slack\"\n\
+             url = \"{receiver}/hooks/{i}\"\n",
+            ZONES[i % ZONES.len()]
+        ));
+    }
+    text
+}
+
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+    peak_rss_kib: u64,
+}
+
+async fn fan_out(n: usize, base_url: &str, receiver: &str) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        config(n, base_url, receiver, "", "0 9 * * *"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4, which std's wait can't replace: it also returns rusage"
+    )]
+    let child = Command::new(BINARY)
+        .args(["once", "--config", "config.toml", "--date", "2026-07-15"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (status, usage) = tokio::task::spawn_blocking(move || wait4(child.id()))
+        .await
+        .unwrap();
+    let wall = started.elapsed();
+    assert!(
+        status == 0,
+        "`once` failed for {n} teams (wait status {status})"
+    );
+    Run {
+        wall,
+        cpu: cpu_of(&usage),
+        peak_rss_kib: usage.ru_maxrss as u64,
+    }
+}
+
+struct Idle {
+    rss_kib: u64,
+    cpu: Duration,
+}
+
+async fn idle(n: usize, how_long: Duration, base_url: &str, receiver: &str) -> Idle {
+    let dir = tempfile::tempdir().unwrap();
+    // New Year's midnight, no catch-up: nothing fires while we watch.
+    let text = config(n, base_url, receiver, "catch_up = \"0\"", "0 0 1 1 *");
+    std::fs::write(dir.path().join("config.toml"), text).unwrap();
+    let mut child = Command::new(BINARY)
+        .args(["run", "--config", "config.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Let start-up (config, schedules) finish before measuring the idling.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_before = proc_cpu(pid);
+    tokio::time::sleep(how_long).await;
+    let cpu = proc_cpu(pid) - cpu_before;
+    let rss_kib = proc_status_kib(pid, "VmRSS:");
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the daemon did not stop cleanly: {status}"
+    );
+    Idle { rss_kib, cpu }
+}
+
+/// Waits for a child and returns its wait status and resource usage.
+fn wait4(pid: u32) -> (i32, libc::rusage) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own un-reaped child; both pointers are valid for the call.
+    let reaped = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid as i32, "wait4 failed");
+    (status, usage)
+}
+
+fn cpu_of(usage: &libc::rusage) -> Duration {
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// User + system CPU of a live process, from /proc/PID/stat.
+fn proc_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("machine: {cpu}, {cores} cores")
+}

@@ -278,7 +278,7 @@ pub fn parse(
     {
         Ok(raw) => raw,
         Err(e) => {
-            problems.add(locate(text, e.span()), e.message().trim());
+            problems.add(locate(text, e.span()), without_values(e.message().trim()));
             return Err(problems.0);
         }
     };
@@ -682,6 +682,20 @@ fn describe_path(path: &str, raw: &RawConfig) -> String {
     out
 }
 
+/// serde's "invalid type: integer `1234`, expected a string" quotes the value, and the value
+/// may be an API key or a webhook URL given the wrong type: keep the message, drop the value.
+fn without_values(message: &str) -> String {
+    if !message.starts_with("invalid type") && !message.starts_with("invalid value") {
+        return message.to_owned();
+    }
+    message
+        .split('`')
+        .step_by(2)
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("")
+}
+
 fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     let Some(span) = span else {
         return "syntax".into();
@@ -818,6 +832,18 @@ url = "https://example.com/hook"
         assert!(!debug.contains("k-123"), "{debug}");
         assert!(!debug.contains("SECRET"), "{debug}");
         assert!(!debug.contains("/services/"), "{debug}");
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_echoed() {
+        let text = VALID.replace("api_key_env = \"ACME_KEY\"", "api_key = 98765432101234");
+        let problems = problems(&text);
+        let shown = format!("{problems:?}");
+        assert!(!shown.contains("98765432101234"), "{shown}");
+        assert!(
+            shown.contains("invalid type: integer, expected a string"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ impl Deliverer {
     pub fn new(timeout: Duration, retry: RetryPolicy) -> Deliverer {
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            // A redirected POST comes back as a GET without the digest, which a 2xx at the end
+            // would record as delivered; and the digest must not follow a redirect elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("acquire-digest/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the TLS backend is compiled in");
@@ -80,7 +83,7 @@ impl Deliverer {
                     .json(body)
                     .send()
                     .await;
-                classify(sent, hook.kind).await
+                classify(sent, hook).await
             })
             .await;
         if let Some(last) = last_post.as_deref_mut() {
@@ -98,9 +101,28 @@ impl Deliverer {
     }
 }
 
+/// What of a webhook URL a receiver might echo back: the whole URL, its path and query, and
+/// each path segment that looks like a token (Slack's `T0…/B0…/XXXX…`), but not a word such
+/// as `archived` that Slack's own errors use.
+fn url_secrets(hook: &Webhook) -> Vec<&str> {
+    let url = hook.url.expose();
+    let mut secrets = vec![url.as_str(), url.path()];
+    secrets.extend(url.query());
+    secrets.extend(
+        url.path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|s| s.len() >= 16 || (s.len() >= 8 && s.bytes().any(|b| b.is_ascii_digit()))),
+    );
+    // Longest first, so a whole URL is replaced before a part of it.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.retain(|s| *s != "/");
+    secrets
+}
+
 async fn classify(
     sent: Result<reqwest::Response, reqwest::Error>,
-    kind: WebhookKind,
+    hook: &Webhook,
 ) -> Attempt<(), DeliveryError> {
     let response = match sent {
         Ok(response) => response,
@@ -118,14 +140,17 @@ async fn classify(
         .await
         .map(|b| http::excerpt(&b))
         .unwrap_or_else(|e| e.to_string());
-    let accepted = match kind {
+    let body = http::redact(&body, &url_secrets(hook));
+    let accepted = match hook.kind {
         WebhookKind::Slack => status == StatusCode::OK && body.trim() == "ok",
         WebhookKind::Generic => status.is_success(),
     };
     if accepted {
         return Attempt::Done(());
     }
-    let body = if body.is_empty() {
+    let body = if status.is_redirection() {
+        "the webhook redirects elsewhere: configure the URL it redirects to".to_owned()
+    } else if body.is_empty() {
         "(empty body)".to_owned()
     } else {
         body

@@ -141,6 +141,34 @@ pub struct FetchError {
     pub problem: Problem,
 }
 
+impl FetchError {
+    /// The error for a team's report, with the team's API key scrubbed from anything the
+    /// server said: an error page may echo the request's headers.
+    fn new(team: &Team, endpoint: Endpoint, problem: Problem) -> FetchError {
+        let key = [team.api_key.expose()];
+        let scrub = |text: String| http::redact(&text, &key);
+        let problem = match problem {
+            Problem::Status { status, excerpt } => Problem::Status {
+                status,
+                excerpt: scrub(excerpt),
+            },
+            Problem::NotJson { reason, excerpt } => Problem::NotJson {
+                reason: scrub(reason),
+                excerpt: scrub(excerpt),
+            },
+            Problem::Unsuccessful(message) => Problem::Unsuccessful(message.map(scrub)),
+            Problem::Shape(text) => Problem::Shape(scrub(text)),
+            Problem::Network(text) => Problem::Network(scrub(text)),
+            other => other,
+        };
+        FetchError {
+            endpoint,
+            account: team.account_id.clone(),
+            problem,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Problem {
     #[error("API key rejected (HTTP {0}): check the team's api_key / api_key_env for this account")]
@@ -198,13 +226,8 @@ impl Client {
             request(Endpoint::PagesWithMostChats),
             request(Endpoint::VisitorReference),
         )?;
-        DayReport::parse([&countries, &hours, &pages, &referrers]).map_err(|(endpoint, problem)| {
-            FetchError {
-                endpoint,
-                account: team.account_id.clone(),
-                problem,
-            }
-        })
+        DayReport::parse([&countries, &hours, &pages, &referrers])
+            .map_err(|(endpoint, problem)| FetchError::new(team, endpoint, problem))
     }
 
     /// The rows of one report, as JSON values still to be parsed.
@@ -232,11 +255,10 @@ impl Client {
                 .await;
             classify(sent, endpoint).await
         };
-        self.retry.run(attempt).await.map_err(|problem| FetchError {
-            endpoint,
-            account: team.account_id.clone(),
-            problem,
-        })
+        self.retry
+            .run(attempt)
+            .await
+            .map_err(|problem| FetchError::new(team, endpoint, problem))
     }
 }
 

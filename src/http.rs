@@ -121,6 +121,17 @@ pub enum BodyError {
     Read(reqwest::Error),
 }
 
+/// `text` with every credential in `secrets` replaced, for a body that a server may have
+/// echoed a request into ("Cannot POST /services/T0/B0/XXXX", "invalid key abc123").
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        .filter(|secret| secret.len() >= 4)
+        .fold(text.to_owned(), |text, secret| {
+            text.replace(secret, "[redacted]")
+        })
+}
+
 /// A short, single-line excerpt of a body for an error message.
 pub fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);

@@ -106,6 +106,7 @@ fn init_logging() {
         "rustls",
         "tower",
         "axum",
+        "handlebars",
     ] {
         filter = filter.add_directive(format!("{quiet}=warn").parse().expect("a valid directive"));
     }

@@ -40,7 +40,9 @@ impl TemplateOverride {
     }
 }
 
-/// Compiled templates: Slack ones escape for mrkdwn, plain ones don't escape at all.
+/// Compiled templates. Neither registry escapes: Slack templates are rendered over
+/// [`slack_safe`]'s copy of the digest, whose every string is already escaped, so a template
+/// using `{{{triple}}}` or `{{& amp}}` can't emit visitor markup either.
 #[derive(Clone)]
 pub struct Renderer {
     slack: Arc<Handlebars<'static>>,
@@ -67,8 +69,8 @@ impl Renderer {
     pub fn new<'a>(
         webhooks: impl IntoIterator<Item = &'a Webhook>,
     ) -> Result<Renderer, Vec<(PathBuf, String)>> {
-        let mut slack = registry(slack_escape);
-        let mut plain = registry(handlebars::no_escape);
+        let mut slack = registry();
+        let mut plain = registry();
         slack
             .register_template_string("slack", SLACK_TEMPLATE)
             .expect("the built-in slack template compiles");
@@ -89,6 +91,10 @@ impl Renderer {
                 continue;
             }
             for sample in [sample_digest(), empty_digest()] {
+                let sample = match hook.kind {
+                    WebhookKind::Slack => slack_safe(&sample),
+                    WebhookKind::Generic => serde_json::to_value(&sample).expect("serializes"),
+                };
                 if let Err(e) = registry.render(&template.name(), &sample) {
                     problems.push((
                         template.path.clone(),
@@ -134,7 +140,11 @@ impl Renderer {
         digest: &Digest,
         template: Option<&str>,
     ) -> Result<Value, RenderError> {
-        let rendered = render(&self.slack, template.unwrap_or("slack"), digest)?;
+        let rendered = render(
+            &self.slack,
+            template.unwrap_or("slack"),
+            &slack_safe(digest),
+        )?;
         Ok(slack_payload(&rendered))
     }
 
@@ -143,7 +153,11 @@ impl Renderer {
     }
 }
 
-fn render(registry: &Handlebars, name: &str, digest: &Digest) -> Result<String, RenderError> {
+fn render(
+    registry: &Handlebars,
+    name: &str,
+    digest: &impl serde::Serialize,
+) -> Result<String, RenderError> {
     registry.render(name, digest).map_err(|e| RenderError {
         template: name.to_owned(),
         reason: plain_reason(&e),
@@ -158,10 +172,10 @@ fn plain_reason(e: &handlebars::RenderError) -> String {
     reason
 }
 
-fn registry(escape: fn(&str) -> String) -> Handlebars<'static> {
+fn registry() -> Handlebars<'static> {
     let mut registry = Handlebars::new();
     registry.set_strict_mode(true);
-    registry.register_escape_fn(escape);
+    registry.register_escape_fn(handlebars::no_escape);
     registry.register_helper("number", Box::new(number));
     registry.register_helper("percent", Box::new(percent));
     registry.register_helper("plural", Box::new(plural));
@@ -217,6 +231,22 @@ pub fn activity_strip(hours: &[Value]) -> String {
             }
         })
         .collect()
+}
+
+/// The digest as Slack templates see it: every string (visitor text, and the team name too)
+/// passed through [`slack_escape`].
+pub fn slack_safe(digest: &Digest) -> Value {
+    fn escape_all(value: &mut Value) {
+        match value {
+            Value::String(text) => *text = slack_escape(text),
+            Value::Array(items) => items.iter_mut().for_each(escape_all),
+            Value::Object(fields) => fields.values_mut().for_each(escape_all),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(digest).expect("the digest serializes");
+    escape_all(&mut value);
+    value
 }
 
 /// Escapes what Slack's mrkdwn treats as markup (`&`, `<`, `>`) and nothing else, so text reads
@@ -335,11 +365,11 @@ pub fn slack_payload(rendered: &str) -> Value {
                 json!({"type": "header", "text": {"type": "plain_text", "text": text, "emoji": true}})
             }
             "context" => {
-                json!({"type": "context", "elements": [{"type": "mrkdwn", "text": fit_lines(&text, SECTION_LIMIT)}]})
+                json!({"type": "context", "elements": [mrkdwn(fit_lines(&text, SECTION_LIMIT))]})
             }
             "divider" => json!({"type": "divider"}),
             _ => {
-                json!({"type": "section", "text": {"type": "mrkdwn", "text": fit_lines(&text, SECTION_LIMIT)}})
+                json!({"type": "section", "text": mrkdwn(fit_lines(&text, SECTION_LIMIT))})
             }
         };
         let size = slack_len(&block.to_string());
@@ -351,7 +381,7 @@ pub fn slack_payload(rendered: &str) -> Value {
         out.push(block);
     }
     if dropped > 0 {
-        out.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("_…and {dropped} more sections that did not fit in one Slack message_")}]}));
+        out.push(json!({"type": "context", "elements": [mrkdwn(format!("_…and {dropped} more sections that did not fit in one Slack message_"))]}));
     }
     let text = fallback
         .or(header)
@@ -362,6 +392,12 @@ pub fn slack_payload(rendered: &str) -> Value {
         "unfurl_links": false,
         "unfurl_media": false,
     })
+}
+
+/// A mrkdwn text object. `verbatim` stops Slack from turning bare URLs into links and from
+/// parsing mentions on its own: the only markup in it is what the template wrote.
+fn mrkdwn(text: String) -> Value {
+    json!({"type": "mrkdwn", "text": text, "verbatim": true})
 }
 
 /// A Slack message as it reads in a terminal: for `demo` and `once --dry-run` readers.
@@ -553,6 +589,43 @@ mod tests {
                 .unwrap()
                 .to_string()
                 .contains("and 31 more sections")
+        );
+    }
+
+    #[test]
+    fn a_custom_slack_template_cannot_unescape_visitor_text() {
+        let source = "<section>\n{{#each countries}}{{{name}}} {{&cca3}} {{truncate name 9}}{{/each}}\n{{#each pages}}{{{url}}}{{/each}}";
+        let hook = Webhook {
+            name: "slack".into(),
+            kind: WebhookKind::Slack,
+            url: crate::config::WebhookUrl::parse("https://hooks.slack.com/x").unwrap(),
+            template: Some(TemplateOverride {
+                path: "raw.hbs".into(),
+                source: source.into(),
+            }),
+        };
+        let renderer = Renderer::new([&hook]).unwrap();
+        let mut digest = sample_digest();
+        digest.countries[0].name = "<!channel>\n<section>\n<@U1>".into();
+        digest.countries[0].cca3 = "<!here>".into();
+        digest.pages[0].url = "<https://evil.example|Click me> & more".into();
+        let message = renderer.body(&hook, &digest).unwrap().to_string();
+        assert!(
+            !message.contains("<!") && !message.contains("<@"),
+            "{message}"
+        );
+        assert!(!message.contains("<https"), "{message}");
+        assert!(
+            message.contains("&lt;!channel&gt; &lt;section&gt; &lt;@U1&gt;"),
+            "{message}"
+        );
+        assert!(message.contains("&lt;!here&gt;"), "{message}");
+        assert!(message.contains("&lt;!cha…"), "{message}");
+        assert!(message.contains("Click me&gt; &amp; more"), "{message}");
+        assert_eq!(
+            message.matches("\"type\":\"section\"").count(),
+            1,
+            "{message}"
         );
     }
 

@@ -179,6 +179,18 @@ async fn a_rejected_key_is_named_and_never_retried() {
 }
 
 #[tokio::test]
+async fn an_error_page_that_echoes_the_key_is_scrubbed() {
+    let server = acquire().await;
+    server.script(
+        "visitor-reference",
+        vec![Reply::new(400, "Bad token 'Bearer test-key-t' for acme")],
+    );
+    let error = failure(&server).await;
+    assert!(!error.contains("test-key-t"), "the key leaked: {error}");
+    assert!(error.contains("Bad token 'Bearer [redacted]'"), "{error}");
+}
+
+#[tokio::test]
 async fn not_found_and_other_4xx_are_not_retried() {
     let server = acquire().await;
     server.script("visitor-reference", vec![Reply::new(404, "")]);

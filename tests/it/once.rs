@@ -445,6 +445,31 @@ async fn slack_rate_limits_and_outages_are_retried() {
 }
 
 #[tokio::test]
+async fn a_redirect_is_a_failure_not_a_delivery() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    let moved = hooks.url("/new-home");
+    hooks.script("/old", vec![Reply::new(301, "").header("location", &moved)]);
+    hooks.script("/new-home", vec![Reply::new(200, "ok")]);
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[team("apac", "acme", &[("generic", &hooks.url("/old"))])],
+    ));
+    let output = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("rejected with HTTP 301: the webhook redirects elsewhere"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(hooks.seen_at("/old").len(), 1);
+    assert!(
+        hooks.seen_at("/new-home").is_empty(),
+        "the redirect was followed"
+    );
+}
+
+#[tokio::test]
 async fn a_failed_fetch_sends_nothing_and_fails_the_run() {
     let acquire = acquire_serving(json!([]), json!([]), json!([]), json!([])).await;
     acquire.script(
@@ -501,7 +526,11 @@ async fn teams_can_be_picked_by_name() {
 async fn secrets_never_reach_the_logs() {
     let sim = simulator().await;
     let hooks = Scripted::webhooks().await;
-    hooks.script("/T0SECRET/broken", vec![Reply::new(500, "down")]);
+    // Express's default 404 page echoes the path, which for a webhook is the credential.
+    hooks.script(
+        "/T0SECRET/broken",
+        vec![Reply::new(404, "Cannot POST /T0SECRET/broken")],
+    );
     let work = Workspace::new(&config(
         &sim.base_url(),
         &[team(

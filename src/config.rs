@@ -324,10 +324,10 @@ pub fn parse(
         30,
     );
     let concurrency = acquire.and_then(|a| a.concurrency).unwrap_or(32);
-    if concurrency == 0 {
+    if !(1..=1024).contains(&concurrency) {
         problems.add(
             "acquire.concurrency",
-            "must be at least 1 (it caps concurrent requests to Acquire)",
+            format!("{concurrency} is out of range: use 1 to 1024 (it caps concurrent requests to Acquire)"),
         );
     }
     let ledger_path = base_dir.join(
@@ -935,6 +935,11 @@ url = "https://example.com/hook"
             &VALID.replace("kind = \"generic\"", "kind = \"teams\""),
             &format!("{team}.webhooks[1].kind"),
             "\"slack\" or \"generic\"",
+        );
+        assert_problem(
+            &VALID.replace("timeout_secs = 10", "concurrency = 9223372036854775807"),
+            "acquire.concurrency",
+            "1 to 1024",
         );
         assert_problem(
             &VALID.replace("timeout_secs = 10", "timeout_secs = 0"),

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -97,23 +98,22 @@ pub fn describe_next(team: &Team, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-    }
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal during start-up stops the daemon cleanly.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    })
 }
 
-/// `run`: the daemon on the wall clock, reloading on SIGHUP, until `shutdown` resolves.
-pub async fn run(
-    path: PathBuf,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+/// One message per SIGHUP, from the moment this is called.
+pub fn reload_signal() -> std::io::Result<mpsc::Receiver<()>> {
+    let mut hangups = signal(SignalKind::hangup())?;
     let (reload_tx, reloads) = mpsc::channel(4);
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
@@ -122,6 +122,16 @@ pub async fn run(
             }
         }
     });
+    Ok(reloads)
+}
+
+/// `run`: the daemon on the wall clock until `shutdown` resolves, reloading on `reloads`.
+pub async fn run(
+    path: PathBuf,
+    config: Config,
+    reloads: mpsc::Receiver<()>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     serve(&path, config, Arc::new(SystemClock), reloads, shutdown).await
 }
 

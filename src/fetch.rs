@@ -438,7 +438,7 @@ fn parse_hour(row: &Value) -> Result<HourRow, String> {
         .iter()
         .filter(|(key, _)| key.as_str() != "label")
         .filter_map(|(_, value)| count_value(value))
-        .sum();
+        .fold(0u64, u64::saturating_add);
     Ok(HourRow {
         hour,
         label,
@@ -446,11 +446,21 @@ fn parse_hour(row: &Value) -> Result<HourRow, String> {
     })
 }
 
-/// "12 AM" is midnight, "12 PM" noon, "05 PM" 17; a 24-hour "14 PM" is read as 14.
+/// "12 AM" is midnight, "12 PM" noon, "05 PM" 17; a 24-hour "14 PM" is read as 14. Read
+/// leniently, as a person would: "5 pm", "05PM", "05:00 PM", "17:00" and "17" too.
 pub fn hour_of_label(label: &str) -> Option<u8> {
-    let (number, half) = label.trim().split_once(' ')?;
-    let number: u8 = number.parse().ok()?;
-    match (number, half.to_ascii_uppercase().as_str()) {
+    let label = label.trim().to_ascii_uppercase();
+    let (clock, half) = match label
+        .strip_suffix("AM")
+        .or_else(|| label.strip_suffix("PM"))
+    {
+        Some(clock) => (clock.trim(), &label[label.len() - 2..]),
+        None => (label.as_str(), ""),
+    };
+    let hours = clock.split_once(':').map_or(clock, |(hours, _)| hours);
+    let number: u8 = hours.parse().ok()?;
+    match (number, half) {
+        (0..=23, "") => Some(number),
         (12, "AM") => Some(0),
         (12, "PM") => Some(12),
         (1..=11, "AM") => Some(number),
@@ -539,6 +549,12 @@ mod tests {
         assert_eq!(hour_of_label("14 PM"), Some(14));
         assert_eq!(hour_of_label("13 AM"), None);
         assert_eq!(hour_of_label("noon"), None);
+        assert_eq!(hour_of_label("5 pm"), Some(17));
+        assert_eq!(hour_of_label("05PM"), Some(17));
+        assert_eq!(hour_of_label(" 05:00 AM "), Some(5));
+        assert_eq!(hour_of_label("17:00"), Some(17));
+        assert_eq!(hour_of_label("0"), Some(0));
+        assert_eq!(hour_of_label("24"), None);
     }
 
     #[test]

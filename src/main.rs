@@ -122,8 +122,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => Ok(check(&args.config)),
         Command::Once(args) => once(args).await,
         Command::Run(args) => {
+            let shutdown = daemon::shutdown_signal()?;
+            let reloads = daemon::reload_signal()?;
             let config = load(&args.config)?;
-            daemon::run(args.config, config, daemon::shutdown_signal()).await?;
+            daemon::run(args.config, config, reloads, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(args) => {

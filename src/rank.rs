@@ -111,12 +111,13 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
         ..Totals::default()
     };
     for c in &report.countries {
-        totals.visitors += c.visitors;
-        totals.chats += c.chats;
-        totals.cases += c.cases;
-        totals.emails += c.emails;
-        totals.cobrowse += c.cobrowse;
-        totals.calls += c.calls;
+        // Saturating: 8 MiB of hostile rows can add up past u64.
+        totals.visitors = totals.visitors.saturating_add(c.visitors);
+        totals.chats = totals.chats.saturating_add(c.chats);
+        totals.cases = totals.cases.saturating_add(c.cases);
+        totals.emails = totals.emails.saturating_add(c.emails);
+        totals.cobrowse = totals.cobrowse.saturating_add(c.cobrowse);
+        totals.calls = totals.calls.saturating_add(c.calls);
     }
 
     let mut countries: Vec<_> = report.countries.iter().collect();
@@ -144,7 +145,7 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
     let mut hours = [0u64; 24];
     let mut labels: [Option<&str>; 24] = [None; 24];
     for row in &report.hours {
-        hours[row.hour as usize] += row.activity;
+        hours[row.hour as usize] = hours[row.hour as usize].saturating_add(row.activity);
         labels[row.hour as usize].get_or_insert(&row.label);
     }
     let mut busiest: Vec<u8> = (0..24).filter(|&h| hours[h as usize] > 0).collect();

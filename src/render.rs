@@ -318,11 +318,23 @@ fn fit_lines(text: &str, max: usize) -> String {
         used += len;
         kept.push(line);
     }
-    let left = lines.len() - kept.len();
+    let mut left = lines.len() - kept.len();
+    // The template's own "…and N more" line stands for N entries, not one.
+    if left > 0
+        && let Some(n) = lines.last().and_then(|line| more_count(line))
+    {
+        left += n - 1;
+    }
     if left > 0 {
         kept.push(format!("_…and {left} more_"));
     }
     kept.join("\n")
+}
+
+/// N from a "…and N more" line.
+fn more_count(line: &str) -> Option<usize> {
+    let rest = line.trim().trim_matches('_').strip_prefix("…and ")?;
+    rest.strip_suffix(" more")?.parse().ok().filter(|&n| n > 0)
 }
 
 /// Builds a Block Kit message from the template's marked-up output (see templates/slack.hbs).
@@ -555,6 +567,11 @@ mod tests {
         let last = fitted.lines().last().unwrap();
         let kept = fitted.lines().count() - 1;
         assert_eq!(last, format!("_…and {} more_", 400 - kept));
+
+        let with_more = format!("{text}\n_…and 600 more_");
+        let fitted = fit_lines(&with_more, SECTION_LIMIT);
+        let last = fitted.lines().last().unwrap();
+        assert_eq!(last, format!("_…and {} more_", 1000 - kept));
     }
 
     #[test]

@@ -46,7 +46,8 @@ impl Zone {
     }
 
     /// The first instant of a local date. Usually midnight; where a DST change skips midnight
-    /// (America/Santiago, Asia/Beirut) the first minute that exists.
+    /// (America/Santiago, Asia/Beirut) the first minute that exists. A date a zone skipped
+    /// whole (Pacific/Apia's 2011-12-30) starts where the next one does.
     pub fn start_of_day(self, date: NaiveDate) -> DateTime<Utc> {
         let Zone::Named(tz) = self else {
             let Zone::Fixed(offset) = self else {
@@ -54,13 +55,13 @@ impl Zone {
             };
             return (date.and_time(NaiveTime::MIN) - offset).and_utc();
         };
-        (0..=180)
+        (0..=48 * 60)
             .find_map(|minute| {
                 let local = date.and_time(NaiveTime::MIN) + chrono::Duration::minutes(minute);
                 tz.from_local_datetime(&local).earliest()
             })
             .map(|t| t.with_timezone(&Utc))
-            .expect("no DST gap lasts three hours")
+            .expect("no zone skips two days")
     }
 }
 
@@ -145,6 +146,13 @@ impl Schedule {
                 "{text:?} is not a valid cron line ({e}); e.g. \"0 9 * * *\" is 09:00 every day"
             )
         })?;
+        // Every 5- or 6-field line that fires at all fires within a few years of any date.
+        let epoch = DateTime::<Utc>::from_timestamp(946_684_800, 0).expect("2000-01-01");
+        if cron.find_next_occurrence(&epoch, false).is_err() {
+            return Err(format!(
+                "{text:?} never fires (no such day, e.g. 30 February): check the day and month fields"
+            ));
+        }
         Ok(Schedule {
             cron,
             text: text.to_owned(),
@@ -256,6 +264,14 @@ mod tests {
     }
 
     #[test]
+    fn a_day_a_zone_skipped_whole_does_not_panic() {
+        let apia = zone("Pacific/Apia");
+        let skipped = apia.start_of_day(date("2011-12-30"));
+        assert_eq!(skipped, apia.start_of_day(date("2011-12-31")));
+        assert_eq!(offset_on("Pacific/Apia", "2011-12-30"), "+14:00");
+    }
+
+    #[test]
     fn yesterday_is_the_local_yesterday() {
         // 02:00 UTC on the 16th is still the 15th in New York and already the 16th in Kolkata.
         let now = utc("2026-07-16T02:00:00Z");
@@ -288,6 +304,9 @@ mod tests {
         assert!(err.contains("4 fields"), "{err}");
         assert!(Schedule::parse("0 25 * * *").is_err());
         assert!(Schedule::parse("0 9 * * * * 2026").is_err());
+        let never = Schedule::parse("0 0 30 2 *").unwrap_err();
+        assert!(never.contains("never fires"), "{never}");
+        assert!(Schedule::parse("0 0 29 2 *").is_ok());
     }
 
     fn next(schedule: &str, zone_name: &str, after: &str) -> DateTime<Utc> {

@@ -22,7 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{self, Config, Team};
+use crate::config::{self, Config, Team, WebhookUrl};
 use crate::ledger::Ledger;
 use crate::pipeline::{Pipeline, RunOptions};
 use crate::schedule::Window;
@@ -146,20 +146,35 @@ struct Firing {
 #[derive(Default)]
 struct InFlight(Mutex<HashSet<(String, NaiveDate)>>);
 
+/// The config in force and the pipeline built from it. A reload replaces both, and every
+/// delivery job reads them afresh at each try, so a fixed URL or key reaches a day that is
+/// already retrying.
+struct Current {
+    config: Config,
+    pipeline: Pipeline,
+}
+
+impl Current {
+    fn open(config: Config) -> Result<Current, crate::ledger::LedgerError> {
+        let ledger = Ledger::open(&config.ledger_path)?;
+        let pipeline = Pipeline::new(&config, Some(ledger));
+        Ok(Current { config, pipeline })
+    }
+}
+
 /// The daemon with its clock and its reload and shutdown triggers passed in, for tests.
 pub async fn serve(
     path: &Path,
-    mut config: Config,
+    config: Config,
     clock: Arc<dyn Clock>,
     mut reloads: mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut ledger = Ledger::open(&config.ledger_path)?;
-    let mut pipeline = Pipeline::new(&config, Some(ledger.clone()));
+    let (current_tx, current) = watch::channel(Arc::new(Current::open(config)?));
     let in_flight = Arc::new(InFlight::default());
     let (stop_tx, stop) = watch::channel(false);
     let (firings_tx, mut firings) = mpsc::channel::<Firing>(1024);
-    let mut schedules = start_schedules(&config, &clock, &firings_tx);
+    let mut schedules = start_schedules(&current.borrow().config, &clock, &firings_tx);
     let mut deliveries = JoinSet::new();
     tokio::pin!(shutdown);
 
@@ -168,21 +183,17 @@ pub async fn serve(
             () = &mut shutdown => break,
             Some(()) = reloads.recv() => {
                 let loaded = config::load(path).and_then(|new| {
-                    Ledger::open(&new.ledger_path)
-                        .map(|ledger| (new, ledger))
-                        .map_err(|e| config::ConfigErrors {
-                            file: path.to_owned(),
-                            problems: vec![config::Problem { place: "state.path".into(), message: e.to_string() }],
-                        })
+                    Current::open(new).map_err(|e| config::ConfigErrors {
+                        file: path.to_owned(),
+                        problems: vec![config::Problem { place: "state.path".into(), message: e.to_string() }],
+                    })
                 });
                 match loaded {
-                    Ok((new, new_ledger)) => {
-                        tracing::info!(teams = new.teams.len(), "SIGHUP: config reloaded");
+                    Ok(new) => {
+                        tracing::info!(teams = new.config.teams.len(), "SIGHUP: config reloaded");
                         schedules.abort_all();
-                        config = new;
-                        ledger = new_ledger;
-                        pipeline = Pipeline::new(&config, Some(ledger.clone()));
-                        schedules = start_schedules(&config, &clock, &firings_tx);
+                        schedules = start_schedules(&new.config, &clock, &firings_tx);
+                        current_tx.send_replace(Arc::new(new));
                     }
                     Err(errors) => {
                         tracing::error!("SIGHUP: new config rejected, still running the old one:\n{errors}");
@@ -190,7 +201,7 @@ pub async fn serve(
                 }
             }
             Some(firing) = firings.recv() => {
-                let job = deliver(firing, pipeline.clone(), clock.clone(), in_flight.clone(), config.retry_every, stop.clone());
+                let job = deliver(firing, current.clone(), clock.clone(), in_flight.clone(), stop.clone());
                 deliveries.spawn(job);
             }
             Some(done) = deliveries.join_next(), if !deliveries.is_empty() => {
@@ -267,43 +278,79 @@ async fn timer(team: Team, clock: Arc<dyn Clock>, firings: mpsc::Sender<Firing>)
     }
 }
 
-/// Delivers the day a firing stands for, retrying until its catch-up window closes.
+/// Delivers the day a firing stands for, retrying until its catch-up window closes. Each try
+/// uses the config in force then; a webhook that refused the day for good (a 4xx, a broken
+/// template) is not sent it again unless a reload gives it another URL.
 async fn deliver(
     firing: Firing,
-    pipeline: Pipeline,
+    mut current: watch::Receiver<Arc<Current>>,
     clock: Arc<dyn Clock>,
     in_flight: Arc<InFlight>,
-    retry_every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let team = firing.team;
-    let date = Window::yesterday(team.zone, firing.at).date;
-    let key = (team.name.clone(), date);
+    let name = firing.team.name;
+    let date = Window::yesterday(firing.team.zone, firing.at).date;
+    let key = (name.clone(), date);
     if !in_flight
         .0
         .lock()
         .expect("in-flight lock")
         .insert(key.clone())
     {
-        tracing::debug!(team = %team.name, %date, "already being delivered");
+        tracing::debug!(team = %name, %date, "already being delivered");
         return;
     }
-    let deadline = firing.at + team.catch_up;
+    let mut refused: Vec<(String, WebhookUrl)> = Vec::new();
     loop {
-        let report = pipeline.run_team(&team, date, RunOptions::default()).await;
-        if report.is_ok() {
-            for line in report.summary_lines() {
-                tracing::debug!("{line}");
-            }
+        let now = current.borrow_and_update().clone();
+        let Some(mut team) = now.config.teams.iter().find(|t| t.name == name).cloned() else {
+            tracing::warn!(team = %name, %date, "the team is no longer in the config; its digest is not sent");
+            break;
+        };
+        team.webhooks.retain(|hook| {
+            !refused
+                .iter()
+                .any(|(n, url)| *n == hook.name && *url == hook.url)
+        });
+        if team.webhooks.is_empty() {
             break;
         }
-        let next_try = clock.now() + retry_every;
-        let retry = report.is_worth_retrying() && next_try <= deadline;
-        for line in report.summary_lines() {
-            if retry {
-                tracing::warn!("{line}; trying again at {next_try}");
-            } else {
-                tracing::error!("giving up: {line}");
+        let report = now
+            .pipeline
+            .run_team(&team, date, RunOptions::default())
+            .await;
+        let next_try = clock.now() + now.config.retry_every;
+        let in_window = next_try <= firing.at + team.catch_up;
+        let mut retry = false;
+        match &report.outcome {
+            Ok(hooks) => {
+                for hook in hooks {
+                    let line = report.hook_line(hook);
+                    if hook.status.is_done() {
+                        tracing::debug!("{line}");
+                    } else if hook.status.is_retryable() && in_window {
+                        retry = true;
+                        tracing::warn!("{line}; trying again at {next_try}");
+                    } else {
+                        if !hook.status.is_retryable()
+                            && let Some(refusing) =
+                                team.webhooks.iter().find(|h| h.name == hook.webhook)
+                        {
+                            refused.push((refusing.name.clone(), refusing.url.clone()));
+                        }
+                        tracing::error!("giving up: {line}");
+                    }
+                }
+            }
+            Err(e) => {
+                retry = e.is_retryable() && in_window;
+                for line in report.summary_lines() {
+                    if retry {
+                        tracing::warn!("{line}; trying again at {next_try}");
+                    } else {
+                        tracing::error!("giving up: {line}");
+                    }
+                }
             }
         }
         if !retry {
@@ -311,6 +358,9 @@ async fn deliver(
         }
         tokio::select! {
             () = clock.sleep_until(next_try) => {}
+            Ok(()) = current.changed() => {
+                tracing::info!(team = %name, %date, "config reloaded: trying again now");
+            }
             _ = stop.changed() => break,
         }
     }

@@ -68,33 +68,30 @@ pub enum TeamError {
     Ledger(#[from] LedgerError),
 }
 
-impl TeamReport {
-    /// Whether anything still needs doing for this day.
-    pub fn is_ok(&self) -> bool {
-        match &self.outcome {
-            Ok(hooks) => hooks.iter().all(|h| {
-                matches!(
-                    h.status,
-                    HookStatus::Delivered | HookStatus::AlreadyDelivered | HookStatus::DryRun(_)
-                )
-            }),
-            Err(_) => false,
-        }
+impl HookStatus {
+    /// Nothing more to do for this webhook's day.
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self,
+            HookStatus::Delivered | HookStatus::AlreadyDelivered | HookStatus::DryRun(_)
+        )
     }
 
-    /// Whether a later try may succeed where this one failed (a permanent rejection or a broken
-    /// template won't).
-    pub fn is_worth_retrying(&self) -> bool {
-        match &self.outcome {
-            Ok(hooks) => hooks.iter().any(|h| match &h.status {
-                HookStatus::Failed(e) => e.is_transient(),
-                _ => false,
-            }),
-            Err(TeamError::Fetch(e)) => !matches!(
+    /// A failure a later try may mend: the receiver was unreachable or busy, not refusing.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, HookStatus::Failed(e) if e.is_transient())
+    }
+}
+
+impl TeamError {
+    /// Whether a later try may succeed (a rejected key or a wrong account won't).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TeamError::Fetch(e) => !matches!(
                 e.problem,
                 fetch::Problem::Unauthorized(_) | fetch::Problem::NotFound
             ),
-            Err(TeamError::Ledger(_)) => true,
+            TeamError::Ledger(_) => true,
         }
     }
 }
@@ -117,21 +114,29 @@ impl fmt::Display for HookStatus {
 }
 
 impl TeamReport {
+    /// Whether anything still needs doing for this day.
+    pub fn is_ok(&self) -> bool {
+        match &self.outcome {
+            Ok(hooks) => hooks.iter().all(|h| h.status.is_done()),
+            Err(_) => false,
+        }
+    }
+
+    /// "team date webhook (host): what happened".
+    pub fn hook_line(&self, hook: &HookReport) -> String {
+        format!(
+            "{} {} {} ({}): {}",
+            self.team, self.date, hook.webhook, hook.host, hook.status
+        )
+    }
+
     /// One line per webhook (or one for the team when nothing could be sent).
     pub fn summary_lines(&self) -> Vec<String> {
         match &self.outcome {
             Ok(hooks) if hooks.is_empty() => {
                 vec![format!("{} {}: no webhooks", self.team, self.date)]
             }
-            Ok(hooks) => hooks
-                .iter()
-                .map(|h| {
-                    format!(
-                        "{} {} {} ({}): {}",
-                        self.team, self.date, h.webhook, h.host, h.status
-                    )
-                })
-                .collect(),
+            Ok(hooks) => hooks.iter().map(|h| self.hook_line(h)).collect(),
             Err(e) => vec![format!(
                 "{} {}: FAILED, no digest sent: {e}",
                 self.team, self.date

@@ -244,3 +244,84 @@ async fn a_broken_config_on_sighup_keeps_the_old_one_running() {
         "the reload re-posted a delivered digest"
     );
 }
+
+/// Retries come every second in these tests, not every ten minutes.
+fn retrying_every_second(config: String) -> String {
+    format!("retry_every = \"1s\"\n{config}")
+}
+
+#[tokio::test]
+async fn a_webhook_that_refused_is_not_resent_while_another_is_retried() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    hooks.script("/gone", vec![Reply::new(404, "no_service")]);
+    hooks.script("/busy", vec![Reply::new(503, "busy")]);
+    let missed = with_schedule(
+        team(
+            "apac",
+            "acme",
+            &[
+                ("slack", &hooks.url("/gone")),
+                ("generic", &hooks.url("/busy")),
+            ],
+        ),
+        &once_a_day_in(-60),
+        "UTC",
+    );
+    let work = Workspace::new(&retrying_every_second(config(&sim.base_url(), &[missed])));
+    let daemon = Daemon::start(&work);
+    daemon.wait_for_log("trying again at", SECONDS).await;
+    daemon.wait_for_log("giving up: apac", SECONDS).await;
+    wait_until("a second round of retries", SECONDS, || {
+        daemon.log().matches("trying again at").count() >= 2
+    })
+    .await;
+    hooks.script("/busy", vec![Reply::new(200, "ok")]);
+    wait_until("the busy webhook's delivery", SECONDS, || {
+        hooks.seen_at("/busy").len() >= 3
+            && daemon
+                .log()
+                .contains("generic (http://127.0.0.1): delivered")
+    })
+    .await;
+    assert_eq!(
+        hooks.seen_at("/gone").len(),
+        1,
+        "a permanent 404 was resent:\n{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("rejected with HTTP 404: no_service"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[tokio::test]
+async fn a_reload_reaches_a_day_that_is_being_retried() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    hooks.script("/broken", vec![Reply::new(500, "down")]);
+    let broken = with_schedule(
+        team("apac", "acme", &[("generic", &hooks.url("/broken"))]),
+        &once_a_day_in(-60),
+        "UTC",
+    );
+    let work = Workspace::new(&config(&sim.base_url(), std::slice::from_ref(&broken)));
+    let daemon = Daemon::start(&work);
+    // The default retry_every is 10 minutes: only the reload can bring the fix in time.
+    daemon.wait_for_log("trying again at", SECONDS).await;
+
+    let fixed = broken.replace(&hooks.url("/broken"), &hooks.url("/fixed"));
+    std::fs::write(work.config(), config(&sim.base_url(), &[fixed])).unwrap();
+    daemon.signal("HUP");
+    wait_until("the delivery to the fixed URL", SECONDS, || {
+        hooks.seen_at("/fixed").len() == 1
+    })
+    .await;
+    daemon
+        .wait_for_log("config reloaded: trying again now", SECONDS)
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(hooks.seen_at("/fixed").len(), 1, "{}", daemon.log());
+}

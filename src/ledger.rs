@@ -2,15 +2,20 @@
 //! scheduler, is the record of what ran, so a restart, a reload or a second `once` never posts
 //! a delivered digest again.
 //!
-//! A delivery is recorded right after its POST succeeds. A crash between the two can cause one
-//! duplicate post on the next run, never a lost digest.
+//! Before a POST, the webhook's day is claimed in a transaction, so a daemon and an admin's
+//! `once` (or two `once`s) never post it both. A delivery is recorded right after its POST
+//! succeeds, replacing the claim. A crash between the two leaves a claim whose process is gone
+//! (or, where that can't be seen, that expires), after which the digest is sent again: at most
+//! one duplicate, never a lost digest.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use chrono::{NaiveDate, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 #[derive(Debug, thiserror::Error)]
 #[error("delivery ledger {path}: {source}")]
@@ -23,6 +28,8 @@ pub struct LedgerError {
 #[derive(Clone)]
 pub struct Ledger {
     path: PathBuf,
+    /// Whose claims are ours: this process.
+    pid: u32,
     connection: Arc<Mutex<Connection>>,
 }
 
@@ -48,11 +55,20 @@ impl Ledger {
                      webhook TEXT NOT NULL,
                      delivered_at TEXT NOT NULL,
                      PRIMARY KEY (team, date, webhook)
+                 );
+                 CREATE TABLE IF NOT EXISTS claims (
+                     team TEXT NOT NULL,
+                     date TEXT NOT NULL,
+                     webhook TEXT NOT NULL,
+                     claimed_at INTEGER NOT NULL,
+                     pid INTEGER NOT NULL,
+                     PRIMARY KEY (team, date, webhook)
                  );",
             )
             .map_err(|e| fail(Box::new(e)))?;
         Ok(Ledger {
             path: path.to_owned(),
+            pid: std::process::id(),
             connection: Arc::new(Mutex::new(connection)),
         })
     }
@@ -76,16 +92,83 @@ impl Ledger {
         rows.collect::<Result<_, _>>().map_err(|e| self.fail(e))
     }
 
-    pub fn record(&self, team: &str, date: NaiveDate, webhook: &str) -> Result<(), LedgerError> {
+    /// Claims a webhook's day for one POST, unless it was delivered (and `resend` is false) or
+    /// another live process claimed it less than `expiry` ago and is posting it now.
+    pub fn claim(
+        &self,
+        (team, date, webhook): (&str, NaiveDate, &str),
+        resend: bool,
+        expiry: Duration,
+    ) -> Result<Claim, LedgerError> {
+        let mut connection = self.connection.lock().expect("ledger lock");
+        let mut claim = || -> rusqlite::Result<Claim> {
+            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let key = params![team, date.to_string(), webhook];
+            let delivered = tx
+                .query_row(
+                    "SELECT 1 FROM deliveries WHERE team = ?1 AND date = ?2 AND webhook = ?3",
+                    key,
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if delivered && !resend {
+                return Ok(Claim::AlreadyDelivered);
+            }
+            let now = Utc::now().timestamp();
+            let holder: Option<(i64, u32)> = tx
+                .query_row(
+                    "SELECT claimed_at, pid FROM claims WHERE team = ?1 AND date = ?2 AND webhook = ?3",
+                    key,
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let held = holder.is_some_and(|(at, pid)| {
+                pid != self.pid && now - at < expiry.as_secs() as i64 && is_running(pid)
+            });
+            if held {
+                return Ok(Claim::HeldElsewhere);
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO claims (team, date, webhook, claimed_at, pid)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![team, date.to_string(), webhook, now, self.pid],
+            )?;
+            tx.commit()?;
+            Ok(Claim::Claimed)
+        };
+        claim().map_err(|e| self.fail(e))
+    }
+
+    /// Gives a claim back after a failed POST, so the next try may post.
+    pub fn release(&self, team: &str, date: NaiveDate, webhook: &str) -> Result<(), LedgerError> {
         let connection = self.connection.lock().expect("ledger lock");
         connection
             .execute(
-                "INSERT OR REPLACE INTO deliveries (team, date, webhook, delivered_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![team, date.to_string(), webhook, Utc::now().to_rfc3339()],
+                "DELETE FROM claims WHERE team = ?1 AND date = ?2 AND webhook = ?3",
+                params![team, date.to_string(), webhook],
             )
             .map(drop)
             .map_err(|e| self.fail(e))
+    }
+
+    /// Records a delivery and drops its claim, in one transaction.
+    pub fn record(&self, team: &str, date: NaiveDate, webhook: &str) -> Result<(), LedgerError> {
+        let mut connection = self.connection.lock().expect("ledger lock");
+        let mut record = || -> rusqlite::Result<()> {
+            let tx = connection.transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO deliveries (team, date, webhook, delivered_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![team, date.to_string(), webhook, Utc::now().to_rfc3339()],
+            )?;
+            tx.execute(
+                "DELETE FROM claims WHERE team = ?1 AND date = ?2 AND webhook = ?3",
+                params![team, date.to_string(), webhook],
+            )?;
+            tx.commit()
+        };
+        record().map_err(|e| self.fail(e))
     }
 
     /// When a webhook got a day's digest, if it did.
@@ -107,9 +190,84 @@ impl Ledger {
     }
 }
 
+/// Whether a claim's process still runs. Only Linux shows it (/proc); elsewhere a claim is
+/// trusted until it expires.
+fn is_running(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
+/// What [`Ledger::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This process may post it now.
+    Claimed,
+    AlreadyDelivered,
+    /// Another process is posting it.
+    HeldElsewhere,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_keeps_others_off_until_it_is_released_recorded_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let day: NaiveDate = "2021-03-18".parse().unwrap();
+        let key = ("apac", day, "slack");
+        let minute = Duration::from_secs(60);
+        // Two processes: ours, and init's, which is always running.
+        let ours = Ledger::open(&path).unwrap();
+        let mut theirs = Ledger::open(&path).unwrap();
+        theirs.pid = 1;
+        assert_eq!(ours.claim(key, false, minute).unwrap(), Claim::Claimed);
+        // Our own claim never blocks us (a try whose release failed).
+        assert_eq!(ours.claim(key, false, minute).unwrap(), Claim::Claimed);
+        assert_eq!(
+            theirs.claim(key, false, minute).unwrap(),
+            Claim::HeldElsewhere
+        );
+        assert_eq!(
+            theirs.claim(key, true, minute).unwrap(),
+            Claim::HeldElsewhere
+        );
+        // An old claim expires even where its process can't be seen.
+        assert_eq!(
+            theirs.claim(key, false, Duration::ZERO).unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(
+            ours.claim(key, false, minute).unwrap(),
+            Claim::HeldElsewhere
+        );
+
+        theirs.release("apac", day, "slack").unwrap();
+        assert_eq!(ours.claim(key, false, minute).unwrap(), Claim::Claimed);
+        ours.record("apac", day, "slack").unwrap();
+        assert_eq!(
+            theirs.claim(key, false, minute).unwrap(),
+            Claim::AlreadyDelivered
+        );
+        assert_eq!(theirs.claim(key, true, minute).unwrap(), Claim::Claimed);
+
+        // A claim left by a process that died (kill -9 mid-POST) is free at once.
+        let mut dead = Ledger::open(&path).unwrap();
+        dead.pid = u32::MAX - 1;
+        let other_day = ("apac", day.succ_opt().unwrap(), "slack");
+        assert_eq!(
+            dead.claim(other_day, false, minute).unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(
+            ours.claim(other_day, false, minute).unwrap(),
+            Claim::Claimed
+        );
+    }
 
     #[test]
     fn deliveries_survive_reopening_and_are_keyed_by_team_date_and_webhook() {

@@ -10,7 +10,12 @@ use crate::config::{Config, Team, Webhook};
 use crate::deliver::{Deliverer, DeliveryError};
 use crate::fetch::{self, FetchError};
 use crate::http::RetryPolicy;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Claim, Ledger, LedgerError};
+
+/// How long a claim on a delivery keeps other processes off where the claimant's liveness
+/// can't be seen: longer than any POST with its retries and Slack pacing takes, short enough
+/// that a crashed claimant delays the digest by one daemon retry round at most.
+const CLAIM_EXPIRY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 use crate::rank::{Audience, Digest, rank};
 use crate::render::{RenderError, Renderer};
 use crate::schedule::Window;
@@ -56,6 +61,10 @@ pub enum HookStatus {
     DryRun(Value),
     RenderFailed(RenderError),
     Failed(DeliveryError),
+    /// Another process (the daemon, another `once`) is posting it right now.
+    HeldElsewhere,
+    /// Not posted: the ledger, which keeps it from being sent twice, could not be read.
+    LedgerFailed(LedgerError),
     /// Posted, but the ledger could not record it: the next run may post it once more.
     NotRecorded(LedgerError),
 }
@@ -73,13 +82,20 @@ impl HookStatus {
     pub fn is_done(&self) -> bool {
         matches!(
             self,
-            HookStatus::Delivered | HookStatus::AlreadyDelivered | HookStatus::DryRun(_)
+            HookStatus::Delivered
+                | HookStatus::AlreadyDelivered
+                | HookStatus::DryRun(_)
+                | HookStatus::HeldElsewhere
         )
     }
 
     /// A failure a later try may mend: the receiver was unreachable or busy, not refusing.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, HookStatus::Failed(e) if e.is_transient())
+        match self {
+            HookStatus::Failed(e) => e.is_transient(),
+            HookStatus::LedgerFailed(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -104,6 +120,10 @@ impl fmt::Display for HookStatus {
                 f.write_str("already delivered, skipped (--force sends again)")
             }
             HookStatus::DryRun(_) => f.write_str("dry run, not sent"),
+            HookStatus::HeldElsewhere => {
+                f.write_str("being delivered by another acquire-digest process, skipped")
+            }
+            HookStatus::LedgerFailed(e) => write!(f, "FAILED, not sent: {e}"),
             HookStatus::RenderFailed(e) => write!(f, "FAILED to render: {e}"),
             HookStatus::Failed(e) => write!(f, "FAILED: {e}"),
             HookStatus::NotRecorded(e) => {
@@ -230,12 +250,25 @@ impl Pipeline {
         if options.dry_run {
             return HookStatus::DryRun(body);
         }
+        let date = digest.date.parse().expect("the digest's own date");
+        if let Some(ledger) = &self.ledger {
+            match ledger.claim((&team.name, date, &hook.name), options.force, CLAIM_EXPIRY) {
+                Ok(Claim::Claimed) => {}
+                Ok(Claim::AlreadyDelivered) => return HookStatus::AlreadyDelivered,
+                Ok(Claim::HeldElsewhere) => return HookStatus::HeldElsewhere,
+                Err(e) => return HookStatus::LedgerFailed(e),
+            }
+        }
         if let Err(e) = self.deliverer.post(hook, &body).await {
             tracing::warn!(team = %team.name, date = %digest.date, webhook = %hook.name, host = %hook.url, error = %e, "delivery failed");
+            if let Some(ledger) = &self.ledger
+                && let Err(e) = ledger.release(&team.name, date, &hook.name)
+            {
+                tracing::warn!(team = %team.name, date = %digest.date, webhook = %hook.name, error = %e, "could not release the claim; it expires in {CLAIM_EXPIRY:?}");
+            }
             return HookStatus::Failed(e);
         }
         tracing::info!(team = %team.name, date = %digest.date, webhook = %hook.name, host = %hook.url, "delivered");
-        let date = digest.date.parse().expect("the digest's own date");
         match &self.ledger {
             Some(ledger) => match ledger.record(&team.name, date, &hook.name) {
                 Ok(()) => HookStatus::Delivered,

@@ -342,6 +342,36 @@ async fn a_delivered_digest_is_not_sent_again_unless_forced() {
 }
 
 #[tokio::test]
+async fn two_runs_at_the_same_time_post_a_digest_once() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    hooks.script(
+        "/slow",
+        vec![Reply::new(200, "ok").delay(std::time::Duration::from_secs(4))],
+    );
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[team("apac", "acme", &[("slack", &hooks.url("/slow"))])],
+    ));
+    // The second starts while the first is waiting for the webhook's answer, as an admin's
+    // `once` does next to the daemon.
+    let first = run(&work, &["once", "--date", REFERENCE_DAY]);
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        run(&work, &["once", "--date", REFERENCE_DAY]).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(hooks.seen_at("/slow").len(), 1);
+    assert!(
+        stderr(&second).contains("being delivered by another acquire-digest process"),
+        "{}",
+        stderr(&second)
+    );
+}
+
+#[tokio::test]
 async fn after_a_partial_failure_only_the_failed_webhook_is_retried() {
     let sim = simulator().await;
     let hooks = Scripted::webhooks().await;

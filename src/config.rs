@@ -981,10 +981,22 @@ url = "https://example.com/hook"
             "{{#each countries}}{{nmae}}{{/each}}",
         )
         .unwrap();
+        std::fs::write(
+            dir.path().join("condition.hbs"),
+            "{{#if totals.visiters}}busy{{/if}}{{#unless more.countriez}}all{{/unless}}",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("scoped.hbs"),
+            "{{#each countries}}{{#if shar}}{{name}}{{/if}}{{/each}}",
+        )
+        .unwrap();
         for (file, words) in [
             ("typo.hbs", "visiters"),
             ("broken.hbs", "broken.hbs"),
             ("nested.hbs", "nmae"),
+            ("condition.hbs", "no totals.visiters, more.countriez"),
+            ("scoped.hbs", "no shar"),
         ] {
             let text = VALID.replace(
                 "url_env = \"APAC_SLACK\"",

@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use handlebars::{Handlebars, handlebars_helper};
+use handlebars::template::{Parameter, TemplateElement};
+use handlebars::{Handlebars, Path, Template, handlebars_helper};
 use serde_json::{Value, json};
 
 use crate::config::{Webhook, WebhookKind};
@@ -90,6 +91,19 @@ impl Renderer {
                 problems.push((template.path.clone(), e.to_string()));
                 continue;
             }
+            let compiled = Template::compile(&template.source).expect("it registered");
+            let busy = serde_json::to_value(sample_digest()).expect("the digest serializes");
+            let unknown = unknown_paths(&compiled.elements, &mut vec![&busy]);
+            if !unknown.is_empty() {
+                problems.push((
+                    template.path.clone(),
+                    format!(
+                        "the digest has no {}; variables are the fields of the digest listed in README.md",
+                        unknown.join(", ")
+                    ),
+                ));
+                continue;
+            }
             for sample in [sample_digest(), empty_digest()] {
                 let sample = match hook.kind {
                     WebhookKind::Slack => slack_safe(&sample),
@@ -151,6 +165,90 @@ impl Renderer {
     pub fn text(&self, digest: &Digest, template: Option<&str>) -> Result<String, RenderError> {
         render(&self.plain, template.unwrap_or("text"), digest)
     }
+}
+
+/// Every path a template reads that the digest doesn't have. Strict rendering catches most,
+/// but not a condition (`{{#if totals.visiters}}` is simply false), so the template is walked
+/// against a busy sample with `#each` and `#with` entering their scope.
+fn unknown_paths(elements: &[TemplateElement], scopes: &mut Vec<&Value>) -> Vec<String> {
+    let mut unknown = Vec::new();
+    for element in elements {
+        let (TemplateElement::Expression(helper)
+        | TemplateElement::HtmlExpression(helper)
+        | TemplateElement::HelperBlock(helper)) = element
+        else {
+            continue;
+        };
+        let mut paths: Vec<&Path> = helper
+            .params
+            .iter()
+            .chain(helper.hash.values())
+            .filter_map(|p| match p {
+                Parameter::Path(path) => Some(path),
+                _ => None,
+            })
+            .collect();
+        if let Parameter::Path(path) = &helper.name {
+            paths.push(path);
+        }
+        for path in &paths {
+            if let Path::Relative((_, raw)) = path
+                && resolve(scopes, raw).is_none()
+            {
+                unknown.push(raw.clone());
+            }
+        }
+        let name = match &helper.name {
+            Parameter::Name(name) => name.as_str(),
+            _ => "",
+        };
+        let entered = match (name, paths.first()) {
+            ("each", Some(Path::Relative((_, raw)))) => resolve(scopes, raw)
+                .and_then(|list| list.as_array().and_then(|items| items.first())),
+            ("with", Some(Path::Relative((_, raw)))) => resolve(scopes, raw),
+            _ => None,
+        };
+        if let Some(template) = &helper.template {
+            if let Some(scope) = entered {
+                scopes.push(scope);
+                unknown.extend(unknown_paths(&template.elements, scopes));
+                scopes.pop();
+            } else {
+                unknown.extend(unknown_paths(&template.elements, scopes));
+            }
+        }
+        if let Some(inverse) = &helper.inverse {
+            unknown.extend(unknown_paths(&inverse.elements, scopes));
+        }
+    }
+    unknown.dedup();
+    unknown
+}
+
+/// A Handlebars path (`totals.visitors`, `../team`, `@root.date`, `this`) in a scope stack.
+fn resolve<'a>(scopes: &[&'a Value], raw: &str) -> Option<&'a Value> {
+    if raw.starts_with('@') && !raw.starts_with("@root") {
+        return scopes.last().copied(); // @index, @first: the helper's own
+    }
+    let mut depth = scopes.len().checked_sub(1)?;
+    let mut rest = raw;
+    while let Some(up) = rest.strip_prefix("../") {
+        depth = depth.checked_sub(1)?;
+        rest = up;
+    }
+    if let Some(below_root) = rest.strip_prefix("@root") {
+        depth = 0;
+        rest = below_root;
+    }
+    let mut value = scopes[depth];
+    for field in rest.split(['.', '/']).filter(|p| !p.is_empty() && *p != "this") {
+        value = match value {
+            Value::Object(fields) => fields.get(field)?,
+            Value::Array(items) => items.get(field.parse::<usize>().ok()?)?,
+            _ => return None,
+        }
+    }
+    Some(value)
 }
 
 fn render(
@@ -644,6 +742,32 @@ mod tests {
             1,
             "{message}"
         );
+    }
+
+    #[test]
+    fn every_path_a_template_reads_is_checked_in_its_scope() {
+        let busy = serde_json::to_value(sample_digest()).unwrap();
+        let unknown = |source: &str| {
+            let template = Template::compile(source).unwrap();
+            unknown_paths(&template.elements, &mut vec![&busy])
+        };
+        assert_eq!(unknown(SLACK_TEMPLATE), Vec::<String>::new());
+        assert_eq!(unknown(TEXT_TEMPLATE), Vec::<String>::new());
+        let fine = "{{#each countries}}{{@index}} {{name}} {{../team}} {{@root.date}}{{/each}}\
+                    {{#each hours}}{{this}}{{/each}}{{#with totals}}{{visitors}}{{/with}}\
+                    {{#if more.pages}}{{number more.pages}}{{else}}{{team}}{{/if}}";
+        assert_eq!(unknown(fine), Vec::<String>::new());
+        assert_eq!(
+            unknown(
+                "{{#if totals.visiters}}{{/if}}{{#each pages}}{{#unless urll}}{{/unless}}{{/each}}"
+            ),
+            ["totals.visiters", "urll"]
+        );
+        assert_eq!(
+            unknown("{{plural totals.chatz \"a\" \"b\"}}"),
+            ["totals.chatz"]
+        );
+        assert_eq!(unknown("{{#each countries}}{{team}}{{/each}}"), ["team"]);
     }
 
     #[test]

@@ -241,7 +241,10 @@ fn resolve<'a>(scopes: &[&'a Value], raw: &str) -> Option<&'a Value> {
         rest = below_root;
     }
     let mut value = scopes[depth];
-    for field in rest.split(['.', '/']).filter(|p| !p.is_empty() && *p != "this") {
+    for field in rest
+        .split(['.', '/'])
+        .filter(|p| !p.is_empty() && *p != "this")
+    {
         value = match value {
             Value::Object(fields) => fields.get(field)?,
             Value::Array(items) => items.get(field.parse::<usize>().ok()?)?,

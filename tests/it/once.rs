@@ -500,6 +500,59 @@ async fn a_redirect_is_a_failure_not_a_delivery() {
 }
 
 #[tokio::test]
+async fn posts_to_one_slack_webhook_are_a_second_apart() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    let shared = hooks.url("/shared-channel");
+    let teams: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|name| team(name, "acme", &[("slack", &shared)]))
+        .collect();
+    let work = Workspace::new(&config(&sim.base_url(), &teams));
+    let output = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut arrivals: Vec<std::time::Instant> = hooks.seen().iter().map(|s| s.at).collect();
+    arrivals.sort();
+    assert_eq!(arrivals.len(), 3);
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= std::time::Duration::from_millis(950),
+            "{gap:?} between posts"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_to_acquire_respect_the_global_concurrency_cap() {
+    let acquire = acquire_serving(json!([]), json!([]), json!([]), json!([])).await;
+    for (path, key) in [
+        ("visitors-by-location", "visitorsByLocation"),
+        ("most-active-visit-times", "mostActiveVisitTimes"),
+        ("pages-with-most-chats", "pagesWithMostChats"),
+        ("visitor-reference", "visitorReference"),
+    ] {
+        let slow =
+            Reply::new(200, report(key, json!([]))).delay(std::time::Duration::from_millis(200));
+        acquire.script(path, vec![slow]);
+    }
+    let hooks = Scripted::webhooks().await;
+    let teams: Vec<String> = (0..4)
+        .map(|i| team(&format!("t{i}"), "acme", &[("generic", &hooks.url("/g"))]))
+        .collect();
+    let text = config(&acquire_base(&acquire), &teams).replace(
+        "retry_budget_secs = 2\n\n[delivery]",
+        "retry_budget_secs = 2\nconcurrency = 3\n\n[delivery]",
+    );
+    assert!(text.contains("concurrency = 3"));
+    let work = Workspace::new(&text);
+    let output = run(&work, &["once", "--date", "2026-07-15"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(acquire.seen().len(), 16);
+    assert_eq!(acquire.most_in_flight(), 3);
+}
+
+#[tokio::test]
 async fn a_failed_fetch_sends_nothing_and_fails_the_run() {
     let acquire = acquire_serving(json!([]), json!([]), json!([]), json!([])).await;
     acquire.script(
@@ -572,8 +625,15 @@ async fn secrets_never_reach_the_logs() {
             ],
         )],
     ));
-    let output = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    let dir = work.dir.path().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        let args = ["once", "--date", REFERENCE_DAY];
+        crate::support::run_in(&dir, &args, &[("RUST_LOG", "trace")])
+    })
+    .await
+    .unwrap();
     let everything = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(everything.contains("INFO"), "the log is off:\n{everything}");
     assert!(everything.contains("generic"), "{everything}");
     assert!(
         !everything.contains("T0SECRET"),

@@ -68,6 +68,8 @@ impl IntoResponse for Reply {
 /// A request the scripted server saw.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// When the request arrived.
+    pub at: std::time::Instant,
     pub path: String,
     pub query: String,
     pub headers: HeaderMap,
@@ -85,6 +87,8 @@ struct Script {
     /// Answers per path suffix, used in order; the last one repeats.
     replies: HashMap<String, VecDeque<Reply>>,
     seen: Vec<Seen>,
+    in_flight: usize,
+    most_in_flight: usize,
 }
 
 /// A loopback HTTP server that answers from a script and records what it was sent: the webhook
@@ -133,6 +137,11 @@ impl Scripted {
         self.script.lock().unwrap().seen.clone()
     }
 
+    /// The most requests this server was answering at one moment.
+    pub fn most_in_flight(&self) -> usize {
+        self.script.lock().unwrap().most_in_flight
+    }
+
     pub fn seen_at(&self, suffix: &str) -> Vec<Seen> {
         self.seen()
             .into_iter()
@@ -150,7 +159,10 @@ async fn handle(
     let path = parts.uri.path().to_owned();
     let reply = {
         let mut script = script.lock().unwrap();
+        script.in_flight += 1;
+        script.most_in_flight = script.most_in_flight.max(script.in_flight);
         script.seen.push(Seen {
+            at: std::time::Instant::now(),
             path: path.clone(),
             query: parts.uri.query().unwrap_or_default().to_owned(),
             headers: parts.headers,
@@ -168,6 +180,7 @@ async fn handle(
         }
     };
     tokio::time::sleep(reply.delay).await;
+    script.lock().unwrap().in_flight -= 1;
     reply
 }
 

@@ -80,22 +80,28 @@ fn main() {
             sizes.latency
         );
         println!(
-            "{:>7} {:>9} {:>9} {:>6} {:>13} {:>9}",
-            "teams", "wall", "ideal", "ratio", "CPU/digest", "peak RSS"
+            "{:>7} {:>9} {:>9} {:>6} {:>12} {:>9} │ {:>12} {:>9}",
+            "teams", "wall", "ideal", "ratio", "CPU/digest", "peak RSS", "check: /team", "peak RSS"
         );
         for &n in &sizes.teams {
             let before = received.load(Ordering::SeqCst);
-            let run = fan_out(n, &sim.base_url(), &receiver).await;
+            let dir = tempfile::tempdir().unwrap();
+            let text = config(n, &sim.base_url(), &receiver, "", "0 9 * * *");
+            std::fs::write(dir.path().join("config.toml"), text).unwrap();
+            let run = measure(dir.path(), &["once", "--date", "2026-07-15"]).await;
+            let check = measure(dir.path(), &["check"]).await;
             let delivered = received.load(Ordering::SeqCst) - before;
             assert_eq!(delivered, n, "every team's digest reaches the receiver");
             let ideal = sizes.latency * (4 * n).div_ceil(CONCURRENCY) as u32;
             println!(
-                "{n:>7} {:>8.2}s {:>8.2}s {:>5.2}× {:>10.0} µs {:>6} MiB",
+                "{n:>7} {:>8.2}s {:>8.2}s {:>5.2}× {:>9.0} µs {:>5} MiB │ {:>9.0} µs {:>5} MiB",
                 run.wall.as_secs_f64(),
                 ideal.as_secs_f64(),
                 run.wall.as_secs_f64() / ideal.as_secs_f64(),
                 run.cpu.as_secs_f64() * 1e6 / n as f64,
                 run.peak_rss_kib / 1024,
+                check.cpu.as_secs_f64() * 1e6 / n as f64,
+                check.peak_rss_kib / 1024,
             );
         }
 
@@ -147,21 +153,16 @@ struct Run {
     peak_rss_kib: u64,
 }
 
-async fn fan_out(n: usize, base_url: &str, receiver: &str) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        config(n, base_url, receiver, "", "0 9 * * *"),
-    )
-    .unwrap();
+/// Runs the binary in `dir` to its end and measures it.
+async fn measure(dir: &std::path::Path, args: &[&str]) -> Run {
     let started = Instant::now();
     #[expect(
         clippy::zombie_processes,
         reason = "reaped by wait4, which std's wait can't replace: it also returns rusage"
     )]
     let child = Command::new(BINARY)
-        .args(["once", "--config", "config.toml", "--date", "2026-07-15"])
-        .current_dir(dir.path())
+        .args(args)
+        .current_dir(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -171,10 +172,7 @@ async fn fan_out(n: usize, base_url: &str, receiver: &str) -> Run {
         .await
         .unwrap();
     let wall = started.elapsed();
-    assert!(
-        status == 0,
-        "`once` failed for {n} teams (wait status {status})"
-    );
+    assert!(status == 0, "{args:?} failed (wait status {status})");
     Run {
         wall,
         cpu: cpu_of(&usage),

@@ -51,8 +51,8 @@ kind = "slack"
 url = "https://hooks.slack.com/services/DEMO"
 "#;
 
-/// The demo's whole output.
-pub async fn run() -> anyhow::Result<String> {
+/// The demo's whole output; `bold` shows Slack's `*bold*` as a terminal's bold.
+pub async fn run(bold: bool) -> anyhow::Result<String> {
     let simulator = simulator::spawn(SimulatorOptions::default()).await?;
     let text = DEMO_CONFIG.replace("{simulator}", &simulator.base_url());
     let config = config::parse(&text, Path::new("."), &|_| None)
@@ -71,7 +71,8 @@ pub async fn run() -> anyhow::Result<String> {
             team.zone,
             team.schedule.as_str()
         ));
-        out.push_str(&terminal(&message));
+        let text = terminal(&message);
+        out.push_str(&if bold { ansi_bold(&text) } else { text });
         out.push('\n');
     }
     out.push_str(
@@ -79,4 +80,40 @@ pub async fn run() -> anyhow::Result<String> {
          fill in your account and Slack webhook, run `acquire-digest check`, then `acquire-digest once`.\n",
     );
     Ok(out)
+}
+
+/// `*x*` → x in ANSI bold, pair by pair within a line; a lone `*` stays as it is.
+fn ansi_bold(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| {
+            let parts: Vec<&str> = line.split('*').collect();
+            let pairs = (parts.len() - 1) / 2 * 2;
+            let mut out = String::with_capacity(line.len() + 16);
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(match i {
+                        i if i > pairs => "*",
+                        i if i % 2 == 1 => "\x1b[1m",
+                        _ => "\x1b[22m",
+                    });
+                }
+                out.push_str(part);
+            }
+            out
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bold_pairs_become_ansi_and_a_lone_star_stays() {
+        assert_eq!(
+            ansi_bold("*131 visitors* · *200 chats*\nplain\n"),
+            "\x1b[1m131 visitors\x1b[22m · \x1b[1m200 chats\x1b[22m\nplain\n"
+        );
+        assert_eq!(ansi_bold("a *b* c * d"), "a \x1b[1mb\x1b[22m c * d");
+    }
 }

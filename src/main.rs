@@ -1,5 +1,6 @@
 //! The command line: parse flags, hand over to the library, print the outcome, pick an exit code.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -136,7 +137,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let addr = listener.local_addr()?;
-            eprintln!(
+            // Not eprintln!: a closed stderr must not take the simulator down with a panic.
+            let _ = writeln!(
+                std::io::stderr(),
                 "Acquire API simulator on http://{addr}; point a team at it with\n  base_url = \"http://{addr}/{{account_id}}/api\""
             );
             let options = simulator::SimulatorOptions {
@@ -151,7 +154,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {
-            print!("{}", demo::run().await?);
+            let bold = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            print!("{}", demo::run(bold).await?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -239,18 +243,20 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
     // teams in flight would only hold memory, so 10,000 teams run in the space of 64.
     let mut reports = futures::stream::iter(runs).buffer_unordered(config.concurrency * 2);
 
+    // writeln!, not println!: `once --dry-run | head` closes the pipe, and a digest must not
+    // go undelivered (or a run panic) because nobody reads the summary any more.
     let mut ok = true;
     while let Some(report) = reports.next().await {
         ok &= report.is_ok();
         if let Ok(hooks) = &report.outcome {
             for hook in hooks {
                 if let HookStatus::DryRun(body) = &hook.status {
-                    println!("{body}");
+                    let _ = writeln!(std::io::stdout(), "{body}");
                 }
             }
         }
         for line in report.summary_lines() {
-            eprintln!("{line}");
+            let _ = writeln!(std::io::stderr(), "{line}");
         }
     }
     Ok(if ok {

@@ -14,7 +14,7 @@ use crate::ledger::{Claim, Ledger, LedgerError};
 
 /// How long a claim on a delivery keeps other processes off where the claimant's liveness
 /// can't be seen: longer than any POST with its retries and Slack pacing takes, short enough
-/// that a crashed claimant delays the digest by one daemon retry round at most.
+/// that a crashed claimant delays the digest by a retry round or two of the daemon's.
 const CLAIM_EXPIRY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 use crate::rank::{Audience, Digest, rank};
 use crate::render::{RenderError, Renderer};

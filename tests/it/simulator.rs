@@ -216,9 +216,10 @@ async fn the_simulate_command_serves_until_stopped() {
         .spawn()
         .unwrap();
     let mut banner = String::new();
-    std::io::BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    stderr.read_line(&mut banner).unwrap();
+    // Keep reading, as a terminal would: a closed pipe is not what an admin's simulator sees.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let addr = banner
         .split("http://")
         .nth(1)

@@ -685,15 +685,17 @@ fn describe_path(path: &str, raw: &RawConfig) -> String {
 /// serde's "invalid type: integer `1234`, expected a string" quotes the value, and the value
 /// may be an API key or a webhook URL given the wrong type: keep the message, drop the value.
 fn without_values(message: &str) -> String {
-    if !message.starts_with("invalid type") && !message.starts_with("invalid value") {
-        return message.to_owned();
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // "<kind> <value>, expected <what>": the value is the file's, <what> our types'.
+            let kind = rest.split_whitespace().next().unwrap_or_default();
+            return match rest.rsplit_once(", expected ") {
+                Some((_, expected)) => format!("{prefix}{kind}, expected {expected}"),
+                None => format!("{prefix}{kind}"),
+            };
+        }
     }
-    message
-        .split('`')
-        .step_by(2)
-        .map(str::trim_end)
-        .collect::<Vec<_>>()
-        .join("")
+    message.to_owned()
 }
 
 fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -837,13 +839,20 @@ url = "https://example.com/hook"
     #[test]
     fn a_secret_of_the_wrong_type_is_not_echoed() {
         let text = VALID.replace("api_key_env = \"ACME_KEY\"", "api_key = 98765432101234");
-        let problems = problems(&text);
-        let shown = format!("{problems:?}");
+        let shown = format!("{:?}", problems(&text));
         assert!(!shown.contains("98765432101234"), "{shown}");
         assert!(
             shown.contains("invalid type: integer, expected a string"),
             "{shown}"
         );
+        let url = "https://hooks.slack.com/services/T0/B0/SECRETSECRET";
+        let text = VALID.replace(
+            "schedule = \"0 9 * * *\"",
+            &format!("schedule = \"0 9 * * *\"\ntop = \"{url}\""),
+        );
+        let shown = format!("{:?}", problems(&text));
+        assert!(!shown.contains("SECRETSECRET"), "{shown}");
+        assert!(shown.contains("invalid type: string, expected"), "{shown}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{self, Config, Team, WebhookUrl};
 use crate::ledger::Ledger;
-use crate::pipeline::{Pipeline, RunOptions};
+use crate::pipeline::{HookStatus, Pipeline, RunOptions};
 use crate::schedule::Window;
 
 /// How long in-flight deliveries may finish after SIGTERM.
@@ -173,7 +173,9 @@ pub async fn serve(
     let (current_tx, current) = watch::channel(Arc::new(Current::open(config)?));
     let in_flight = Arc::new(InFlight::default());
     let (stop_tx, stop) = watch::channel(false);
-    let (firings_tx, mut firings) = mpsc::channel::<Firing>(1024);
+    // Unbounded: a restart after downtime queues a catch-up for every team at once, and a
+    // bounded queue would drop those beyond its size.
+    let (firings_tx, mut firings) = mpsc::unbounded_channel::<Firing>();
     let mut schedules = start_schedules(&current.borrow().config, &clock, &firings_tx);
     let mut deliveries = JoinSet::new();
     tokio::pin!(shutdown);
@@ -232,7 +234,7 @@ pub async fn serve(
 fn start_schedules(
     config: &Config,
     clock: &Arc<dyn Clock>,
-    firings: &mpsc::Sender<Firing>,
+    firings: &mpsc::UnboundedSender<Firing>,
 ) -> JoinSet<()> {
     let now = clock.now();
     let mut schedules = JoinSet::new();
@@ -244,7 +246,7 @@ fn start_schedules(
             .and_then(|window| team.schedule.last_at_or_before(team.zone, now, window));
         if let Some(at) = missed {
             tracing::info!(team = %team.name, firing = %at, "catching up on a missed firing");
-            let _ = firings.try_send(Firing {
+            let _ = firings.send(Firing {
                 team: team.clone(),
                 at,
             });
@@ -254,7 +256,7 @@ fn start_schedules(
     schedules
 }
 
-async fn timer(team: Team, clock: Arc<dyn Clock>, firings: mpsc::Sender<Firing>) {
+async fn timer(team: Team, clock: Arc<dyn Clock>, firings: mpsc::UnboundedSender<Firing>) {
     let mut after = clock.now();
     loop {
         let Some(at) = team.schedule.next_after(team.zone, after) else {
@@ -268,7 +270,6 @@ async fn timer(team: Team, clock: Arc<dyn Clock>, firings: mpsc::Sender<Firing>)
                 team: team.clone(),
                 at,
             })
-            .await
             .is_err()
         {
             return;
@@ -326,7 +327,12 @@ async fn deliver(
             Ok(hooks) => {
                 for hook in hooks {
                     let line = report.hook_line(hook);
-                    if hook.status.is_done() {
+                    // Another process (an admin's `once`) is posting it: if that post fails,
+                    // nobody else will, so look again later rather than count it done.
+                    if matches!(hook.status, HookStatus::HeldElsewhere) && in_window {
+                        retry = true;
+                        tracing::info!("{line}; checking again at {next_try}");
+                    } else if hook.status.is_done() {
                         tracing::debug!("{line}");
                     } else if hook.status.is_retryable() && in_window {
                         retry = true;
@@ -353,8 +359,12 @@ async fn deliver(
                 }
             }
         }
-        if !retry {
+        // A reload during this try may have added a webhook or fixed one that refused.
+        if !retry && !current.has_changed().unwrap_or(false) {
             break;
+        }
+        if !retry {
+            continue;
         }
         tokio::select! {
             () = clock.sleep_until(next_try) => {}
@@ -398,7 +408,7 @@ url = "http://127.0.0.1:9/"
     /// Runs a team's timer on a paused clock from `origin` and returns its first `n` firings.
     async fn firings(team: Team, origin: &str, n: usize) -> Vec<DateTime<Utc>> {
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(utc(origin)));
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut rx) = mpsc::unbounded_channel();
         let handle = tokio::spawn(timer(team, clock.clone(), tx));
         let mut out = Vec::new();
         while out.len() < n {

@@ -138,9 +138,11 @@ async fn classify(
     let after = http::retry_after(response.headers(), SystemTime::now());
     let body = http::read_capped(response, 64 * 1024)
         .await
-        .map(|b| http::excerpt(&b))
+        // Scrubbed before the excerpt is cut, so no part of a secret survives at the cut.
+        .map(|b| {
+            http::excerpt(http::redact(&String::from_utf8_lossy(&b), &url_secrets(hook)).as_bytes())
+        })
         .unwrap_or_else(|e| e.to_string());
-    let body = http::redact(&body, &url_secrets(hook));
     let accepted = match hook.kind {
         WebhookKind::Slack => status == StatusCode::OK && body.trim() == "ok",
         WebhookKind::Generic => status.is_success(),

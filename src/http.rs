@@ -124,12 +124,22 @@ pub enum BodyError {
 /// `text` with every credential in `secrets` replaced, for a body that a server may have
 /// echoed a request into ("Cannot POST /services/T0/B0/XXXX", "invalid key abc123").
 pub fn redact(text: &str, secrets: &[&str]) -> String {
-    secrets
-        .iter()
-        .filter(|secret| secret.len() >= 4)
-        .fold(text.to_owned(), |text, secret| {
-            text.replace(secret, "[redacted]")
-        })
+    let secrets: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 4).collect();
+    let text = secrets.iter().fold(text.to_owned(), |text, secret| {
+        text.replace(secret, "[redacted]")
+    });
+    // An excerpt cut in the middle of a secret ends with its first characters.
+    let Some(kept) = text.strip_suffix('…') else {
+        return text;
+    };
+    let cut = kept.char_indices().map(|(i, _)| i).find(|&i| {
+        let tail = &kept[i..];
+        tail.len() >= 4 && secrets.iter().any(|s| s.starts_with(tail))
+    });
+    match cut {
+        Some(i) => format!("{}[redacted]…", &kept[..i]),
+        None => text,
+    }
 }
 
 /// A short, single-line excerpt of a body for an error message.
@@ -208,6 +218,20 @@ mod tests {
             })
             .await;
         assert_eq!((result, attempts), (Err("no"), 1));
+    }
+
+    #[test]
+    fn secrets_are_redacted_whole_and_where_an_excerpt_cut_them() {
+        let key = "sk_live_0123456789abcdef";
+        assert_eq!(
+            redact(&format!("bad key {key}, try again"), &[key]),
+            "bad key [redacted], try again"
+        );
+        let page = format!("{} Bearer {key} rejected", "x".repeat(100));
+        let cut = excerpt(page.as_bytes());
+        assert!(cut.ends_with('…') && cut.contains("Bearer sk_"), "{cut}");
+        assert!(redact(&cut, &[key]).ends_with("Bearer [redacted]…"));
+        assert_eq!(redact("abc", &["abc"]), "abc", "too short to be a secret");
     }
 
     #[test]

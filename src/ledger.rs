@@ -5,8 +5,8 @@
 //! Before a POST, the webhook's day is claimed in a transaction, so a daemon and an admin's
 //! `once` (or two `once`s) never post it both. A delivery is recorded right after its POST
 //! succeeds, replacing the claim. A crash between the two leaves a claim whose process is gone
-//! (or, where that can't be seen, that expires), after which the digest is sent again: at most
-//! one duplicate, never a lost digest.
+//! (or, where that can't be seen from here, that expires), after which the digest is sent
+//! again: at most one duplicate, never a lost digest.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,9 +28,38 @@ pub struct LedgerError {
 #[derive(Clone)]
 pub struct Ledger {
     path: PathBuf,
-    /// Whose claims are ours: this process.
-    pid: u32,
+    owner: Owner,
     connection: Arc<Mutex<Connection>>,
+}
+
+/// Who holds a claim. The token says whether it is ours: pids can't, since two containers
+/// sharing the ledger are both pid 1. The pid says whether the holder still runs, but only
+/// where it means the same process: the same boot and pid namespace (`place`).
+#[derive(Clone)]
+struct Owner {
+    token: String,
+    pid: u32,
+    place: String,
+}
+
+impl Owner {
+    fn this_process() -> Owner {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let namespace = std::fs::read_link("/proc/self/ns/pid")
+            .map(|link| link.display().to_string())
+            .unwrap_or_default();
+        let boot = read("/proc/sys/kernel/random/boot_id");
+        let place = if boot.is_empty() || namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{} {namespace}", boot.trim())
+        };
+        Owner {
+            token: format!("{:016x}", fastrand::u64(..)),
+            pid: std::process::id(),
+            place,
+        }
+    }
 }
 
 impl Ledger {
@@ -65,14 +94,16 @@ impl Ledger {
                      date TEXT NOT NULL,
                      webhook TEXT NOT NULL,
                      claimed_at INTEGER NOT NULL,
+                     token TEXT NOT NULL,
                      pid INTEGER NOT NULL,
+                     place TEXT NOT NULL,
                      PRIMARY KEY (team, date, webhook)
                  );",
             )
             .map_err(|e| fail(Box::new(e)))?;
         Ok(Ledger {
             path: path.to_owned(),
-            pid: std::process::id(),
+            owner: Owner::this_process(),
             connection: Arc::new(Mutex::new(connection)),
         })
     }
@@ -97,7 +128,8 @@ impl Ledger {
     }
 
     /// Claims a webhook's day for one POST, unless it was delivered (and `resend` is false) or
-    /// another live process claimed it less than `expiry` ago and is posting it now.
+    /// another process holds it: one that still runs, where that can be seen, or else one that
+    /// claimed it less than `expiry` ago.
     pub fn claim(
         &self,
         (team, date, webhook): (&str, NaiveDate, &str),
@@ -120,23 +152,39 @@ impl Ledger {
                 return Ok(Claim::AlreadyDelivered);
             }
             let now = Utc::now().timestamp();
-            let holder: Option<(i64, u32)> = tx
+            let holder: Option<(i64, String, u32, String)> = tx
                 .query_row(
-                    "SELECT claimed_at, pid FROM claims WHERE team = ?1 AND date = ?2 AND webhook = ?3",
+                    "SELECT claimed_at, token, pid, place FROM claims
+                     WHERE team = ?1 AND date = ?2 AND webhook = ?3",
                     key,
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                 )
                 .optional()?;
-            let held = holder.is_some_and(|(at, pid)| {
-                pid != self.pid && now - at < expiry.as_secs() as i64 && is_running(pid)
+            let held = holder.is_some_and(|(at, token, pid, place)| {
+                let ours = &self.owner;
+                let visible = !place.is_empty() && place == ours.place;
+                token != ours.token
+                    && if visible {
+                        is_running(pid)
+                    } else {
+                        now - at < expiry.as_secs() as i64
+                    }
             });
             if held {
                 return Ok(Claim::HeldElsewhere);
             }
             tx.execute(
-                "INSERT OR REPLACE INTO claims (team, date, webhook, claimed_at, pid)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![team, date.to_string(), webhook, now, self.pid],
+                "INSERT OR REPLACE INTO claims (team, date, webhook, claimed_at, token, pid, place)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    team,
+                    date.to_string(),
+                    webhook,
+                    now,
+                    self.owner.token,
+                    self.owner.pid,
+                    self.owner.place
+                ],
             )?;
             tx.commit()?;
             Ok(Claim::Claimed)
@@ -144,13 +192,14 @@ impl Ledger {
         claim().map_err(|e| self.fail(e))
     }
 
-    /// Gives a claim back after a failed POST, so the next try may post.
+    /// Gives our claim back after a failed POST, so the next try may post. A claim another
+    /// process has taken over since is theirs and stays.
     pub fn release(&self, team: &str, date: NaiveDate, webhook: &str) -> Result<(), LedgerError> {
         let connection = self.connection.lock().expect("ledger lock");
         connection
             .execute(
-                "DELETE FROM claims WHERE team = ?1 AND date = ?2 AND webhook = ?3",
-                params![team, date.to_string(), webhook],
+                "DELETE FROM claims WHERE team = ?1 AND date = ?2 AND webhook = ?3 AND token = ?4",
+                params![team, date.to_string(), webhook, self.owner.token],
             )
             .map(drop)
             .map_err(|e| self.fail(e))
@@ -167,8 +216,8 @@ impl Ledger {
                 params![team, date.to_string(), webhook, Utc::now().to_rfc3339()],
             )?;
             tx.execute(
-                "DELETE FROM claims WHERE team = ?1 AND date = ?2 AND webhook = ?3",
-                params![team, date.to_string(), webhook],
+                "DELETE FROM claims WHERE team = ?1 AND date = ?2 AND webhook = ?3 AND token = ?4",
+                params![team, date.to_string(), webhook, self.owner.token],
             )?;
             tx.commit()
         };
@@ -194,14 +243,15 @@ impl Ledger {
     }
 }
 
-/// Whether a claim's process still runs. Only Linux shows it (/proc); elsewhere a claim is
-/// trusted until it expires.
+/// Whether a process runs: signal 0 checks without signalling, and EPERM means it runs as
+/// another user (which /proc may hide, with hidepid).
 fn is_running(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true
-    }
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let status = unsafe { libc::kill(pid, 0) };
+    status == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// What [`Ledger::claim`] found.
@@ -219,16 +269,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_claim_keeps_others_off_until_it_is_released_recorded_or_expired() {
+    fn a_claim_keeps_others_off_until_it_is_released_recorded_or_its_holder_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
         let day: NaiveDate = "2021-03-18".parse().unwrap();
         let key = ("apac", day, "slack");
         let minute = Duration::from_secs(60);
-        // Two processes: ours, and init's, which is always running.
+        // Another process in the same place: init, which always runs.
         let ours = Ledger::open(&path).unwrap();
         let mut theirs = Ledger::open(&path).unwrap();
-        theirs.pid = 1;
+        theirs.owner.pid = 1;
         assert_eq!(ours.claim(key, false, minute).unwrap(), Claim::Claimed);
         // Our own claim never blocks us (a try whose release failed).
         assert_eq!(ours.claim(key, false, minute).unwrap(), Claim::Claimed);
@@ -240,36 +290,57 @@ mod tests {
             theirs.claim(key, true, minute).unwrap(),
             Claim::HeldElsewhere
         );
-        // An old claim expires even where its process can't be seen.
+        // A live holder in view keeps its claim however old it is.
         assert_eq!(
             theirs.claim(key, false, Duration::ZERO).unwrap(),
-            Claim::Claimed
-        );
-        assert_eq!(
-            ours.claim(key, false, minute).unwrap(),
             Claim::HeldElsewhere
         );
 
+        // Releasing never drops another's claim.
         theirs.release("apac", day, "slack").unwrap();
-        assert_eq!(ours.claim(key, false, minute).unwrap(), Claim::Claimed);
+        assert_eq!(
+            theirs.claim(key, false, minute).unwrap(),
+            Claim::HeldElsewhere
+        );
         ours.record("apac", day, "slack").unwrap();
         assert_eq!(
             theirs.claim(key, false, minute).unwrap(),
             Claim::AlreadyDelivered
         );
         assert_eq!(theirs.claim(key, true, minute).unwrap(), Claim::Claimed);
+    }
 
-        // A claim left by a process that died (kill -9 mid-POST) is free at once.
+    #[test]
+    fn a_dead_holder_frees_its_claim_at_once_and_an_unseen_one_after_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let key = ("apac", "2021-03-18".parse().unwrap(), "slack");
+        let minute = Duration::from_secs(60);
+        let ours = Ledger::open(&path).unwrap();
+
+        // Killed mid-POST: a process that has exited.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
         let mut dead = Ledger::open(&path).unwrap();
-        dead.pid = u32::MAX - 1;
-        let other_day = ("apac", day.succ_opt().unwrap(), "slack");
+        dead.owner.pid = child.id();
+        child.wait().unwrap();
+        assert_eq!(dead.claim(key, false, minute).unwrap(), Claim::Claimed);
+        assert_eq!(ours.claim(key, false, minute).unwrap(), Claim::Claimed);
+
+        // Another container (both pid 1, other namespaces): only time tells.
+        let mut elsewhere = Ledger::open(&path).unwrap();
+        elsewhere.owner.pid = 1;
+        elsewhere.owner.place = "another boot or pid namespace".into();
         assert_eq!(
-            dead.claim(other_day, false, minute).unwrap(),
+            elsewhere.claim(key, false, minute).unwrap(),
+            Claim::HeldElsewhere
+        );
+        assert_eq!(
+            elsewhere.claim(key, false, Duration::ZERO).unwrap(),
             Claim::Claimed
         );
         assert_eq!(
-            ours.claim(other_day, false, minute).unwrap(),
-            Claim::Claimed
+            ours.claim(key, false, minute).unwrap(),
+            Claim::HeldElsewhere
         );
     }
 

@@ -208,7 +208,12 @@ fn unknown_paths(elements: &[TemplateElement], scopes: &mut Vec<&Value>) -> Vec<
             ("with", Some(Path::Relative((_, raw)))) => resolve(scopes, raw),
             _ => None,
         };
-        if let Some(template) = &helper.template {
+        // Inside a block whose scope we can't follow (block params `as |c|`, a scope from a
+        // subexpression), nothing is checked: better a misspelling found at 9 am than a valid
+        // template refused.
+        let scope_known =
+            helper.block_param.is_none() && (entered.is_some() || !matches!(name, "each" | "with"));
+        if let Some(template) = helper.template.as_ref().filter(|_| scope_known) {
             if let Some(scope) = entered {
                 scopes.push(scope);
                 unknown.extend(unknown_paths(&template.elements, scopes));
@@ -243,6 +248,7 @@ fn resolve<'a>(scopes: &[&'a Value], raw: &str) -> Option<&'a Value> {
     let mut value = scopes[depth];
     for field in rest
         .split(['.', '/'])
+        .map(|p| p.trim_start_matches('[').trim_end_matches(']'))
         .filter(|p| !p.is_empty() && *p != "this")
     {
         value = match value {
@@ -496,7 +502,7 @@ fn fit_lines(text: &str, max: usize) -> String {
     if left > 0
         && let Some(n) = lines.last().and_then(|line| more_count(line))
     {
-        left += n - 1;
+        left = left.saturating_add(n - 1);
     }
     if left > 0 {
         kept.push(format!("_…and {left} more_"));
@@ -863,6 +869,9 @@ mod tests {
                     {{#each hours}}{{this}}{{/each}}{{#with totals}}{{visitors}}{{/with}}\
                     {{#if more.pages}}{{number more.pages}}{{else}}{{team}}{{/if}}";
         assert_eq!(unknown(fine), Vec::<String>::new());
+        let unusual = "{{#each countries as |c i|}}{{c.name}}{{i}}{{/each}}{{[team]}}\
+                       {{#with (lookup countries 0)}}{{name}}{{/with}}{{#each pages}}{{@key}}{{/each}}";
+        assert_eq!(unknown(unusual), Vec::<String>::new());
         assert_eq!(
             unknown(
                 "{{#if totals.visiters}}{{/if}}{{#each pages}}{{#unless urll}}{{/unless}}{{/each}}"

@@ -357,7 +357,12 @@ async fn two_runs_at_the_same_time_post_a_digest_once() {
     // `once` does next to the daemon.
     let first = run(&work, &["once", "--date", REFERENCE_DAY]);
     let second = async {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        crate::support::wait_until(
+            "the first run's POST",
+            std::time::Duration::from_secs(20),
+            || hooks.seen().len() == 1,
+        )
+        .await;
         run(&work, &["once", "--date", REFERENCE_DAY]).await
     };
     let (first, second) = tokio::join!(first, second);

@@ -204,19 +204,29 @@ async fn the_client_reads_seeded_days() {
 
 #[tokio::test]
 async fn the_simulate_command_serves_until_stopped() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_acquire-digest"))
-        .args([
-            "simulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            "sim-key",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    /// Stops the simulator even when an assertion fails first.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_acquire-digest"))
+            .args([
+                "simulate",
+                "--listen",
+                "127.0.0.1:0",
+                "--api-key",
+                "sim-key",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut banner = String::new();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
     stderr.read_line(&mut banner).unwrap();
     // Keep reading, as a terminal would: a closed pipe is not what an admin's simulator sees.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
@@ -244,8 +254,6 @@ async fn the_simulate_command_serves_until_stopped() {
         .await
         .unwrap();
     assert_eq!(allowed.status(), 200);
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[test]

@@ -333,3 +333,49 @@ async fn a_reload_reaches_a_day_that_is_being_retried() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(hooks.seen_at("/fixed").len(), 1, "{}", daemon.log());
 }
+
+#[tokio::test]
+async fn a_day_another_process_holds_is_delivered_when_that_process_fails() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    // The admin's `once` gets a slow 503, then 503s until it gives up.
+    hooks.script(
+        "/apac",
+        vec![
+            Reply::new(503, "busy").delay(Duration::from_secs(3)),
+            Reply::new(503, "busy"),
+        ],
+    );
+    let missed = with_schedule(
+        team("apac", "acme", &[("slack", &hooks.url("/apac"))]),
+        &once_a_day_in(-60),
+        "UTC",
+    );
+    let work = Workspace::new(&retrying_every_second(config(&sim.base_url(), &[missed])));
+    let date = (Utc::now() - chrono::Duration::seconds(60)).date_naive() - chrono::Days::new(1);
+    let dir = work.dir.path().to_owned();
+    let admin = tokio::task::spawn_blocking(move || {
+        let date = date.to_string();
+        crate::support::run_in(&dir, &["once", "--date", &date], &[])
+    });
+    wait_until("the admin's POST", SECONDS, || hooks.seen().len() == 1).await;
+
+    let daemon = Daemon::start(&work);
+    daemon
+        .wait_for_log("being delivered by another acquire-digest process", SECONDS)
+        .await;
+    let admin = admin.await.unwrap();
+    assert!(
+        !admin.status.success(),
+        "the admin's once should have failed"
+    );
+    hooks.script("/apac", vec![Reply::new(200, "ok")]);
+    daemon
+        .wait_for_log("slack (http://127.0.0.1): delivered", SECONDS)
+        .await;
+    assert!(
+        daemon.log().contains("checking again at"),
+        "{}",
+        daemon.log()
+    );
+}

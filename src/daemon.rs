@@ -359,12 +359,12 @@ async fn deliver(
                 }
             }
         }
-        // A reload during this try may have added a webhook or fixed one that refused.
-        if !retry && !current.has_changed().unwrap_or(false) {
-            break;
-        }
         if !retry {
-            continue;
+            // A reload during this try may have added a webhook or fixed one that refused.
+            if current.has_changed().unwrap_or(false) {
+                continue;
+            }
+            break;
         }
         tokio::select! {
             () = clock.sleep_until(next_try) => {}

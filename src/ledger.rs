@@ -43,7 +43,14 @@ struct Owner {
 }
 
 impl Owner {
+    /// One identity for the whole process, so a ledger reopened on reload still knows the
+    /// claims this process left as its own.
     fn this_process() -> Owner {
+        static OWNER: std::sync::OnceLock<Owner> = std::sync::OnceLock::new();
+        OWNER.get_or_init(Owner::new).clone()
+    }
+
+    fn new() -> Owner {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let namespace = std::fs::read_link("/proc/self/ns/pid")
             .map(|link| link.display().to_string())
@@ -278,8 +285,14 @@ mod tests {
         // Another process in the same place: init, which always runs.
         let ours = Ledger::open(&path).unwrap();
         let mut theirs = Ledger::open(&path).unwrap();
-        theirs.owner.pid = 1;
+        theirs.owner = Owner {
+            pid: 1,
+            ..Owner::new()
+        };
         assert_eq!(ours.claim(key, false, minute).unwrap(), Claim::Claimed);
+        // Reopened (a daemon's reload), this process still owns what it claimed.
+        let reopened = Ledger::open(&path).unwrap();
+        assert_eq!(reopened.claim(key, false, minute).unwrap(), Claim::Claimed);
         // Our own claim never blocks us (a try whose release failed).
         assert_eq!(ours.claim(key, false, minute).unwrap(), Claim::Claimed);
         assert_eq!(
@@ -321,15 +334,21 @@ mod tests {
         // Killed mid-POST: a process that has exited.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let mut dead = Ledger::open(&path).unwrap();
-        dead.owner.pid = child.id();
+        dead.owner = Owner {
+            pid: child.id(),
+            ..Owner::new()
+        };
         child.wait().unwrap();
         assert_eq!(dead.claim(key, false, minute).unwrap(), Claim::Claimed);
         assert_eq!(ours.claim(key, false, minute).unwrap(), Claim::Claimed);
 
         // Another container (both pid 1, other namespaces): only time tells.
         let mut elsewhere = Ledger::open(&path).unwrap();
-        elsewhere.owner.pid = 1;
-        elsewhere.owner.place = "another boot or pid namespace".into();
+        elsewhere.owner = Owner {
+            pid: 1,
+            place: "another boot or pid namespace".into(),
+            ..Owner::new()
+        };
         assert_eq!(
             elsewhere.claim(key, false, minute).unwrap(),
             Claim::HeldElsewhere

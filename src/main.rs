@@ -238,10 +238,17 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
                 .date
                 .unwrap_or_else(|| Window::yesterday(team.zone, now).date);
             let (pipeline, team) = (pipeline.clone(), team.clone());
+            let name = team.name.clone();
             // Spawned, not polled here: on the worker threads teams use every core, and
             // malloc there doesn't wade through what parsing a large config.toml left behind
             // in the main thread's heap (a third of the CPU at 10,000 teams).
-            tokio::spawn(async move { pipeline.run_team(&team, date, options).await })
+            let run = tokio::spawn(async move { pipeline.run_team(&team, date, options).await });
+            // A bug in one team's run is that team's failure; the others still report.
+            async move {
+                run.await.map_err(|e| {
+                    format!("{name} {date}: FAILED, no digest sent: a bug stopped the run ({e})")
+                })
+            }
         });
     // Twice the upstream cap keeps every request slot busy while other teams deliver; more
     // teams in flight would only hold memory, so 10,000 teams run in the space of 64.
@@ -251,7 +258,14 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
     // go undelivered (or a run panic) because nobody reads the summary any more.
     let mut ok = true;
     while let Some(report) = reports.next().await {
-        let report = report.context("a team's run panicked")?;
+        let report = match report {
+            Ok(report) => report,
+            Err(line) => {
+                ok = false;
+                let _ = writeln!(std::io::stderr(), "{line}");
+                continue;
+            }
+        };
         ok &= report.is_ok();
         if let Ok(hooks) = &report.outcome {
             for hook in hooks {

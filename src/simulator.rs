@@ -339,6 +339,11 @@ const HOUR_COLUMNS: [&str; 12] = [
     "20 PM", "22 PM",
 ];
 
+/// How busy each local hour is, relative to the busiest.
+const DAYLIGHT: [u64; 24] = [
+    0, 0, 0, 0, 0, 1, 2, 4, 6, 8, 9, 10, 9, 10, 10, 9, 8, 6, 5, 4, 3, 2, 1, 0,
+];
+
 /// One account's generated day: the same (account, date) always gives the same numbers.
 struct Day {
     seed: u64,
@@ -409,13 +414,10 @@ impl Day {
         (0..24)
             .map(|i| {
                 let hour = (start_hour + i) % 24;
-                let daylight = [
-                    0, 0, 0, 0, 0, 1, 2, 4, 6, 8, 9, 10, 9, 10, 10, 9, 8, 6, 5, 4, 3, 2, 1, 0,
-                ];
                 let mut row = Map::new();
                 row.insert("label".into(), json!(clock_label(hour)));
                 for column in HOUR_COLUMNS {
-                    let busy = self.scale * daylight[hour as usize] / 60;
+                    let busy = self.scale * DAYLIGHT[hour as usize] / 60;
                     let value = if busy == 0 {
                         0
                     } else {

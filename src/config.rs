@@ -9,7 +9,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::FixedOffset;
 use serde::Deserialize;
 use url::Url;
 
@@ -736,25 +735,6 @@ impl Problems {
     }
 }
 
-/// A fixed offset such as `+05:30`, `-03:30` or `+00:00`.
-pub fn parse_fixed_offset(text: &str) -> Option<FixedOffset> {
-    let (sign, rest) = match text.as_bytes().first()? {
-        b'+' => (1, &text[1..]),
-        b'-' => (-1, &text[1..]),
-        _ => return None,
-    };
-    let (hours, minutes) = rest.split_once(':')?;
-    if hours.len() != 2 || minutes.len() != 2 {
-        return None;
-    }
-    let hours: i32 = hours.parse().ok()?;
-    let minutes: i32 = minutes.parse().ok()?;
-    if hours > 14 || minutes > 59 {
-        return None;
-    }
-    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1026,20 +1006,5 @@ url = "https://example.com/hook"
         );
         let problems = parse(&missing, dir.path(), &env).unwrap_err();
         assert!(problems[0].message.contains("cannot read"), "{problems:?}");
-    }
-
-    #[test]
-    fn fixed_offsets_parse_strictly() {
-        assert_eq!(
-            parse_fixed_offset("+05:30").unwrap().local_minus_utc(),
-            19800
-        );
-        assert_eq!(
-            parse_fixed_offset("-03:30").unwrap().local_minus_utc(),
-            -12600
-        );
-        assert!(parse_fixed_offset("05:30").is_none());
-        assert!(parse_fixed_offset("+5:30").is_none());
-        assert!(parse_fixed_offset("+05:60").is_none());
     }
 }

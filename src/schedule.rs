@@ -12,8 +12,6 @@ use chrono::{
 use chrono_tz::Tz;
 use croner::Cron;
 
-use crate::config::parse_fixed_offset;
-
 /// A team's timezone: an IANA zone, or a fixed offset for teams that want one.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Zone {
@@ -78,6 +76,30 @@ impl fmt::Debug for Zone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Zone({self})")
     }
+}
+
+/// A fixed offset such as `+05:30`, `-03:30` or `+00:00`.
+pub fn parse_fixed_offset(text: &str) -> Option<FixedOffset> {
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let (hours, minutes) = rest.split_once(':')?;
+    if hours.len() != 2 || minutes.len() != 2 {
+        return None;
+    }
+    let hours: i32 = hours.parse().ok()?;
+    let minutes: i32 = minutes.parse().ok()?;
+    if minutes > 59 {
+        return None;
+    }
+    let seconds = sign * (hours * 3600 + minutes * 60);
+    // The offsets clocks use: Baker Island's -12:00 to Kiritimati's +14:00.
+    if !(-12 * 3600..=14 * 3600).contains(&seconds) {
+        return None;
+    }
+    FixedOffset::east_opt(seconds)
 }
 
 /// `+05:30`, `-04:00`, `+00:00`: the API's `offset` format.
@@ -376,5 +398,22 @@ mod tests {
         assert_eq!(last, Some(utc("2026-07-15T07:00:00Z")));
         let none = schedule.last_at_or_before(berlin, at, chrono::Duration::hours(2));
         assert_eq!(none, None);
+    }
+
+    #[test]
+    fn fixed_offsets_parse_strictly() {
+        assert_eq!(
+            parse_fixed_offset("+05:30").unwrap().local_minus_utc(),
+            19800
+        );
+        assert_eq!(
+            parse_fixed_offset("-03:30").unwrap().local_minus_utc(),
+            -12600
+        );
+        assert!(parse_fixed_offset("05:30").is_none());
+        assert!(parse_fixed_offset("+5:30").is_none());
+        assert!(parse_fixed_offset("+05:60").is_none());
+        assert!(parse_fixed_offset("-12:00").is_some() && parse_fixed_offset("+14:00").is_some());
+        assert!(parse_fixed_offset("-12:30").is_none() && parse_fixed_offset("+14:01").is_none());
     }
 }

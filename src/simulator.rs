@@ -24,8 +24,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, NaiveDateTime, Timelike};
 use serde_json::{Map, Value, json};
 
-use crate::config::parse_fixed_offset;
 use crate::fetch::Endpoint;
+use crate::schedule::parse_fixed_offset;
 
 /// The API reference's example day.
 pub const REFERENCE_DATE: NaiveDate = NaiveDate::from_ymd_opt(2021, 3, 18).expect("a real date");

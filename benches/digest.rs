@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
     let audience = Audience {
         team: "support-apac",
         account_id: "acme",
-        timezone: zone.to_string(),
+        zone,
         top: 5,
     };
     for (name, day) in [

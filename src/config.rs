@@ -18,6 +18,25 @@ use crate::schedule::{Schedule, Zone};
 pub const DEFAULT_BASE_URL: &str = "https://{account_id}.acquire.io/api";
 pub const DEFAULT_PATH: &str = "config.toml";
 
+// The bounds keep every config value small enough that date and timer arithmetic on it cannot
+// overflow downstream, which is why nothing after `parse` checks them again.
+
+/// A digest delivered more than a week late has lost its use, and an unbounded window
+/// overflows the daemon's date arithmetic.
+const MAX_CATCH_UP: Duration = Duration::from_secs(7 * 24 * 3600);
+const CATCH_UP_ADVICE: &str =
+    "use at most 7 days, e.g. \"12h\" or \"7d\" (\"0\" turns catch-up off)";
+/// Faster would hammer a webhook or Acquire while it is down; slower than a day would miss
+/// every retry within a catch-up window.
+const RETRY_EVERY: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(24 * 3600));
+const RETRY_EVERY_ADVICE: &str = "use at least 10 seconds and at most 1 day, e.g. \"10m\"";
+/// A request that has not answered in 10 minutes has hung.
+const MAX_TIMEOUT_SECS: u64 = 600;
+/// Past an hour of retrying the digest is late anyway; the daemon's catch-up takes over.
+const MAX_RETRY_BUDGET_SECS: u64 = 3600;
+/// Webhook names end up in log lines, summaries and the ledger.
+const MAX_WEBHOOK_NAME_CHARS: usize = 64;
+
 /// A credential: API keys and webhook URLs. It never prints itself, so it cannot leak into a
 /// log line or an error by accident.
 #[derive(Clone, PartialEq, Eq)]
@@ -57,6 +76,11 @@ impl WebhookUrl {
     pub fn expose(&self) -> &Url {
         &self.0
     }
+    /// A short digest of the whole URL: tells two webhooks (or a changed URL) apart without
+    /// showing the credential.
+    pub fn fingerprint(&self) -> String {
+        sha256_hex(self.0.as_str().as_bytes())[..12].to_owned()
+    }
 }
 
 impl fmt::Display for WebhookUrl {
@@ -74,6 +98,15 @@ impl fmt::Debug for WebhookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WebhookUrl({self})")
     }
+}
+
+/// SHA-256 in hex: fingerprints of credentials and stable ids, not secrecy.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// An Acquire account id: it becomes part of a host name, so it must be one DNS label.
@@ -123,8 +156,11 @@ impl WebhookKind {
 
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    /// The webhook's name in the ledger and in summaries: `name`, or the kind (`slack`,
-    /// `slack-2`, ...) so reordering URLs of different kinds keeps the record.
+    /// The webhook's name in the ledger and in summaries: `name`, or its kind (`slack`,
+    /// `generic`) when it is the team's only webhook of that kind. A team with several
+    /// webhooks of one kind must name each of them: the ledger records deliveries by name, so
+    /// a default that depended on position would hand one webhook's record to another when the
+    /// list changes. 1 to 64 characters, no control characters, unique within the team.
     pub name: String,
     pub kind: WebhookKind,
     pub url: WebhookUrl,
@@ -296,31 +332,46 @@ pub fn parse(
         problems.add("acquire.base_url", e);
     }
     let delivery = raw.delivery.as_ref();
-    let mut seconds = |key: &str, value: Option<u64>, default: u64| {
-        if value == Some(0) {
-            problems.add(key, "must be at least 1 second");
+    let mut seconds = |key: &str, value: Option<u64>, default: u64, max: u64, what: &str| {
+        match value {
+            Some(0) => problems.add(
+                key,
+                format!("must be at least 1 second: use 1 to {max} ({what})"),
+            ),
+            Some(n) if n > max => {
+                problems.add(key, format!("{n} is out of range: use 1 to {max} ({what})"))
+            }
+            _ => {}
         }
-        Duration::from_secs(value.unwrap_or(default).max(1))
+        Duration::from_secs(value.unwrap_or(default).clamp(1, max))
     };
     let timeout = seconds(
         "acquire.timeout_secs",
         acquire.and_then(|a| a.timeout_secs),
         30,
+        MAX_TIMEOUT_SECS,
+        "seconds per request to Acquire",
     );
     let fetch_retry_budget = seconds(
         "acquire.retry_budget_secs",
         acquire.and_then(|a| a.retry_budget_secs),
         30,
+        MAX_RETRY_BUDGET_SECS,
+        "seconds one fetch keeps retrying",
     );
     let delivery_timeout = seconds(
         "delivery.timeout_secs",
         delivery.and_then(|d| d.timeout_secs),
         10,
+        MAX_TIMEOUT_SECS,
+        "seconds per webhook POST",
     );
     let delivery_retry_budget = seconds(
         "delivery.retry_budget_secs",
         delivery.and_then(|d| d.retry_budget_secs),
         30,
+        MAX_RETRY_BUDGET_SECS,
+        "seconds one delivery keeps retrying",
     );
     let concurrency = acquire.and_then(|a| a.concurrency).unwrap_or(32);
     if !(1..=1024).contains(&concurrency) {
@@ -342,15 +393,17 @@ pub fn parse(
             Duration::ZERO
         }
     };
-    let retry_every = match raw.retry_every.as_deref().map(parse_catch_up).transpose() {
-        Ok(Some(d)) if d.is_zero() => {
-            problems.add("retry_every", "must be longer than 0, e.g. \"10m\"");
-            d
-        }
-        Ok(d) => d.unwrap_or(Duration::from_secs(600)),
-        Err(e) => {
-            problems.add("retry_every", e);
-            Duration::ZERO
+    let retry_every = match raw.retry_every.as_deref() {
+        None => Duration::from_secs(600),
+        Some(text) => {
+            let (min, max) = RETRY_EVERY;
+            match parse_duration("retry_every", text, min, max, RETRY_EVERY_ADVICE) {
+                Ok(d) => d,
+                Err(e) => {
+                    problems.add("retry_every", e);
+                    min
+                }
+            }
         }
     };
 
@@ -543,16 +596,36 @@ fn parse_team(
             }
         });
         let Some(kind) = kind else { continue };
-        let hook_name = hook.name.clone().unwrap_or_else(|| {
-            let same_kind = raw.webhooks[..index]
-                .iter()
-                .filter(|h| h.kind.as_deref() == Some(kind.as_str()) && h.name.is_none())
-                .count();
-            match same_kind {
-                0 => kind.as_str().to_owned(),
-                n => format!("{}-{}", kind.as_str(), n + 1),
+        let of_kind = |h: &RawWebhook| h.kind.as_deref() == Some(kind.as_str());
+        let hook_name = match &hook.name {
+            Some(name) => problems.check(&hook_place, "name", webhook_name(name)),
+            None => {
+                let same_kind = raw.webhooks.iter().filter(|h| of_kind(h)).count();
+                if same_kind == 1 {
+                    Some(kind.as_str().to_owned())
+                } else {
+                    // Until names were required, unnamed webhooks were numbered in order;
+                    // suggesting that number lets an existing delivery record carry over.
+                    let before = raw.webhooks[..index]
+                        .iter()
+                        .filter(|h| of_kind(h) && h.name.is_none())
+                        .count();
+                    let was = match before {
+                        0 => kind.as_str().to_owned(),
+                        n => format!("{}-{}", kind.as_str(), n + 1),
+                    };
+                    problems.add(
+                        format!("{hook_place}.name"),
+                        format!(
+                            "missing: this team has {same_kind} {kind} webhooks, and a webhook's name keys the delivery ledger, so it must not depend on their order: add name = {was:?} (its name until now, which keeps its delivery record) or another name unique in this team",
+                            kind = kind.as_str()
+                        ),
+                    );
+                    None
+                }
             }
-        });
+        };
+        let Some(hook_name) = hook_name else { continue };
         if !hook_names.insert(hook_name.clone()) {
             problems.add(
                 format!("{hook_place}.name"),
@@ -643,14 +716,82 @@ pub fn api_base(template: &str, account_id: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// `"12h"`, `"90m"`, `"1h 30m"`; `"0"` turns catch-up off.
+/// `"12h"`, `"90m"`, `"1h 30m"`, up to 7 days; `"0"` turns catch-up off.
 fn parse_catch_up(text: &str) -> Result<Duration, String> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("{text:?} is not a duration ({e}): use e.g. \"12h\", \"90m\", or \"0\" to disable")
-    })
+    parse_duration(
+        "catch_up",
+        text,
+        Duration::ZERO,
+        MAX_CATCH_UP,
+        CATCH_UP_ADVICE,
+    )
+}
+
+/// A humantime duration (`"12h"`, `"1h 30m"`) for `key`, within `min..=max`. `advice` says
+/// what to write instead and ends every error message.
+fn parse_duration(
+    key: &str,
+    text: &str,
+    min: Duration,
+    max: Duration,
+    advice: &str,
+) -> Result<Duration, String> {
+    let out_of_range = || format!("{text:?} is out of range for {key}: {advice}");
+    let trimmed = text.trim();
+    if !fits_humantime(trimmed) {
+        return Err(out_of_range());
+    }
+    match humantime::parse_duration(trimmed) {
+        Ok(d) if (min..=max).contains(&d) => Ok(d),
+        Ok(_) | Err(humantime::DurationError::NumberOverflow) => Err(out_of_range()),
+        Err(e) => Err(format!("{text:?} is not a duration ({e}): {advice}")),
+    }
+}
+
+/// Whether humantime can parse `text` without panicking. It sums its terms with checked
+/// arithmetic but then builds a `Duration` that panics when the seconds reach `u64::MAX` and
+/// the nanoseconds carry (`"18446744073709551615s 500ms 500ms"`). Every term is less than
+/// (its number + 1) years, so if that bound fits, the sum cannot reach the top.
+fn fits_humantime(text: &str) -> bool {
+    const YEAR_SECS: u64 = 31_557_600;
+    let mut bound: u64 = 0;
+    for run in text.split(|c: char| !c.is_ascii_digit()) {
+        if run.is_empty() {
+            continue;
+        }
+        let term = run
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_add(1))
+            .and_then(|n| n.checked_mul(YEAR_SECS));
+        match term.and_then(|t| bound.checked_add(t)) {
+            Some(sum) if sum < u64::MAX => bound = sum,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A webhook name as given: it keys the ledger, so it is kept verbatim, only checked.
+fn webhook_name(name: &str) -> Result<String, String> {
+    let chars = name.chars().count();
+    if name.trim().is_empty() {
+        Err("is empty: use a short label unique in this team, e.g. \"alerts\" (it keys the delivery ledger)".into())
+    } else if chars > MAX_WEBHOOK_NAME_CHARS {
+        Err(format!(
+            "is {chars} characters long: use at most {MAX_WEBHOOK_NAME_CHARS}"
+        ))
+    } else if name.chars().any(char::is_control) {
+        Err(
+            "contains a control character (a tab, a newline, ...): use printable characters only"
+                .into(),
+        )
+    } else {
+        Ok(name.to_owned())
+    }
 }
 
 /// Turns serde_ignored's `teams.0.webhooks.1.urll` into `team "x".webhooks[1].urll`.
@@ -947,6 +1088,206 @@ url = "https://example.com/hook"
             ),
             &format!("{team}.top"),
             "1 to 1000",
+        );
+    }
+
+    /// VALID with `line` added to the top level, before `[acquire]`.
+    fn with_top(line: &str) -> String {
+        VALID.replace("[acquire]", &format!("{line}\n[acquire]"))
+    }
+
+    /// VALID with `line` added to the team.
+    fn with_team(line: &str) -> String {
+        VALID.replace(
+            "schedule = \"0 9 * * *\"",
+            &format!("schedule = \"0 9 * * *\"\n{line}"),
+        )
+    }
+
+    #[test]
+    fn catch_up_is_at_most_seven_days() {
+        let team = "team \"support-apac\".catch_up";
+        for (text, expected) in [("7d", 7 * 24 * 3600), ("1w", 7 * 24 * 3600), ("0", 0)] {
+            let line = format!("catch_up = \"{text}\"");
+            let config = parse(&with_top(&line), Path::new("."), &env).unwrap();
+            assert_eq!(
+                config.teams[0].catch_up,
+                Duration::from_secs(expected),
+                "{text}"
+            );
+            let config = parse(&with_team(&line), Path::new("."), &env).unwrap();
+            assert_eq!(
+                config.teams[0].catch_up,
+                Duration::from_secs(expected),
+                "{text}"
+            );
+        }
+        for text in ["7d 1s", "8d", "1000000y"] {
+            let line = format!("catch_up = \"{text}\"");
+            for words in ["out of range for catch_up", "at most 7 days", "\"12h\""] {
+                assert_problem(&with_top(&line), "catch_up", words);
+                assert_problem(&with_team(&line), team, words);
+            }
+        }
+    }
+
+    #[test]
+    fn durations_too_large_for_humantime_are_errors_not_panics() {
+        for text in [
+            "99999999999999999999y",
+            "18446744073709551615s 500ms 500ms",
+            "584942417355y",
+            "213503982334601d 1s",
+        ] {
+            let line = format!("catch_up = \"{text}\"");
+            assert_problem(&with_top(&line), "catch_up", "at most 7 days");
+            assert_problem(
+                &with_team(&line),
+                "team \"support-apac\".catch_up",
+                "at most 7 days",
+            );
+            let line = format!("retry_every = \"{text}\"");
+            assert_problem(&with_top(&line), "retry_every", "at most 1 day");
+        }
+    }
+
+    #[test]
+    fn retry_every_is_between_ten_seconds_and_a_day() {
+        for (text, expected) in [("10s", 10), ("10m", 600), ("1d", 24 * 3600)] {
+            let line = format!("retry_every = \"{text}\"");
+            let config = parse(&with_top(&line), Path::new("."), &env).unwrap();
+            assert_eq!(config.retry_every, Duration::from_secs(expected), "{text}");
+        }
+        for text in ["0", "9s", "1d 1s", "1000000y"] {
+            assert_problem(
+                &with_top(&format!("retry_every = \"{text}\"")),
+                "retry_every",
+                "use at least 10 seconds and at most 1 day",
+            );
+        }
+        assert_problem(
+            &with_top("retry_every = \"often\""),
+            "retry_every",
+            "not a duration",
+        );
+    }
+
+    #[test]
+    fn timeouts_and_retry_budgets_are_bounded() {
+        for (table, key, max) in [
+            ("acquire", "timeout_secs", 600),
+            ("acquire", "retry_budget_secs", 3600),
+            ("delivery", "timeout_secs", 600),
+            ("delivery", "retry_budget_secs", 3600),
+        ] {
+            let with = |n: u64| {
+                VALID.replace(
+                    "[acquire]\ntimeout_secs = 10",
+                    &format!("[{table}]\n{key} = {n}"),
+                )
+            };
+            let place = format!("{table}.{key}");
+            parse(&with(max), Path::new("."), &env).unwrap();
+            assert_problem(&with(0), &place, "at least 1");
+            assert_problem(&with(max + 1), &place, &format!("use 1 to {max}"));
+            assert_problem(&with(u64::MAX / 2), &place, "out of range");
+        }
+    }
+
+    /// VALID's team with these webhooks (name, kind) instead of its own.
+    fn with_hooks(hooks: &[(Option<&str>, &str)]) -> String {
+        let mut text = VALID[..VALID.find("[[teams.webhooks]]").unwrap()].to_owned();
+        for (index, (name, kind)) in hooks.iter().enumerate() {
+            text.push_str("\n[[teams.webhooks]]\n");
+            if let Some(name) = name {
+                let quoted: String = name
+                    .chars()
+                    .map(|c| match c {
+                        '"' | '\\' => format!("\\{c}"),
+                        c if c.is_control() => format!("\\u{:04X}", c as u32),
+                        c => c.to_string(),
+                    })
+                    .collect();
+                text.push_str(&format!("name = \"{quoted}\"\n"));
+            }
+            text.push_str(&format!(
+                "kind = \"{kind}\"\nurl = \"https://example.com/{index}\"\n"
+            ));
+        }
+        text
+    }
+
+    fn hook_names(text: &str) -> Vec<String> {
+        let config = parse(text, Path::new("."), &env).unwrap();
+        config.teams[0]
+            .webhooks
+            .iter()
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn several_webhooks_of_one_kind_each_need_a_name() {
+        let text = with_hooks(&[(None, "slack"), (None, "slack"), (None, "generic")]);
+        let found = problems(&text);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        let team = "team \"support-apac\"";
+        for (index, was) in [(0, "slack"), (1, "slack-2")] {
+            for words in [
+                "this team has 2 slack webhooks",
+                "keys the delivery ledger",
+                "must not depend on their order",
+                &format!("add name = \"{was}\""),
+            ] {
+                assert_problem(&text, &format!("{team}.webhooks[{index}].name"), words);
+            }
+        }
+
+        // One named is not enough: the other would still be named by its kind.
+        let text = with_hooks(&[(Some("alerts"), "slack"), (None, "slack")]);
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].place, format!("{team}.webhooks[1].name"));
+    }
+
+    #[test]
+    fn a_webhook_keeps_its_name_when_another_is_removed() {
+        let both = with_hooks(&[
+            (Some("alerts"), "slack"),
+            (Some("digest"), "slack"),
+            (None, "generic"),
+        ]);
+        assert_eq!(hook_names(&both), ["alerts", "digest", "generic"]);
+        let second = with_hooks(&[(Some("digest"), "slack"), (None, "generic")]);
+        assert_eq!(hook_names(&second), ["digest", "generic"]);
+        let alone = with_hooks(&[(None, "generic"), (None, "slack")]);
+        assert_eq!(hook_names(&alone), ["generic", "slack"]);
+    }
+
+    #[test]
+    fn webhook_names_are_checked() {
+        let place = "team \"support-apac\".webhooks[0].name";
+        let long = "n".repeat(64);
+        assert_eq!(hook_names(&with_hooks(&[(Some(&long), "slack")])), [long]);
+        for (name, words) in [
+            ("", "is empty"),
+            ("   ", "is empty"),
+            (&"n".repeat(65), "is 65 characters long: use at most 64"),
+            ("a\tb", "control character"),
+            ("a\nb", "control character"),
+            ("a\u{7f}b", "control character"),
+        ] {
+            assert_problem(&with_hooks(&[(Some(name), "slack")]), place, words);
+        }
+        assert_problem(
+            &with_hooks(&[(Some("same"), "slack"), (Some("same"), "generic")]),
+            "team \"support-apac\".webhooks[1].name",
+            "duplicate webhook name \"same\"",
+        );
+        assert_problem(
+            &with_hooks(&[(Some("generic"), "slack"), (None, "generic")]),
+            "team \"support-apac\".webhooks[1].name",
+            "duplicate webhook name \"generic\"",
         );
     }
 

@@ -1,98 +1,149 @@
-//! The daemon (`run`): every team's digest on its schedule, exactly once per (team, date,
-//! webhook) across restarts, DST changes and reloads.
+//! The daemon (`run`): one level-triggered reconciler.
 //!
-//! Each team has a loop that sleeps until its next firing, computed afresh every time by
-//! [`Schedule::next_after`](crate::schedule::Schedule::next_after) in the team's zone, so a DST
-//! change moves no digest. (tokio-cron-scheduler's cron jobs capture the zone's offset when
-//! created, its issue #107, and its ticker reads the wall clock, which a test can't drive; we
-//! keep croner, its cron engine, and our own timer.) A firing becomes a job: deliver
-//! yesterday's digest, relative to the firing, to each webhook the ledger doesn't list, trying
-//! again every `retry_every` until the `catch_up` window closes. The ledger, not the timer, is
-//! the record of what ran, so however often a schedule fires, a day goes out once.
+//! At start, after a reload, whenever it wakes (on time, late, or after the clock stepped)
+//! and when a delivery ends, it computes what should exist from the config and the clock,
+//! reads what does from the ledger, and acts on the difference:
+//!
+//! 1. Each team's firings in `(now − catch_up, now]`, found by stepping forward with croner
+//!    in the team's zone, become the spans they cover ([`Schedule::coverage_of`]).
+//! 2. Each (span, webhook) the ledger doesn't hold as settled, whose next attempt is due and
+//!    whose lease nobody holds, is delivered ([`plan`], a pure function).
+//! 3. It sleeps until the next thing that can change the answer: a team's next new span, a
+//!    next attempt, a lease's expiry.
+//!
+//! So missed firings, retries, late wake-ups and restarts are one code path, and the ledger,
+//! not the timer, is the record of what ran. (tokio-cron-scheduler's cron jobs capture the
+//! zone's offset when created, its issue #107; we keep croner, its cron engine.)
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::config::{self, Config, Team, WebhookUrl};
-use crate::ledger::Ledger;
-use crate::pipeline::{HookStatus, Pipeline, RunOptions};
-use crate::schedule::Window;
+pub use crate::clock::{Clock, WallClock};
+use crate::config::{self, Config, Team};
+use crate::ledger::{Entry, Key, Ledger, State};
+use crate::pipeline::{HookStatus, Mode, Pipeline, SpanReport};
+use crate::schedule::Span;
 
 /// How long in-flight deliveries may finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// With `catch_up = "0"` a firing is still delivered when the daemon wakes this close to it.
+pub const ON_TIME: Duration = Duration::from_secs(60);
+/// How often a digest another process holds is looked at again.
+const HELD_RECHECK: Duration = Duration::from_secs(15);
+/// How often an unusable ledger is looked at again.
+const LEDGER_RECHECK: Duration = Duration::from_secs(10);
 
-/// Where the daemon reads the time and waits for it.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> DateTime<Utc>;
-    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+/// The spans a team's schedule makes due at `now`: what its firings in `(now − catch_up,
+/// now]` cover.
+pub fn live_spans(team: &Team, now: DateTime<Utc>) -> Vec<Span> {
+    let reach = chrono::Duration::from_std(team.catch_up.max(ON_TIME)).unwrap_or_default();
+    let mut spans: Vec<Span> = team
+        .schedule
+        .firing_dates(team.zone, now - reach, now)
+        .into_iter()
+        .map(|date| team.schedule.coverage_of(team.zone, date))
+        .filter(|span| span.ends(team.zone) <= now)
+        .collect();
+    spans.dedup();
+    spans
 }
 
-/// The wall clock. Sleeps in steps of at most a minute and re-reads the time after each, so a
-/// clock step (NTP, a suspended VM) delays a digest by a minute at most.
-pub struct SystemClock;
+/// A team's span and the webhooks to deliver it to now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub team: String,
+    pub span: Span,
+    pub webhooks: Vec<String>,
+}
 
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
+/// What the reconciler decided.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    pub due: Vec<Due>,
+    /// Every (team, span) a firing in the catch-up window covers.
+    pub live: HashSet<(String, Span)>,
+    /// When to look again, if nothing else wakes the daemon first.
+    pub wake: Option<DateTime<Utc>>,
+}
 
-    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(async move {
-            loop {
-                let left = (at - Utc::now()).to_std().unwrap_or_default();
-                if left.is_zero() {
-                    return;
+/// The ledger's entries by (team, span) and webhook.
+pub type Entries = HashMap<(String, Span), HashMap<String, Entry>>;
+
+/// The decision, pure in (teams, now, ledger state). `retry_now` ignores next-attempt times,
+/// for the first look after a reload that may have mended a webhook or a key.
+pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bool) -> Plan {
+    let mut plan = Plan::default();
+    let mut wake = |at: DateTime<Utc>| {
+        plan.wake = Some(plan.wake.map_or(at, |w| w.min(at)));
+    };
+    let mut due = Vec::new();
+    let mut live = HashSet::new();
+    for team in teams {
+        if let Some(next) = team.schedule.next_new_date(team.zone, now) {
+            wake(next);
+        }
+        for span in live_spans(team, now) {
+            live.insert((team.name.clone(), span));
+            let recorded = entries.get(&(team.name.clone(), span));
+            let mut webhooks = Vec::new();
+            for hook in &team.webhooks {
+                let Some(entry) = recorded.and_then(|e| e.get(&hook.name)) else {
+                    webhooks.push(hook.name.clone());
+                    continue;
+                };
+                if let Some(until) = entry.leased_until {
+                    // The holder may finish (or fail) long before its lease would expire.
+                    let soon = now + chrono::Duration::from_std(HELD_RECHECK).unwrap_or_default();
+                    wake(until.min(soon));
+                    continue;
                 }
-                tokio::time::sleep(left.min(Duration::from_secs(60))).await;
+                let wanted = match entry.state {
+                    State::Delivered | State::Unknown => false,
+                    State::Refused => entry.refused_url != Some(hook.url.fingerprint()),
+                    State::Expired => true,
+                    State::Pending => match entry.next_attempt {
+                        Some(at) if at > now && !retry_now => {
+                            wake(at);
+                            false
+                        }
+                        _ => true,
+                    },
+                };
+                if wanted {
+                    webhooks.push(hook.name.clone());
+                }
             }
-        })
-    }
-}
-
-/// A clock that follows tokio's time from a chosen instant, so a test with paused time can
-/// run a daemon across days and DST changes in milliseconds.
-pub struct TokioClock {
-    origin: DateTime<Utc>,
-    start: tokio::time::Instant,
-}
-
-impl TokioClock {
-    pub fn starting_at(origin: DateTime<Utc>) -> TokioClock {
-        TokioClock {
-            origin,
-            start: tokio::time::Instant::now(),
+            if !webhooks.is_empty() {
+                due.push(Due {
+                    team: team.name.clone(),
+                    span,
+                    webhooks,
+                });
+            }
         }
     }
+    plan.due = due;
+    plan.live = live;
+    plan
 }
 
-impl Clock for TokioClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.origin + self.start.elapsed()
-    }
-
-    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let wait = (at - self.origin).to_std().unwrap_or_default();
-        Box::pin(tokio::time::sleep_until(self.start + wait))
-    }
-}
-
-/// "Tue 24 Nov 09:00 Asia/Kolkata (03:30 UTC)", or why there is none.
+/// "Tue 24 Nov 09:00:00 Asia/Kolkata (03:30:00 UTC), covering 2026-11-23", or why there is none.
 pub fn describe_next(team: &Team, now: DateTime<Utc>) -> String {
     match team.schedule.next_after(team.zone, now) {
         Some(next) => format!(
-            "{} {} ({} UTC)",
+            "{} {} ({} UTC), covering {}",
             team.zone.local(next).format("%a %-d %b %H:%M:%S"),
             team.zone,
-            next.format("%a %-d %b %H:%M:%S")
+            next.format("%a %-d %b %H:%M:%S"),
+            team.schedule.coverage(team.zone, next)
         ),
         None => "never (the schedule has no future firing)".to_owned(),
     }
@@ -132,33 +183,32 @@ pub async fn run(
     reloads: mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    serve(&path, config, Arc::new(SystemClock), reloads, shutdown).await
+    serve(&path, config, WallClock::new(), reloads, shutdown).await
 }
 
-/// One firing of a team's schedule (or a catch-up of a missed one).
-struct Firing {
-    team: Team,
-    at: DateTime<Utc>,
-}
-
-/// What delivery jobs share: the days being worked on, so overlapping firings of one day (a
-/// fast schedule, a catch-up racing a firing, a reload) never deliver it twice.
-#[derive(Default)]
-struct InFlight(Mutex<HashSet<(String, NaiveDate)>>);
-
-/// The config in force and the pipeline built from it. A reload replaces both, and every
-/// delivery job reads them afresh at each try, so a fixed URL or key reaches a day that is
-/// already retrying.
+/// The config in force and what was built from it.
 struct Current {
     config: Config,
+    ledger: Ledger,
     pipeline: Pipeline,
 }
 
 impl Current {
-    fn open(config: Config) -> Result<Current, crate::ledger::LedgerError> {
-        let ledger = Ledger::open(&config.ledger_path)?;
-        let pipeline = Pipeline::new(&config, Some(ledger));
-        Ok(Current { config, pipeline })
+    fn open(
+        config: Config,
+        clock: &Arc<dyn Clock>,
+        reuse: Option<&Ledger>,
+    ) -> Result<Current, String> {
+        let ledger = match reuse.filter(|l| l.path() == config.ledger_path) {
+            Some(ledger) => ledger.clone(),
+            None => Ledger::open(&config.ledger_path, clock.clone()).map_err(|e| e.to_string())?,
+        };
+        let pipeline = Pipeline::new(&config, Some(ledger.clone()), clock.clone());
+        Ok(Current {
+            config,
+            ledger,
+            pipeline,
+        })
     }
 }
 
@@ -170,218 +220,218 @@ pub async fn serve(
     mut reloads: mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (current_tx, current) = watch::channel(Arc::new(Current::open(config)?));
-    let in_flight = Arc::new(InFlight::default());
-    let (stop_tx, stop) = watch::channel(false);
-    // Unbounded: a restart after downtime queues a catch-up for every team at once, and a
-    // bounded queue would drop those beyond its size.
-    let (firings_tx, mut firings) = mpsc::unbounded_channel::<Firing>();
-    let mut schedules = start_schedules(&current.borrow().config, &clock, &firings_tx);
-    let mut deliveries = JoinSet::new();
+    let mut current = Current::open(config, &clock, None).map_err(anyhow::Error::msg)?;
+    let now = clock.now();
+    for team in &current.config.teams {
+        tracing::info!(team = %team.name, schedule = team.schedule.as_str(), "next digest {}", describe_next(team, now));
+    }
+    let mut jobs: JoinSet<SpanReport> = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, (String, Span)> = HashMap::new();
+    // A span whose delivery panicked waits a retry round rather than panicking in a loop.
+    let mut cooling: HashMap<(String, Span), DateTime<Utc>> = HashMap::new();
+    let mut previous_live: HashSet<(String, Span)> = HashSet::new();
+    let mut ledger_down = false;
+    let mut retry_now = false;
     tokio::pin!(shutdown);
 
     loop {
+        let wake = match current.ledger.check_identity() {
+            Err(e) => {
+                if !ledger_down {
+                    tracing::error!("deliveries stopped: {e}");
+                    ledger_down = true;
+                }
+                clock.now() + chrono::Duration::from_std(LEDGER_RECHECK).unwrap_or_default()
+            }
+            Ok(()) => {
+                if std::mem::take(&mut ledger_down) {
+                    tracing::info!("the delivery ledger is back: deliveries resume");
+                }
+                let busy: HashSet<(String, Span)> = running.values().cloned().collect();
+                let now = clock.now();
+                cooling.retain(|_, until| *until > now);
+                let pass =
+                    reconcile(&current, now, &busy, &cooling, &previous_live, retry_now).await;
+                retry_now = false;
+                match pass {
+                    Ok((plan, start)) => {
+                        previous_live = plan.live;
+                        for due in start {
+                            let Some(team) =
+                                current.config.teams.iter().find(|t| t.name == due.team)
+                            else {
+                                continue;
+                            };
+                            let mut team = team.clone();
+                            team.webhooks.retain(|h| due.webhooks.contains(&h.name));
+                            let pipeline = current.pipeline.clone();
+                            let span = due.span;
+                            let handle =
+                                jobs.spawn(
+                                    async move { pipeline.run(&team, span, Mode::Daemon).await },
+                                );
+                            running.insert(handle.id(), (due.team, due.span));
+                        }
+                        let later = clock.now() + chrono::Duration::hours(1);
+                        plan.wake.map_or(later, |w| w.min(later))
+                    }
+                    Err(e) => {
+                        tracing::error!("deliveries paused: {e}");
+                        clock.now() + chrono::Duration::from_std(LEDGER_RECHECK).unwrap_or_default()
+                    }
+                }
+            }
+        };
+
         tokio::select! {
             () = &mut shutdown => break,
             Some(()) = reloads.recv() => {
-                let loaded = config::load(path).and_then(|new| {
-                    Current::open(new).map_err(|e| config::ConfigErrors {
-                        file: path.to_owned(),
-                        problems: vec![config::Problem { place: "state.path".into(), message: e.to_string() }],
-                    })
-                });
-                match loaded {
+                match config::load(path).map_err(|e| e.to_string()).and_then(|new| Current::open(new, &clock, Some(&current.ledger))) {
                     Ok(new) => {
-                        tracing::info!(teams = new.config.teams.len(), "SIGHUP: config reloaded");
-                        schedules.abort_all();
-                        schedules = start_schedules(&new.config, &clock, &firings_tx);
-                        current_tx.send_replace(Arc::new(new));
+                        let now = clock.now();
+                        tracing::info!(teams = new.config.teams.len(), "SIGHUP: config reloaded; failed digests are tried again now");
+                        for team in &new.config.teams {
+                            tracing::info!(team = %team.name, "next digest {}", describe_next(team, now));
+                        }
+                        current = new;
+                        retry_now = true;
+                        cooling.clear();
                     }
                     Err(errors) => {
-                        tracing::error!("SIGHUP: new config rejected, still running the old one:\n{errors}");
+                        tracing::error!("SIGHUP: new config rejected, still running the old one: {}", errors.trim_end().replace('\n', "; "));
                     }
                 }
             }
-            Some(firing) = firings.recv() => {
-                let job = deliver(firing, current.clone(), clock.clone(), in_flight.clone(), stop.clone());
-                deliveries.spawn(job);
-            }
-            Some(done) = deliveries.join_next(), if !deliveries.is_empty() => {
-                if let Err(e) = done && e.is_panic() {
-                    tracing::error!("a delivery job panicked: {e}");
+            Some(done) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+                match done {
+                    Ok((id, report)) => {
+                        running.remove(&id);
+                        log_report(&report);
+                    }
+                    Err(e) => {
+                        if let Some((team, span)) = running.remove(&e.id()) {
+                            let retry = clock.now() + chrono::Duration::from_std(current.config.retry_every).unwrap_or_default();
+                            tracing::error!(team = %team, span = %span, "a bug stopped this digest's delivery ({e}); its leases are released and it is tried again at {retry}");
+                            cooling.insert((team, span), retry);
+                        }
+                    }
                 }
             }
+            () = clock.sleep_until(wake) => {}
         }
     }
 
-    schedules.abort_all();
-    let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while deliveries.join_next().await.is_some() {}
+        while let Some(done) = jobs.join_next().await {
+            if let Ok(report) = done {
+                log_report(&report);
+            }
+        }
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
-            "{} deliveries still running after {SHUTDOWN_GRACE:?}; stopping them (the ledger lets the next start finish them)",
-            deliveries.len()
+            "{} deliveries still running after {SHUTDOWN_GRACE:?}; stopping them (their leases are released, so the next start finishes them)",
+            jobs.len()
         );
+        jobs.abort_all();
+        while jobs.join_next().await.is_some() {}
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Starts each team's timer and queues a catch-up for any firing missed within `catch_up`.
-fn start_schedules(
-    config: &Config,
-    clock: &Arc<dyn Clock>,
-    firings: &mpsc::UnboundedSender<Firing>,
-) -> JoinSet<()> {
-    let now = clock.now();
-    let mut schedules = JoinSet::new();
-    for team in &config.teams {
-        tracing::info!(team = %team.name, schedule = team.schedule.as_str(), "next digest {}", describe_next(team, now));
-        let missed = chrono::Duration::from_std(team.catch_up)
-            .ok()
-            .filter(|window| !window.is_zero())
-            .and_then(|window| team.schedule.last_at_or_before(team.zone, now, window));
-        if let Some(at) = missed {
-            tracing::info!(team = %team.name, firing = %at, "catching up on a missed firing");
-            let _ = firings.send(Firing {
-                team: team.clone(),
-                at,
-            });
+/// One pass: the plan, the deliveries to start, and the give-ups of spans that left the
+/// catch-up window undelivered.
+async fn reconcile(
+    current: &Current,
+    now: DateTime<Utc>,
+    busy: &HashSet<(String, Span)>,
+    cooling: &HashMap<(String, Span), DateTime<Utc>>,
+    previous_live: &HashSet<(String, Span)>,
+    retry_now: bool,
+) -> Result<(Plan, Vec<Due>), crate::ledger::LedgerError> {
+    let teams = &current.config.teams;
+    let mut entries = Entries::new();
+    for team in teams {
+        for span in live_spans(team, now) {
+            let found = current.ledger.entries(&team.name, span).await?;
+            entries.insert((team.name.clone(), span), found);
         }
-        schedules.spawn(timer(team.clone(), clock.clone(), firings.clone()));
     }
-    schedules
-}
-
-async fn timer(team: Team, clock: Arc<dyn Clock>, firings: mpsc::UnboundedSender<Firing>) {
-    let mut after = clock.now();
-    loop {
-        let Some(at) = team.schedule.next_after(team.zone, after) else {
-            tracing::warn!(team = %team.name, "the schedule never fires again");
-            return;
+    let mut plan = plan(teams, now, &entries, retry_now);
+    for until in cooling.values() {
+        plan.wake = Some(plan.wake.map_or(*until, |w| w.min(*until)));
+    }
+    let start = plan
+        .due
+        .iter()
+        .filter(|due| {
+            let key = (due.team.clone(), due.span);
+            !busy.contains(&key) && !cooling.contains_key(&key)
+        })
+        .cloned()
+        .collect();
+    for (team_name, span) in previous_live.difference(&plan.live) {
+        let Some(team) = teams.iter().find(|t| &t.name == team_name) else {
+            continue;
         };
-        clock.sleep_until(at).await;
-        tracing::debug!(team = %team.name, firing = %at, "schedule fired");
-        if firings
-            .send(Firing {
-                team: team.clone(),
-                at,
-            })
-            .is_err()
-        {
-            return;
+        if busy.contains(&(team_name.clone(), *span)) {
+            continue;
         }
-        // A late wake-up (suspend, overload) fires once, not once per missed slot.
-        after = clock.now().max(at);
-    }
-}
-
-/// Delivers the day a firing stands for, retrying until its catch-up window closes. Each try
-/// uses the config in force then; a webhook that refused the day for good (a 4xx, a broken
-/// template) is not sent it again unless a reload gives it another URL.
-async fn deliver(
-    firing: Firing,
-    mut current: watch::Receiver<Arc<Current>>,
-    clock: Arc<dyn Clock>,
-    in_flight: Arc<InFlight>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let name = firing.team.name;
-    let date = Window::yesterday(firing.team.zone, firing.at).date;
-    let key = (name.clone(), date);
-    if !in_flight
-        .0
-        .lock()
-        .expect("in-flight lock")
-        .insert(key.clone())
-    {
-        tracing::debug!(team = %name, %date, "already being delivered");
-        return;
-    }
-    let mut refused: Vec<(String, WebhookUrl)> = Vec::new();
-    loop {
-        let now = current.borrow_and_update().clone();
-        let Some(mut team) = now.config.teams.iter().find(|t| t.name == name).cloned() else {
-            tracing::warn!(team = %name, %date, "the team is no longer in the config; its digest is not sent");
-            break;
-        };
-        team.webhooks.retain(|hook| {
-            !refused
-                .iter()
-                .any(|(n, url)| *n == hook.name && *url == hook.url)
-        });
-        if team.webhooks.is_empty() {
-            break;
-        }
-        let report = now
-            .pipeline
-            .run_team(&team, date, RunOptions::default())
-            .await;
-        let next_try = clock.now() + now.config.retry_every;
-        let in_window = next_try <= firing.at + team.catch_up;
-        let mut retry = false;
-        match &report.outcome {
-            Ok(hooks) => {
-                for hook in hooks {
-                    let line = report.hook_line(hook);
-                    // Another process (an admin's `once`) is posting it: if that post fails,
-                    // nobody else will, so look again later rather than count it done.
-                    if matches!(hook.status, HookStatus::HeldElsewhere) && in_window {
-                        retry = true;
-                        tracing::info!("{line}; checking again at {next_try}");
-                    } else if hook.status.is_done() {
-                        tracing::debug!("{line}");
-                    } else if hook.status.is_retryable() && in_window {
-                        retry = true;
-                        tracing::warn!("{line}; trying again at {next_try}");
-                    } else {
-                        if !hook.status.is_retryable()
-                            && let Some(refusing) =
-                                team.webhooks.iter().find(|h| h.name == hook.webhook)
-                        {
-                            refused.push((refusing.name.clone(), refusing.url.clone()));
-                        }
-                        tracing::error!("giving up: {line}");
-                    }
-                }
-            }
-            Err(e) => {
-                retry = e.is_retryable() && in_window;
-                for line in report.summary_lines() {
-                    if retry {
-                        tracing::warn!("{line}; trying again at {next_try}");
-                    } else {
-                        tracing::error!("giving up: {line}");
-                    }
-                }
-            }
-        }
-        if !retry {
-            // A reload during this try may have added a webhook or fixed one that refused.
-            if current.has_changed().unwrap_or(false) {
+        for hook in &team.webhooks {
+            let key = Key::new(team_name, *span, &hook.name);
+            let Some(entry) = current.ledger.entry(&key).await? else {
                 continue;
+            };
+            if entry.state == State::Pending && current.ledger.expire(&key).await? {
+                let error = entry.last_error;
+                let report = SpanReport {
+                    team: team_name.clone(),
+                    span: *span,
+                    outcome: Ok(vec![crate::pipeline::HookReport {
+                        webhook: hook.name.clone(),
+                        host: hook.url.to_string(),
+                        status: HookStatus::Expired(error),
+                    }]),
+                };
+                log_report(&report);
             }
-            break;
-        }
-        tokio::select! {
-            () = clock.sleep_until(next_try) => {}
-            Ok(()) = current.changed() => {
-                tracing::info!(team = %name, %date, "config reloaded: trying again now");
-            }
-            _ = stop.changed() => break,
         }
     }
-    in_flight.0.lock().expect("in-flight lock").remove(&key);
+    Ok((plan, start))
+}
+
+/// Each webhook's outcome, once: delivered at INFO, a retry at WARN, a give-up at ERROR.
+fn log_report(report: &SpanReport) {
+    let span = report.span.to_string();
+    match &report.outcome {
+        Ok(hooks) => {
+            for hook in hooks {
+                let line = report.hook_line(hook);
+                let (team, webhook) = (&report.team, &hook.webhook);
+                match &hook.status {
+                    status if status.is_done() => tracing::info!(%team, %span, %webhook, "{line}"),
+                    status if status.is_given_up() => {
+                        tracing::error!(%team, %span, %webhook, "giving up: {line}")
+                    }
+                    _ => tracing::warn!(%team, %span, %webhook, "{line}"),
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(team = %report.team, %span, "{} {span}: FAILED, no digest sent: {e}; the daemon tries again within retry_every", report.team);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::Zone;
+    use chrono::NaiveDate;
 
-    fn team(timezone: &str, schedule: &str) -> Team {
+    fn team(timezone: &str, schedule: &str, catch_up: &str) -> Team {
         let text = format!(
             r#"
 [[teams]]
@@ -390,6 +440,7 @@ account_id = "acme"
 api_key = "k"
 timezone = "{timezone}"
 schedule = "{schedule}"
+catch_up = "{catch_up}"
 [[teams.webhooks]]
 kind = "generic"
 url = "http://127.0.0.1:9/"
@@ -405,73 +456,261 @@ url = "http://127.0.0.1:9/"
         text.parse().unwrap()
     }
 
-    /// Runs a team's timer on a paused clock from `origin` and returns its first `n` firings.
-    async fn firings(team: Team, origin: &str, n: usize) -> Vec<DateTime<Utc>> {
-        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(utc(origin)));
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(timer(team, clock.clone(), tx));
-        let mut out = Vec::new();
-        while out.len() < n {
-            let firing = rx.recv().await.unwrap();
-            // The timer woke when the clock said so, not an hour early or late.
-            assert_eq!(clock.now(), firing.at);
-            out.push(firing.at);
+    fn day(text: &str) -> Span {
+        Span::day(text.parse().unwrap())
+    }
+
+    fn delivered() -> Entry {
+        Entry {
+            state: State::Delivered,
+            attempts: 1,
+            unanswered: 0,
+            next_attempt: None,
+            last_error: None,
+            refused_url: None,
+            delivered_at: None,
+            leased_until: None,
         }
-        handle.abort();
-        out
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_running_timer_follows_berlin_across_both_changes() {
-        let berlin = team("Europe/Berlin", "0 9 * * *");
-        let spring = firings(berlin.clone(), "2026-03-27T12:00:00Z", 3).await;
-        assert_eq!(
-            spring,
-            [
-                utc("2026-03-28T08:00:00Z"),
-                utc("2026-03-29T07:00:00Z"),
-                utc("2026-03-30T07:00:00Z")
-            ]
+    /// Runs the reconciler's decisions at each instant, delivering whatever is due at once,
+    /// and returns the spans in the order they went out.
+    fn deliveries(team: &Team, instants: impl IntoIterator<Item = DateTime<Utc>>) -> Vec<Span> {
+        let mut entries = Entries::new();
+        let mut sent = Vec::new();
+        for now in instants {
+            for due in plan(std::slice::from_ref(team), now, &entries, false).due {
+                sent.push(due.span);
+                entries
+                    .entry((due.team, due.span))
+                    .or_default()
+                    .insert("generic".into(), delivered());
+            }
+        }
+        sent
+    }
+
+    fn every(step: chrono::Duration, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        std::iter::successors(Some(from), |t| Some(*t + step))
+            .take_while(|t| *t <= to)
+            .collect()
+    }
+
+    #[test]
+    fn three_days_asleep_delivers_the_day_due_now_not_the_oldest() {
+        let kolkata = team("Asia/Kolkata", "0 9 * * *", "12h");
+        // Delivered on the 22nd, then the laptop slept until 10:00 on the 25th.
+        let mut entries = Entries::new();
+        entries
+            .entry(("t".into(), day("2026-11-21")))
+            .or_default()
+            .insert("generic".into(), delivered());
+        let woke = utc("2026-11-25T04:30:00Z");
+        let plan = plan(std::slice::from_ref(&kolkata), woke, &entries, false);
+        let spans: Vec<Span> = plan.due.iter().map(|d| d.span).collect();
+        assert_eq!(spans, [day("2026-11-24")]);
+        assert_eq!(plan.wake, Some(utc("2026-11-26T03:30:00Z")));
+        // With catch-up off, a late wake delivers nothing; on time, the day due now.
+        let strict = team("Asia/Kolkata", "0 9 * * *", "0");
+        assert!(
+            super::plan(std::slice::from_ref(&strict), woke, &Entries::new(), false)
+                .due
+                .is_empty()
         );
-        let autumn = firings(berlin, "2026-10-24T12:00:00Z", 2).await;
+        let on_time = super::plan(
+            std::slice::from_ref(&strict),
+            utc("2026-11-25T03:30:20Z"),
+            &Entries::new(),
+            false,
+        );
+        assert_eq!(on_time.due.len(), 1);
+        assert_eq!(on_time.due[0].span, day("2026-11-24"));
+    }
+
+    #[test]
+    fn a_clock_stepped_back_or_forward_sends_each_span_once() {
+        let berlin = team("Europe/Berlin", "0 9 * * *", "12h");
+        let start = utc("2026-11-20T00:00:00Z");
+        let mut instants = every(
+            chrono::Duration::minutes(20),
+            start,
+            start + chrono::Duration::days(2),
+        );
+        // NTP steps back two hours, then forward a day and a half (a suspend).
+        let back = *instants.last().unwrap() - chrono::Duration::hours(2);
+        instants.extend(every(
+            chrono::Duration::minutes(20),
+            back,
+            back + chrono::Duration::hours(6),
+        ));
+        let jump = *instants.last().unwrap() + chrono::Duration::hours(36);
+        instants.extend(every(
+            chrono::Duration::minutes(20),
+            jump,
+            jump + chrono::Duration::hours(3),
+        ));
+        let sent = deliveries(&berlin, instants);
+        // The day whose firing the 36-hour suspend left outside the 12-hour catch-up is not
+        // sent late; the one due when it woke is.
         assert_eq!(
-            autumn,
-            [utc("2026-10-25T08:00:00Z"), utc("2026-10-26T08:00:00Z")]
+            sent,
+            [day("2026-11-19"), day("2026-11-20"), day("2026-11-22")]
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_running_timer_fires_skipped_and_repeated_times_once() {
-        // Sydney: 02:30 is skipped on 2026-10-04 and repeated on 2026-04-05.
-        let sydney = team("Australia/Sydney", "30 2 * * *");
-        let spring = firings(sydney.clone(), "2026-10-02T12:00:00Z", 3).await;
-        assert_eq!(
-            spring,
-            [
-                utc("2026-10-02T16:30:00Z"),
-                utc("2026-10-03T16:00:00Z"),
-                utc("2026-10-04T15:30:00Z")
-            ]
+    #[test]
+    fn every_dst_change_of_2026_gets_each_day_once() {
+        for zone_name in [
+            "America/New_York",
+            "Australia/Sydney",
+            "America/Santiago",
+            "Africa/Cairo",
+            "America/Havana",
+        ] {
+            let zone = Zone::parse(zone_name).unwrap();
+            let changes: Vec<NaiveDate> = "2026-01-02"
+                .parse::<NaiveDate>()
+                .unwrap()
+                .iter_days()
+                .take(363)
+                .filter(|d| {
+                    let noon = |d: NaiveDate| zone.start_of_day(d) + chrono::Duration::hours(12);
+                    zone.offset_at(noon(*d)) != zone.offset_at(noon(d.pred_opt().unwrap()))
+                })
+                .collect();
+            assert!(changes.len() >= 2, "{zone_name}: {changes:?}");
+            for schedule in ["30 0 * * *", "30 2 * * *", "30 1 * * *"] {
+                let team = team(zone_name, schedule, "2h");
+                for change in &changes {
+                    let from = zone.start_of_day(*change - chrono::Days::new(2));
+                    let to = zone.start_of_day(*change + chrono::Days::new(3));
+                    let sent = deliveries(&team, every(chrono::Duration::minutes(7), from, to));
+                    let expected: Vec<Span> = (-3..=1)
+                        .map(|offset: i64| Span::day(*change + chrono::Duration::days(offset)))
+                        .collect();
+                    assert_eq!(sent, expected, "{zone_name} {schedule} around {change}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn retries_leases_and_refusals_follow_the_ledger() {
+        let kolkata = team("Asia/Kolkata", "0 9 * * *", "12h");
+        let now = utc("2026-11-25T05:00:00Z");
+        let key = ("t".to_owned(), day("2026-11-24"));
+        let with = |entry: Entry| -> Entries {
+            let mut entries = Entries::new();
+            entries
+                .entry(key.clone())
+                .or_default()
+                .insert("generic".into(), entry);
+            entries
+        };
+        let later = now + chrono::Duration::minutes(10);
+        let pending = Entry {
+            state: State::Pending,
+            next_attempt: Some(later),
+            ..delivered()
+        };
+        let waiting = plan(
+            std::slice::from_ref(&kolkata),
+            now,
+            &with(pending.clone()),
+            false,
         );
-        let autumn = firings(sydney, "2026-04-03T12:00:00Z", 3).await;
+        assert!(waiting.due.is_empty());
+        assert_eq!(waiting.wake, Some(later));
         assert_eq!(
-            autumn,
-            [
-                utc("2026-04-03T15:30:00Z"),
-                utc("2026-04-04T15:30:00Z"),
-                utc("2026-04-05T16:30:00Z")
-            ]
+            plan(
+                std::slice::from_ref(&kolkata),
+                now,
+                &with(pending.clone()),
+                true
+            )
+            .due
+            .len(),
+            1,
+            "a reload tries again now"
+        );
+        assert_eq!(
+            plan(std::slice::from_ref(&kolkata), later, &with(pending), false)
+                .due
+                .len(),
+            1
+        );
+
+        let held = Entry {
+            state: State::Pending,
+            leased_until: Some(later),
+            ..delivered()
+        };
+        let busy = plan(std::slice::from_ref(&kolkata), now, &with(held), true);
+        assert!(busy.due.is_empty());
+        assert_eq!(
+            busy.wake,
+            Some(now + chrono::Duration::seconds(15)),
+            "looked at again soon, before the lease would expire"
+        );
+
+        let fingerprint = kolkata.webhooks[0].url.fingerprint();
+        let refused = Entry {
+            state: State::Refused,
+            refused_url: Some(fingerprint),
+            ..delivered()
+        };
+        assert!(
+            plan(
+                std::slice::from_ref(&kolkata),
+                now,
+                &with(refused.clone()),
+                true
+            )
+            .due
+            .is_empty()
+        );
+        let mended = Entry {
+            refused_url: Some("another URL".into()),
+            ..refused
+        };
+        assert_eq!(
+            plan(std::slice::from_ref(&kolkata), now, &with(mended), false)
+                .due
+                .len(),
+            1
+        );
+        let unknown = Entry {
+            state: State::Unknown,
+            ..delivered()
+        };
+        assert!(
+            plan(std::slice::from_ref(&kolkata), now, &with(unknown), true)
+                .due
+                .is_empty()
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn each_firing_reports_yesterday_in_the_team_zone() {
-        let kolkata = team("Asia/Kolkata", "0 9 * * *");
-        let at = firings(kolkata.clone(), "2026-07-15T00:00:00Z", 1).await[0];
-        assert_eq!(at, utc("2026-07-15T03:30:00Z"));
+    #[test]
+    fn a_weekday_schedule_reports_the_weekend_on_monday() {
+        let berlin = team("Europe/Berlin", "30 8 * * 1-5", "12h");
+        let week = every(
+            chrono::Duration::minutes(30),
+            utc("2026-11-19T00:00:00Z"),
+            utc("2026-11-25T00:00:00Z"),
+        );
+        let sent = deliveries(&berlin, week);
+        let weekend = Span {
+            first: "2026-11-20".parse().unwrap(),
+            last: "2026-11-22".parse().unwrap(),
+        };
         assert_eq!(
-            Window::yesterday(kolkata.zone, at).date,
-            "2026-07-14".parse::<NaiveDate>().unwrap()
+            sent,
+            [
+                day("2026-11-18"),
+                day("2026-11-19"),
+                weekend,
+                day("2026-11-23")
+            ]
         );
     }
 }

@@ -11,25 +11,39 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::{Webhook, WebhookKind};
-use crate::http::{self, Attempt, RetryPolicy};
+use crate::http;
 
 /// Slack accepts about one message per second per incoming webhook.
 const SLACK_PACE: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// The webhook refused the message; sending it again won't help.
-    #[error("rejected with HTTP {status}: {body}")]
-    Rejected { status: u16, body: String },
-    /// Still failing when the retry budget ran out.
-    #[error("gave up after retries: {0}")]
-    Unavailable(String),
+/// What one POST came to. Only what provably did not arrive is retried freely; a POST that
+/// was sent but not answered may have arrived, and the ledger bounds how often it is resent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Posted {
+    Delivered,
+    /// A permanent 4xx: sending it again won't help until the webhook is mended.
+    Refused {
+        status: u16,
+        body: String,
+    },
+    /// Nothing arrived (connection refused, DNS, TLS before sending) or the receiver asked
+    /// for another try (429, 5xx), after `after` if it said so.
+    NotDelivered {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// Sent, but no answer came (timed out, connection reset): it may have arrived.
+    Unknown(String),
 }
 
-impl DeliveryError {
-    /// Whether a later try (the daemon's next round) may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, DeliveryError::Unavailable(_))
+impl std::fmt::Display for Posted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Posted::Delivered => f.write_str("delivered"),
+            Posted::Refused { status, body } => write!(f, "rejected with HTTP {status}: {body}"),
+            Posted::NotDelivered { error, .. } => f.write_str(error),
+            Posted::Unknown(error) => f.write_str(error),
+        }
     }
 }
 
@@ -40,15 +54,16 @@ type PaceSlot = Arc<tokio::sync::Mutex<Option<Instant>>>;
 #[derive(Clone)]
 pub struct Deliverer {
     http: reqwest::Client,
-    retry: RetryPolicy,
+    timeout: Duration,
     /// One pacing slot per Slack webhook URL.
     slack_slots: Arc<Mutex<HashMap<String, PaceSlot>>>,
 }
 
 impl Deliverer {
-    pub fn new(timeout: Duration, retry: RetryPolicy) -> Deliverer {
+    pub fn new(timeout: Duration) -> Deliverer {
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .connect_timeout(timeout)
             // A redirected POST comes back as a GET without the digest, which a 2xx at the end
             // would record as delivered; and the digest must not follow a redirect elsewhere.
             .redirect(reqwest::redirect::Policy::none())
@@ -57,12 +72,14 @@ impl Deliverer {
             .expect("the TLS backend is compiled in");
         Deliverer {
             http,
-            retry,
+            timeout,
             slack_slots: Arc::default(),
         }
     }
 
-    pub async fn post(&self, hook: &Webhook, body: &Value) -> Result<(), DeliveryError> {
+    /// One POST. `webhook_id` is the same for every POST of one digest to one webhook, so a
+    /// generic receiver can drop a repeat.
+    pub async fn post(&self, hook: &Webhook, body: &Value, webhook_id: &str) -> Posted {
         let slot = match hook.kind {
             WebhookKind::Slack => Some(self.slack_slot(hook)),
             WebhookKind::Generic => None,
@@ -71,25 +88,18 @@ impl Deliverer {
             Some(slot) => Some(slot.lock().await),
             None => None,
         };
-        let result = self
-            .retry
-            .run(|| async {
-                if let Some(Some(last)) = last_post.as_deref() {
-                    tokio::time::sleep_until(*last + SLACK_PACE).await;
-                }
-                let sent = self
-                    .http
-                    .post(hook.url.expose().clone())
-                    .json(body)
-                    .send()
-                    .await;
-                classify(sent, hook).await
-            })
-            .await;
+        if let Some(Some(last)) = last_post.as_deref() {
+            tokio::time::sleep_until(*last + SLACK_PACE).await;
+        }
+        let mut request = self.http.post(hook.url.expose().clone()).json(body);
+        if hook.kind == WebhookKind::Generic {
+            request = request.header("webhook-id", webhook_id);
+        }
+        let posted = classify(request.send().await, hook, self.timeout).await;
         if let Some(last) = last_post.as_deref_mut() {
             *last = Some(Instant::now());
         }
-        result
+        posted
     }
 
     fn slack_slot(&self, hook: &Webhook) -> PaceSlot {
@@ -123,16 +133,11 @@ fn url_secrets(hook: &Webhook) -> Vec<&str> {
 async fn classify(
     sent: Result<reqwest::Response, reqwest::Error>,
     hook: &Webhook,
-) -> Attempt<(), DeliveryError> {
+    timeout: Duration,
+) -> Posted {
     let response = match sent {
         Ok(response) => response,
-        // `without_url`: the webhook URL is the credential.
-        Err(e) => {
-            return Attempt::Retry {
-                error: DeliveryError::Unavailable(e.without_url().to_string()),
-                after: None,
-            };
-        }
+        Err(e) => return failure(&e.without_url(), timeout),
     };
     let status = response.status();
     let after = http::retry_after(response.headers(), SystemTime::now());
@@ -148,7 +153,7 @@ async fn classify(
         WebhookKind::Generic => status.is_success(),
     };
     if accepted {
-        return Attempt::Done(());
+        return Posted::Delivered;
     }
     let body = if status.is_redirection() {
         "the webhook redirects elsewhere: configure the URL it redirects to".to_owned()
@@ -158,14 +163,58 @@ async fn classify(
         body
     };
     if http::is_transient(status) {
-        Attempt::Retry {
-            error: DeliveryError::Unavailable(format!("HTTP {}: {body}", status.as_u16())),
+        Posted::NotDelivered {
+            error: format!("HTTP {}: {body}", status.as_u16()),
             after,
         }
     } else {
-        Attempt::Fail(DeliveryError::Rejected {
+        Posted::Refused {
             status: status.as_u16(),
             body,
-        })
+        }
     }
+}
+
+/// A POST that got no HTTP answer, named by its cause. Connecting failed (refused, DNS, TLS
+/// handshake) before anything was sent; a timeout or reset after connecting may have
+/// delivered it.
+fn failure(e: &reqwest::Error, timeout: Duration) -> Posted {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !causes.iter().any(|c: &String| c.contains(&text)) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    let cause = causes.last().cloned().unwrap_or_else(|| e.to_string());
+    if e.is_connect() {
+        let what = if e.is_timeout() {
+            format!("could not connect within {} s", timeout.as_secs())
+        } else if causes.iter().any(|c| c.contains("dns error")) {
+            format!("could not resolve the host: {cause}")
+        } else if causes.iter().any(|c| {
+            c.to_ascii_lowercase().contains("certificate") || c.contains("tls") || c.contains("TLS")
+        }) {
+            format!("TLS handshake failed: {cause}")
+        } else if causes.iter().any(|c| c.contains("Connection refused")) {
+            "connection refused".to_owned()
+        } else {
+            format!("could not connect: {cause}")
+        };
+        return Posted::NotDelivered {
+            error: format!("{what} (nothing was sent)"),
+            after: None,
+        };
+    }
+    if e.is_timeout() {
+        return Posted::Unknown(format!(
+            "timed out after {} s without an answer (it may have arrived: outcome unknown)",
+            timeout.as_secs()
+        ));
+    }
+    Posted::Unknown(format!(
+        "the connection failed before an answer ({cause}; it may have arrived: outcome unknown)"
+    ))
 }

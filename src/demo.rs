@@ -6,6 +6,7 @@ use std::path::Path;
 
 use chrono::Utc;
 
+use crate::clock::WallClock;
 use crate::config;
 use crate::pipeline::Pipeline;
 use crate::render::terminal;
@@ -57,12 +58,12 @@ pub async fn run(bold: bool) -> anyhow::Result<String> {
     let text = DEMO_CONFIG.replace("{simulator}", &simulator.base_url());
     let config = config::parse(&text, Path::new("."), &|_| None)
         .map_err(|problems| anyhow::anyhow!("the demo config is invalid: {problems:?}"))?;
-    let pipeline = Pipeline::new(&config, None);
+    let pipeline = Pipeline::new(&config, None, WallClock::new());
     let now = Utc::now();
     let mut out = String::new();
     for team in &config.teams {
-        let date = Window::yesterday(team.zone, now).date;
-        let digest = pipeline.digest(team, date).await?;
+        let span = Window::yesterday(team.zone, now).span;
+        let digest = pipeline.digest(team, span).await?;
         let message = config.renderer.slack_message(&digest, None)?;
         out.push_str(&format!(
             "┌─ #{} · account {} · {} · schedule \"{}\"\n\n",

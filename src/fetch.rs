@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::config::{AccountId, Secret, Team};
@@ -126,7 +126,7 @@ impl DayReport {
 fn parse_report<T>(
     endpoint: Endpoint,
     body: &[u8],
-    parse: impl Fn(&Value) -> Result<T, String>,
+    parse: impl Fn(&Map<String, Value>) -> Result<T, String>,
 ) -> Result<Vec<T>, (Endpoint, Problem)> {
     rows_of(body, endpoint)
         .and_then(|rows| parse_rows(&rows, parse))
@@ -380,19 +380,62 @@ fn message_of(value: &Value) -> Option<String> {
 
 fn parse_rows<T>(
     rows: &[Value],
-    parse: impl Fn(&Value) -> Result<T, String>,
+    parse: impl Fn(&Map<String, Value>) -> Result<T, String>,
 ) -> Result<Vec<T>, Problem> {
     rows.iter()
         .enumerate()
-        .map(|(i, row)| parse(row).map_err(|e| Problem::Shape(format!("row {}: {e}", i + 1))))
+        .map(|(i, row)| {
+            let parsed = match row {
+                Value::Object(fields) => parse(fields),
+                other => Err(format!("not an object: {}", excerpt(other))),
+            };
+            parsed.map_err(|e| Problem::Shape(format!("row {}: {e}", i + 1)))
+        })
         .collect()
 }
 
-/// A count: a non-negative integer, given as a number or a numeric string. Absent or null is 0.
-fn count(row: &Value, key: &str) -> Result<u64, String> {
-    match row.get(key) {
-        None | Some(Value::Null) => Ok(0),
-        Some(value) => count_value(value).ok_or_else(|| format!("{key} is not a count: {value}")),
+/// How many of a row's keys an error lists, and how many characters of each: enough for an
+/// admin to spot a renamed field, not so many that a hostile response floods the log.
+const KEYS_SHOWN: usize = 20;
+const KEY_CHARS: usize = 40;
+
+/// A required field is absent. The row's keys (never its values, which are visitor data) are
+/// listed because the usual cause is an upstream rename such as `visitor_count`.
+fn missing(fields: &Map<String, Value>, key: &str) -> String {
+    if fields.is_empty() {
+        return format!("{key} is missing (the row is empty)");
+    }
+    let mut keys: Vec<String> = fields.keys().take(KEYS_SHOWN).map(|k| shorten(k)).collect();
+    if fields.len() > KEYS_SHOWN {
+        keys.push(format!("… {} more", fields.len() - KEYS_SHOWN));
+    }
+    format!(
+        "{key} is missing (renamed? the row has {})",
+        keys.join(", ")
+    )
+}
+
+/// A key from the response, escaped so it can't break a log line, and cut short.
+fn shorten(key: &str) -> String {
+    let escaped: String = key.escape_debug().collect();
+    match escaped.char_indices().nth(KEY_CHARS) {
+        Some((cut, _)) => format!("{}…", &escaped[..cut]),
+        None => escaped,
+    }
+}
+
+fn excerpt(value: &Value) -> String {
+    http::excerpt(value.to_string().as_bytes())
+}
+
+/// A required count: a non-negative integer, given as a number or a numeric string. Null is
+/// not 0: the vendor's reference never sends it, so it means the shape has changed.
+fn count(fields: &Map<String, Value>, key: &str) -> Result<u64, String> {
+    match fields.get(key) {
+        None => Err(missing(fields, key)),
+        Some(value) => {
+            count_value(value).ok_or_else(|| format!("{key} is not a count: {}", excerpt(value)))
+        }
     }
 }
 
@@ -406,39 +449,59 @@ fn count_value(value: &Value) -> Option<u64> {
         .then_some(number as u64)
 }
 
-fn text(row: &Value, key: &str) -> Result<String, String> {
-    match row.get(key) {
+fn text(fields: &Map<String, Value>, key: &str) -> Result<String, String> {
+    match fields.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Number(n)) => Ok(n.to_string()),
-        Some(Value::Null) | None => Err(format!("{key} is missing")),
-        Some(other) => Err(format!("{key} is not text: {other}")),
+        None => Err(missing(fields, key)),
+        Some(Value::Null) => Err(format!("{key} is null")),
+        Some(other) => Err(format!("{key} is not text: {}", excerpt(other))),
     }
 }
 
-fn parse_country(row: &Value) -> Result<CountryRow, String> {
+fn parse_country(fields: &Map<String, Value>) -> Result<CountryRow, String> {
     Ok(CountryRow {
-        name: text(row, "name")?,
-        cca3: text(row, "cca3").unwrap_or_default(),
-        visitors: count(row, "visitorCount")?,
-        chats: count(row, "chatCount")?,
-        cases: count(row, "caseCount")?,
-        emails: count(row, "emailCount")?,
-        cobrowse: count(row, "cobrowseCount")?,
-        calls: count(row, "videocall")? + count(row, "audiocall")? + count(row, "voipCallCount")?,
+        name: text(fields, "name")?,
+        cca3: text(fields, "cca3").unwrap_or_default(),
+        visitors: count(fields, "visitorCount")?,
+        chats: count(fields, "chatCount")?,
+        cases: count(fields, "caseCount")?,
+        emails: count(fields, "emailCount")?,
+        cobrowse: count(fields, "cobrowseCount")?,
+        // Required too: every row of the vendor's example carries all three.
+        calls: count(fields, "videocall")?
+            + count(fields, "audiocall")?
+            + count(fields, "voipCallCount")?,
     })
 }
 
-fn parse_hour(row: &Value) -> Result<HourRow, String> {
-    let label = text(row, "label")?;
-    let hour = hour_of_label(&label).ok_or_else(|| format!("unrecognised hour label {label:?}"))?;
-    let Value::Object(columns) = row else {
-        return Err("not an object".into());
-    };
-    let activity = columns
-        .iter()
-        .filter(|(key, _)| key.as_str() != "label")
-        .filter_map(|(_, value)| count_value(value))
-        .fold(0u64, u64::saturating_add);
+/// The columns besides `label` are named by the API and may change, so each is taken as a
+/// count whatever its name; one that isn't a count fails the row rather than vanishing from
+/// the sum.
+fn parse_hour(fields: &Map<String, Value>) -> Result<HourRow, String> {
+    let label = text(fields, "label")?;
+    let hour = hour_of_label(&label).ok_or_else(|| {
+        format!(
+            "unrecognised hour label {}",
+            http::excerpt(format!("{label:?}").as_bytes())
+        )
+    })?;
+    let mut activity = 0u64;
+    let mut columns = 0;
+    for (key, value) in fields.iter().filter(|(key, _)| key.as_str() != "label") {
+        let value = count_value(value).ok_or_else(|| {
+            format!(
+                "column \"{}\" of the {label:?} row is not a count: {}",
+                shorten(key),
+                excerpt(value)
+            )
+        })?;
+        activity = activity.saturating_add(value);
+        columns += 1;
+    }
+    if columns == 0 {
+        return Err(format!("the {label:?} row has no count columns"));
+    }
     Ok(HourRow {
         hour,
         label,
@@ -470,23 +533,27 @@ pub fn hour_of_label(label: &str) -> Option<u8> {
     }
 }
 
-fn parse_source(row: &Value, key: &str) -> Result<ChatSource, String> {
-    let percentage = match row.get("percentage") {
+fn parse_source(fields: &Map<String, Value>, key: &str) -> Result<ChatSource, String> {
+    let text = text(fields, key)?;
+    let chats = count(fields, "chats")?;
+    let percentage = match fields.get("percentage") {
         None | Some(Value::Null) => 0.0,
         Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
-        Some(Value::String(s)) => s
+        Some(value @ Value::String(s)) => s
             .trim()
             .trim_end_matches('%')
             .parse()
-            .map_err(|_| format!("percentage is not a number: {s:?}"))?,
-        Some(other) => return Err(format!("percentage is not a number: {other}")),
+            .map_err(|_| format!("percentage is not a number: {}", excerpt(value)))?,
+        Some(other) => {
+            return Err(format!("percentage is not a number: {}", excerpt(other)));
+        }
     };
     if !(percentage.is_finite() && (0.0..=100.0).contains(&percentage)) {
         return Err(format!("percentage {percentage} is outside 0-100"));
     }
     Ok(ChatSource {
-        text: text(row, key)?,
-        chats: count(row, "chats")?,
+        text,
+        chats,
         percentage,
     })
 }
@@ -525,18 +592,219 @@ mod tests {
     }
 
     #[test]
-    fn counts_may_be_numbers_or_numeric_strings() {
-        let row =
-            json!({"name": "India", "visitorCount": "100", "chatCount": 7.0, "caseCount": null});
-        let country = parse_country(&row).unwrap();
-        assert_eq!(
-            (country.visitors, country.chats, country.cases),
-            (100, 7, 0)
+    fn the_reference_day_parses_whole() {
+        let day = DayReport::parse([
+            include_bytes!("simulator/reference/visitors-by-location.json"),
+            include_bytes!("simulator/reference/most-active-visit-times.json"),
+            include_bytes!("simulator/reference/pages-with-most-chats.json"),
+            include_bytes!("simulator/reference/visitor-reference.json"),
+        ])
+        .unwrap();
+        assert_eq!((day.countries.len(), day.hours.len()), (6, 24), "{day:?}");
+        assert_eq!((day.pages.len(), day.referrers.len()), (2, 2));
+        assert_eq!(day.referrers[0].chats, 3);
+    }
+
+    /// A day whose `endpoint` report has `rows` and the others none, parsed as `fetch_day`
+    /// parses it; the error reads as it would after "report for account ...".
+    fn parse_day(endpoint: Endpoint, rows: Value) -> Result<DayReport, String> {
+        let bodies = Endpoint::ALL.map(|e| {
+            envelope(
+                e,
+                if e == endpoint {
+                    rows.clone()
+                } else {
+                    json!([])
+                },
+            )
+        });
+        DayReport::parse([&bodies[0], &bodies[1], &bodies[2], &bodies[3]])
+            .map_err(|(endpoint, problem)| format!("{endpoint}: {problem}"))
+    }
+
+    /// India's row from the vendor's example.
+    fn india() -> Value {
+        json!({
+            "name": "India", "cca3": "IND", "id": 1, "countryKey": "387",
+            "visitorCount": 100, "caseCount": 178, "chatCount": 158, "emailCount": 17,
+            "cobrowseCount": 12, "screenShareCount": 0, "videocall": 2, "audiocall": 1,
+            "totalVoip": 0, "voipCallCount": 0, "voipSmsCount": 0, "lat": "20", "lng": "77"
+        })
+    }
+
+    fn with(mut row: Value, key: &str, value: Option<Value>) -> Value {
+        let fields = row.as_object_mut().unwrap();
+        match value {
+            Some(value) => fields.insert(key.to_owned(), value),
+            None => fields.remove(key),
+        };
+        row
+    }
+
+    #[test]
+    fn a_renamed_count_is_an_error_naming_the_field_and_the_rows_keys() {
+        let renamed = with(
+            with(india(), "visitorCount", None),
+            "visitor_count",
+            Some(json!(100)),
         );
-        let bad = json!({"name": "India", "visitorCount": "lots"});
-        let err = parse_country(&bad).unwrap_err();
-        assert!(err.contains("visitorCount"), "{err}");
-        assert!(parse_country(&json!({"name": "X", "visitorCount": -3})).is_err());
+        let err = parse_day(Endpoint::VisitorsByLocation, json!([india(), renamed])).unwrap_err();
+        assert!(
+            err.starts_with(
+                "visitors-by-location: unexpected shape: row 2: visitorCount is missing (renamed? \
+                 the row has name, cca3, id,"
+            ),
+            "{err}"
+        );
+        assert!(err.contains(", visitor_count"), "{err}");
+        // Keys only: the row's values are visitor data.
+        assert!(!err.contains("India") && !err.contains("387"), "{err}");
+    }
+
+    #[test]
+    fn null_or_absent_country_counts_are_errors_not_zeros() {
+        let nulled = with(india(), "caseCount", Some(Value::Null));
+        let err = parse_day(Endpoint::VisitorsByLocation, json!([nulled])).unwrap_err();
+        assert!(
+            err.contains("row 1: caseCount is not a count: null"),
+            "{err}"
+        );
+
+        for call in ["videocall", "audiocall", "voipCallCount"] {
+            let err = parse_day(
+                Endpoint::VisitorsByLocation,
+                json!([with(india(), call, None)]),
+            )
+            .unwrap_err();
+            assert!(err.contains(&format!("row 1: {call} is missing")), "{err}");
+        }
+
+        let err = parse_day(
+            Endpoint::VisitorsByLocation,
+            json!([with(india(), "name", None)]),
+        )
+        .unwrap_err();
+        assert!(err.contains("row 1: name is missing"), "{err}");
+
+        let unnamed = parse_day(
+            Endpoint::VisitorsByLocation,
+            json!([with(india(), "cca3", None)]),
+        );
+        assert_eq!(unnamed.unwrap().countries[0].cca3, "");
+    }
+
+    #[test]
+    fn a_page_or_referrer_without_chats_or_its_text_is_an_error() {
+        let page = json!([{"url": "https://a.example/", "percentage": "10.00"}]);
+        assert_eq!(
+            parse_day(Endpoint::PagesWithMostChats, page).unwrap_err(),
+            "pages-with-most-chats: unexpected shape: row 1: chats is missing (renamed? the row \
+             has url, percentage)"
+        );
+        let referrer = json!([{"chats": 2, "percentage": "10.00", "referrer": "direct"}]);
+        let err = parse_day(Endpoint::VisitorReference, referrer).unwrap_err();
+        assert!(err.contains("row 1: source is missing"), "{err}");
+        let no_percentage = json!([{"source": "direct", "chats": 2}]);
+        let day = parse_day(Endpoint::VisitorReference, no_percentage).unwrap();
+        assert_eq!(day.referrers[0].percentage, 0.0);
+    }
+
+    #[test]
+    fn hour_values_that_are_not_counts_name_the_column_and_row() {
+        let good = json!({"label": "06 AM", "00 AM": 1, "02 AM": 2});
+        for bad in [
+            json!(-1),
+            json!("NaN"),
+            json!(1e300),
+            json!("lots"),
+            json!(true),
+            json!(null),
+            json!(2.5),
+            json!("inf"),
+            json!(1e15),
+        ] {
+            let row = json!({"label": "07 AM", "00 AM": 1, "02 AM": bad});
+            let err = parse_day(Endpoint::MostActiveVisitTimes, json!([good, row])).unwrap_err();
+            assert!(
+                err.starts_with(
+                    "most-active-visit-times: unexpected shape: row 2: column \"02 AM\" of the \
+                     \"07 AM\" row is not a count"
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_hour_row_needs_a_label_and_some_counts() {
+        let err =
+            parse_day(Endpoint::MostActiveVisitTimes, json!([{"label": "07 AM"}])).unwrap_err();
+        assert!(
+            err.contains("row 1: the \"07 AM\" row has no count columns"),
+            "{err}"
+        );
+        let err = parse_day(Endpoint::MostActiveVisitTimes, json!([{"00 AM": 1}])).unwrap_err();
+        assert!(
+            err.contains("row 1: label is missing (renamed? the row has 00 AM)"),
+            "{err}"
+        );
+        let err = parse_day(Endpoint::MostActiveVisitTimes, json!([{}])).unwrap_err();
+        assert!(
+            err.contains("row 1: label is missing (the row is empty)"),
+            "{err}"
+        );
+        let err = parse_day(Endpoint::MostActiveVisitTimes, json!([[1, 2]])).unwrap_err();
+        assert!(err.contains("row 1: not an object: [1,2]"), "{err}");
+    }
+
+    #[test]
+    fn numeric_strings_and_whole_floats_are_counts() {
+        let country = with(
+            with(india(), "visitorCount", Some(json!("100"))),
+            "chatCount",
+            Some(json!(7.0)),
+        );
+        let country = with(country, "caseCount", Some(json!(" 9 ")));
+        let day = parse_day(Endpoint::VisitorsByLocation, json!([country])).unwrap();
+        let india = &day.countries[0];
+        assert_eq!((india.visitors, india.chats, india.cases), (100, 7, 9));
+
+        let hour =
+            json!({"label": "07 AM", "00 AM": "3", "02 AM": 4.0, "04 AM": "1e3", "06 AM": 0});
+        let day = parse_day(Endpoint::MostActiveVisitTimes, json!([hour])).unwrap();
+        assert_eq!((day.hours[0].hour, day.hours[0].activity), (7, 1007));
+
+        let page = json!([{"url": "/", "chats": "5", "percentage": 50}]);
+        let day = parse_day(Endpoint::PagesWithMostChats, page).unwrap();
+        assert_eq!(day.pages[0].chats, 5);
+    }
+
+    #[test]
+    fn the_key_list_is_capped_and_escaped() {
+        let mut row = json!({"url": "/"});
+        for i in 0..30 {
+            row = with(row, &format!("k{i}"), Some(json!(i)));
+        }
+        row = with(
+            row,
+            &format!("line\nbreak{}", "x".repeat(100)),
+            Some(json!(0)),
+        );
+        let err = parse_day(Endpoint::PagesWithMostChats, json!([row])).unwrap_err();
+        assert!(err.contains("the row has url, k0, k1,"), "{err}");
+        assert!(err.contains(", k18, … 12 more)"), "{err}");
+        assert!(!err.contains("k19") && !err.contains('\n'), "{err}");
+
+        let mut row = json!({"url": "/"});
+        row = with(
+            row,
+            &format!("line\nbreak{}", "x".repeat(100)),
+            Some(json!(0)),
+        );
+        let err = parse_day(Endpoint::PagesWithMostChats, json!([row])).unwrap_err();
+        assert!(err.contains("url, line\\nbreakxxx"), "{err}");
+        assert!(err.ends_with("xx…)"), "{err}");
+        assert!(!err.contains(&"x".repeat(40)), "{err}");
     }
 
     #[test]

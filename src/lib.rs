@@ -18,6 +18,7 @@
 //! - [`pipeline`] runs the line for a set of teams (`once`, `demo`); [`daemon`] runs it on
 //!   each team's schedule (`run`).
 
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod deliver;

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -11,10 +12,11 @@ use chrono::{NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 
-use acquire_digest::config::{self, Config};
+use acquire_digest::clock::{Clock, WallClock};
+use acquire_digest::config::{self, Config, Team};
 use acquire_digest::ledger::Ledger;
-use acquire_digest::pipeline::{HookStatus, Pipeline, RunOptions};
-use acquire_digest::schedule::Window;
+use acquire_digest::pipeline::{HookStatus, Mode, Pipeline};
+use acquire_digest::schedule::{Span, Window};
 use acquire_digest::{daemon, demo, simulator};
 
 #[derive(Parser)]
@@ -55,13 +57,14 @@ struct OnceArgs {
     /// Only this team (repeatable). Default: every team.
     #[arg(long = "team", value_name = "NAME")]
     teams: Vec<String>,
-    /// The day to report, YYYY-MM-DD. Default: yesterday in each team's timezone.
+    /// The day to report, YYYY-MM-DD; it must have ended in each team's timezone. Default:
+    /// yesterday in each team's timezone.
     #[arg(long)]
     date: Option<NaiveDate>,
     /// Print each rendered payload to stdout (one JSON document per line); post and record nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Send again what the ledger lists as delivered.
+    /// Send again what the ledger lists as delivered, or whose outcome is unknown.
     #[arg(long)]
     force: bool,
 }
@@ -218,38 +221,65 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
             known.join(", ")
         );
     }
-    let ledger = if args.dry_run {
-        None
-    } else {
-        Some(Ledger::open(&config.ledger_path)?)
-    };
-    let pipeline = Pipeline::new(&config, ledger);
-    let options = RunOptions {
-        force: args.force,
-        dry_run: args.dry_run,
-    };
-    let now = Utc::now();
-    let runs = config
+    let clock: Arc<dyn Clock> = WallClock::new();
+    let now = clock.now();
+    let teams: Vec<&Team> = config
         .teams
         .iter()
         .filter(|team| args.teams.is_empty() || args.teams.contains(&team.name))
-        .map(|team| {
-            let date = args
-                .date
-                .unwrap_or_else(|| Window::yesterday(team.zone, now).date);
-            let (pipeline, team) = (pipeline.clone(), team.clone());
-            let name = team.name.clone();
-            // Spawned, not polled here: on the worker threads teams use every core, and
-            // malloc there doesn't wade through what parsing a large config.toml left behind
-            // in the main thread's heap (a third of the CPU at 10,000 teams).
-            let run = tokio::spawn(async move { pipeline.run_team(&team, date, options).await });
-            // A bug in one team's run is that team's failure; the others still report.
-            async move {
-                run.await.map_err(|e| {
-                    format!("{name} {date}: FAILED, no digest sent: a bug stopped the run ({e})")
-                })
-            }
-        });
+        .collect();
+    // A day that hasn't ended yet would be posted partial, recorded, and the real digest
+    // skipped: refuse before anything is sent.
+    if let Some(date) = args.date {
+        let unfinished: Vec<String> = teams
+            .iter()
+            .filter(|team| Span::day(date).ends(team.zone) > now)
+            .map(|team| {
+                let ends = Span::day(date).ends(team.zone);
+                format!(
+                    "{} ({}: it ends at {} local time)",
+                    team.name,
+                    team.zone,
+                    team.zone.local(ends).format("%Y-%m-%d %H:%M")
+                )
+            })
+            .collect();
+        if !unfinished.is_empty() {
+            bail!(
+                "--date {date} has not ended yet for {}; a digest of part of a day would be recorded and the real one skipped: pick a day that has ended",
+                unfinished.join(", ")
+            );
+        }
+    }
+    let ledger = if args.dry_run {
+        None
+    } else {
+        Some(Ledger::open(&config.ledger_path, clock.clone())?)
+    };
+    let pipeline = Pipeline::new(&config, ledger, clock);
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Admin { force: args.force }
+    };
+    let runs = teams.into_iter().map(|team| {
+        let span = Span::day(
+            args.date
+                .unwrap_or_else(|| Window::yesterday(team.zone, now).span.first),
+        );
+        let (pipeline, team) = (pipeline.clone(), team.clone());
+        let name = team.name.clone();
+        // Spawned, not polled here: on the worker threads teams use every core, and
+        // malloc there doesn't wade through what parsing a large config.toml left behind
+        // in the main thread's heap (a third of the CPU at 10,000 teams).
+        let run = tokio::spawn(async move { pipeline.run(&team, span, mode).await });
+        // A bug in one team's run is that team's failure; the others still report.
+        async move {
+            run.await.map_err(|e| {
+                format!("{name} {span}: FAILED, no digest sent: a bug stopped the run ({e})")
+            })
+        }
+    });
     // Twice the upstream cap keeps every request slot busy while other teams deliver; more
     // teams in flight would only hold memory, so 10,000 teams run in the space of 64.
     let mut reports = futures::stream::iter(runs).buffer_unordered(config.concurrency * 2);

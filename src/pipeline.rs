@@ -1,24 +1,29 @@
-//! The whole line for one team and one day: ledger check → fetch → rank → render → deliver →
+//! The whole line for one team and one span: lease → fetch → rank → render → deliver →
 //! record. `once`, `demo` and the daemon all come through here.
+//!
+//! Leases are taken before the API is asked, so a span another process is posting costs no
+//! requests, and each answer is recorded the moment it arrives, so a kill re-sends only what
+//! was on the wire.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::clock::Clock;
 use crate::config::{Config, Team, Webhook};
-use crate::deliver::{Deliverer, DeliveryError};
+use crate::deliver::{Deliverer, Posted};
 use crate::fetch::{self, FetchError};
-use crate::http::RetryPolicy;
-use crate::ledger::{Claim, Ledger, LedgerError};
-
-/// How long a claim on a delivery keeps other processes off where the claimant's liveness
-/// can't be seen: longer than any POST with its retries and Slack pacing takes, short enough
-/// that a crashed claimant delays the digest by a retry round or two of the daemon's.
-const CLAIM_EXPIRY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+use crate::http::{Attempt, RetryPolicy};
+use crate::ledger::{
+    Answer, Claim, Entry, Finish, Key, Lease, Ledger, LedgerError, MAX_UNANSWERED, Permit,
+    Requester, State,
+};
 use crate::rank::{Audience, Digest, rank};
 use crate::render::{RenderError, Renderer};
-use crate::schedule::Window;
+use crate::schedule::{Span, Window};
 
 /// Everything a run needs, built once from the config and shared by every team.
 #[derive(Clone)]
@@ -28,21 +33,27 @@ pub struct Pipeline {
     pub deliverer: Deliverer,
     /// None for dry runs and the demo: nothing is recorded.
     pub ledger: Option<Ledger>,
+    retry: RetryPolicy,
+    retry_every: Duration,
+    clock: Arc<dyn Clock>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunOptions {
-    /// Send even what the ledger lists as delivered.
-    pub force: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
     /// Render and return the bodies; post and record nothing.
-    pub dry_run: bool,
+    DryRun,
+    /// `once`: an admin's explicit request.
+    Admin {
+        force: bool,
+    },
+    Daemon,
 }
 
-/// What happened to one team's day.
+/// What happened to one team's span.
 #[derive(Debug)]
-pub struct TeamReport {
+pub struct SpanReport {
     pub team: String,
-    pub date: NaiveDate,
+    pub span: Span,
     pub outcome: Result<Vec<HookReport>, TeamError>,
 }
 
@@ -57,16 +68,25 @@ pub struct HookReport {
 #[derive(Debug)]
 pub enum HookStatus {
     Delivered,
-    AlreadyDelivered,
+    AlreadyDelivered(Option<DateTime<Utc>>),
     DryRun(Value),
-    RenderFailed(RenderError),
-    Failed(DeliveryError),
-    /// Another process (the daemon, another `once`) is posting it right now.
-    HeldElsewhere,
-    /// Not posted: the ledger, which keeps it from being sent twice, could not be read.
+    /// The webhook refused it for good, now or before (with this URL).
+    Refused(String),
+    /// Not delivered this time; the daemon tries again then.
+    RetryAt {
+        error: String,
+        at: DateTime<Utc>,
+    },
+    /// Two POSTs went unanswered; not resent automatically.
+    Unknown(String),
+    /// Another process holds its lease until then.
+    Busy(DateTime<Utc>),
+    /// Its catch-up window closed before it could be delivered.
+    Expired(Option<String>),
+    /// Not posted: the ledger, which keeps it from being sent twice, could not be used.
     LedgerFailed(LedgerError),
-    /// Posted, but the ledger could not record it: the next run may post it once more.
-    NotRecorded(LedgerError),
+    /// Posted and answered, but the answer could not be recorded: it may be sent again.
+    NotRecorded(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,41 +94,24 @@ pub enum TeamError {
     #[error("{0}")]
     Fetch(#[from] FetchError),
     #[error("{0}")]
-    Ledger(#[from] LedgerError),
+    Render(#[from] RenderError),
 }
 
 impl HookStatus {
-    /// Nothing more to do for this webhook's day.
+    /// The digest is where it should be (or, for a dry run, was only shown).
     pub fn is_done(&self) -> bool {
         matches!(
             self,
-            HookStatus::Delivered
-                | HookStatus::AlreadyDelivered
-                | HookStatus::DryRun(_)
-                | HookStatus::HeldElsewhere
+            HookStatus::Delivered | HookStatus::AlreadyDelivered(_) | HookStatus::DryRun(_)
         )
     }
 
-    /// A failure a later try may mend: the receiver was unreachable or busy, not refusing.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            HookStatus::Failed(e) => e.is_transient(),
-            HookStatus::LedgerFailed(_) => true,
-            _ => false,
-        }
-    }
-}
-
-impl TeamError {
-    /// Whether a later try may succeed (a rejected key or a wrong account won't).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            TeamError::Fetch(e) => !matches!(
-                e.problem,
-                fetch::Problem::Unauthorized(_) | fetch::Problem::NotFound
-            ),
-            TeamError::Ledger(_) => true,
-        }
+    /// A give-up: nobody will send it without an admin.
+    pub fn is_given_up(&self) -> bool {
+        matches!(
+            self,
+            HookStatus::Refused(_) | HookStatus::Unknown(_) | HookStatus::Expired(_)
+        )
     }
 }
 
@@ -116,16 +119,40 @@ impl fmt::Display for HookStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HookStatus::Delivered => f.write_str("delivered"),
-            HookStatus::AlreadyDelivered => {
-                f.write_str("already delivered, skipped (--force sends again)")
+            HookStatus::AlreadyDelivered(at) => {
+                f.write_str("already delivered")?;
+                if let Some(at) = at {
+                    write!(f, " at {}", at.format("%Y-%m-%d %H:%M:%S UTC"))?;
+                }
+                f.write_str(", skipped (--force sends again)")
             }
             HookStatus::DryRun(_) => f.write_str("dry run, not sent"),
-            HookStatus::HeldElsewhere => {
-                f.write_str("being delivered by another acquire-digest process, skipped")
+            HookStatus::Refused(e) => write!(
+                f,
+                "FAILED: {e}; not sent again until its URL changes (`once` tries it again)"
+            ),
+            HookStatus::RetryAt { error, at } => write!(
+                f,
+                "FAILED: {error}; the daemon tries again at {}",
+                at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            HookStatus::Unknown(e) => write!(
+                f,
+                "FAILED, outcome unknown: {e}; two POSTs went unanswered, so it is not resent automatically (check the receiver; `once --force` sends it again)"
+            ),
+            HookStatus::Busy(until) => write!(
+                f,
+                "being delivered by another acquire-digest process (its lease runs until {}), skipped",
+                until.format("%H:%M:%S UTC")
+            ),
+            HookStatus::Expired(e) => {
+                f.write_str("FAILED: its catch_up window closed before it could be delivered")?;
+                if let Some(e) = e {
+                    write!(f, " (last error: {e})")?;
+                }
+                Ok(())
             }
             HookStatus::LedgerFailed(e) => write!(f, "FAILED, not sent: {e}"),
-            HookStatus::RenderFailed(e) => write!(f, "FAILED to render: {e}"),
-            HookStatus::Failed(e) => write!(f, "FAILED: {e}"),
             HookStatus::NotRecorded(e) => {
                 write!(f, "delivered, but not recorded ({e}); it may be sent again")
             }
@@ -133,8 +160,8 @@ impl fmt::Display for HookStatus {
     }
 }
 
-impl TeamReport {
-    /// Whether anything still needs doing for this day.
+impl SpanReport {
+    /// Whether the digest is everywhere it should be.
     pub fn is_ok(&self) -> bool {
         match &self.outcome {
             Ok(hooks) => hooks.iter().all(|h| h.status.is_done()),
@@ -142,11 +169,11 @@ impl TeamReport {
         }
     }
 
-    /// "team date webhook (host): what happened".
+    /// "team span webhook (host): what happened".
     pub fn hook_line(&self, hook: &HookReport) -> String {
         format!(
             "{} {} {} ({}): {}",
-            self.team, self.date, hook.webhook, hook.host, hook.status
+            self.team, self.span, hook.webhook, hook.host, hook.status
         )
     }
 
@@ -154,19 +181,19 @@ impl TeamReport {
     pub fn summary_lines(&self) -> Vec<String> {
         match &self.outcome {
             Ok(hooks) if hooks.is_empty() => {
-                vec![format!("{} {}: no webhooks", self.team, self.date)]
+                vec![format!("{} {}: no webhooks", self.team, self.span)]
             }
             Ok(hooks) => hooks.iter().map(|h| self.hook_line(h)).collect(),
             Err(e) => vec![format!(
                 "{} {}: FAILED, no digest sent: {e}",
-                self.team, self.date
+                self.team, self.span
             )],
         }
     }
 }
 
 impl Pipeline {
-    pub fn new(config: &Config, ledger: Option<Ledger>) -> Pipeline {
+    pub fn new(config: &Config, ledger: Option<Ledger>, clock: Arc<dyn Clock>) -> Pipeline {
         Pipeline {
             client: fetch::Client::with_retry(
                 config.timeout,
@@ -174,108 +201,217 @@ impl Pipeline {
                 RetryPolicy::within(config.fetch_retry_budget),
             ),
             renderer: config.renderer.clone(),
-            deliverer: Deliverer::new(
-                config.delivery_timeout,
-                RetryPolicy::within(config.delivery_retry_budget),
-            ),
+            deliverer: Deliverer::new(config.delivery_timeout),
             ledger,
+            retry: RetryPolicy::within(config.delivery_retry_budget),
+            retry_every: config.retry_every,
+            clock,
         }
     }
 
-    /// Builds and delivers one team's digest for `date`, to every webhook not yet delivered.
-    pub async fn run_team(&self, team: &Team, date: NaiveDate, options: RunOptions) -> TeamReport {
-        let outcome = self.deliver_day(team, date, options).await;
-        TeamReport {
+    /// Builds and delivers one team's digest of `span` to each of `team.webhooks` that needs it.
+    pub async fn run(&self, team: &Team, span: Span, mode: Mode) -> SpanReport {
+        SpanReport {
             team: team.name.clone(),
-            date,
-            outcome,
+            span,
+            outcome: self.deliver_span(team, span, mode).await,
         }
     }
 
-    async fn deliver_day(
+    async fn deliver_span(
         &self,
         team: &Team,
-        date: NaiveDate,
-        options: RunOptions,
+        span: Span,
+        mode: Mode,
     ) -> Result<Vec<HookReport>, TeamError> {
-        let delivered = match (&self.ledger, options.force || options.dry_run) {
-            (Some(ledger), false) => ledger.delivered(&team.name, date)?,
-            _ => Default::default(),
-        };
-        let (done, pending): (Vec<&Webhook>, Vec<&Webhook>) = team
-            .webhooks
-            .iter()
-            .partition(|hook| delivered.contains(&hook.name));
-        let mut reports: Vec<HookReport> = done
-            .into_iter()
-            .map(|hook| report(hook, HookStatus::AlreadyDelivered))
-            .collect();
+        let mut reports = Vec::new();
+        let mut leased = Vec::new();
+        match (&self.ledger, mode) {
+            (Some(ledger), Mode::Admin { .. } | Mode::Daemon) => {
+                let requester = match mode {
+                    Mode::Admin { force } => Requester::Admin { force },
+                    _ => Requester::Daemon,
+                };
+                for hook in &team.webhooks {
+                    let key = Key::new(&team.name, span, &hook.name);
+                    match ledger.lease(&key, requester, &hook.url.fingerprint()).await {
+                        Ok(Claim::Leased(lease)) => leased.push((hook, Some(lease))),
+                        Ok(Claim::Settled(entry)) => reports.push(report(hook, settled(entry))),
+                        Ok(Claim::Busy(until)) => {
+                            reports.push(report(hook, HookStatus::Busy(until)))
+                        }
+                        Err(e) => reports.push(report(hook, HookStatus::LedgerFailed(e))),
+                    }
+                }
+            }
+            _ => leased.extend(team.webhooks.iter().map(|hook| (hook, None))),
+        }
         // Nothing to send: don't spend four API calls on it.
-        if pending.is_empty() {
+        if leased.is_empty() {
             return Ok(reports);
         }
-
-        let digest = self.digest(team, date).await?;
-        let sends = pending.into_iter().map(|hook| async {
-            let status = self.send(team, &digest, hook, options).await;
-            report(hook, status)
+        let digest = match self.digest(team, span).await {
+            Ok(digest) => digest,
+            Err(e) => {
+                let at = self.next_attempt();
+                for (_, lease) in leased.into_iter() {
+                    if let Some(lease) = lease {
+                        let _ = lease.finish(Finish::RetryAt(at)).await;
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        let sends = leased.into_iter().map(|(hook, lease)| {
+            let digest = &digest;
+            async move {
+                let status = match (self.renderer.body(hook, digest), lease) {
+                    (Err(e), lease) => {
+                        if let Some(lease) = lease {
+                            let _ = lease.finish(Finish::RetryAt(self.next_attempt())).await;
+                        }
+                        return Err(TeamError::Render(e));
+                    }
+                    // Without a ledger nothing may be posted: it is what keeps a post single.
+                    (Ok(body), None) => HookStatus::DryRun(body),
+                    (Ok(body), Some(lease)) => self.send(hook, &body, lease).await,
+                };
+                Ok(report(hook, status))
+            }
         });
-        reports.extend(futures::future::join_all(sends).await);
+        for sent in futures::future::join_all(sends).await {
+            match sent {
+                Ok(report) => reports.push(report),
+                Err(e) => return Err(e),
+            }
+        }
         Ok(reports)
     }
 
-    pub async fn digest(&self, team: &Team, date: NaiveDate) -> Result<Digest, FetchError> {
-        let window = Window::for_date(team.zone, date);
+    pub async fn digest(&self, team: &Team, span: Span) -> Result<Digest, FetchError> {
+        let window = Window::for_span(team.zone, span);
         let day = self.client.fetch_day(team, &window).await?;
         let audience = Audience {
             team: &team.name,
             account_id: team.account_id.as_str(),
-            timezone: team.zone.to_string(),
+            zone: team.zone,
             top: team.top,
         };
         Ok(rank(&audience, &window, &day))
     }
 
-    async fn send(
-        &self,
-        team: &Team,
-        digest: &Digest,
-        hook: &Webhook,
-        options: RunOptions,
-    ) -> HookStatus {
-        let body = match self.renderer.body(hook, digest) {
-            Ok(body) => body,
-            Err(e) => return HookStatus::RenderFailed(e),
+    fn next_attempt(&self) -> DateTime<Utc> {
+        self.clock.now() + chrono::Duration::from_std(self.retry_every).unwrap_or_default()
+    }
+
+    /// POSTs under a lease: retries within the budget what did not arrive, resends an
+    /// unanswered POST only while the ledger allows, records each answer as it comes.
+    async fn send(&self, hook: &Webhook, body: &Value, lease: Lease) -> HookStatus {
+        enum Stop {
+            Refused(String),
+            /// Not delivered yet; the next round may.
+            Retry(String),
+            /// Two POSTs went unanswered.
+            Exhausted(String),
+            Lost,
+            Ledger(LedgerError),
+        }
+        let webhook_id = lease.key().webhook_id();
+        let refused_url = hook.url.fingerprint();
+        // Shared with each attempt's future, which must stay Send.
+        let last_error = std::sync::Mutex::new(String::new());
+        let recorded = std::sync::atomic::AtomicBool::new(true);
+        let outcome = self
+            .retry
+            .run(|| async {
+                match lease.before_post().await {
+                    Ok(Permit::Go) => {}
+                    Ok(Permit::Exhausted) => {
+                        let last = last_error.lock().expect("last error").clone();
+                        return Attempt::Fail(Stop::Exhausted(last));
+                    }
+                    Ok(Permit::Lost) => return Attempt::Fail(Stop::Lost),
+                    Err(e) => return Attempt::Fail(Stop::Ledger(e)),
+                }
+                let key = lease.key();
+                let (team, span, webhook) = (&key.team, key.span.to_string(), &key.webhook);
+                tracing::debug!(%team, %span, %webhook, host = %hook.url, "posting");
+                let posted = self.deliverer.post(hook, body, &webhook_id).await;
+                let text = posted.to_string();
+                tracing::debug!(%team, %span, %webhook, "answer: {text}");
+                let answer = match &posted {
+                    Posted::Delivered => Answer::Delivered,
+                    Posted::Refused { .. } => Answer::Refused {
+                        error: &text,
+                        refused_url: &refused_url,
+                    },
+                    Posted::NotDelivered { .. } => Answer::NotDelivered(&text),
+                    Posted::Unknown(_) => Answer::Unknown(&text),
+                };
+                if !matches!(lease.answered(answer).await, Ok(true)) {
+                    recorded.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                last_error.lock().expect("last error").clone_from(&text);
+                match posted {
+                    Posted::Delivered => Attempt::Done(()),
+                    Posted::Refused { .. } => Attempt::Fail(Stop::Refused(text)),
+                    Posted::NotDelivered { after, .. } => Attempt::Retry {
+                        error: Stop::Retry(text),
+                        after,
+                    },
+                    Posted::Unknown(_) => Attempt::Retry {
+                        error: Stop::Retry(text),
+                        after: None,
+                    },
+                }
+            })
+            .await;
+        let outcome = match outcome {
+            // The budget ran out: if the last POSTs went unanswered, say so now rather than
+            // at the next round.
+            Err(Stop::Retry(e)) if lease.unanswered().await.unwrap_or(0) >= MAX_UNANSWERED => {
+                Err(Stop::Exhausted(e))
+            }
+            outcome => outcome,
         };
-        if options.dry_run {
-            return HookStatus::DryRun(body);
-        }
-        let date = digest.date.parse().expect("the digest's own date");
-        if let Some(ledger) = &self.ledger {
-            match ledger.claim((&team.name, date, &hook.name), options.force, CLAIM_EXPIRY) {
-                Ok(Claim::Claimed) => {}
-                Ok(Claim::AlreadyDelivered) => return HookStatus::AlreadyDelivered,
-                Ok(Claim::HeldElsewhere) => return HookStatus::HeldElsewhere,
-                Err(e) => return HookStatus::LedgerFailed(e),
+        let (finish, status) = match outcome {
+            Ok(()) if !recorded.load(std::sync::atomic::Ordering::Relaxed) => (
+                Finish::Settled,
+                HookStatus::NotRecorded("the ledger could not record it".into()),
+            ),
+            Ok(()) => (Finish::Settled, HookStatus::Delivered),
+            Err(Stop::Refused(e)) => (Finish::Settled, HookStatus::Refused(e)),
+            Err(Stop::Exhausted(e)) => (Finish::GiveUp(State::Unknown), HookStatus::Unknown(e)),
+            Err(Stop::Retry(error)) => {
+                let at = self.next_attempt();
+                (Finish::RetryAt(at), HookStatus::RetryAt { error, at })
             }
+            Err(Stop::Lost) => (
+                Finish::Settled,
+                HookStatus::NotRecorded(
+                    "its lease expired and another process took it over".into(),
+                ),
+            ),
+            Err(Stop::Ledger(e)) => (
+                Finish::RetryAt(self.next_attempt()),
+                HookStatus::LedgerFailed(e),
+            ),
+        };
+        if let Err(e) = lease.finish(finish).await {
+            tracing::warn!("could not end a lease: {e}");
         }
-        if let Err(e) = self.deliverer.post(hook, &body).await {
-            tracing::warn!(team = %team.name, date = %digest.date, webhook = %hook.name, host = %hook.url, error = %e, "delivery failed");
-            if let Some(ledger) = &self.ledger
-                && let Err(e) = ledger.release(&team.name, date, &hook.name)
-            {
-                tracing::warn!(team = %team.name, date = %digest.date, webhook = %hook.name, error = %e, "could not release the claim; it expires in {CLAIM_EXPIRY:?}");
-            }
-            return HookStatus::Failed(e);
-        }
-        tracing::info!(team = %team.name, date = %digest.date, webhook = %hook.name, host = %hook.url, "delivered");
-        match &self.ledger {
-            Some(ledger) => match ledger.record(&team.name, date, &hook.name) {
-                Ok(()) => HookStatus::Delivered,
-                Err(e) => HookStatus::NotRecorded(e),
-            },
-            None => HookStatus::Delivered,
-        }
+        status
+    }
+}
+
+/// What a settled entry means to the one who asked.
+fn settled(entry: Entry) -> HookStatus {
+    let error = entry.last_error.unwrap_or_default();
+    match entry.state {
+        State::Delivered | State::Pending => HookStatus::AlreadyDelivered(entry.delivered_at),
+        State::Refused => HookStatus::Refused(error),
+        State::Unknown => HookStatus::Unknown(error),
+        State::Expired => HookStatus::Expired(Some(error)),
     }
 }
 

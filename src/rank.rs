@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use serde::Serialize;
 
 use crate::fetch::{ChatSource, DayReport};
-use crate::schedule::Window;
+use crate::schedule::{Window, Zone};
 
 /// How many peak hours a digest names.
 const PEAK_HOURS: usize = 3;
@@ -16,7 +16,7 @@ const PEAK_HOURS: usize = 3;
 pub struct Audience<'a> {
     pub team: &'a str,
     pub account_id: &'a str,
-    pub timezone: String,
+    pub zone: Zone,
     pub top: usize,
 }
 
@@ -25,8 +25,12 @@ pub struct Audience<'a> {
 pub struct Digest {
     pub team: String,
     pub account_id: String,
-    /// The local day the digest covers, `YYYY-MM-DD`.
+    /// The first local day the digest covers, `YYYY-MM-DD`.
     pub date: String,
+    /// The last local day it covers: `date` itself for a daily digest.
+    pub end_date: String,
+    /// How many days it covers.
+    pub days: u32,
     pub timezone: String,
     /// The offset the API was asked to read the day in, `+05:30`.
     pub utc_offset: String,
@@ -35,7 +39,8 @@ pub struct Digest {
     pub totals: Totals,
     pub countries: Vec<Country>,
     pub peak_hours: Vec<PeakHour>,
-    /// Activity per hour of the day: index 0 is 00:00-00:59 local time.
+    /// Activity per local hour of day: index 0 is 00:00-00:59 local time. A 25-hour day adds
+    /// both of its repeated hours into one index; a 23-hour day leaves its skipped hour at 0.
     pub hours: [u64; 24],
     pub pages: Vec<Page>,
     pub referrers: Vec<Referrer>,
@@ -144,9 +149,17 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
 
     let mut hours = [0u64; 24];
     let mut labels: [Option<&str>; 24] = [None; 24];
+    let mut seen = [0usize; 24];
     for row in &report.hours {
-        hours[row.hour as usize] = hours[row.hour as usize].saturating_add(row.activity);
-        labels[row.hour as usize].get_or_insert(&row.label);
+        let nth = seen[row.hour as usize];
+        seen[row.hour as usize] += 1;
+        let local = window.local_hour(audience.zone, row.hour, nth) as usize;
+        hours[local] = hours[local].saturating_add(row.activity);
+        // The API's label names the hour on the window's offset; after a change that is
+        // another local hour, so only a label that agrees with it is kept.
+        if row.hour as usize == local {
+            labels[local].get_or_insert(&row.label);
+        }
     }
     let mut busiest: Vec<u8> = (0..24).filter(|&h| hours[h as usize] > 0).collect();
     busiest.sort_by_key(|&h| (Reverse(hours[h as usize]), h));
@@ -194,8 +207,10 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
     Digest {
         team: audience.team.to_owned(),
         account_id: audience.account_id.to_owned(),
-        date: window.date.format("%Y-%m-%d").to_string(),
-        timezone: audience.timezone.clone(),
+        date: window.span.first.format("%Y-%m-%d").to_string(),
+        end_date: window.span.last.format("%Y-%m-%d").to_string(),
+        days: window.span.days(),
+        timezone: audience.zone.to_string(),
         utc_offset: window.offset_text(),
         window: WindowView {
             start: window.start_date(),
@@ -277,10 +292,10 @@ mod tests {
         let audience = Audience {
             team: "t",
             account_id: "acme",
-            timezone: "Asia/Kolkata".into(),
+            zone: Zone::parse("Asia/Kolkata").unwrap(),
             top,
         };
-        let zone = crate::schedule::Zone::parse("Asia/Kolkata").unwrap();
+        let zone = audience.zone;
         let window = Window::for_date(zone, "2021-03-18".parse().unwrap());
         rank(&audience, &window, report)
     }

@@ -292,6 +292,7 @@ fn registry() -> Handlebars<'static> {
     registry.register_helper("truncate", Box::new(truncate));
     registry.register_helper("strip", Box::new(strip));
     registry.register_helper("longdate", Box::new(longdate));
+    registry.register_helper("daterange", Box::new(daterange));
     registry
 }
 
@@ -374,6 +375,32 @@ handlebars_helper!(longdate: |date: str| {
         .map(|d| d.format("%a %-d %b %Y").to_string())
         .unwrap_or_else(|_| date.to_owned())
 });
+
+handlebars_helper!(daterange: |first: str, last: str| date_range(first, last));
+
+/// "Thu 18 Mar 2021" for one day; "Fri 20 – Sun 22 Nov 2026" for a span, naming the month and
+/// year only where they change.
+pub fn date_range(first: &str, last: &str) -> String {
+    let parse = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d");
+    let (Ok(a), Ok(b)) = (parse(first), parse(last)) else {
+        return if first == last {
+            first.to_owned()
+        } else {
+            format!("{first} – {last}")
+        };
+    };
+    use chrono::Datelike;
+    let start = if a == b {
+        return a.format("%a %-d %b %Y").to_string();
+    } else if a.year() != b.year() {
+        a.format("%a %-d %b %Y")
+    } else if a.month() != b.month() {
+        a.format("%a %-d %b")
+    } else {
+        a.format("%a %-d")
+    };
+    format!("{start} – {}", b.format("%a %-d %b %Y"))
+}
 
 /// `1234567` → `1,234,567`; fractions keep one decimal.
 pub fn thousands(n: f64) -> String {
@@ -712,7 +739,7 @@ fn sample(report: &DayReport, top: usize) -> Digest {
     let audience = Audience {
         team: "sample",
         account_id: "sample",
-        timezone: zone.to_string(),
+        zone,
         top,
     };
     let date = chrono::NaiveDate::from_ymd_opt(2021, 3, 18).expect("a real date");

@@ -7,7 +7,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{
-    DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc,
+    DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike,
+    Utc,
 };
 use chrono_tz::Tz;
 use croner::Cron;
@@ -110,41 +111,124 @@ pub fn format_offset(offset: FixedOffset) -> String {
     format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
-/// The day a digest covers, as the API is asked for it.
+/// The whole local days one digest covers, `first` to `last` inclusive: one day for a daily
+/// schedule, Friday to Sunday for a Monday of `1-5`, a month for `0 9 1 * *`. It keys the
+/// ledger, so a changed schedule never suppresses a different span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Span {
+    pub first: NaiveDate,
+    pub last: NaiveDate,
+}
+
+impl Span {
+    pub fn day(date: NaiveDate) -> Span {
+        Span {
+            first: date,
+            last: date,
+        }
+    }
+
+    pub fn days(&self) -> u32 {
+        ((self.last - self.first).num_days() + 1) as u32
+    }
+
+    /// When the span's last day is over in `zone`: no digest of it may go out before.
+    pub fn ends(&self, zone: Zone) -> DateTime<Utc> {
+        zone.start_of_day(next_day(self.last))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}..{}", self.first, self.last)
+        }
+    }
+}
+
+fn next_day(date: NaiveDate) -> NaiveDate {
+    date.checked_add_days(Days::new(1)).unwrap_or(date)
+}
+
+fn previous_day(date: NaiveDate) -> NaiveDate {
+    date.checked_sub_days(Days::new(1)).unwrap_or(date)
+}
+
+/// A span as the API is asked for it: two exact instants, written in one offset (the one in
+/// force when the span starts), since the API reads both ends in a single offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    pub date: NaiveDate,
+    pub span: Span,
     pub offset: FixedOffset,
+    /// The span's first instant: local midnight, or the first instant after a skipped one.
+    pub start: DateTime<Utc>,
+    /// The last second before the day after the span starts: a 23- or 25-hour day ends an
+    /// hour earlier or later on the start's offset than 23:59:59.
+    pub end: DateTime<Utc>,
 }
 
 impl Window {
-    /// The window for a local date. The API reads both ends in one fixed offset, so a
-    /// DST-change day sends the offset in force when the day starts: the window begins at
-    /// local midnight and spans 24 real hours. On a 23-hour day it runs one hour into the
-    /// next day; on a 25-hour day it stops an hour before the next midnight.
-    pub fn for_date(zone: Zone, date: NaiveDate) -> Window {
+    pub fn for_span(zone: Zone, span: Span) -> Window {
+        let start = zone.start_of_day(span.first);
         Window {
-            date,
-            offset: zone.offset_at(zone.start_of_day(date)),
+            span,
+            offset: zone.offset_at(start),
+            start,
+            end: span.ends(zone) - chrono::Duration::seconds(1),
         }
+    }
+
+    pub fn for_date(zone: Zone, date: NaiveDate) -> Window {
+        Window::for_span(zone, Span::day(date))
     }
 
     /// Yesterday's window relative to `now` in the team's zone.
     pub fn yesterday(zone: Zone, now: DateTime<Utc>) -> Window {
-        let today = zone.local(now).date();
-        Window::for_date(zone, today - Days::new(1))
+        Window::for_date(zone, previous_day(zone.local(now).date()))
     }
 
     pub fn start_date(&self) -> String {
-        format!("{} 00:00:00", self.date.format("%Y-%m-%d"))
+        self.written(self.start)
     }
 
     pub fn end_date(&self) -> String {
-        format!("{} 23:59:59", self.date.format("%Y-%m-%d"))
+        self.written(self.end)
+    }
+
+    fn written(&self, instant: DateTime<Utc>) -> String {
+        (instant.naive_utc() + self.offset)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
     }
 
     pub fn offset_text(&self) -> String {
         format_offset(self.offset)
+    }
+
+    /// The local hour of day (in `zone`) of an hour row the API labelled `label_hour` on the
+    /// window's offset. The `nth` row with that label (0 for the first) is its `nth`
+    /// occurrence in the window: a 25-hour day labels its first and last hours both "12 AM".
+    /// Where a change moved the clock, the label and the local hour differ by the change.
+    pub fn local_hour(&self, zone: Zone, label_hour: u8, nth: usize) -> u8 {
+        let offset_start = self.start.naive_utc() + self.offset;
+        let first = offset_start.date().and_time(NaiveTime::MIN)
+            + chrono::Duration::hours(i64::from(label_hour));
+        let first = if first < offset_start.with_minute(0).unwrap_or(offset_start) {
+            first + chrono::Duration::days(1)
+        } else {
+            first
+        };
+        let at = first + chrono::Duration::days(nth as i64);
+        let instant = (at - self.offset).and_utc();
+        // Rows beyond the window (a longer span's hour-of-day sums) read on its first day.
+        let instant = if instant > self.end {
+            (first - self.offset).and_utc()
+        } else {
+            instant
+        };
+        zone.local(instant).hour() as u8
     }
 }
 
@@ -202,27 +286,83 @@ impl Schedule {
             .map(|t| t.with_timezone(&Utc))
     }
 
-    /// The latest firing at or before `at`, if it lies within `horizon`.
-    pub fn last_at_or_before(
-        &self,
-        zone: Zone,
-        at: DateTime<Utc>,
-        horizon: chrono::Duration,
-    ) -> Option<DateTime<Utc>> {
-        let last = match zone {
-            Zone::Named(tz) => self.previous_in(&at.with_timezone(&tz)),
-            Zone::Fixed(offset) => self.previous_in(&at.with_timezone(&offset)),
-        }?;
-        (at - last <= horizon).then_some(last)
+    /// Whether the schedule fires on a local date: its first firing from the date's first
+    /// instant on falls on that date. Forward only: croner's backward search snaps a firing in
+    /// a DST gap to 23:59:59 of the day before.
+    pub fn fires_on(&self, zone: Zone, date: NaiveDate) -> bool {
+        let start = zone.start_of_day(date);
+        self.next_after(zone, start - chrono::Duration::seconds(1))
+            .is_some_and(|firing| zone.local(firing).date() == date)
     }
 
-    fn previous_in<Z: TimeZone>(&self, at: &DateTime<Z>) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_previous_occurrence(at, true)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+    /// What a firing reports: every whole local day from the date of the schedule's last
+    /// firing on an earlier date up to the day before the firing. Depends only on the firing's
+    /// local date, so every firing of one day covers the same span.
+    pub fn coverage(&self, zone: Zone, firing: DateTime<Utc>) -> Span {
+        self.coverage_of(zone, zone.local(firing).date())
+    }
+
+    /// The span a firing on local date `date` covers.
+    pub fn coverage_of(&self, zone: Zone, date: NaiveDate) -> Span {
+        let last = previous_day(date);
+        let mut first = last;
+        // A 29 February schedule looks back four years; nothing fires more rarely.
+        for _ in 0..MAX_LOOKBACK_DAYS {
+            if self.fires_on(zone, first) {
+                break;
+            }
+            first = previous_day(first);
+        }
+        Span { first, last }
+    }
+
+    /// The local dates on which the schedule fires in `(after, until]`. One croner step per
+    /// date, however often the schedule fires in a day, so a seconds-level schedule costs no
+    /// more than a daily one.
+    pub fn firing_dates(
+        &self,
+        zone: Zone,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Vec<NaiveDate> {
+        let mut dates = Vec::new();
+        let mut cursor = after;
+        while let Some(firing) = self.next_after(zone, cursor).filter(|t| *t <= until) {
+            let date = zone.local(firing).date();
+            dates.push(date);
+            let tomorrow = zone.start_of_day(next_day(date)) - chrono::Duration::seconds(1);
+            if tomorrow <= cursor {
+                break;
+            }
+            cursor = tomorrow;
+        }
+        dates
+    }
+
+    /// The first firing after `after` on a later local date than any firing up to `after`:
+    /// the next time a new span becomes due (a seconds-level schedule's other firings of the
+    /// day cover a span already due).
+    pub fn next_new_date(&self, zone: Zone, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let next = self.next_after(zone, after)?;
+        let today = zone.local(after).date();
+        if zone.local(next).date() == today && self.fires_on(zone, today) {
+            let fired_today = self
+                .next_after(
+                    zone,
+                    zone.start_of_day(today) - chrono::Duration::seconds(1),
+                )
+                .is_some_and(|first| first <= after);
+            if fired_today {
+                let tomorrow = zone.start_of_day(next_day(today));
+                return self.next_after(zone, tomorrow - chrono::Duration::seconds(1));
+            }
+        }
+        Some(next)
     }
 }
+
+/// How far back a firing's coverage may reach: four years and a day.
+const MAX_LOOKBACK_DAYS: usize = 4 * 366;
 
 impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -233,6 +373,7 @@ impl fmt::Debug for Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
 
     fn zone(name: &str) -> Zone {
         Zone::parse(name).unwrap()
@@ -298,13 +439,13 @@ mod tests {
         // 02:00 UTC on the 16th is still the 15th in New York and already the 16th in Kolkata.
         let now = utc("2026-07-16T02:00:00Z");
         let ny = Window::yesterday(zone("America/New_York"), now);
-        assert_eq!(ny.date, date("2026-07-14"));
+        assert_eq!(ny.span, Span::day(date("2026-07-14")));
         let kolkata = Window::yesterday(zone("Asia/Kolkata"), now);
-        assert_eq!(kolkata.date, date("2026-07-15"));
+        assert_eq!(kolkata.span, Span::day(date("2026-07-15")));
         assert_eq!(kolkata.start_date(), "2026-07-15 00:00:00");
         assert_eq!(kolkata.end_date(), "2026-07-15 23:59:59");
         let kiritimati = Window::yesterday(zone("Pacific/Kiritimati"), utc("2026-07-15T10:00:00Z"));
-        assert_eq!(kiritimati.date, date("2026-07-15"));
+        assert_eq!(kiritimati.span, Span::day(date("2026-07-15")));
     }
 
     #[test]
@@ -389,15 +530,210 @@ mod tests {
         );
     }
 
+    fn coverage(schedule: &str, zone_name: &str, firing_local: &str) -> Span {
+        let zone = zone(zone_name);
+        let local: NaiveDateTime = firing_local.parse().unwrap();
+        let Zone::Named(tz) = zone else {
+            unreachable!()
+        };
+        let firing = tz
+            .from_local_datetime(&local)
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc);
+        Schedule::parse(schedule).unwrap().coverage(zone, firing)
+    }
+
+    fn span(first: &str, last: &str) -> Span {
+        Span {
+            first: date(first),
+            last: date(last),
+        }
+    }
+
     #[test]
-    fn the_last_firing_is_found_within_the_horizon() {
-        let schedule = Schedule::parse("0 9 * * *").unwrap();
+    fn a_firing_covers_every_day_since_the_last_firing_on_an_earlier_date() {
+        let daily = coverage("0 9 * * *", "Asia/Kolkata", "2026-11-25T09:00:00");
+        assert_eq!(daily, Span::day(date("2026-11-24")));
+        // Monday of a weekday schedule: Friday to Sunday, as one digest; Tuesday: Monday.
+        let monday = coverage("30 8 * * 1-5", "Europe/Berlin", "2026-11-23T08:30:00");
+        assert_eq!(monday, span("2026-11-20", "2026-11-22"));
+        assert_eq!(monday.days(), 3);
+        let tuesday = coverage("30 8 * * 1-5", "Europe/Berlin", "2026-11-24T08:30:00");
+        assert_eq!(tuesday, Span::day(date("2026-11-23")));
+        let weekly = coverage("0 9 * * 1", "America/New_York", "2026-11-23T09:00:00");
+        assert_eq!(weekly, span("2026-11-16", "2026-11-22"));
+        // Month and year ends.
+        let monthly = coverage("0 9 1 * *", "Australia/Sydney", "2026-12-01T09:00:00");
+        assert_eq!(monthly, span("2026-11-01", "2026-11-30"));
+        let new_year = coverage("0 9 1 * *", "Australia/Sydney", "2027-01-01T09:00:00");
+        assert_eq!(new_year, span("2026-12-01", "2026-12-31"));
+        let leap = coverage("0 9 1 3 *", "Europe/Berlin", "2028-03-01T09:00:00");
+        assert_eq!(leap, span("2027-03-01", "2028-02-29"));
+        // Many firings a day cover yesterday at each.
+        let often = coverage("*/10 * * * * *", "Asia/Kolkata", "2026-11-25T17:42:10");
+        assert_eq!(often, Span::day(date("2026-11-24")));
+    }
+
+    /// Dates in 2026 whose local midnight a DST change skips.
+    fn midnight_gaps(zone: Zone) -> Vec<NaiveDate> {
+        date("2026-01-01")
+            .iter_days()
+            .take(365)
+            .filter(|d| zone.local(zone.start_of_day(*d)).time() != NaiveTime::MIN)
+            .collect()
+    }
+
+    #[test]
+    fn a_firing_in_a_midnight_gap_covers_the_day_before_not_two_days_back() {
+        for name in ["America/Santiago", "Africa/Cairo", "America/Havana"] {
+            let zone = zone(name);
+            let gaps = midnight_gaps(zone);
+            assert!(!gaps.is_empty(), "{name} has no midnight gap in 2026");
+            let daily = Schedule::parse("30 0 * * *").unwrap();
+            for gap in gaps {
+                let before = gap.pred_opt().unwrap();
+                assert!(daily.fires_on(zone, gap), "{name} {gap}");
+                let noon = zone.start_of_day(gap) + chrono::Duration::hours(11);
+                let firing = daily
+                    .next_after(zone, zone.start_of_day(gap) - chrono::Duration::seconds(1))
+                    .unwrap();
+                assert_eq!(
+                    zone.local(firing).date(),
+                    gap,
+                    "{name}: fires on the gap day"
+                );
+                assert_eq!(
+                    daily.coverage(zone, firing),
+                    Span::day(before),
+                    "{name} {gap}"
+                );
+                // The day after the gap covers the gap day itself.
+                let next = daily.next_after(zone, noon).unwrap();
+                assert_eq!(daily.coverage(zone, next), Span::day(gap), "{name} {gap}");
+                // With a weekday field: the previous such weekday, not last week's.
+                let weekday = gap.weekday().num_days_from_sunday();
+                let weekly = Schedule::parse(&format!("30 0 * * {weekday}")).unwrap();
+                let week_before = gap - Days::new(7);
+                assert_eq!(
+                    weekly.coverage(zone, firing),
+                    Span {
+                        first: week_before,
+                        last: before
+                    },
+                    "{name} {gap}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn windows_are_exact_on_change_days() {
+        let ny = zone("America/New_York");
+        let fall = Window::for_date(ny, date("2026-11-01"));
+        assert_eq!(
+            (fall.start_date(), fall.end_date(), fall.offset_text()),
+            (
+                "2026-11-01 00:00:00".into(),
+                "2026-11-02 00:59:59".into(),
+                "-04:00".into()
+            )
+        );
+        let spring = Window::for_date(ny, date("2026-03-08"));
+        assert_eq!(
+            (spring.start_date(), spring.end_date(), spring.offset_text()),
+            (
+                "2026-03-08 00:00:00".into(),
+                "2026-03-08 22:59:59".into(),
+                "-05:00".into()
+            )
+        );
+        let chile = Window::for_date(zone("America/Santiago"), date("2026-09-06"));
+        assert_eq!(
+            (chile.start_date(), chile.end_date(), chile.offset_text()),
+            (
+                "2026-09-06 01:00:00".into(),
+                "2026-09-06 23:59:59".into(),
+                "-03:00".into()
+            )
+        );
+        let weekend = Window::for_span(zone("Asia/Kolkata"), span("2026-11-20", "2026-11-22"));
+        assert_eq!(
+            (weekend.start_date(), weekend.end_date()),
+            ("2026-11-20 00:00:00".into(), "2026-11-22 23:59:59".into())
+        );
+        for (name, text) in [("+14:00", "+14:00"), ("-12:00", "-12:00")] {
+            let w = Window::for_date(zone(name), date("2026-12-31"));
+            assert_eq!(
+                (w.start_date(), w.end_date(), w.offset_text()),
+                (
+                    "2026-12-31 00:00:00".into(),
+                    "2026-12-31 23:59:59".into(),
+                    text.into()
+                )
+            );
+        }
+        // Consecutive windows neither overlap nor leave a gap.
+        for day in ["2026-03-07", "2026-03-08", "2026-10-31", "2026-11-01"] {
+            let this = Window::for_date(ny, date(day));
+            let next = Window::for_date(ny, date(day).succ_opt().unwrap());
+            assert_eq!(this.end + chrono::Duration::seconds(1), next.start, "{day}");
+        }
+    }
+
+    #[test]
+    fn hour_rows_land_on_the_local_hour_they_were_counted_in() {
+        let ny = zone("America/New_York");
+        let spring = Window::for_date(ny, date("2026-03-08"));
+        let spring_hours: Vec<u8> = (0..23).map(|h| spring.local_hour(ny, h, 0)).collect();
+        assert_eq!(&spring_hours[..3], [0, 1, 3]);
+        assert_eq!(spring_hours[22], 23);
+        assert!(!spring_hours.contains(&2), "02:00 doesn't exist that day");
+        let fall = Window::for_date(ny, date("2026-11-01"));
+        assert_eq!(fall.local_hour(ny, 0, 0), 0);
+        assert_eq!(fall.local_hour(ny, 1, 0), 1);
+        assert_eq!(fall.local_hour(ny, 2, 0), 1, "01:00 EST, the repeated hour");
+        assert_eq!(fall.local_hour(ny, 23, 0), 22);
+        assert_eq!(fall.local_hour(ny, 0, 1), 23, "the second 12 AM row");
+        let plain = Window::for_date(zone("Asia/Kolkata"), date("2026-11-24"));
+        assert!((0..24).all(|h| plain.local_hour(zone("Asia/Kolkata"), h, 0) == h));
+    }
+
+    #[test]
+    fn firing_dates_step_a_day_at_a_time_forward() {
         let berlin = zone("Europe/Berlin");
-        let at = utc("2026-07-15T10:00:00Z");
-        let last = schedule.last_at_or_before(berlin, at, chrono::Duration::hours(12));
-        assert_eq!(last, Some(utc("2026-07-15T07:00:00Z")));
-        let none = schedule.last_at_or_before(berlin, at, chrono::Duration::hours(2));
-        assert_eq!(none, None);
+        let every_second = Schedule::parse("* * * * * *").unwrap();
+        let dates = every_second.firing_dates(
+            berlin,
+            utc("2026-10-23T12:00:00Z"),
+            utc("2026-10-26T12:00:00Z"),
+        );
+        assert_eq!(
+            dates,
+            [
+                date("2026-10-23"),
+                date("2026-10-24"),
+                date("2026-10-25"),
+                date("2026-10-26")
+            ]
+        );
+        let weekdays = Schedule::parse("30 8 * * 1-5").unwrap();
+        let dates = weekdays.firing_dates(
+            berlin,
+            utc("2026-11-20T12:00:00Z"),
+            utc("2026-11-24T12:00:00Z"),
+        );
+        assert_eq!(dates, [date("2026-11-23"), date("2026-11-24")]);
+        // The next new span of a seconds-level schedule is tomorrow's first firing.
+        let next = every_second
+            .next_new_date(berlin, utc("2026-11-24T12:00:00Z"))
+            .unwrap();
+        assert_eq!(next, utc("2026-11-24T23:00:00Z"));
+        let daily = Schedule::parse("0 9 * * *").unwrap();
+        assert_eq!(
+            daily.next_new_date(berlin, utc("2026-11-24T07:00:00Z")),
+            Some(utc("2026-11-24T08:00:00Z"))
+        );
     }
 
     #[test]

@@ -1,13 +1,26 @@
 //! A local stand-in for Acquire's Visitor Analytics API, beside [`fetch`](crate::fetch): the
 //! same four endpoints, paths, query, Bearer check and JSON (or CSV) shapes, serving
-//! deterministic, plausible days so `demo`, the tests and the benchmarks need no account.
+//! deterministic, plausible answers for any window so `demo`, the tests and the benchmarks need
+//! no account.
 //!
 //! - It answers at any path prefix ending in `/v1/analytics/chat/<endpoint>`; the first segment
 //!   of the prefix (`/acme/api/...`), or else the host's first label, is the account id, which
-//!   with the date seeds the day's data.
-//! - 2021-03-18 is the API reference's example day, served byte for byte.
-//! - Hour rows start at the hour of `start_date`, as the real API's do; about one day in ten
-//!   is empty (empty lists, all-zero hours), as quiet accounts are.
+//!   with a date seeds that date's generated day. The same (account, window) always gets the
+//!   same bytes.
+//! - `start_date` and `end_date` are read as clock times in the one `offset`, both ends
+//!   included. The window's days are the dates from the start's to the end's, except that an
+//!   end in the first 2 hours of a date doesn't count that date: a DST change day sent as one
+//!   offset ends up to an hour into the next date (25 hours), and that is still one day.
+//! - Countries, pages and referrers: a window within one day is that day's generated rows; a
+//!   longer one is the sum over its days (counts added per country, chats per page or
+//!   referrer, percentages recomputed from the summed chats).
+//! - Hour rows start at the hour of `start_date`, as the real API's do, one per hour of the
+//!   window, labelled in its offset: 23 on a spring-forward day, 25 on a fall-back day (with
+//!   "12 AM" first and last), 24 otherwise. A window over 25 hours gets 24 rows, one per hour
+//!   of the day from the start hour, each the sum of that hour over the window.
+//! - 2021-03-18 is the API reference's example day, served byte for byte for a window of up
+//!   to 25 hours starting that date, and counted as that day's rows in longer windows.
+//! - About one day in ten is empty (empty lists, all-zero hours), as quiet accounts are.
 //! - Counts are sometimes numeric strings and percentages always are, because the real API
 //!   is that loose and the client must cope.
 
@@ -21,7 +34,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{NaiveDate, NaiveDateTime, Timelike};
+use chrono::{NaiveDate, NaiveDateTime, TimeDelta, Timelike};
 use serde_json::{Map, Value, json};
 
 use crate::fetch::Endpoint;
@@ -48,6 +61,12 @@ const REFERENCE: [(Endpoint, &str); 4] = [
         include_str!("simulator/reference/visitor-reference.json"),
     ),
 ];
+
+/// The longest window still answered hour by hour: a fall-back day read in one offset.
+const MAX_HOUR_ROWS: u64 = 25;
+
+/// An end this many hours or fewer into a date is a DST day's spill-over, not another day.
+const SPILL_HOURS: u32 = 2;
 
 const MAINTENANCE_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Acquire is down for maintenance</title></head>\n<body><h1>We'll be back shortly</h1><p>Acquire is undergoing scheduled maintenance.</p></body></html>\n";
 
@@ -138,19 +157,23 @@ async fn answer(
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     let account = account_of(prefix, &headers);
-    let rows = rows(endpoint, &account, &request);
+    let (content_type, body) = body(endpoint, &account, &request);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The content type and body of a successful answer.
+fn body(endpoint: Endpoint, account: &str, request: &Request) -> (&'static str, String) {
     if request.csv {
         return (
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            to_csv(&rows),
-        )
-            .into_response();
+            "text/csv; charset=utf-8",
+            to_csv(&rows(endpoint, account, request)),
+        );
     }
-    let body = match reference_body(endpoint, &request) {
+    let body = match reference_body(endpoint, request) {
         Some(exact) => exact.to_owned(),
-        None => envelope(endpoint, rows).to_string(),
+        None => envelope(endpoint, rows(endpoint, account, request)).to_string(),
     };
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    ("application/json", body)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -192,6 +215,8 @@ fn account_of(prefix: &str, headers: &HeaderMap) -> String {
 /// The query, checked as the real API checks it.
 struct Request {
     start: NaiveDateTime,
+    /// Included, as in the reference's `... 23:59:59`.
+    end: NaiveDateTime,
     csv: bool,
 }
 
@@ -220,17 +245,63 @@ impl Request {
             Some("csv") => true,
             Some(other) => return Err(format!("output {other:?} must be json or csv")),
         };
-        Ok(Request { start, csv })
+        Ok(Request { start, end, csv })
+    }
+
+    /// The window's length in hours, a part hour counting as one. Not the clock hours it
+    /// touches: the reference's 05:50:55 to 05:50:54 next day has 24 rows, not 25.
+    fn hours(&self) -> u64 {
+        let seconds = (self.end - self.start).num_seconds().unsigned_abs() + 1;
+        seconds.div_ceil(3600)
+    }
+
+    /// Rows are whole clock hours, so a start at 05:50 opens with the 05 AM row.
+    fn first_hour(&self) -> NaiveDateTime {
+        let start = self.start;
+        start
+            .date()
+            .and_hms_opt(start.hour(), 0, 0)
+            .expect("an hour of a real date")
+    }
+
+    /// The dates whose generated days the window adds up, in order.
+    fn days(&self) -> impl Iterator<Item = NaiveDate> {
+        let end = self.end.date();
+        let last = if self.end.hour() < SPILL_HOURS {
+            end.pred_opt().unwrap_or(end)
+        } else {
+            end
+        };
+        let last = last.max(self.start.date());
+        self.start
+            .date()
+            .iter_days()
+            .take_while(move |day| *day <= last)
     }
 }
 
-/// The reference example, exactly, for its day in any offset: it was published without saying
-/// which window it covers, so it is the day's answer whatever the window.
+/// The reference example, exactly, for a window of up to a (DST) day starting its date, in any
+/// offset: it was published for 05:50:55 to 05:50:54 the next day, so it answers any one day
+/// from that date, not only the exact window it was taken for.
 fn reference_body(endpoint: Endpoint, request: &Request) -> Option<&'static str> {
-    (request.start.date() == REFERENCE_DATE)
+    (request.start.date() == REFERENCE_DATE && request.hours() <= MAX_HOUR_ROWS)
         .then(|| REFERENCE.iter().find(|(e, _)| *e == endpoint))
         .flatten()
         .map(|(_, body)| *body)
+}
+
+fn reference_rows(endpoint: Endpoint) -> Vec<Value> {
+    let body = REFERENCE
+        .iter()
+        .find(|(e, _)| *e == endpoint)
+        .map(|(_, body)| *body)
+        .expect("every endpoint has a reference example");
+    let json: Value = serde_json::from_str(body).expect("the reference examples are JSON");
+    let pointer = format!("/data/{}/data/graphRow/data", endpoint.key());
+    json.pointer(&pointer)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn envelope(endpoint: Endpoint, rows: Vec<Value>) -> Value {
@@ -238,22 +309,156 @@ fn envelope(endpoint: Endpoint, rows: Vec<Value>) -> Value {
 }
 
 fn rows(endpoint: Endpoint, account: &str, request: &Request) -> Vec<Value> {
-    if let Some(body) = reference_body(endpoint, request) {
-        let json: Value = serde_json::from_str(body).expect("the reference examples are JSON");
-        let pointer = format!("/data/{}/data/graphRow/data", endpoint.key());
-        return json
-            .pointer(&pointer)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+    if reference_body(endpoint, request).is_some() {
+        return reference_rows(endpoint);
     }
-    let day = Day::new(account, request.start.date());
+    if endpoint == Endpoint::MostActiveVisitTimes {
+        return hour_rows(account, request);
+    }
+    let mut days = request.days();
+    let first = days.next().expect("a window has at least its start date");
+    let mut sum = day_rows(endpoint, account, first);
+    let mut several = false;
+    for day in days {
+        several = true;
+        add_rows(endpoint, &mut sum, day_rows(endpoint, account, day));
+    }
+    // One day is served as generated, so a day's own percentages (which, in the reference,
+    // need not add up to 100) stay as they were.
+    if several && endpoint != Endpoint::VisitorsByLocation {
+        recompute_percentages(&mut sum);
+    }
+    sum
+}
+
+/// One date's rows of a list endpoint: the reference's on its date, else the generated day's.
+fn day_rows(endpoint: Endpoint, account: &str, date: NaiveDate) -> Vec<Value> {
+    if date == REFERENCE_DATE {
+        return reference_rows(endpoint);
+    }
+    let day = Day::new(account, date);
     match endpoint {
         Endpoint::VisitorsByLocation => day.countries(),
-        Endpoint::MostActiveVisitTimes => day.hours(request.start.hour()),
         Endpoint::PagesWithMostChats => day.pages(account),
         Endpoint::VisitorReference => day.referrers(),
+        Endpoint::MostActiveVisitTimes => unreachable!("hours are summed by hour, not by row"),
     }
+}
+
+/// The counts of a country row; the rest (names, ids, coordinates) is the first day's.
+const COUNTRY_COUNTS: [&str; 11] = [
+    "visitorCount",
+    "caseCount",
+    "chatCount",
+    "emailCount",
+    "cobrowseCount",
+    "screenShareCount",
+    "videocall",
+    "audiocall",
+    "totalVoip",
+    "voipCallCount",
+    "voipSmsCount",
+];
+
+/// Adds a day's rows into `sum`, matching rows by country name, page URL or referrer.
+fn add_rows(endpoint: Endpoint, sum: &mut Vec<Value>, day: Vec<Value>) {
+    let (key, counts): (&str, &[&str]) = match endpoint {
+        Endpoint::VisitorsByLocation => ("name", &COUNTRY_COUNTS),
+        Endpoint::PagesWithMostChats => ("url", &["chats"]),
+        Endpoint::VisitorReference => ("source", &["chats"]),
+        Endpoint::MostActiveVisitTimes => unreachable!("hours are summed by hour, not by row"),
+    };
+    for row in day {
+        match sum.iter_mut().find(|seen| seen.get(key) == row.get(key)) {
+            Some(seen) => {
+                for &count in counts {
+                    let total = count_of(seen.get(count)) + count_of(row.get(count));
+                    // Keep the first day's number-or-string, so a sum is as loose as a day.
+                    let total = match seen.get(count) {
+                        Some(Value::String(_)) => json!(total.to_string()),
+                        _ => json!(total),
+                    };
+                    seen[count] = total;
+                }
+            }
+            None => sum.push(row),
+        }
+    }
+}
+
+fn recompute_percentages(rows: &mut [Value]) {
+    let total: u64 = rows.iter().map(|row| count_of(row.get("chats"))).sum();
+    if total == 0 {
+        return;
+    }
+    for row in rows {
+        let share = count_of(row.get("chats")) as f64 * 100.0 / total as f64;
+        row["percentage"] = json!(format!("{share:.2}"));
+    }
+}
+
+/// A count the simulator (or the reference) wrote, number or numeric string.
+fn count_of(value: Option<&Value>) -> u64 {
+    match value {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or_default(),
+        Some(Value::String(s)) => s.parse().unwrap_or_default(),
+        _ => 0,
+    }
+}
+
+/// most-active-visit-times: one row per hour of the window up to a fall-back day's 25; past
+/// that, one per hour of the day, as a week's answer cannot list 168 hours by label alone.
+fn hour_rows(account: &str, request: &Request) -> Vec<Value> {
+    let first = request.first_hour();
+    let hours = request.hours();
+    let len = if hours > MAX_HOUR_ROWS { 24 } else { hours };
+    let mut sums = vec![[0u64; HOUR_COLUMNS.len()]; len as usize];
+    let mut date = first.date();
+    let mut cells = day_hours(account, date);
+    for i in 0..hours {
+        let at = first + TimeDelta::hours(i as i64);
+        if at.date() != date {
+            date = at.date();
+            cells = day_hours(account, date);
+        }
+        let row = &mut sums[(i % len) as usize];
+        for (sum, cell) in row.iter_mut().zip(cells[at.hour() as usize]) {
+            *sum += cell;
+        }
+    }
+    sums.into_iter()
+        .enumerate()
+        .map(|(i, cells)| {
+            let mut row = Map::new();
+            row.insert(
+                "label".into(),
+                json!(clock_label((first.hour() + i as u32) % 24)),
+            );
+            for (column, cell) in HOUR_COLUMNS.iter().zip(cells) {
+                row.insert((*column).into(), json!(cell));
+            }
+            Value::Object(row)
+        })
+        .collect()
+}
+
+/// One date's hour cells by hour of the day, in [`HOUR_COLUMNS`] order.
+type DayHours = [[u64; HOUR_COLUMNS.len()]; 24];
+
+fn day_hours(account: &str, date: NaiveDate) -> DayHours {
+    if date != REFERENCE_DATE {
+        return Day::new(account, date).hours();
+    }
+    let mut cells = [[0; HOUR_COLUMNS.len()]; 24];
+    for row in reference_rows(Endpoint::MostActiveVisitTimes) {
+        let label = row.get("label").and_then(Value::as_str).unwrap_or_default();
+        if let Some(hour) = (0..24).find(|&h| clock_label(h) == label) {
+            for (cell, column) in cells[hour as usize].iter_mut().zip(HOUR_COLUMNS) {
+                *cell = count_of(row.get(column));
+            }
+        }
+    }
+    cells
 }
 
 /// One CSV line per row, the first row's keys as the header.
@@ -408,26 +613,22 @@ impl Day {
             .collect()
     }
 
-    /// 24 rows from the start hour on, busiest in the (local) afternoon.
-    fn hours(&self, start_hour: u32) -> Vec<Value> {
+    /// Busiest in the (local) afternoon. Drawn from midnight on whatever the window, so an hour
+    /// of a date has the same counts in every window that covers it.
+    fn hours(&self) -> DayHours {
         let mut rng = self.rng(2);
-        (0..24)
-            .map(|i| {
-                let hour = (start_hour + i) % 24;
-                let mut row = Map::new();
-                row.insert("label".into(), json!(clock_label(hour)));
-                for column in HOUR_COLUMNS {
-                    let busy = self.scale * DAYLIGHT[hour as usize] / 60;
-                    let value = if busy == 0 {
-                        0
-                    } else {
-                        rng.u64(0..=busy / 4 + 1)
-                    };
-                    row.insert(column.into(), json!(value));
-                }
-                Value::Object(row)
-            })
-            .collect()
+        let mut cells = [[0; HOUR_COLUMNS.len()]; 24];
+        for (hour, row) in cells.iter_mut().enumerate() {
+            let busy = self.scale * DAYLIGHT[hour] / 60;
+            for cell in row {
+                *cell = if busy == 0 {
+                    0
+                } else {
+                    rng.u64(0..=busy / 4 + 1)
+                };
+            }
+        }
+        cells
     }
 
     fn pages(&self, account: &str) -> Vec<Value> {
@@ -502,24 +703,41 @@ mod tests {
     use crate::fetch::{DayReport, hour_of_label};
 
     fn request(start: &str) -> Request {
+        window(start, &start.replace("00:00:00", "23:59:59"), "+00:00")
+    }
+
+    fn window(start: &str, end: &str, offset: &str) -> Request {
         let query = HashMap::from([
             ("start_date".to_owned(), start.to_owned()),
-            ("end_date".to_owned(), start.replace("00:00:00", "23:59:59")),
+            ("end_date".to_owned(), end.to_owned()),
+            ("offset".to_owned(), offset.to_owned()),
         ]);
         Request::parse(&query).unwrap()
     }
 
-    fn day(account: &str, date: &str, start_hour: u32) -> DayReport {
-        let request = request(&format!("{date} {start_hour:02}:00:00"));
-        let bodies: Vec<Vec<u8>> = Endpoint::ALL
+    /// The four answers as served, read by the client's parser.
+    fn report(account: &str, request: &Request) -> DayReport {
+        let bodies: Vec<String> = Endpoint::ALL
             .iter()
-            .map(|&e| {
-                envelope(e, rows(e, account, &request))
-                    .to_string()
-                    .into_bytes()
-            })
+            .map(|&e| body(e, account, request).1)
             .collect();
-        DayReport::parse([&bodies[0], &bodies[1], &bodies[2], &bodies[3]]).unwrap()
+        let bytes = |i: usize| bodies[i].as_bytes();
+        DayReport::parse([bytes(0), bytes(1), bytes(2), bytes(3)]).unwrap()
+    }
+
+    fn day(account: &str, date: &str, start_hour: u32) -> DayReport {
+        let start = format!("{date} {start_hour:02}:00:00");
+        let end = NaiveDateTime::parse_from_str(&start, "%Y-%m-%d %H:%M:%S").unwrap()
+            + TimeDelta::seconds(86_399);
+        report(account, &window(&start, &end.to_string(), "+00:00"))
+    }
+
+    fn labels(rows: &[Value]) -> Vec<&str> {
+        rows.iter().map(|r| r["label"].as_str().unwrap()).collect()
+    }
+
+    fn visitors(report: &DayReport) -> u64 {
+        report.countries.iter().map(|c| c.visitors).sum()
     }
 
     #[test]
@@ -552,7 +770,7 @@ mod tests {
         let rows = rows(
             Endpoint::MostActiveVisitTimes,
             "acme",
-            &request("2026-07-15 05:00:00"),
+            &window("2026-07-15 05:00:00", "2026-07-16 04:59:59", "+05:30"),
         );
         let labels: Vec<u8> = rows
             .iter()
@@ -561,6 +779,199 @@ mod tests {
         assert_eq!(labels[..3], [5, 6, 7]);
         assert_eq!(labels[19], 0);
         assert_eq!(labels.len(), 24);
+    }
+
+    #[test]
+    fn dst_and_ordinary_days_get_one_hour_row_per_hour() {
+        let hours = |start: &str, end: &str, offset: &str| {
+            rows(
+                Endpoint::MostActiveVisitTimes,
+                "acme",
+                &window(start, end, offset),
+            )
+        };
+        let spring = hours("2026-03-08 00:00:00", "2026-03-08 22:59:59", "-05:00");
+        let spring = labels(&spring);
+        assert_eq!(spring.len(), 23);
+        assert_eq!((spring[0], spring[22]), ("12 AM", "10 PM"));
+
+        let autumn = hours("2026-11-01 00:00:00", "2026-11-02 00:59:59", "-04:00");
+        let autumn = labels(&autumn);
+        assert_eq!(autumn.len(), 25);
+        assert_eq!(
+            (autumn[0], autumn[23], autumn[24]),
+            ("12 AM", "11 PM", "12 AM")
+        );
+        assert_eq!(autumn.iter().filter(|l| **l == "12 AM").count(), 2);
+
+        let ordinary = hours("2026-07-15 00:00:00", "2026-07-15 23:59:59", "+05:30");
+        let ordinary = labels(&ordinary);
+        assert_eq!(ordinary.len(), 24);
+        let expected: Vec<String> = (0..24).map(clock_label).collect();
+        assert_eq!(ordinary, expected);
+    }
+
+    #[test]
+    fn a_window_within_one_date_is_that_dates_day() {
+        let account = "acme";
+        let november = day(account, "2026-11-01", 0);
+        assert!(!november.countries.is_empty(), "pick a busy day");
+        let long = report(
+            account,
+            &window("2026-11-01 00:00:00", "2026-11-02 00:59:59", "-04:00"),
+        );
+        assert_eq!(
+            (&long.countries, &long.pages, &long.referrers),
+            (&november.countries, &november.pages, &november.referrers)
+        );
+        assert_eq!(long.hours[..24], november.hours[..]);
+        let short = report(
+            account,
+            &window("2026-03-08 00:00:00", "2026-03-08 22:59:59", "-05:00"),
+        );
+        let march = day(account, "2026-03-08", 0);
+        assert_eq!(short.countries, march.countries);
+        assert_eq!(short.hours[..], march.hours[..23]);
+    }
+
+    #[test]
+    fn an_end_in_the_first_two_hours_does_not_count_that_date() {
+        let days = |start: &str, end: &str| -> Vec<String> {
+            let request = window(start, end, "+00:00");
+            request.days().map(|d| d.to_string()).collect()
+        };
+        let one = ["2026-11-01"];
+        assert_eq!(days("2026-11-01 00:00:00", "2026-11-02 00:59:59"), one);
+        assert_eq!(days("2026-11-01 00:00:00", "2026-11-02 01:59:59"), one);
+        assert_eq!(days("2026-11-01 00:00:00", "2026-11-01 00:30:00"), one);
+        assert_eq!(days("2026-11-01 23:00:00", "2026-11-02 00:30:00"), one);
+        assert_eq!(
+            days("2026-11-01 00:00:00", "2026-11-02 02:00:00"),
+            ["2026-11-01", "2026-11-02"]
+        );
+        assert_eq!(
+            days("2026-11-20 00:00:00", "2026-11-22 23:59:59"),
+            ["2026-11-20", "2026-11-21", "2026-11-22"]
+        );
+    }
+
+    #[test]
+    fn several_days_add_up_to_their_single_days() {
+        let account = "acme";
+        let dates = ["2026-11-20", "2026-11-21", "2026-11-22"];
+        let singles: Vec<DayReport> = dates.iter().map(|d| day(account, d, 0)).collect();
+        assert!(
+            singles.iter().filter(|d| !d.countries.is_empty()).count() >= 2,
+            "pick busy days"
+        );
+        let three = report(
+            account,
+            &window("2026-11-20 00:00:00", "2026-11-22 23:59:59", "-05:00"),
+        );
+        assert_eq!(visitors(&three), singles.iter().map(visitors).sum::<u64>());
+        let chats = |d: &DayReport| d.countries.iter().map(|c| c.chats).sum::<u64>();
+        assert_eq!(chats(&three), singles.iter().map(chats).sum::<u64>());
+        let page_chats = |d: &DayReport| d.pages.iter().map(|p| p.chats).sum::<u64>();
+        assert_eq!(
+            page_chats(&three),
+            singles.iter().map(page_chats).sum::<u64>()
+        );
+        let referrer_chats = |d: &DayReport| d.referrers.iter().map(|r| r.chats).sum::<u64>();
+        assert_eq!(
+            referrer_chats(&three),
+            singles.iter().map(referrer_chats).sum::<u64>()
+        );
+        // Each country once, with its days added up.
+        let india = |d: &DayReport| {
+            d.countries
+                .iter()
+                .filter(|c| c.name == "India")
+                .map(|c| c.visitors)
+                .sum::<u64>()
+        };
+        assert_eq!(
+            three.countries.iter().filter(|c| c.name == "India").count(),
+            usize::from(india(&three) > 0)
+        );
+        assert_eq!(india(&three), singles.iter().map(india).sum::<u64>());
+        for list in [&three.pages, &three.referrers] {
+            let total: u64 = list.iter().map(|s| s.chats).sum();
+            for source in list {
+                let share = source.chats as f64 * 100.0 / total as f64;
+                assert!((source.percentage - share).abs() < 0.006, "{source:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_week_gets_24_hour_rows_each_summed_over_its_days() {
+        let account = "acme";
+        let week = window("2026-11-16 00:00:00", "2026-11-22 23:59:59", "+01:00");
+        let week_rows = rows(Endpoint::MostActiveVisitTimes, account, &week);
+        let expected: Vec<String> = (0..24).map(clock_label).collect();
+        assert_eq!(labels(&week_rows), expected);
+        let week = report(account, &week);
+        let singles: Vec<DayReport> = (16..=22)
+            .map(|d| day(account, &format!("2026-11-{d}"), 0))
+            .collect();
+        for (hour, row) in week.hours.iter().enumerate() {
+            let sum: u64 = singles.iter().map(|d| d.hours[hour].activity).sum();
+            assert_eq!(row.activity, sum, "hour {hour}");
+        }
+        assert!(week.hours.iter().any(|h| h.activity > 0));
+
+        // A week starting mid-morning still lists each hour of the day once, from the start.
+        let from_nine = window("2026-11-16 09:00:00", "2026-11-23 08:59:59", "+01:00");
+        let from_nine = rows(Endpoint::MostActiveVisitTimes, account, &from_nine);
+        let from_nine = labels(&from_nine);
+        assert_eq!(from_nine.len(), 24);
+        assert_eq!((from_nine[0], from_nine[23]), ("09 AM", "08 AM"));
+    }
+
+    #[test]
+    fn the_same_request_gets_the_same_bytes() {
+        let windows = [
+            ("2026-11-01 00:00:00", "2026-11-02 00:59:59", "-04:00"),
+            ("2026-11-20 00:00:00", "2026-11-22 23:59:59", "-05:00"),
+            ("2026-11-01 00:00:00", "2026-11-30 23:59:59", "+09:00"),
+        ];
+        for (start, end, offset) in windows {
+            for csv in [false, true] {
+                let mut request = window(start, end, offset);
+                request.csv = csv;
+                for endpoint in Endpoint::ALL {
+                    let first = body(endpoint, "acme", &request);
+                    assert_eq!(
+                        first,
+                        body(endpoint, "acme", &request),
+                        "{start} {endpoint}"
+                    );
+                    assert_ne!(
+                        first,
+                        body(endpoint, "globex", &request),
+                        "{start} {endpoint}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_reference_day_counts_in_longer_windows() {
+        let india = |report: &DayReport| {
+            report
+                .countries
+                .iter()
+                .find(|c| c.name == "India")
+                .map_or(0, |c| c.visitors)
+        };
+        let two = window("2021-03-17 00:00:00", "2021-03-18 23:59:59", "+00:00");
+        let before = day("acme", "2021-03-17", 0);
+        assert_eq!(india(&report("acme", &two)), 100 + india(&before));
+
+        let week = window("2021-03-18 00:00:00", "2021-03-24 23:59:59", "+00:00");
+        assert_eq!(reference_body(Endpoint::VisitorsByLocation, &week), None);
+        assert!(india(&report("acme", &week)) >= 100);
     }
 
     #[test]

@@ -112,3 +112,52 @@ fn the_shipped_config_passes() {
         stderr(&output)
     );
 }
+
+#[test]
+fn two_unnamed_webhooks_of_one_kind_fail_where_the_names_go() {
+    let second = "\n[[teams.webhooks]]\nkind = \"slack\"\nurl_env = \"APAC_SLACK\"\n";
+    let work = Workspace::new(&format!("{GOOD}{second}"));
+    let output = work.run(
+        &["check", "--config", "config.toml"],
+        &[("ACME_KEY", "k"), ("APAC_SLACK", SECRET_URL)],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{}{err}", stdout(&output));
+    for expected in [
+        "team \"support-apac\".webhooks[0].name: missing: this team has 2 slack webhooks",
+        "team \"support-apac\".webhooks[1].name: missing: this team has 2 slack webhooks",
+        "keys the delivery ledger, so it must not depend on their order",
+        "add name = \"slack-2\"",
+        "2 problems",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(!err.contains("XXXXSECRET"), "a webhook URL leaked:\n{err}");
+
+    let named = format!("{GOOD}name = \"alerts\"\n{second}name = \"digest\"\n");
+    let work = Workspace::new(&named);
+    let output = work.run(
+        &["check", "--config", "config.toml"],
+        &[("ACME_KEY", "k"), ("APAC_SLACK", SECRET_URL)],
+    );
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    assert!(out.contains("alerts (https://hooks.slack.com)"), "{out}");
+    assert!(out.contains("digest (https://hooks.slack.com)"), "{out}");
+}
+
+#[test]
+fn a_catch_up_of_a_million_years_fails_check() {
+    let work = Workspace::new(&format!("catch_up = \"1000000y\"\n{GOOD}"));
+    let output = work.run(
+        &["check", "--config", "config.toml"],
+        &[("ACME_KEY", "k"), ("APAC_SLACK", SECRET_URL)],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{}{err}", stdout(&output));
+    assert!(
+        err.contains("catch_up: \"1000000y\" is out of range for catch_up: use at most 7 days"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

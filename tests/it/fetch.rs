@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use acquire_digest::config::{self, Team};
-use acquire_digest::fetch::{Client, DayReport, FetchError};
+use acquire_digest::fetch::{Client, DayReport, Endpoint, FetchError, Problem};
 use acquire_digest::http::RetryPolicy;
 use acquire_digest::schedule::Window;
 use serde_json::json;
@@ -142,10 +142,20 @@ async fn a_truncated_body_is_an_error() {
     assert!(error.contains("not JSON"), "{error}");
 }
 
+/// A country row with every column the vendor's example has.
+fn country(name: &str, visitors: serde_json::Value, chats: serde_json::Value) -> serde_json::Value {
+    json!({
+        "name": name, "cca3": "IND", "id": 1, "countryKey": "387",
+        "visitorCount": visitors, "caseCount": 4, "chatCount": chats, "emailCount": 0,
+        "cobrowseCount": 0, "screenShareCount": 0, "videocall": 0, "audiocall": 0,
+        "totalVoip": 0, "voipCallCount": 0, "voipSmsCount": 0, "lat": "20", "lng": "77"
+    })
+}
+
 #[tokio::test]
 async fn strings_where_numbers_belong_parse_and_garbage_fails() {
     let server = acquire().await;
-    let rows = json!([{"name": "India", "cca3": "IND", "visitorCount": "12", "chatCount": "3"}]);
+    let rows = json!([country("India", json!("12"), json!("3"))]);
     server.script(
         "visitors-by-location",
         vec![Reply::new(200, report("visitorsByLocation", rows))],
@@ -153,7 +163,7 @@ async fn strings_where_numbers_belong_parse_and_garbage_fails() {
     let day = fetch(&server).await.unwrap();
     assert_eq!((day.countries[0].visitors, day.countries[0].chats), (12, 3));
 
-    let rows = json!([{"name": "India", "visitorCount": "twelve"}]);
+    let rows = json!([country("India", json!("twelve"), json!(3))]);
     server.script(
         "visitors-by-location",
         vec![Reply::new(200, report("visitorsByLocation", rows))],
@@ -163,6 +173,36 @@ async fn strings_where_numbers_belong_parse_and_garbage_fails() {
         error.contains("row 1: visitorCount is not a count"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_renamed_count_fails_the_day_instead_of_reading_as_zero() {
+    let server = acquire().await;
+    let mut renamed = country("India", json!(12), json!(3));
+    let fields = renamed.as_object_mut().unwrap();
+    let visitors = fields.remove("visitorCount").unwrap();
+    fields.insert("visitor_count".into(), visitors);
+    let rows = json!([country("Benin", json!(1), json!(1)), renamed]);
+    server.script(
+        "visitors-by-location",
+        vec![Reply::new(200, report("visitorsByLocation", rows))],
+    );
+    let error = fetch(&server)
+        .await
+        .expect_err("a renamed field must not read as zero visitors");
+    assert_eq!(error.endpoint, Endpoint::VisitorsByLocation);
+    assert!(matches!(error.problem, Problem::Shape(_)), "{error:?}");
+    let error = error.to_string();
+    assert!(
+        error.starts_with(
+            "visitors-by-location report for account acme: unexpected shape: row 2: \
+             visitorCount is missing (renamed? the row has "
+        ),
+        "{error}"
+    );
+    assert!(error.contains("visitor_count"), "{error}");
+    // A shape problem is not worth retrying: the same body will come back.
+    assert_eq!(server.seen_at("visitors-by-location").len(), 1);
 }
 
 #[tokio::test]

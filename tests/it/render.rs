@@ -23,7 +23,7 @@ fn digest(report: &DayReport, team: &str, top: usize) -> Digest {
     let audience = Audience {
         team,
         account_id: "acme",
-        timezone: zone.to_string(),
+        zone,
         top,
     };
     rank(

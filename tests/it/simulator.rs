@@ -165,6 +165,63 @@ async fn failures_and_latency_can_be_injected() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
+/// The exact windows the digest sends: DST days in one offset and several whole days.
+#[tokio::test]
+async fn dst_days_and_longer_windows_are_answered_hour_by_hour() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hours = "/acme/api/v1/analytics/chat/most-active-visit-times";
+    let labels = |body: &serde_json::Value| -> Vec<String> {
+        body["data"]["mostActiveVisitTimes"]["data"]["graphRow"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["label"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (start, end, offset, rows, last) in [
+        (
+            "2026-03-08 00:00:00",
+            "2026-03-08 22:59:59",
+            "-05:00",
+            23,
+            "10 PM",
+        ),
+        (
+            "2026-11-01 00:00:00",
+            "2026-11-02 00:59:59",
+            "-04:00",
+            25,
+            "12 AM",
+        ),
+        (
+            "2026-11-20 00:00:00",
+            "2026-11-22 23:59:59",
+            "-05:00",
+            24,
+            "11 PM",
+        ),
+    ] {
+        let query = [("start_date", start), ("end_date", end), ("offset", offset)];
+        let first = get(&sim, hours, &query, Some("k"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let again = get(&sim, hours, &query, Some("k"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(first, again, "{start}");
+        let labels = labels(&serde_json::from_str(&first).unwrap());
+        assert_eq!(labels.len(), rows, "{start}");
+        assert_eq!(
+            (labels[0].as_str(), labels[rows - 1].as_str()),
+            ("12 AM", last)
+        );
+    }
+}
+
 /// The client against the simulator: every report parses, the data is seeded by account and
 /// date, and the day has a row for every hour.
 #[tokio::test]

@@ -274,8 +274,22 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(work: &Workspace) -> Daemon {
+        Daemon::start_in(work, &[])
+    }
+
+    /// The daemon run by `wrapper` (e.g. `unshare --pid --fork`), which it is the child of.
+    pub fn start_in(work: &Workspace, wrapper: &[&str]) -> Daemon {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_acquire-digest"))
+        let binary = env!("CARGO_BIN_EXE_acquire-digest");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["run", "--config", "config.toml"])
             .current_dir(work.dir.path())
             .env_remove("ACQUIRE_DIGEST_CONFIG")

@@ -4,7 +4,7 @@
 //! A lease is an owner token and an expiry. It is taken before the first POST, renewed while
 //! the POSTs and any pacing wait run, and released on success, failure, cancellation and panic
 //! (by [`Lease`]'s `Drop`). Its expiry is always enforced: a holder that died, whatever its pid
-//! or namespace, frees the digest at most [`LEASE_TTL`] after its last renewal. Every write a
+//! or namespace, frees the digest at most [`lease_ttl`] after its last renewal. Every write a
 //! holder makes is fenced by its token, so one whose lease expired and was taken over records
 //! nothing over the new holder.
 //!
@@ -28,9 +28,18 @@ use crate::clock::Clock;
 use crate::config::sha256_hex;
 use crate::schedule::Span;
 
-/// How long a lease outlives its holder's last renewal.
-pub const LEASE_TTL: Duration = Duration::from_secs(90);
-const RENEW_EVERY: Duration = Duration::from_secs(20);
+/// How long a lease outlives its holder's last renewal: 90 s, or `ACQUIRE_DIGEST_LEASE_SECS`
+/// (2 to 120), which lets crash trials run in seconds. It is renewed four times as often.
+pub fn lease_ttl() -> Duration {
+    static TTL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TTL.get_or_init(|| {
+        let seconds = std::env::var("ACQUIRE_DIGEST_LEASE_SECS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map_or(90, |s| s.clamp(2, 120));
+        Duration::from_secs(seconds)
+    })
+}
 /// POSTs of one digest that may be sent without an answer: the first, and one resend.
 pub const MAX_UNANSWERED: u32 = 2;
 
@@ -457,7 +466,7 @@ impl Lease {
             let (ledger, key, token) = (ledger.clone(), key.clone(), token.clone());
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(RENEW_EVERY).await;
+                    tokio::time::sleep(lease_ttl() / 4).await;
                     let (k, t) = (key.clone(), token.clone());
                     let renewed = ledger
                         .blocking(move |inner, connection| {
@@ -610,7 +619,8 @@ impl Drop for Lease {
                 )
             });
             if let Err(e) = released {
-                tracing::warn!("could not release a lease ({e}); it expires within {LEASE_TTL:?}");
+                let ttl = lease_ttl();
+                tracing::warn!("could not release a lease ({e}); it expires within {ttl:?}");
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -638,7 +648,7 @@ fn day(date: NaiveDate) -> String {
 }
 
 fn expiry(now: DateTime<Utc>) -> i64 {
-    now.timestamp() + LEASE_TTL.as_secs() as i64
+    now.timestamp() + lease_ttl().as_secs() as i64
 }
 
 fn entry_of(row: &rusqlite::Row, at: usize, now: DateTime<Utc>) -> rusqlite::Result<Entry> {
@@ -769,7 +779,7 @@ mod tests {
             lease(&ours, &slack, Requester::Daemon).await,
             Claim::Busy(_)
         ));
-        clock.jump(chrono::Duration::from_std(LEASE_TTL).unwrap() + chrono::Duration::seconds(1));
+        clock.jump(chrono::Duration::from_std(lease_ttl()).unwrap() + chrono::Duration::seconds(1));
         assert!(matches!(
             lease(&ours, &slack, Requester::Daemon).await,
             Claim::Leased(_)
@@ -806,7 +816,7 @@ mod tests {
             panic!()
         };
         assert_eq!(stale.before_post().await.unwrap(), Permit::Go);
-        clock.jump(chrono::Duration::from_std(LEASE_TTL * 2).unwrap());
+        clock.jump(chrono::Duration::from_std(lease_ttl() * 2).unwrap());
         let Claim::Leased(fresh) = lease(&ledger, &slack, Requester::Daemon).await else {
             panic!("the expired lease is taken over")
         };

@@ -1,4 +1,5 @@
-//! acquire-digest: yesterday's visitor analytics, ranked and posted to each team's Slack.
+//! acquire-digest: the visitor analytics each team's schedule covers, ranked and posted to its
+//! Slack channel and webhooks.
 //!
 //! The data's way through the code is one line, one module per stage:
 //!
@@ -9,14 +10,15 @@
 //! ```
 //!
 //! - [`config`]: `config.toml` parsed once into types that can't hold an invalid value.
-//! - [`schedule`]: timezones, cron firings and the reporting window, all pure functions.
+//! - [`schedule`]: timezones, cron firings, the days a firing covers and their exact window,
+//!   all pure functions; [`clock`] is the time as an input.
 //! - [`fetch`]: the Acquire API client; [`simulator`] is a local stand-in for the API.
 //! - [`rank`]: the day's reports become the [`rank::Digest`] model (pure).
 //! - [`render`]: the digest through a template into a Slack or generic webhook body (pure).
-//! - [`deliver`]: posting to webhooks; [`ledger`] records what was delivered so nothing is
-//!   sent twice.
-//! - [`pipeline`] runs the line for a set of teams (`once`, `demo`); [`daemon`] runs it on
-//!   each team's schedule (`run`).
+//! - [`deliver`]: one POST and what its answer means; [`ledger`] records each (team, span,
+//!   webhook) and leases it to one process at a time.
+//! - [`pipeline`] runs the line for one team's span (`once`, `demo`, the daemon); [`daemon`]
+//!   is the reconciler that decides what is due (`run`).
 
 pub mod clock;
 pub mod config;

@@ -440,3 +440,82 @@ async fn a_weekday_team_gets_the_weekend_on_monday_and_the_right_day_after_a_sus
     stop_tx.send(()).unwrap();
     daemon.await.unwrap().unwrap();
 }
+
+/// Issue 9, section 7: kill -9 at a random moment, restart, and check every digest: none lost,
+/// none more than twice, and a second copy only of what was on the wire at the kill. At smoke
+/// size by default; `KILL_TRIALS=50 cargo test --test it kill_9` runs the full measurement.
+#[tokio::test]
+async fn kill_9_at_random_points_loses_nothing_and_resends_only_what_was_on_the_wire() {
+    let trials: usize = std::env::var("KILL_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    const TEAMS: usize = 8;
+    let lease = [("ACQUIRE_DIGEST_LEASE_SECS", "3")];
+    let (noon, _) = zone_at(12);
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let (mut duplicates, mut on_wire_total) = (0, 0);
+    for trial in 0..trials {
+        let teams: Vec<String> = (0..TEAMS)
+            .map(|i| {
+                let path = format!("/{trial}/{i}");
+                let delay = Duration::from_millis(fastrand::u64(0..600));
+                hooks.script(&path, vec![Reply::new(200, "ok").delay(delay)]);
+                with_schedule(
+                    team(&format!("t{i}"), "acme", &[("generic", &hooks.url(&path))]),
+                    EVERY_SECOND,
+                    &noon,
+                )
+            })
+            .collect();
+        let work = Workspace::new(&config(&sim.base_url(), &teams));
+        let mut first = Daemon::start_with(&work, &[], &lease);
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(200..1800))).await;
+        first.signal("KILL");
+        first.wait_exit(SECONDS).await.unwrap();
+        let killed = std::time::Instant::now();
+        let prefix = format!("/{trial}/");
+        // Answered within a moment of the kill counts as on the wire: the daemon may not
+        // have read the answer yet.
+        let on_wire: Vec<String> = hooks
+            .seen()
+            .into_iter()
+            .filter(|s| s.path.starts_with(&prefix))
+            .filter(|s| {
+                s.answered
+                    .is_none_or(|at| at + Duration::from_millis(50) > killed)
+            })
+            .map(|s| s.path)
+            .collect();
+        on_wire_total += on_wire.len();
+
+        let second = Daemon::start_with(&work, &[], &lease);
+        wait_until("every digest", SECONDS, || {
+            (0..TEAMS).all(|i| !hooks.seen_at(&format!("/{trial}/{i}")).is_empty())
+        })
+        .await;
+        // Long enough for a lease left by the kill to expire and its resend to go out.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for i in 0..TEAMS {
+            let path = format!("/{trial}/{i}");
+            let copies = hooks.seen_at(&path).len();
+            assert!(
+                copies <= 2,
+                "trial {trial}: {path} got {copies}:\n{}",
+                second.log()
+            );
+            if copies == 2 {
+                duplicates += 1;
+                assert!(
+                    on_wire.contains(&path),
+                    "trial {trial}: {path} was answered before the kill, yet sent again:\n{}",
+                    second.log()
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{trials} kill -9 trials: 0 lost, {duplicates} duplicates, {on_wire_total} POSTs on the wire at the kills"
+    );
+}

@@ -70,6 +70,8 @@ impl IntoResponse for Reply {
 pub struct Seen {
     /// When the request arrived.
     pub at: std::time::Instant,
+    /// When its answer was handed back; None while the server is still answering it.
+    pub answered: Option<std::time::Instant>,
     pub path: String,
     pub query: String,
     pub headers: HeaderMap,
@@ -157,12 +159,15 @@ async fn handle(
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     let path = parts.uri.path().to_owned();
+    let index;
     let reply = {
         let mut script = script.lock().unwrap();
         script.in_flight += 1;
         script.most_in_flight = script.most_in_flight.max(script.in_flight);
+        index = script.seen.len();
         script.seen.push(Seen {
             at: std::time::Instant::now(),
+            answered: None,
             path: path.clone(),
             query: parts.uri.query().unwrap_or_default().to_owned(),
             headers: parts.headers,
@@ -180,7 +185,11 @@ async fn handle(
         }
     };
     tokio::time::sleep(reply.delay).await;
-    script.lock().unwrap().in_flight -= 1;
+    let mut script = script.lock().unwrap();
+    script.in_flight -= 1;
+    if let Some(seen) = script.seen.get_mut(index) {
+        seen.answered = Some(std::time::Instant::now());
+    }
     reply
 }
 
@@ -279,6 +288,10 @@ impl Daemon {
 
     /// The daemon run by `wrapper` (e.g. `unshare --pid --fork`), which it is the child of.
     pub fn start_in(work: &Workspace, wrapper: &[&str]) -> Daemon {
+        Daemon::start_with(work, wrapper, &[])
+    }
+
+    pub fn start_with(work: &Workspace, wrapper: &[&str], env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
         let binary = env!("CARGO_BIN_EXE_acquire-digest");
         let mut command = match wrapper.split_first() {
@@ -289,6 +302,7 @@ impl Daemon {
             }
             None => Command::new(binary),
         };
+        command.envs(env.iter().copied());
         let mut child = command
             .args(["run", "--config", "config.toml"])
             .current_dir(work.dir.path())

@@ -28,8 +28,8 @@ use tokio::task::JoinSet;
 
 pub use crate::clock::{Clock, WallClock};
 use crate::config::{self, Config, Team};
-use crate::ledger::{Entry, Key, Ledger, State};
-use crate::pipeline::{HookStatus, Mode, Pipeline, SpanReport};
+use crate::ledger::{Entries, Key, Ledger, LedgerError, State};
+use crate::pipeline::{HookReport, HookStatus, Mode, Pipeline, SpanReport};
 use crate::schedule::Span;
 
 /// How long in-flight deliveries may finish after SIGTERM.
@@ -68,61 +68,60 @@ pub struct Due {
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
     pub due: Vec<Due>,
-    /// Every (team, span) a firing in the catch-up window covers.
-    pub live: HashSet<(String, Span)>,
+    /// Pending digests of configured webhooks whose catch-up window has closed: given up.
+    pub expired: Vec<Key>,
     /// When to look again, if nothing else wakes the daemon first.
     pub wake: Option<DateTime<Utc>>,
 }
 
-/// The ledger's entries by (team, span) and webhook.
-pub type Entries = HashMap<(String, Span), HashMap<String, Entry>>;
+/// How many days back the ledger can hold a span still worth a look: `catch_up` is at most
+/// seven days, and a zone's date can differ from UTC's by one.
+pub const LOOKBACK_DAYS: u64 = 9;
 
 /// The decision, pure in (teams, now, ledger state). `retry_now` ignores next-attempt times,
 /// for the first look after a reload that may have mended a webhook or a key.
 pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bool) -> Plan {
     let mut plan = Plan::default();
-    let mut wake = |at: DateTime<Utc>| {
-        plan.wake = Some(plan.wake.map_or(at, |w| w.min(at)));
-    };
-    let mut due = Vec::new();
+    let mut wake = |at: DateTime<Utc>| plan.wake = Some(plan.wake.map_or(at, |w| w.min(at)));
     let mut live = HashSet::new();
     for team in teams {
         if let Some(next) = team.schedule.next_new_date(team.zone, now) {
             wake(next);
         }
         for span in live_spans(team, now) {
-            live.insert((team.name.clone(), span));
+            live.insert((team.name.as_str(), span));
             let recorded = entries.get(&(team.name.clone(), span));
-            let mut webhooks = Vec::new();
-            for hook in &team.webhooks {
-                let Some(entry) = recorded.and_then(|e| e.get(&hook.name)) else {
-                    webhooks.push(hook.name.clone());
-                    continue;
-                };
-                if let Some(until) = entry.leased_until {
-                    // The holder may finish (or fail) long before its lease would expire.
-                    let soon = now + chrono::Duration::from_std(HELD_RECHECK).unwrap_or_default();
-                    wake(until.min(soon));
-                    continue;
-                }
-                let wanted = match entry.state {
-                    State::Delivered | State::Unknown => false,
-                    State::Refused => entry.refused_url != Some(hook.url.fingerprint()),
-                    State::Expired => true,
-                    State::Pending => match entry.next_attempt {
-                        Some(at) if at > now && !retry_now => {
-                            wake(at);
-                            false
-                        }
-                        _ => true,
-                    },
-                };
-                if wanted {
-                    webhooks.push(hook.name.clone());
-                }
-            }
+            let webhooks: Vec<String> = team
+                .webhooks
+                .iter()
+                .filter(|hook| {
+                    let Some(entry) = recorded.and_then(|e| e.get(&hook.name)) else {
+                        return true;
+                    };
+                    if let Some(until) = entry.leased_until {
+                        // The holder may finish (or fail) long before its lease would expire.
+                        let soon =
+                            now + chrono::Duration::from_std(HELD_RECHECK).unwrap_or_default();
+                        wake(until.min(soon));
+                        return false;
+                    }
+                    match entry.state {
+                        State::Delivered | State::Unknown => false,
+                        State::Refused => entry.refused_url != Some(hook.url.fingerprint()),
+                        State::Expired => true,
+                        State::Pending => match entry.next_attempt {
+                            Some(at) if at > now && !retry_now => {
+                                wake(at);
+                                false
+                            }
+                            _ => true,
+                        },
+                    }
+                })
+                .map(|hook| hook.name.clone())
+                .collect();
             if !webhooks.is_empty() {
-                due.push(Due {
+                plan.due.push(Due {
                     team: team.name.clone(),
                     span,
                     webhooks,
@@ -130,8 +129,22 @@ pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bo
             }
         }
     }
-    plan.due = due;
-    plan.live = live;
+    for ((team_name, span), hooks) in entries {
+        let Some(team) = teams.iter().find(|t| &t.name == team_name) else {
+            continue;
+        };
+        if live.contains(&(team_name.as_str(), *span)) {
+            continue;
+        }
+        for (webhook, entry) in hooks {
+            let configured = team.webhooks.iter().any(|h| &h.name == webhook);
+            if configured && entry.state == State::Pending && entry.leased_until.is_none() {
+                plan.expired.push(Key::new(team_name, *span, webhook));
+            }
+        }
+    }
+    plan.expired
+        .sort_by(|a, b| (&a.team, a.span, &a.webhook).cmp(&(&b.team, b.span, &b.webhook)));
     plan
 }
 
@@ -210,6 +223,22 @@ impl Current {
             pipeline,
         })
     }
+
+    /// A reload: reading the config and its templates, and opening a ledger that moved, is
+    /// file I/O, done off the async workers.
+    async fn reload(
+        path: &Path,
+        clock: &Arc<dyn Clock>,
+        reuse: &Ledger,
+    ) -> Result<Current, String> {
+        let (path, clock, reuse) = (path.to_owned(), clock.clone(), reuse.clone());
+        tokio::task::spawn_blocking(move || {
+            let config = config::load(&path).map_err(|e| e.to_string())?;
+            Current::open(config, &clock, Some(&reuse))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
 }
 
 /// The daemon with its clock and its reload and shutdown triggers passed in, for tests.
@@ -229,64 +258,48 @@ pub async fn serve(
     let mut running: HashMap<tokio::task::Id, (String, Span)> = HashMap::new();
     // A span whose delivery panicked waits a retry round rather than panicking in a loop.
     let mut cooling: HashMap<(String, Span), DateTime<Utc>> = HashMap::new();
-    let mut previous_live: HashSet<(String, Span)> = HashSet::new();
     let mut ledger_down = false;
     let mut retry_now = false;
     tokio::pin!(shutdown);
 
     loop {
-        let wake = match current.ledger.check_identity() {
-            Err(e) => {
-                if !ledger_down {
-                    tracing::error!("deliveries stopped: {e}");
-                    ledger_down = true;
-                }
-                clock.now() + chrono::Duration::from_std(LEDGER_RECHECK).unwrap_or_default()
-            }
-            Ok(()) => {
+        let now = clock.now();
+        cooling.retain(|_, until| *until > now);
+        let busy: HashSet<&(String, Span)> = running.values().chain(cooling.keys()).collect();
+        let wake = match reconcile(&current, now, &busy, std::mem::take(&mut retry_now)).await {
+            Ok((plan, start)) => {
                 if std::mem::take(&mut ledger_down) {
-                    tracing::info!("the delivery ledger is back: deliveries resume");
+                    tracing::info!("the delivery ledger is usable again: deliveries resume");
                 }
-                let busy: HashSet<(String, Span)> = running.values().cloned().collect();
-                let now = clock.now();
-                cooling.retain(|_, until| *until > now);
-                let pass =
-                    reconcile(&current, now, &busy, &cooling, &previous_live, retry_now).await;
-                retry_now = false;
-                match pass {
-                    Ok((plan, start)) => {
-                        previous_live = plan.live;
-                        for due in start {
-                            let Some(team) =
-                                current.config.teams.iter().find(|t| t.name == due.team)
-                            else {
-                                continue;
-                            };
-                            let mut team = team.clone();
-                            team.webhooks.retain(|h| due.webhooks.contains(&h.name));
-                            let pipeline = current.pipeline.clone();
-                            let span = due.span;
-                            let handle =
-                                jobs.spawn(
-                                    async move { pipeline.run(&team, span, Mode::Daemon).await },
-                                );
-                            running.insert(handle.id(), (due.team, due.span));
-                        }
-                        let later = clock.now() + chrono::Duration::hours(1);
-                        plan.wake.map_or(later, |w| w.min(later))
-                    }
-                    Err(e) => {
-                        tracing::error!("deliveries paused: {e}");
-                        clock.now() + chrono::Duration::from_std(LEDGER_RECHECK).unwrap_or_default()
-                    }
+                for due in start {
+                    let Some(team) = current.config.teams.iter().find(|t| t.name == due.team)
+                    else {
+                        continue;
+                    };
+                    let mut team = team.clone();
+                    team.webhooks.retain(|h| due.webhooks.contains(&h.name));
+                    let pipeline = current.pipeline.clone();
+                    let span = due.span;
+                    let job =
+                        jobs.spawn(async move { pipeline.run(&team, span, Mode::Daemon).await });
+                    running.insert(job.id(), (due.team, due.span));
                 }
+                // A resync at least hourly, as level-triggered controllers do.
+                let soonest = cooling.values().copied().chain(plan.wake);
+                soonest.fold(now + chrono::Duration::hours(1), DateTime::min)
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut ledger_down, true) {
+                    tracing::error!("deliveries stopped: {e}");
+                }
+                now + chrono::Duration::from_std(LEDGER_RECHECK).unwrap_or_default()
             }
         };
 
         tokio::select! {
             () = &mut shutdown => break,
             Some(()) = reloads.recv() => {
-                match config::load(path).map_err(|e| e.to_string()).and_then(|new| Current::open(new, &clock, Some(&current.ledger))) {
+                match Current::reload(path, &clock, &current.ledger).await {
                     Ok(new) => {
                         let now = clock.now();
                         tracing::info!(teams = new.config.teams.len(), "SIGHUP: config reloaded; failed digests are tried again now");
@@ -341,64 +354,44 @@ pub async fn serve(
     Ok(())
 }
 
-/// One pass: the plan, the deliveries to start, and the give-ups of spans that left the
-/// catch-up window undelivered.
+/// One pass: read the ledger once, decide, record the give-ups, and say what to start
+/// (what isn't running here already).
 async fn reconcile(
     current: &Current,
     now: DateTime<Utc>,
-    busy: &HashSet<(String, Span)>,
-    cooling: &HashMap<(String, Span), DateTime<Utc>>,
-    previous_live: &HashSet<(String, Span)>,
+    busy: &HashSet<&(String, Span)>,
     retry_now: bool,
-) -> Result<(Plan, Vec<Due>), crate::ledger::LedgerError> {
-    let teams = &current.config.teams;
-    let mut entries = Entries::new();
-    for team in teams {
-        for span in live_spans(team, now) {
-            let found = current.ledger.entries(&team.name, span).await?;
-            entries.insert((team.name.clone(), span), found);
+) -> Result<(Plan, Vec<Due>), LedgerError> {
+    let since = now.date_naive() - chrono::Days::new(LOOKBACK_DAYS);
+    let entries = current.ledger.recent(since).await?;
+    let plan = plan(&current.config.teams, now, &entries, retry_now);
+    for key in &plan.expired {
+        if current.ledger.expire(key).await? {
+            let entry = &entries[&(key.team.clone(), key.span)][&key.webhook];
+            let host = current
+                .config
+                .teams
+                .iter()
+                .find(|t| t.name == key.team)
+                .and_then(|t| t.webhooks.iter().find(|h| h.name == key.webhook))
+                .map_or_else(String::new, |h| h.url.to_string());
+            log_report(&SpanReport {
+                team: key.team.clone(),
+                span: key.span,
+                outcome: Ok(vec![HookReport {
+                    webhook: key.webhook.clone(),
+                    host,
+                    status: HookStatus::Expired(entry.last_error.clone()),
+                }]),
+            });
         }
-    }
-    let mut plan = plan(teams, now, &entries, retry_now);
-    for until in cooling.values() {
-        plan.wake = Some(plan.wake.map_or(*until, |w| w.min(*until)));
     }
     let start = plan
         .due
         .iter()
-        .filter(|due| {
-            let key = (due.team.clone(), due.span);
-            !busy.contains(&key) && !cooling.contains_key(&key)
-        })
+        .filter(|due| !busy.contains(&(due.team.clone(), due.span)))
         .cloned()
         .collect();
-    for (team_name, span) in previous_live.difference(&plan.live) {
-        let Some(team) = teams.iter().find(|t| &t.name == team_name) else {
-            continue;
-        };
-        if busy.contains(&(team_name.clone(), *span)) {
-            continue;
-        }
-        for hook in &team.webhooks {
-            let key = Key::new(team_name, *span, &hook.name);
-            let Some(entry) = current.ledger.entry(&key).await? else {
-                continue;
-            };
-            if entry.state == State::Pending && current.ledger.expire(&key).await? {
-                let error = entry.last_error;
-                let report = SpanReport {
-                    team: team_name.clone(),
-                    span: *span,
-                    outcome: Ok(vec![crate::pipeline::HookReport {
-                        webhook: hook.name.clone(),
-                        host: hook.url.to_string(),
-                        status: HookStatus::Expired(error),
-                    }]),
-                };
-                log_report(&report);
-            }
-        }
-    }
     Ok((plan, start))
 }
 
@@ -428,6 +421,7 @@ fn log_report(report: &SpanReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Entry;
     use crate::schedule::Zone;
     use chrono::NaiveDate;
 
@@ -712,5 +706,38 @@ url = "http://127.0.0.1:9/"
                 day("2026-11-23")
             ]
         );
+    }
+
+    #[test]
+    fn a_pending_digest_outside_the_window_is_given_up_once_nobody_holds_it() {
+        let kolkata = team("Asia/Kolkata", "0 9 * * *", "12h");
+        let now = utc("2026-11-25T05:00:00Z");
+        let pending = Entry {
+            state: State::Pending,
+            ..delivered()
+        };
+        let mut entries = Entries::new();
+        let mut put = |team: &str, span: Span, webhook: &str, entry: Entry| {
+            entries
+                .entry((team.to_owned(), span))
+                .or_default()
+                .insert(webhook.to_owned(), entry);
+        };
+        // Still live: retried, not given up.
+        put("t", day("2026-11-24"), "generic", pending.clone());
+        // Left the window: given up, unless delivered, held, or no longer configured.
+        put("t", day("2026-11-22"), "generic", pending.clone());
+        put("t", day("2026-11-21"), "generic", delivered());
+        let held = Entry {
+            leased_until: Some(now + chrono::Duration::seconds(30)),
+            ..pending.clone()
+        };
+        put("t", day("2026-11-20"), "generic", held);
+        put("t", day("2026-11-19"), "removed-hook", pending.clone());
+        put("removed-team", day("2026-11-22"), "generic", pending);
+        let plan = plan(std::slice::from_ref(&kolkata), now, &entries, false);
+        assert_eq!(plan.expired, [Key::new("t", day("2026-11-22"), "generic")]);
+        assert_eq!(plan.due.len(), 1);
+        assert_eq!(plan.due[0].span, day("2026-11-24"));
     }
 }

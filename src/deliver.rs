@@ -118,11 +118,18 @@ fn url_secrets(hook: &Webhook) -> Vec<&str> {
     let url = hook.url.expose();
     let mut secrets = vec![url.as_str(), url.path()];
     secrets.extend(url.query());
+    // Each query value on its own too: `?token=…` is echoed back as "unknown token …".
+    secrets.extend(
+        url.query()
+            .into_iter()
+            .flat_map(|query| query.split('&'))
+            .filter_map(|pair| pair.split_once('=').map(|(_, value)| value)),
+    );
     secrets.extend(
         url.path_segments()
             .into_iter()
             .flatten()
-            .filter(|s| s.len() >= 16 || (s.len() >= 8 && s.bytes().any(|b| b.is_ascii_digit()))),
+            .filter(|s| s.len() >= 12 || (s.len() >= 6 && s.bytes().any(|b| b.is_ascii_digit()))),
     );
     // Longest first, so a whole URL is replaced before a part of it.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -188,20 +195,19 @@ fn failure(e: &reqwest::Error, timeout: Duration) -> Posted {
         }
         source = cause.source();
     }
+    // The innermost cause says what happened ("Connection refused (os error 111)"); hyper's
+    // outer ones say at which step: TCP, DNS, or else the TLS handshake.
     let cause = causes.last().cloned().unwrap_or_else(|| e.to_string());
+    let said = |what: &str| causes.iter().any(|c| c.contains(what));
     if e.is_connect() {
         let what = if e.is_timeout() {
             format!("could not connect within {} s", timeout.as_secs())
-        } else if causes.iter().any(|c| c.contains("dns error")) {
+        } else if said("dns error") {
             format!("could not resolve the host: {cause}")
-        } else if causes.iter().any(|c| {
-            c.to_ascii_lowercase().contains("certificate") || c.contains("tls") || c.contains("TLS")
-        }) {
-            format!("TLS handshake failed: {cause}")
-        } else if causes.iter().any(|c| c.contains("Connection refused")) {
-            "connection refused".to_owned()
-        } else {
+        } else if said("tcp connect error") {
             format!("could not connect: {cause}")
+        } else {
+            format!("TLS handshake failed: {cause}")
         };
         return Posted::NotDelivered {
             error: format!("{what} (nothing was sent)"),

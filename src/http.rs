@@ -143,9 +143,27 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
 }
 
 /// A short, single-line excerpt of a body for an error message.
+/// Control characters (a terminal's escape sequences) and the invisible ones that reorder or
+/// break text (bidi overrides, line separators) are shown escaped: what a server sent must
+/// not rewrite the log line it lands in.
 pub fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .flat_map(|c| {
+            let hidden = c.is_control()
+                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            let shown: Box<dyn Iterator<Item = char>> = if hidden {
+                Box::new(c.escape_unicode())
+            } else {
+                Box::new(std::iter::once(c))
+            };
+            shown
+        })
+        .collect();
     match flat.char_indices().nth(120) {
         Some((cut, _)) => format!("{}…", &flat[..cut]),
         None => flat,
@@ -232,6 +250,21 @@ mod tests {
         assert!(cut.ends_with('…') && cut.contains("Bearer sk_"), "{cut}");
         assert!(redact(&cut, &[key]).ends_with("Bearer [redacted]…"));
         assert_eq!(redact("abc", &["abc"]), "abc", "too short to be a secret");
+    }
+
+    #[test]
+    fn excerpts_show_escapes_and_bidi_overrides_escaped() {
+        let hostile = "bad \u{1b}[31mRED\u{1b}[0m \u{202E}txt.exe\u{2028}next";
+        let shown = excerpt(hostile.as_bytes());
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{202E}'),
+            "{shown:?}"
+        );
+        assert!(!shown.contains('\u{2028}'), "{shown:?}");
+        assert!(
+            shown.contains("\\u{1b}[31mRED") && shown.contains("\\u{202e}txt.exe"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
 
 use crate::clock::Clock;
 use crate::config::sha256_hex;
@@ -49,6 +50,9 @@ pub struct LedgerError {
     path: PathBuf,
     problem: String,
 }
+
+/// The ledger's entries by (team, span) and webhook.
+pub type Entries = HashMap<(String, Span), HashMap<String, Entry>>;
 
 /// What a ledger entry is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -108,14 +112,18 @@ impl State {
         }
     }
 
-    fn parse(text: &str) -> State {
-        match text {
-            "delivered" => State::Delivered,
-            "refused" => State::Refused,
-            "unknown" => State::Unknown,
-            "expired" => State::Expired,
-            _ => State::Pending,
-        }
+    /// A state this version doesn't know is an error, never "pending": read as pending, a
+    /// digest someone marked otherwise would be sent again.
+    fn parse(text: &str) -> Option<State> {
+        [
+            State::Pending,
+            State::Delivered,
+            State::Refused,
+            State::Unknown,
+            State::Expired,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
     }
 }
 
@@ -199,6 +207,10 @@ struct Inner {
 }
 
 const SCHEMA_VERSION: i64 = 2;
+const COLUMNS: &str = "team, first_day, last_day, webhook, state, attempts, unanswered, \
+    next_attempt, last_error, refused_url, delivered_at, lease_until";
+/// One (team, span, webhook): parameters ?1 to ?4.
+const KEY: &str = "team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4";
 
 impl Ledger {
     /// Opens the ledger, creating it (and its folder) on first use. A file that exists but is
@@ -209,52 +221,48 @@ impl Ledger {
             path: path.to_owned(),
             problem,
         };
+        let afresh = "restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)";
         let existed = match settled_size(path) {
             Some(0) => {
-                return Err(fail(
-                    "the file exists but is empty, so it holds no record of what was delivered; restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)".into(),
-                ));
+                return Err(fail(format!(
+                    "the file exists but is empty, so it holds no record of what was delivered; {afresh}"
+                )));
             }
-            Some(_) => true,
-            None => false,
+            size => size.is_some(),
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| fail(format!("cannot create its folder: {e}")))?;
         }
-        let connection = Connection::open(path).map_err(|e| fail(e.to_string()))?;
-        let damaged = |e: rusqlite::Error| {
-            fail(format!(
-                "cannot be read ({e}); restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)"
-            ))
-        };
+        let damaged = |e: rusqlite::Error| fail(format!("cannot be read ({e}); {afresh}"));
+        let mut connection = Connection::open(path).map_err(damaged)?;
         // The busy timeout first: switching to WAL takes a lock, and two processes opening a
         // new ledger at once must wait for each other, not fail with "database is locked".
         connection
             .busy_timeout(Duration::from_secs(10))
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(damaged)?;
         // NORMAL syncs at checkpoints: a killed process loses no commit; a power loss can undo
         // the last few, which costs a duplicate post, never a lost digest.
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .map_err(damaged)?;
+        switch_to_wal(&connection).map_err(damaged)?;
         if existed {
             let check: String = connection
                 .query_row("PRAGMA quick_check", [], |row| row.get(0))
                 .map_err(damaged)?;
             if check != "ok" {
-                return Err(fail(format!(
-                    "is damaged ({check}); restore it from a backup, or delete it to start a fresh ledger"
-                )));
+                return Err(fail(format!("is damaged ({check}); {afresh}")));
             }
         }
-        let mut connection = connection;
         migrate(&mut connection, existed).map_err(|e| match e {
             Migration::Sql(e) => damaged(e),
             Migration::NotALedger => fail(
                 "is not an acquire-digest ledger (it has none of its tables); check [state] path, or delete the file to start a fresh ledger".into(),
             ),
         })?;
+        // The WAL is found by path: should the file be swapped and restored under a running
+        // process, what sits only in the WAL is lost with it, so the schema goes to the file.
+        connection
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(damaged)?;
         let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
         Ok(Ledger {
             inner: Arc::new(Inner {
@@ -270,40 +278,42 @@ impl Ledger {
         &self.inner.path
     }
 
-    /// Whether the ledger file is still the one opened. Deliveries stop while it isn't.
-    pub fn check_identity(&self) -> Result<(), LedgerError> {
-        self.inner.check_identity()
-    }
-
-    /// Every webhook's entry for a team's span.
-    pub async fn entries(
-        &self,
-        team: &str,
-        span: Span,
-    ) -> Result<HashMap<String, Entry>, LedgerError> {
-        let team = team.to_owned();
-        self.blocking(move |inner, connection| {
+    /// Every entry whose span ends on `since` or later: all the reconciler looks at in one
+    /// pass, in one query. Fails while the file is not the one opened.
+    pub async fn recent(&self, since: NaiveDate) -> Result<Entries, LedgerError> {
+        self.blocking(true, move |inner, connection| {
             let now = inner.clock.now();
-            let mut statement = connection.prepare_cached(
-                "SELECT webhook, state, attempts, unanswered, next_attempt, last_error, refused_url,
-                        delivered_at, lease_until
-                 FROM digests WHERE team = ?1 AND first_day = ?2 AND last_day = ?3",
-            )?;
-            let rows = statement
-                .query_map(params![team, day(span.first), day(span.last)], |row| {
-                    Ok((row.get::<_, String>(0)?, entry_of(row, 1, now)?))
-                })?;
-            rows.collect()
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM digests WHERE last_day >= ?1"
+            ))?;
+            let mut entries = Entries::new();
+            let mut rows = statement.query([day(since)])?;
+            while let Some(row) = rows.next()? {
+                let (key, entry) = key_and_entry(row, now)?;
+                entries
+                    .entry((key.team, key.span))
+                    .or_default()
+                    .insert(key.webhook, entry);
+            }
+            Ok(entries)
         })
         .await
     }
 
     /// One webhook's entry, if it has one.
     pub async fn entry(&self, key: &Key) -> Result<Option<Entry>, LedgerError> {
-        Ok(self
-            .entries(&key.team, key.span)
-            .await?
-            .remove(&key.webhook))
+        let values = key.values();
+        self.blocking(false, move |inner, connection| {
+            let now = inner.clock.now();
+            connection
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM digests WHERE {KEY}"),
+                    params_from_iter(values),
+                    |row| key_and_entry(row, now).map(|(_, entry)| entry),
+                )
+                .optional()
+        })
+        .await
     }
 
     /// Takes the lease on a digest for a webhook, unless the requester has nothing to do for
@@ -316,57 +326,47 @@ impl Ledger {
         url: &str,
     ) -> Result<Claim, LedgerError> {
         let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-        let (k, url, owner) = (key.clone(), url.to_owned(), token.clone());
+        let (values, url, owner) = (key.values(), url.to_owned(), token.clone());
+        let force = requester == Requester::Admin { force: true };
         let claimed = self
-            .blocking(move |inner, connection| {
-                inner.check_identity().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            .blocking(true, move |inner, connection| {
                 let now = inner.clock.now();
                 let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let entry = tx
                     .query_row(
-                        "SELECT state, attempts, unanswered, next_attempt, last_error, refused_url,
-                                delivered_at, lease_until
-                         FROM digests WHERE team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4",
-                        params![k.team, day(k.span.first), day(k.span.last), k.webhook],
-                        |row| entry_of(row, 0, now),
+                        &format!("SELECT {COLUMNS} FROM digests WHERE {KEY}"),
+                        params_from_iter(&values),
+                        |row| key_and_entry(row, now).map(|(_, entry)| entry),
                     )
                     .optional()?;
                 let mut reset = false;
-                if let Some(entry) = &entry {
+                if let Some(entry) = entry {
                     if let Some(until) = entry.leased_until {
                         return Ok(Err(Claim::Busy(until)));
                     }
-                    let force = requester == Requester::Admin { force: true };
                     let settled = match entry.state {
-                        State::Pending => false,
+                        State::Pending | State::Expired => false,
                         State::Delivered | State::Unknown => !force,
                         State::Refused => {
-                            requester == Requester::Daemon && entry.refused_url.as_deref() == Some(url.as_str())
+                            requester == Requester::Daemon
+                                && entry.refused_url.as_deref() == Some(url.as_str())
                         }
-                        State::Expired => false,
                     };
                     if settled {
-                        return Ok(Err(Claim::Settled(entry.clone())));
+                        return Ok(Err(Claim::Settled(entry)));
                     }
-                    reset = entry.state != State::Pending && entry.state != State::Delivered;
+                    reset = matches!(entry.state, State::Refused | State::Unknown | State::Expired);
                 }
+                let mut params = values;
+                params.extend([owner.into(), expiry(now).into(), reset.into(), force.into()]);
                 tx.execute(
                     "INSERT INTO digests (team, first_day, last_day, webhook, state, lease_owner, lease_until)
                      VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)
                      ON CONFLICT (team, first_day, last_day, webhook) DO UPDATE SET
-                         lease_owner = excluded.lease_owner, lease_until = excluded.lease_until,
+                         lease_owner = ?5, lease_until = ?6,
                          state = CASE WHEN ?7 THEN 'pending' ELSE state END,
                          unanswered = CASE WHEN ?8 THEN 0 ELSE unanswered END",
-                    params![
-                        k.team,
-                        day(k.span.first),
-                        day(k.span.last),
-                        k.webhook,
-                        owner,
-                        expiry(now),
-                        reset,
-                        requester == Requester::Admin { force: true }
-                    ],
+                    params_from_iter(params),
                 )?;
                 tx.commit()?;
                 Ok(Ok(()))
@@ -380,34 +380,37 @@ impl Ledger {
 
     /// Marks a pending digest whose catch-up window closed, unless someone holds it.
     pub async fn expire(&self, key: &Key) -> Result<bool, LedgerError> {
-        let key = key.clone();
-        self.blocking(move |inner, connection| {
+        let mut values = key.values();
+        self.blocking(false, move |inner, connection| {
+            values.push(inner.clock.now().timestamp().into());
             let changed = connection.execute(
-                "UPDATE digests SET state = 'expired'
-                 WHERE team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4
-                   AND state = 'pending' AND (lease_until IS NULL OR lease_until <= ?5)",
-                params![
-                    key.team,
-                    day(key.span.first),
-                    day(key.span.last),
-                    key.webhook,
-                    inner.clock.now().timestamp()
-                ],
+                &format!(
+                    "UPDATE digests SET state = 'expired' WHERE {KEY}
+                     AND state = 'pending' AND (lease_until IS NULL OR lease_until <= ?5)"
+                ),
+                params_from_iter(values),
             )?;
             Ok(changed == 1)
         })
         .await
     }
 
+    /// Runs ledger work on the blocking pool: SQLite may wait on a lock or the disk, never on
+    /// an async worker. `guarded` work first checks the file is still the one opened.
     async fn blocking<T: Send + 'static>(
         &self,
+        guarded: bool,
         work: impl FnOnce(&Inner, &mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, LedgerError> {
         let inner = self.inner.clone();
-        // SQLite may wait on a lock or the disk: never on an async worker.
-        tokio::task::spawn_blocking(move || inner.run(work))
-            .await
-            .unwrap_or_else(|e| Err(self.inner.fail(format!("a ledger task failed: {e}"))))
+        tokio::task::spawn_blocking(move || {
+            if guarded {
+                inner.check_identity()?;
+            }
+            inner.run(work)
+        })
+        .await
+        .unwrap_or_else(|e| Err(self.inner.fail(format!("a ledger task failed: {e}"))))
     }
 }
 
@@ -427,15 +430,7 @@ impl Inner {
             .connection
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(self, &mut connection).map_err(|e| match e {
-            rusqlite::Error::ToSqlConversionFailure(inner) => self.fail(
-                inner
-                    .downcast::<LedgerError>()
-                    .map(|e| e.problem)
-                    .unwrap_or_else(|e| e.to_string()),
-            ),
-            e => self.fail(e.to_string()),
-        })
+        work(self, &mut connection).map_err(|e| self.fail(e.to_string()))
     }
 
     fn check_identity(&self) -> Result<(), LedgerError> {
@@ -448,6 +443,62 @@ impl Inner {
                 "has disappeared ({e}); deliveries stop until it is back"
             ))),
         }
+    }
+
+    /// A write by a lease holder: `UPDATE digests SET {set}` on its key, only while its token
+    /// still holds the lease (?5); `extra` binds ?6 on. `set` may end with `WHERE <condition>`
+    /// to add one. The number of rows changed (0 or 1).
+    fn fenced(
+        &self,
+        key: &Key,
+        token: &str,
+        set: &str,
+        extra: Vec<Value>,
+    ) -> Result<usize, LedgerError> {
+        let (set, condition) = set.split_once(" WHERE ").unwrap_or((set, "1"));
+        let mut params = key.values();
+        params.push(token.to_owned().into());
+        params.extend(extra);
+        self.run(|_, connection| {
+            connection.execute(
+                &format!(
+                    "UPDATE digests SET {set} WHERE {KEY} AND lease_owner = ?5 AND {condition}"
+                ),
+                params_from_iter(params),
+            )
+        })
+    }
+}
+
+/// [`Inner::fenced`] on the blocking pool, with `extra` made from the ledger's clock; `guarded`
+/// first checks the file is still the one opened.
+async fn write_fenced(
+    inner: Arc<Inner>,
+    (key, token): (Key, String),
+    guarded: bool,
+    set: &'static str,
+    extra: impl FnOnce(DateTime<Utc>) -> Vec<Value> + Send + 'static,
+) -> Result<usize, LedgerError> {
+    let failed = inner.clone();
+    tokio::task::spawn_blocking(move || {
+        if guarded {
+            inner.check_identity()?;
+        }
+        inner.fenced(&key, &token, set, extra(inner.clock.now()))
+    })
+    .await
+    .unwrap_or_else(|e| Err(failed.fail(format!("a ledger task failed: {e}"))))
+}
+
+impl Key {
+    /// ?1 to ?4 of [`KEY`].
+    fn values(&self) -> Vec<Value> {
+        vec![
+            self.team.clone().into(),
+            day(self.span.first).into(),
+            day(self.span.last).into(),
+            self.webhook.clone().into(),
+        ]
     }
 }
 
@@ -465,18 +516,17 @@ impl Lease {
         let renewal = {
             let (ledger, key, token) = (ledger.clone(), key.clone(), token.clone());
             tokio::spawn(async move {
+                // On the clock the expiry is judged by, so a clock that jumps renews too.
+                let clock = ledger.inner.clock.clone();
+                let every = chrono::Duration::from_std(lease_ttl() / 4).unwrap_or_default();
                 loop {
-                    tokio::time::sleep(lease_ttl() / 4).await;
-                    let (k, t) = (key.clone(), token.clone());
-                    let renewed = ledger
-                        .blocking(move |inner, connection| {
-                            connection.execute(
-                                "UPDATE digests SET lease_until = ?6
-                                 WHERE team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4 AND lease_owner = ?5",
-                                params![k.team, day(k.span.first), day(k.span.last), k.webhook, t, expiry(inner.clock.now())],
-                            )
-                        })
-                        .await;
+                    clock.sleep_until(clock.now() + every).await;
+                    let holder = (key.clone(), token.clone());
+                    let set = "lease_until = ?6";
+                    let renewed = write_fenced(ledger.inner.clone(), holder, false, set, |now| {
+                        vec![expiry(now).into()]
+                    })
+                    .await;
                     match renewed {
                         Ok(1) => {}
                         Ok(_) => return,
@@ -496,49 +546,50 @@ impl Lease {
         }
     }
 
+    /// What a kill -9 leaves: the lease stays in the ledger, unrenewed, until it expires.
+    #[cfg(test)]
+    fn abandon(mut self) {
+        self.renewal.abort();
+        self.ended = true;
+    }
+
     pub fn key(&self) -> &Key {
         &self.key
     }
 
-    /// Counts a POST as unanswered before it goes out; refuses when too many already went
-    /// unanswered or the lease was lost.
+    async fn write(
+        &self,
+        guarded: bool,
+        set: &'static str,
+        extra: impl FnOnce(DateTime<Utc>) -> Vec<Value> + Send + 'static,
+    ) -> Result<usize, LedgerError> {
+        let holder = (self.key.clone(), self.token.clone());
+        write_fenced(self.ledger.inner.clone(), holder, guarded, set, extra).await
+    }
+
+    /// Counts a POST as unanswered before it goes out (renewing the lease); refuses when too
+    /// many already went unanswered or the lease was lost.
     pub async fn before_post(&self) -> Result<Permit, LedgerError> {
-        let (k, t) = (self.key.clone(), self.token.clone());
-        self.ledger
-            .blocking(move |inner, connection| {
-                inner.check_identity().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                let counted = connection.execute(
-                    "UPDATE digests SET unanswered = unanswered + 1, lease_until = ?7
-                     WHERE team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4
-                       AND lease_owner = ?5 AND unanswered < ?6",
-                    params![k.team, day(k.span.first), day(k.span.last), k.webhook, t, MAX_UNANSWERED, expiry(inner.clock.now())],
-                )?;
-                if counted == 1 {
-                    return Ok(Permit::Go);
-                }
-                let ours: bool = connection.query_row(
-                    "SELECT COUNT(*) FROM digests
-                     WHERE team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4 AND lease_owner = ?5",
-                    params![k.team, day(k.span.first), day(k.span.last), k.webhook, t],
-                    |row| row.get(0),
-                )?;
-                Ok(if ours { Permit::Exhausted } else { Permit::Lost })
-            })
-            .await
-    }
-
-    /// How many POSTs of this digest went unanswered so far.
-    pub async fn unanswered(&self) -> Result<u32, LedgerError> {
-        Ok(self
-            .ledger
-            .entry(&self.key)
+        let set = "unanswered = unanswered + 1, lease_until = ?6 WHERE unanswered < ?7";
+        let extra = |now| vec![expiry(now).into(), MAX_UNANSWERED.into()];
+        if self.write(true, set, extra).await? == 1 {
+            return Ok(Permit::Go);
+        }
+        // A write that changes nothing tells whether the lease is still ours.
+        let ours = self
+            .write(false, "lease_until = lease_until", |_| vec![])
             .await?
-            .map_or(0, |entry| entry.unanswered))
+            == 1;
+        Ok(if ours {
+            Permit::Exhausted
+        } else {
+            Permit::Lost
+        })
     }
 
-    /// Records one POST's answer the moment it arrives. False when the lease was lost, so
-    /// nothing was recorded.
-    pub async fn answered(&self, answer: Answer<'_>) -> Result<bool, LedgerError> {
+    /// Records one POST's answer the moment it arrives. Returns how many POSTs of this digest
+    /// are now unanswered, or None when the lease was lost and nothing was recorded.
+    pub async fn answered(&self, answer: Answer<'_>) -> Result<Option<u32>, LedgerError> {
         let (state, error, refused_url, answered) = match answer {
             Answer::Delivered => (Some(State::Delivered), None, None, true),
             Answer::Refused { error, refused_url } => {
@@ -547,85 +598,103 @@ impl Lease {
             Answer::NotDelivered(error) => (None, Some(error), None, true),
             Answer::Unknown(error) => (None, Some(error), None, false),
         };
-        let (state, error, refused_url) = (
-            state.map(State::as_str),
-            error.map(str::to_owned),
-            refused_url.map(str::to_owned),
+        let values: Vec<Value> = vec![
+            state.map(|s| s.as_str().to_owned()).into(),
+            answered.into(),
+            error.map(str::to_owned).into(),
+            refused_url.map(str::to_owned).into(),
+        ];
+        let (inner, key, token) = (
+            self.ledger.inner.clone(),
+            self.key.clone(),
+            self.token.clone(),
         );
-        let (k, t) = (self.key.clone(), self.token.clone());
-        self.ledger
-            .blocking(move |inner, connection| {
-                let now = inner.clock.now();
-                let changed = connection.execute(
-                    "UPDATE digests SET
-                         state = COALESCE(?6, state),
-                         attempts = attempts + 1,
-                         unanswered = CASE WHEN ?7 AND unanswered > 0 THEN unanswered - 1 ELSE unanswered END,
-                         last_error = ?8,
-                         refused_url = COALESCE(?9, refused_url),
-                         delivered_at = CASE WHEN ?6 = 'delivered' THEN ?10 ELSE delivered_at END,
-                         next_attempt = NULL
-                     WHERE team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4 AND lease_owner = ?5",
-                    params![k.team, day(k.span.first), day(k.span.last), k.webhook, t, state, answered, error, refused_url, now.timestamp()],
-                )?;
-                Ok(changed == 1)
+        tokio::task::spawn_blocking(move || {
+            let mut params = key.values();
+            params.push(token.into());
+            params.extend(values);
+            params.push(inner.clock.now().timestamp().into());
+            inner.run(|_, connection| {
+                connection
+                    .query_row(
+                        &format!(
+                            "UPDATE digests SET
+                                 state = COALESCE(?6, state),
+                                 attempts = attempts + 1,
+                                 unanswered = MAX(unanswered - ?7, 0),
+                                 last_error = ?8,
+                                 refused_url = COALESCE(?9, refused_url),
+                                 delivered_at = CASE WHEN ?6 = 'delivered' THEN ?10 ELSE delivered_at END,
+                                 next_attempt = NULL
+                             WHERE {KEY} AND lease_owner = ?5
+                             RETURNING unanswered"
+                        ),
+                        params_from_iter(params),
+                        |row| row.get(0),
+                    )
+                    .optional()
             })
-            .await
+        })
+        .await
+        .unwrap_or_else(|e| Err(self.ledger.inner.fail(format!("a ledger task failed: {e}"))))
     }
 
     /// Ends the lease: schedules the next attempt or gives up, and frees the digest.
     pub async fn finish(mut self, finish: Finish) -> Result<(), LedgerError> {
         self.ended = true;
         self.renewal.abort();
-        let (next, give_up) = match finish {
+        let (next, give_up): (Option<i64>, Option<&str>) = match finish {
             Finish::Settled => (None, None),
             Finish::RetryAt(at) => (Some(at.timestamp()), None),
             Finish::GiveUp(state) => (None, Some(state.as_str())),
         };
-        let (k, t) = (self.key.clone(), self.token.clone());
-        self.ledger
-            .blocking(move |_, connection| {
-                connection.execute(
-                    "UPDATE digests SET next_attempt = ?6, state = COALESCE(?7, state),
-                         lease_owner = NULL, lease_until = NULL
-                     WHERE team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4 AND lease_owner = ?5",
-                    params![k.team, day(k.span.first), day(k.span.last), k.webhook, t, next, give_up],
-                )
-            })
-            .await
-            .map(drop)
+        let give_up = give_up.map(str::to_owned);
+        self.write(
+            false,
+            "next_attempt = ?6, state = COALESCE(?7, state), lease_owner = NULL, lease_until = NULL",
+            move |_| vec![next.into(), give_up.into()],
+        )
+        .await
+        .map(drop)
     }
 }
 
 impl Drop for Lease {
     /// A holder cancelled, aborted at shutdown or panicking frees the digest here; the
-    /// unanswered count it left says whether a POST may have gone out.
+    /// unanswered count it left says whether a POST may have gone out. Synchronously, the one
+    /// ledger write that may hold up a worker: released later on the blocking pool, it could
+    /// be dropped unrun when the runtime shuts down, and the digest would wait out the lease.
     fn drop(&mut self) {
         self.renewal.abort();
         if self.ended {
             return;
         }
-        let (inner, k, t) = (
-            self.ledger.inner.clone(),
-            self.key.clone(),
-            self.token.clone(),
-        );
-        let release = move || {
-            let released = inner.run(|_, connection| {
-                connection.execute(
-                    "UPDATE digests SET lease_owner = NULL, lease_until = NULL
-                     WHERE team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4 AND lease_owner = ?5",
-                    params![k.team, day(k.span.first), day(k.span.last), k.webhook, t],
-                )
-            });
-            if let Err(e) = released {
-                let ttl = lease_ttl();
-                tracing::warn!("could not release a lease ({e}); it expires within {ttl:?}");
+        let set = "lease_owner = NULL, lease_until = NULL";
+        if let Err(e) = self
+            .ledger
+            .inner
+            .fenced(&self.key, &self.token, set, vec![])
+        {
+            let ttl = lease_ttl();
+            tracing::warn!("could not release a lease ({e}); it expires within {ttl:?}");
+        }
+    }
+}
+
+/// WAL with NORMAL syncing. Switching the journal mode while another process creates the same
+/// ledger can answer "database is locked" without waiting in the busy handler, so the switch
+/// waits here, within the same ten seconds.
+fn switch_to_wal(connection: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;") {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(release)),
-            Err(_) => release(),
+            done => return done,
         }
     }
 }
@@ -651,19 +720,41 @@ fn expiry(now: DateTime<Utc>) -> i64 {
     now.timestamp() + lease_ttl().as_secs() as i64
 }
 
-fn entry_of(row: &rusqlite::Row, at: usize, now: DateTime<Utc>) -> rusqlite::Result<Entry> {
-    let time = |seconds: Option<i64>| seconds.and_then(|s| DateTime::from_timestamp(s, 0));
-    let leased_until = time(row.get(at + 7)?).filter(|until| *until > now);
-    Ok(Entry {
-        state: State::parse(&row.get::<_, String>(at)?),
-        attempts: row.get(at + 1)?,
-        unanswered: row.get(at + 2)?,
-        next_attempt: time(row.get(at + 3)?),
-        last_error: row.get(at + 4)?,
-        refused_url: row.get(at + 5)?,
-        delivered_at: time(row.get(at + 6)?),
-        leased_until,
-    })
+/// A row of [`COLUMNS`]. A lease that has expired reads as no lease.
+fn key_and_entry(row: &rusqlite::Row, now: DateTime<Utc>) -> rusqlite::Result<(Key, Entry)> {
+    let date = |i: usize| -> rusqlite::Result<NaiveDate> {
+        let text: String = row.get(i)?;
+        text.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    };
+    let time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        Ok(row
+            .get::<_, Option<i64>>(i)?
+            .and_then(|s| DateTime::from_timestamp(s, 0)))
+    };
+    let key = Key {
+        team: row.get(0)?,
+        span: Span {
+            first: date(1)?,
+            last: date(2)?,
+        },
+        webhook: row.get(3)?,
+    };
+    let entry = Entry {
+        state: State::parse(&row.get::<_, String>(4)?).ok_or_else(|| {
+            let problem = "not a digest state".into();
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, problem)
+        })?,
+        attempts: row.get(5)?,
+        unanswered: row.get(6)?,
+        next_attempt: time(7)?,
+        last_error: row.get(8)?,
+        refused_url: row.get(9)?,
+        delivered_at: time(10)?,
+        leased_until: time(11)?.filter(|until| *until > now),
+    };
+    Ok((key, entry))
 }
 
 enum Migration {
@@ -749,17 +840,6 @@ mod tests {
         ledger.lease(key, requester, "url-1").await.unwrap()
     }
 
-    /// The lease once a dropped holder's release (on the blocking pool) has landed.
-    async fn lease_after_release(ledger: &Ledger, key: &Key, requester: Requester) -> Claim {
-        for _ in 0..100 {
-            match ledger.lease(key, requester, "url-1").await.unwrap() {
-                Claim::Busy(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                claim => return claim,
-            }
-        }
-        panic!("the lease was never released")
-    }
-
     #[tokio::test]
     async fn a_lease_keeps_others_off_until_released_and_a_dead_holders_expires() {
         let dir = tempfile::tempdir().unwrap();
@@ -780,12 +860,11 @@ mod tests {
         ));
         drop(held);
         // Drop releases through the blocking pool.
-        let Claim::Leased(held) = lease_after_release(&theirs, &slack, Requester::Daemon).await
-        else {
+        let Claim::Leased(held) = lease(&theirs, &slack, Requester::Daemon).await else {
             panic!("released on drop")
         };
         // Killed mid-POST: no Drop, no release, no pid to look at; only the expiry frees it.
-        std::mem::forget(held);
+        held.abandon();
         assert!(matches!(
             lease(&ours, &slack, Requester::Daemon).await,
             Claim::Busy(_)
@@ -795,6 +874,55 @@ mod tests {
             lease(&ours, &slack, Requester::Daemon).await,
             Claim::Leased(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_live_holder_keeps_its_lease_however_far_the_clock_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = WallClock::new();
+        let ours = open(&dir.path().join("l.db"), &clock);
+        let slack = key("slack");
+        let Claim::Leased(_held) = lease(&ours, &slack, Requester::Daemon).await else {
+            panic!()
+        };
+        let almost =
+            chrono::Duration::from_std(lease_ttl()).unwrap() - chrono::Duration::seconds(1);
+        for _ in 0..3 {
+            clock.jump(almost);
+            // The renewal wakes on the jump and writes a new expiry.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(matches!(
+                lease(&ours, &slack, Requester::Daemon).await,
+                Claim::Busy(_)
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_state_this_version_does_not_know_is_an_error_not_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = WallClock::new();
+        let path = dir.path().join("l.db");
+        let ledger = open(&path, &clock);
+        let Claim::Leased(l) = lease(&ledger, &key("slack"), Requester::Daemon).await else {
+            panic!()
+        };
+        l.finish(Finish::Settled).await.unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE digests SET state = 'done'", [])
+            .unwrap();
+        let err = ledger
+            .recent("2021-01-01".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not a digest state"), "{err}");
+        assert!(
+            ledger
+                .lease(&key("slack"), Requester::Daemon, "u")
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -811,7 +939,7 @@ mod tests {
         .await;
         assert!(crashed.unwrap_err().is_panic());
         assert!(matches!(
-            lease_after_release(&ledger, &slack, Requester::Daemon).await,
+            lease(&ledger, &slack, Requester::Daemon).await,
             Claim::Leased(_)
         ));
     }
@@ -830,17 +958,13 @@ mod tests {
         let Claim::Leased(fresh) = lease(&ledger, &slack, Requester::Daemon).await else {
             panic!("the expired lease is taken over")
         };
-        assert!(
-            !stale
-                .answered(Answer::Refused {
-                    error: "late",
-                    refused_url: "u"
-                })
-                .await
-                .unwrap()
-        );
+        let late = Answer::Refused {
+            error: "late",
+            refused_url: "u",
+        };
+        assert_eq!(stale.answered(late).await.unwrap(), None, "fenced off");
         assert_eq!(stale.before_post().await.unwrap(), Permit::Lost);
-        assert!(fresh.answered(Answer::Delivered).await.unwrap());
+        assert!(fresh.answered(Answer::Delivered).await.unwrap().is_some());
         fresh.finish(Finish::Settled).await.unwrap();
         stale.finish(Finish::GiveUp(State::Unknown)).await.unwrap();
         let entry = ledger.entry(&slack).await.unwrap().unwrap();
@@ -885,11 +1009,8 @@ mod tests {
         };
         assert_eq!(forced.before_post().await.unwrap(), Permit::Go);
         // An answered POST (even a 503) does not count as unanswered.
-        forced
-            .answered(Answer::NotDelivered("HTTP 503"))
-            .await
-            .unwrap();
-        assert_eq!(forced.unanswered().await.unwrap(), 0);
+        let answered = forced.answered(Answer::NotDelivered("HTTP 503")).await;
+        assert_eq!(answered.unwrap(), Some(0));
     }
 
     #[tokio::test]
@@ -922,7 +1043,7 @@ mod tests {
             Claim::Leased(_)
         ));
         assert!(matches!(
-            lease_after_release(&reopened, &slack, Requester::Admin { force: false }).await,
+            lease(&reopened, &slack, Requester::Admin { force: false }).await,
             Claim::Leased(_)
         ));
     }
@@ -954,14 +1075,16 @@ mod tests {
             lease(&ledger, &key("generic"), Requester::Daemon).await,
             Claim::Leased(_)
         ));
-        assert_eq!(ledger.entries("apac", day.span).await.unwrap().len(), 2);
+        let recent = ledger.recent(day.span.first).await.unwrap();
+        assert_eq!(recent[&("apac".to_owned(), day.span)].len(), 2);
+        assert_eq!(recent[&("apac".to_owned(), weekend.span)].len(), 1);
         assert_ne!(day.webhook_id(), weekend.webhook_id());
         assert_eq!(day.webhook_id(), key("slack").webhook_id());
     }
 
     #[test]
     fn opening_a_new_ledger_is_safe_to_race() {
-        for round in 0..5 {
+        for round in 0..20 {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("l.db");
             let openers: Vec<_> = (0..8)
@@ -1020,7 +1143,8 @@ mod tests {
         let clock = WallClock::new();
         let path = dir.path().join("l.db");
         let ledger = open(&path, &clock);
-        ledger.check_identity().unwrap();
+        let since: NaiveDate = "2021-01-01".parse().unwrap();
+        ledger.recent(since).await.unwrap();
         std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
         let err = ledger
             .lease(&key("slack"), Requester::Daemon, "u")
@@ -1029,10 +1153,10 @@ mod tests {
             .unwrap();
         assert!(err.to_string().contains("disappeared"), "{err}");
         drop(open(&path, &clock));
-        let err = ledger.check_identity().unwrap_err();
+        let err = ledger.recent(since).await.unwrap_err();
         assert!(err.to_string().contains("replaced"), "{err}");
         std::fs::rename(dir.path().join("moved.db"), &path).unwrap();
-        ledger.check_identity().unwrap();
+        ledger.recent(since).await.unwrap();
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chrono::{NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 
@@ -231,6 +231,10 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
     // A day that hasn't ended yet would be posted partial, recorded, and the real digest
     // skipped: refuse before anything is sent.
     if let Some(date) = args.date {
+        // The API and the ledger both start long after; far-off years overflow date arithmetic.
+        if date.year() < 2000 {
+            bail!("--date {date} is before 2000: pick a day in the account's history");
+        }
         let unfinished: Vec<String> = teams
             .iter()
             .filter(|team| Span::day(date).ends(team.zone) > now)
@@ -263,10 +267,9 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
         Mode::Admin { force: args.force }
     };
     let runs = teams.into_iter().map(|team| {
-        let span = Span::day(
-            args.date
-                .unwrap_or_else(|| Window::yesterday(team.zone, now).span.first),
-        );
+        let span = args
+            .date
+            .map_or_else(|| Window::yesterday(team.zone, now).span, Span::day);
         let (pipeline, team) = (pipeline.clone(), team.clone());
         let name = team.name.clone();
         // Spawned, not polled here: on the worker threads teams use every core, and

@@ -7,6 +7,8 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,7 +24,7 @@ use crate::ledger::{
     Requester, State,
 };
 use crate::rank::{Audience, Digest, rank};
-use crate::render::{RenderError, Renderer};
+use crate::render::Renderer;
 use crate::schedule::{Span, Window};
 
 /// Everything a run needs, built once from the config and shared by every team.
@@ -54,7 +56,7 @@ pub enum Mode {
 pub struct SpanReport {
     pub team: String,
     pub span: Span,
-    pub outcome: Result<Vec<HookReport>, TeamError>,
+    pub outcome: Result<Vec<HookReport>, FetchError>,
 }
 
 #[derive(Debug)]
@@ -87,14 +89,6 @@ pub enum HookStatus {
     LedgerFailed(LedgerError),
     /// Posted and answered, but the answer could not be recorded: it may be sent again.
     NotRecorded(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TeamError {
-    #[error("{0}")]
-    Fetch(#[from] FetchError),
-    #[error("{0}")]
-    Render(#[from] RenderError),
 }
 
 impl HookStatus {
@@ -223,7 +217,7 @@ impl Pipeline {
         team: &Team,
         span: Span,
         mode: Mode,
-    ) -> Result<Vec<HookReport>, TeamError> {
+    ) -> Result<Vec<HookReport>, FetchError> {
         let mut reports = Vec::new();
         let mut leased = Vec::new();
         match (&self.ledger, mode) {
@@ -259,7 +253,7 @@ impl Pipeline {
                         let _ = lease.finish(Finish::RetryAt(at)).await;
                     }
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         let sends = leased.into_iter().map(|(hook, lease)| {
@@ -267,24 +261,24 @@ impl Pipeline {
             async move {
                 let status = match (self.renderer.body(hook, digest), lease) {
                     (Err(e), lease) => {
+                        // A reload with a mended template gets it out at the next attempt.
+                        let at = self.next_attempt();
                         if let Some(lease) = lease {
-                            let _ = lease.finish(Finish::RetryAt(self.next_attempt())).await;
+                            let _ = lease.finish(Finish::RetryAt(at)).await;
                         }
-                        return Err(TeamError::Render(e));
+                        HookStatus::RetryAt {
+                            error: format!("could not render: {e}"),
+                            at,
+                        }
                     }
                     // Without a ledger nothing may be posted: it is what keeps a post single.
                     (Ok(body), None) => HookStatus::DryRun(body),
                     (Ok(body), Some(lease)) => self.send(hook, &body, lease).await,
                 };
-                Ok(report(hook, status))
+                report(hook, status)
             }
         });
-        for sent in futures::future::join_all(sends).await {
-            match sent {
-                Ok(report) => reports.push(report),
-                Err(e) => return Err(e),
-            }
-        }
+        reports.extend(futures::future::join_all(sends).await);
         Ok(reports)
     }
 
@@ -320,7 +314,8 @@ impl Pipeline {
         let refused_url = hook.url.fingerprint();
         // Shared with each attempt's future, which must stay Send.
         let last_error = std::sync::Mutex::new(String::new());
-        let recorded = std::sync::atomic::AtomicBool::new(true);
+        let recorded = AtomicBool::new(true);
+        let unanswered = AtomicU32::new(0);
         let outcome = self
             .retry
             .run(|| async {
@@ -348,8 +343,9 @@ impl Pipeline {
                     Posted::NotDelivered { .. } => Answer::NotDelivered(&text),
                     Posted::Unknown(_) => Answer::Unknown(&text),
                 };
-                if !matches!(lease.answered(answer).await, Ok(true)) {
-                    recorded.store(false, std::sync::atomic::Ordering::Relaxed);
+                match lease.answered(answer).await {
+                    Ok(Some(count)) => unanswered.store(count, Relaxed),
+                    _ => recorded.store(false, Relaxed),
                 }
                 last_error.lock().expect("last error").clone_from(&text);
                 match posted {
@@ -369,13 +365,13 @@ impl Pipeline {
         let outcome = match outcome {
             // The budget ran out: if the last POSTs went unanswered, say so now rather than
             // at the next round.
-            Err(Stop::Retry(e)) if lease.unanswered().await.unwrap_or(0) >= MAX_UNANSWERED => {
+            Err(Stop::Retry(e)) if unanswered.load(Relaxed) >= MAX_UNANSWERED => {
                 Err(Stop::Exhausted(e))
             }
             outcome => outcome,
         };
         let (finish, status) = match outcome {
-            Ok(()) if !recorded.load(std::sync::atomic::Ordering::Relaxed) => (
+            Ok(()) if !recorded.load(Relaxed) => (
                 Finish::Settled,
                 HookStatus::NotRecorded("the ledger could not record it".into()),
             ),
@@ -404,14 +400,14 @@ impl Pipeline {
     }
 }
 
-/// What a settled entry means to the one who asked.
+/// What a settled entry means to the one who asked. A lease settles only delivered, refused
+/// and unknown digests; pending and expired ones are leased.
 fn settled(entry: Entry) -> HookStatus {
     let error = entry.last_error.unwrap_or_default();
     match entry.state {
-        State::Delivered | State::Pending => HookStatus::AlreadyDelivered(entry.delivered_at),
         State::Refused => HookStatus::Refused(error),
         State::Unknown => HookStatus::Unknown(error),
-        State::Expired => HookStatus::Expired(Some(error)),
+        _ => HookStatus::AlreadyDelivered(entry.delivered_at),
     }
 }
 

@@ -345,17 +345,15 @@ impl Schedule {
     pub fn next_new_date(&self, zone: Zone, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let next = self.next_after(zone, after)?;
         let today = zone.local(after).date();
-        if zone.local(next).date() == today && self.fires_on(zone, today) {
-            let fired_today = self
-                .next_after(
-                    zone,
-                    zone.start_of_day(today) - chrono::Duration::seconds(1),
-                )
-                .is_some_and(|first| first <= after);
-            if fired_today {
-                let tomorrow = zone.start_of_day(next_day(today));
-                return self.next_after(zone, tomorrow - chrono::Duration::seconds(1));
-            }
+        let fired_today = self
+            .next_after(
+                zone,
+                zone.start_of_day(today) - chrono::Duration::seconds(1),
+            )
+            .is_some_and(|first| first <= after);
+        if fired_today && zone.local(next).date() == today {
+            let tomorrow = zone.start_of_day(next_day(today));
+            return self.next_after(zone, tomorrow - chrono::Duration::seconds(1));
         }
         Some(next)
     }

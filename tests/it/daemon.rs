@@ -7,7 +7,7 @@ use acquire_digest::simulator::{self, SimulatorOptions};
 use chrono::{Timelike, Utc};
 use serde_json::json;
 
-use crate::support::{Daemon, Reply, Scripted, Workspace, config, team, wait_until};
+use crate::support::{Daemon, Reply, Scripted, Workspace, config, team, wait_until, zone_at};
 
 const EVERY_SECOND: &str = "* * * * * *";
 
@@ -16,22 +16,13 @@ fn with_schedule(team: String, schedule: &str, zone: &str) -> String {
         .replace("Asia/Kolkata", zone)
 }
 
-/// A 6-field cron line that fires once a day, `seconds` from now (UTC).
-fn once_a_day_in(seconds: i64) -> String {
-    let at = Utc::now() + chrono::Duration::seconds(seconds);
+/// A 6-field cron line that fires once a day, `seconds` from now, read in `offset`.
+fn once_a_day_in(seconds: i64, offset: chrono::FixedOffset) -> String {
+    let at = (Utc::now() + chrono::Duration::seconds(seconds)).with_timezone(&offset);
     format!("{} {} {} * * *", at.second(), at.minute(), at.hour())
 }
 
 const SECONDS: Duration = Duration::from_secs(20);
-
-/// A fixed offset where it is now about `hour` o'clock, so a test of a few seconds never
-/// straddles a local midnight (and rightly sees two days).
-fn zone_at(hour: i64) -> (String, chrono::FixedOffset) {
-    let hours = (hour - Utc::now().hour() as i64 + 36) % 24 - 12;
-    let offset = chrono::FixedOffset::east_opt(hours as i32 * 3600).unwrap();
-    let sign = if hours < 0 { '-' } else { '+' };
-    (format!("{sign}{:02}:00", hours.abs()), offset)
-}
 
 #[tokio::test]
 async fn one_delivery_per_team_and_day_however_often_the_schedule_fires() {
@@ -77,6 +68,7 @@ async fn one_delivery_per_team_and_day_however_often_the_schedule_fires() {
 
 #[tokio::test]
 async fn a_restart_does_not_post_again() {
+    let (noon, _) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
     let work = Workspace::new(&config(
@@ -84,7 +76,7 @@ async fn a_restart_does_not_post_again() {
         &[with_schedule(
             team("apac", "acme", &[("slack", &hooks.url("/apac"))]),
             EVERY_SECOND,
-            "UTC",
+            &noon,
         )],
     ));
     let mut first = Daemon::start(&work);
@@ -141,24 +133,25 @@ async fn a_container_killed_mid_post_delivers_after_restart_within_the_lease() {
 
 #[tokio::test]
 async fn a_digest_missed_while_down_is_caught_up_at_start() {
+    let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
     // Fired 10 minutes ago; next firing in ~24 hours.
     let missed = with_schedule(
         team("apac", "acme", &[("generic", &hooks.url("/apac"))]),
-        &once_a_day_in(-600),
-        "UTC",
+        &once_a_day_in(-600, offset),
+        &noon,
     );
     let disabled = with_schedule(
         team("off", "acme", &[("generic", &hooks.url("/off"))]),
-        &once_a_day_in(-600),
-        "UTC",
+        &once_a_day_in(-600, offset),
+        &noon,
     )
     .replace("schedule =", "catch_up = \"0\"\nschedule =");
     let stale = with_schedule(
         team("stale", "acme", &[("generic", &hooks.url("/stale"))]),
-        &once_a_day_in(-600),
-        "UTC",
+        &once_a_day_in(-600, offset),
+        &noon,
     )
     .replace("schedule =", "catch_up = \"5m\"\nschedule =");
     let work = Workspace::new(&config(&sim.base_url(), &[missed, disabled, stale]));
@@ -177,7 +170,7 @@ async fn a_digest_missed_while_down_is_caught_up_at_start() {
         "a firing older than catch_up is not caught up"
     );
     let body = hooks.seen_at("/apac")[0].json();
-    let firing = Utc::now() - chrono::Duration::seconds(600);
+    let firing = (Utc::now() - chrono::Duration::seconds(600)).with_timezone(&offset);
     let expected = (firing.date_naive() - chrono::Days::new(1)).to_string();
     assert_eq!(
         body["date"], expected,
@@ -187,14 +180,15 @@ async fn a_digest_missed_while_down_is_caught_up_at_start() {
 
 #[tokio::test]
 async fn sigterm_exits_zero_promptly() {
+    let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
     let work = Workspace::new(&config(
         &sim.base_url(),
         &[with_schedule(
             team("apac", "acme", &[("slack", &hooks.url("/apac"))]),
-            &once_a_day_in(3600),
-            "UTC",
+            &once_a_day_in(3600, offset),
+            &noon,
         )],
     ));
     let mut daemon = Daemon::start(&work);
@@ -215,13 +209,14 @@ async fn sigterm_exits_zero_promptly() {
 
 #[tokio::test]
 async fn a_broken_config_on_sighup_keeps_the_old_one_running() {
+    let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
     // Fires once, a few seconds after the broken reload.
     let old = with_schedule(
         team("apac", "acme", &[("generic", &hooks.url("/apac"))]),
-        &once_a_day_in(10),
-        "UTC",
+        &once_a_day_in(10, offset),
+        &noon,
     );
     let work = Workspace::new(&config(&sim.base_url(), std::slice::from_ref(&old)));
     let daemon = Daemon::start(&work);
@@ -243,8 +238,8 @@ async fn a_broken_config_on_sighup_keeps_the_old_one_running() {
     // A valid config on the next SIGHUP takes over: a new team is caught up at once.
     let added = with_schedule(
         team("emea", "globex", &[("generic", &hooks.url("/emea"))]),
-        &once_a_day_in(-60),
-        "UTC",
+        &once_a_day_in(-60, offset),
+        &noon,
     );
     std::fs::write(work.config(), config(&sim.base_url(), &[old, added])).unwrap();
     daemon.signal("HUP");
@@ -270,6 +265,7 @@ const RETRY_ROUND: Duration = Duration::from_secs(40);
 
 #[tokio::test]
 async fn a_webhook_that_refused_is_not_resent_while_another_is_retried() {
+    let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
     hooks.script("/gone", vec![Reply::new(404, "no_service")]);
@@ -283,8 +279,8 @@ async fn a_webhook_that_refused_is_not_resent_while_another_is_retried() {
                 ("generic", &hooks.url("/busy")),
             ],
         ),
-        &once_a_day_in(-60),
-        "UTC",
+        &once_a_day_in(-60, offset),
+        &noon,
     );
     let work = Workspace::new(&retrying_soon(config(&sim.base_url(), &[missed])));
     let daemon = Daemon::start(&work);
@@ -312,13 +308,14 @@ async fn a_webhook_that_refused_is_not_resent_while_another_is_retried() {
 
 #[tokio::test]
 async fn a_reload_reaches_a_day_that_is_being_retried() {
+    let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
     hooks.script("/broken", vec![Reply::new(500, "down")]);
     let broken = with_schedule(
         team("apac", "acme", &[("generic", &hooks.url("/broken"))]),
-        &once_a_day_in(-60),
-        "UTC",
+        &once_a_day_in(-60, offset),
+        &noon,
     );
     let work = Workspace::new(&config(&sim.base_url(), std::slice::from_ref(&broken)));
     let daemon = Daemon::start(&work);
@@ -341,6 +338,7 @@ async fn a_reload_reaches_a_day_that_is_being_retried() {
 
 #[tokio::test]
 async fn a_day_another_process_holds_is_delivered_when_that_process_fails() {
+    let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
     // The admin's `once` gets a slow 503, then 503s until it gives up.
@@ -353,11 +351,14 @@ async fn a_day_another_process_holds_is_delivered_when_that_process_fails() {
     );
     let missed = with_schedule(
         team("apac", "acme", &[("slack", &hooks.url("/apac"))]),
-        &once_a_day_in(-60),
-        "UTC",
+        &once_a_day_in(-60, offset),
+        &noon,
     );
     let work = Workspace::new(&retrying_soon(config(&sim.base_url(), &[missed])));
-    let date = (Utc::now() - chrono::Duration::seconds(60)).date_naive() - chrono::Days::new(1);
+    let date = (Utc::now() - chrono::Duration::seconds(60))
+        .with_timezone(&offset)
+        .date_naive()
+        - chrono::Days::new(1);
     let dir = work.dir.path().to_owned();
     let admin = tokio::task::spawn_blocking(move || {
         let date = date.to_string();
@@ -371,13 +372,15 @@ async fn a_day_another_process_holds_is_delivered_when_that_process_fails() {
         !admin.status.success(),
         "the admin's once should have failed"
     );
-    let posts_by_admin = hooks.seen().len();
+    // The admin's budget allows one POST (its answer takes longer than the budget); a second
+    // POST here would be the daemon's while the admin held the lease.
+    assert_eq!(hooks.seen().len(), 1, "{}", daemon.log());
     hooks.script("/apac", vec![Reply::new(200, "ok")]);
     daemon
         .wait_for_log("slack (http://127.0.0.1): delivered", RETRY_ROUND)
         .await;
     // While the admin held it, the daemon posted nothing; then one POST delivered it.
-    assert_eq!(hooks.seen().len(), posts_by_admin + 1, "{}", daemon.log());
+    assert_eq!(hooks.seen().len(), 2, "{}", daemon.log());
 }
 
 /// Issue 9, defects 3 and 8, on the real daemon with a clock that jumps: a weekday schedule
@@ -519,4 +522,95 @@ async fn kill_9_at_random_points_loses_nothing_and_resends_only_what_was_on_the_
     eprintln!(
         "{trials} kill -9 trials: 0 lost, {duplicates} duplicates, {on_wire_total} POSTs on the wire at the kills"
     );
+}
+
+/// A POST that outlasts the lease: the holder renews it, so another process (an admin's
+/// `once`) stays off the digest the whole time instead of posting it again.
+#[tokio::test]
+async fn a_lease_is_renewed_while_a_slow_post_runs() {
+    let (noon, offset) = zone_at(12);
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    hooks.script(
+        "/slow",
+        vec![Reply::new(200, "ok").delay(Duration::from_secs(8))],
+    );
+    let text = config(
+        &sim.base_url(),
+        &[with_schedule(
+            team("apac", "acme", &[("generic", &hooks.url("/slow"))]),
+            EVERY_SECOND,
+            &noon,
+        )],
+    )
+    .replace("[delivery]\n", "[delivery]\ntimeout_secs = 20\n");
+    let work = Workspace::new(&text);
+    let lease = [("ACQUIRE_DIGEST_LEASE_SECS", "2")];
+    let daemon = Daemon::start_with(&work, &[], &lease);
+    wait_until("the daemon's POST", SECONDS, || hooks.seen().len() == 1).await;
+    // Twice the lease's length later, it is still held.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let yesterday =
+        (Utc::now().with_timezone(&offset).date_naive() - chrono::Days::new(1)).to_string();
+    let dir = work.dir.path().to_owned();
+    let admin = tokio::task::spawn_blocking(move || {
+        crate::support::run_in(&dir, &["once", "--date", &yesterday], &lease)
+    })
+    .await
+    .unwrap();
+    let said = crate::support::stderr(&admin);
+    assert!(!admin.status.success());
+    assert!(
+        said.contains("being delivered by another acquire-digest process"),
+        "{said}"
+    );
+    daemon
+        .wait_for_log("generic (http://127.0.0.1): delivered", SECONDS)
+        .await;
+    assert_eq!(hooks.seen().len(), 1, "{}", daemon.log());
+}
+
+/// SIGTERM cancels a POST still running after the grace period; its lease is released on the
+/// way out, so an admin's `once` right after delivers the digest instead of waiting it out.
+#[tokio::test]
+async fn sigterm_mid_post_releases_the_lease() {
+    let (noon, offset) = zone_at(12);
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    hooks.script(
+        "/slow",
+        vec![Reply::new(200, "ok").delay(Duration::from_secs(60))],
+    );
+    let text = config(
+        &sim.base_url(),
+        &[with_schedule(
+            team("apac", "acme", &[("generic", &hooks.url("/slow"))]),
+            EVERY_SECOND,
+            &noon,
+        )],
+    )
+    .replace("[delivery]\n", "[delivery]\ntimeout_secs = 120\n");
+    let work = Workspace::new(&text);
+    let mut daemon = Daemon::start(&work);
+    wait_until("the daemon's POST", SECONDS, || hooks.seen().len() == 1).await;
+    daemon.signal("TERM");
+    let stopped = daemon
+        .wait_exit(SECONDS)
+        .await
+        .expect("stops within the grace");
+    assert!(stopped.success(), "{}", daemon.log());
+
+    hooks.script("/slow", vec![Reply::new(200, "ok")]);
+    let yesterday =
+        (Utc::now().with_timezone(&offset).date_naive() - chrono::Days::new(1)).to_string();
+    let dir = work.dir.path().to_owned();
+    let admin = tokio::task::spawn_blocking(move || {
+        crate::support::run_in(&dir, &["once", "--date", &yesterday], &[])
+    })
+    .await
+    .unwrap();
+    let said = crate::support::stderr(&admin);
+    assert!(admin.status.success(), "{said}");
+    assert!(said.contains(": delivered"), "{said}");
+    assert_eq!(hooks.seen().len(), 2);
 }

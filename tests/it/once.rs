@@ -697,12 +697,16 @@ async fn a_slow_receiver_gets_at_most_two_posts() {
 async fn once_refuses_a_day_that_has_not_ended() {
     let sim = simulator().await;
     let hooks = Scripted::webhooks().await;
-    let work = Workspace::new(&config(
-        &sim.base_url(),
-        &[team("apac", "acme", &[("generic", &hooks.url("/apac"))])],
-    ));
-    let kolkata_today = (chrono::Utc::now() + chrono::Duration::minutes(330)).date_naive();
-    for day in [kolkata_today, kolkata_today + chrono::Days::new(30)] {
+    // Where it is about noon, so today can't end while the test runs.
+    let (noon, offset) = crate::support::zone_at(12);
+    let work =
+        Workspace::new(&config(
+            &sim.base_url(),
+            &[team("apac", "acme", &[("generic", &hooks.url("/apac"))])
+                .replace("Asia/Kolkata", &noon)],
+        ));
+    let today = chrono::Utc::now().with_timezone(&offset).date_naive();
+    for day in [today, today + chrono::Days::new(30)] {
         let output = run(&work, &["once", "--date", &day.to_string()]).await;
         assert!(!output.status.success());
         let log = stderr(&output);
@@ -712,7 +716,7 @@ async fn once_refuses_a_day_that_has_not_ended() {
         );
     }
     assert!(hooks.seen().is_empty());
-    let yesterday = (kolkata_today - chrono::Days::new(1)).to_string();
+    let yesterday = (today - chrono::Days::new(1)).to_string();
     let output = run(&work, &["once", "--date", &yesterday]).await;
     assert!(output.status.success(), "{}", stderr(&output));
 }
@@ -758,4 +762,83 @@ async fn change_days_ask_for_their_exact_window() {
     // Spring: "02 AM" on -05:00 is 03:00 EDT; 02:00 doesn't exist.
     assert_eq!(bodies[1]["hours"][2], json!(0));
     assert_eq!(bodies[1]["hours"][3], json!(3));
+}
+
+/// Every delivery error names its cause; nothing that never reached the receiver counts as
+/// sent (so it is retried freely, not "outcome unknown").
+#[tokio::test]
+async fn a_failed_connection_names_its_cause() {
+    let sim = simulator().await;
+    // A port nobody listens on, and one that speaks plain bytes where TLS is expected.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let not_tls = format!("https://{}/hook", plain.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = plain.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[
+            team("a", "acme", &[("generic", &refused)]),
+            team("b", "acme", &[("generic", &not_tls)]),
+        ],
+    ));
+    let output = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(!output.status.success());
+    let log = stderr(&output);
+    let line = |team: &str| {
+        log.lines()
+            .find(|l| l.starts_with(&format!("{team} {REFERENCE_DAY}")))
+            .unwrap_or_else(|| panic!("no line for {team}:\n{log}"))
+            .to_owned()
+    };
+    let (a, b) = (line("a"), line("b"));
+    assert!(
+        a.contains("could not connect") && a.contains("refused") && a.contains("nothing was sent"),
+        "{a}"
+    );
+    assert!(
+        b.contains("TLS handshake failed") && b.contains("nothing was sent"),
+        "{b}"
+    );
+    assert!(!log.contains("outcome unknown"), "{log}");
+}
+
+/// A receiver that echoes the token in the webhook's query string doesn't get it into the
+/// summary, the log, or the ledger's last error that later runs print.
+#[tokio::test]
+async fn a_query_token_echoed_by_the_receiver_is_redacted() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    hooks.script("/h", vec![Reply::new(404, "unknown token s3cr3tTokenX")]);
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[team(
+            "apac",
+            "acme",
+            &[("generic", &hooks.url("/h?token=s3cr3tTokenX"))],
+        )],
+    ));
+    for _ in 0..2 {
+        let output = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+        let everything = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(
+            everything.contains("unknown token [redacted]"),
+            "{everything}"
+        );
+        assert!(!everything.contains("s3cr3t"), "{everything}");
+    }
+    let ledger = std::fs::read(work.path("ledger.db")).unwrap();
+    let wal = std::fs::read(work.path("ledger.db-wal")).unwrap_or_default();
+    let raw = String::from_utf8_lossy(&[ledger, wal].concat()).into_owned();
+    assert!(
+        raw.contains("unknown token [redacted]"),
+        "the error is recorded"
+    );
+    assert!(!raw.contains("s3cr3t"));
 }

@@ -386,3 +386,12 @@ pub async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() ->
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A fixed offset where it is now about `hour` o'clock, so a test of a few seconds never
+/// straddles a local midnight (and rightly sees two days).
+pub fn zone_at(hour: i64) -> (String, chrono::FixedOffset) {
+    let hours = (hour - chrono::Timelike::hour(&chrono::Utc::now()) as i64 + 36) % 24 - 12;
+    let offset = chrono::FixedOffset::east_opt(hours as i32 * 3600).unwrap();
+    let sign = if hours < 0 { '-' } else { '+' };
+    (format!("{sign}{:02}:00", hours.abs()), offset)
+}

@@ -51,7 +51,10 @@ impl Clock for WallClock {
     fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             loop {
+                // Registered before the time is read: a jump in between still wakes us.
                 let jumped = self.jumped.notified();
+                tokio::pin!(jumped);
+                jumped.as_mut().enable();
                 let left = (at - self.now()).to_std().unwrap_or_default();
                 if left.is_zero() {
                     return;

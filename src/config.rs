@@ -189,7 +189,8 @@ pub struct Config {
     pub concurrency: usize,
     pub delivery_timeout: Duration,
     pub delivery_retry_budget: Duration,
-    pub ledger_path: PathBuf,
+    /// Where the delivery ledger lives.
+    pub state: StateStore,
     /// How often the daemon tries a failed digest again within its catch-up window.
     pub retry_every: Duration,
     pub teams: Vec<Team>,
@@ -255,6 +256,8 @@ struct RawDelivery {
 #[derive(Deserialize)]
 struct RawState {
     path: Option<PathBuf>,
+    url: Option<String>,
+    url_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -380,12 +383,7 @@ pub fn parse(
             format!("{concurrency} is out of range: use 1 to 1024 (it caps concurrent requests to Acquire)"),
         );
     }
-    let ledger_path = base_dir.join(
-        raw.state
-            .as_ref()
-            .and_then(|s| s.path.clone())
-            .unwrap_or_else(|| PathBuf::from("state/ledger.db")),
-    );
+    let state = state_store(raw.state.as_ref(), base_dir, env, &mut problems);
     let default_catch_up = match raw.catch_up.as_deref().map(parse_catch_up).transpose() {
         Ok(d) => d.unwrap_or(Duration::from_secs(12 * 3600)),
         Err(e) => {
@@ -460,14 +458,14 @@ pub fn parse(
         }
     };
 
-    match renderer {
-        Some(renderer) if problems.0.is_empty() => Ok(Config {
+    match (renderer, state) {
+        (Some(renderer), Some(state)) if problems.0.is_empty() => Ok(Config {
             timeout,
             fetch_retry_budget,
             concurrency,
             delivery_timeout,
             delivery_retry_budget,
-            ledger_path,
+            state,
             retry_every,
             teams,
             renderer,
@@ -706,6 +704,97 @@ fn secret_from(
     }
 }
 
+/// Where the ledger lives: a SQLite file (the default), or a PostgreSQL database that several
+/// replicas share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateStore {
+    Sqlite(PathBuf),
+    Postgres(DatabaseUrl),
+}
+
+impl fmt::Display for StateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateStore::Sqlite(path) => write!(f, "{}", path.display()),
+            StateStore::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// A PostgreSQL URL. It carries the password, so only its host, port and database are shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(Url);
+
+/// libpq's `sslmode` values this client honours; `verify-ca` would check a certificate without
+/// its host name, which rustls doesn't offer.
+const SSLMODES: [&str; 4] = ["disable", "prefer", "require", "verify-full"];
+
+impl DatabaseUrl {
+    pub fn parse(text: &str) -> Result<DatabaseUrl, String> {
+        let url = Url::parse(text.trim()).map_err(|e| format!("is not a URL ({e})"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") || url.host_str().is_none() {
+            return Err("must be a postgres://user:password@host:5432/database URL".to_owned());
+        }
+        for (key, value) in url.query_pairs() {
+            if key == "sslmode" && !SSLMODES.contains(&value.as_ref()) {
+                return Err(format!(
+                    "sslmode={value} is not supported: use disable, prefer, require (encrypted, certificate not verified) or verify-full (verified against the system's roots)"
+                ));
+            }
+        }
+        Ok(DatabaseUrl(url))
+    }
+
+    pub fn expose(&self) -> &Url {
+        &self.0
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = self.0.host_str().unwrap_or("?");
+        let port = self.0.port().unwrap_or(5432);
+        write!(f, "postgres://{host}:{port}{}", self.0.path())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+fn state_store(
+    raw: Option<&RawState>,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<StateStore> {
+    let default = || StateStore::Sqlite(base_dir.join("state/ledger.db"));
+    let Some(raw) = raw else {
+        return Some(default());
+    };
+    let (url, url_env) = (raw.url.as_deref(), raw.url_env.as_deref());
+    match (&raw.path, url.is_some() || url_env.is_some()) {
+        (Some(_), true) => {
+            problems.add(
+                "state",
+                "set exactly one of path (SQLite) and url / url_env (PostgreSQL)",
+            );
+            None
+        }
+        (Some(path), false) => Some(StateStore::Sqlite(base_dir.join(path))),
+        (None, false) => Some(default()),
+        (None, true) => {
+            let text = secret_from("state", ("url", url), ("url_env", url_env), env, problems)?;
+            let key = if url.is_some() { "url" } else { "url_env" };
+            problems
+                .check("state", key, DatabaseUrl::parse(&text))
+                .map(StateStore::Postgres)
+        }
+    }
+}
+
 /// The API base for one account: the `{account_id}` placeholder substituted, and only http(s).
 pub fn api_base(template: &str, account_id: &str) -> Result<Url, String> {
     let text = template.replace("{account_id}", account_id);
@@ -933,8 +1022,8 @@ url = "https://example.com/hook"
         assert_eq!(config.timeout, Duration::from_secs(10));
         assert_eq!(config.concurrency, 32);
         assert_eq!(
-            config.ledger_path,
-            Path::new("/etc/acquire-digest/state/ledger.db")
+            config.state,
+            StateStore::Sqlite("/etc/acquire-digest/state/ledger.db".into())
         );
         let team = &config.teams[0];
         assert_eq!(team.name, "support-apac");

@@ -207,14 +207,16 @@ struct Current {
 }
 
 impl Current {
-    fn open(
+    async fn open(
         config: Config,
         clock: &Arc<dyn Clock>,
         reuse: Option<&Ledger>,
     ) -> Result<Current, String> {
-        let ledger = match reuse.filter(|l| l.path() == config.ledger_path) {
+        let ledger = match reuse.filter(|l| *l.location() == config.state) {
             Some(ledger) => ledger.clone(),
-            None => Ledger::open(&config.ledger_path, clock.clone()).map_err(|e| e.to_string())?,
+            None => Ledger::open(&config.state, clock.clone())
+                .await
+                .map_err(|e| e.to_string())?,
         };
         let pipeline = Pipeline::new(&config, Some(ledger.clone()), clock.clone());
         Ok(Current {
@@ -224,20 +226,19 @@ impl Current {
         })
     }
 
-    /// A reload: reading the config and its templates, and opening a ledger that moved, is
-    /// file I/O, done off the async workers.
+    /// A reload: reading the config and its templates is file I/O, done off the async
+    /// workers.
     async fn reload(
         path: &Path,
         clock: &Arc<dyn Clock>,
         reuse: &Ledger,
     ) -> Result<Current, String> {
-        let (path, clock, reuse) = (path.to_owned(), clock.clone(), reuse.clone());
-        tokio::task::spawn_blocking(move || {
-            let config = config::load(&path).map_err(|e| e.to_string())?;
-            Current::open(config, &clock, Some(&reuse))
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        let path = path.to_owned();
+        let config = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Current::open(config, clock, Some(reuse)).await
     }
 }
 
@@ -249,7 +250,9 @@ pub async fn serve(
     mut reloads: mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut current = Current::open(config, &clock, None).map_err(anyhow::Error::msg)?;
+    let mut current = Current::open(config, &clock, None)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let now = clock.now();
     for team in &current.config.teams {
         tracing::info!(team = %team.name, schedule = team.schedule.as_str(), "next digest {}", describe_next(team, now));
@@ -350,6 +353,7 @@ pub async fn serve(
         jobs.abort_all();
         while jobs.join_next().await.is_some() {}
     }
+    current.ledger.released().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -258,9 +258,9 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
     let ledger = if args.dry_run {
         None
     } else {
-        Some(Ledger::open(&config.ledger_path, clock.clone())?)
+        Some(Ledger::open(&config.state, clock.clone()).await?)
     };
-    let pipeline = Pipeline::new(&config, ledger, clock);
+    let pipeline = Pipeline::new(&config, ledger.clone(), clock);
     let mode = if args.dry_run {
         Mode::DryRun
     } else {
@@ -310,6 +310,9 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
         for line in report.summary_lines() {
             let _ = writeln!(std::io::stderr(), "{line}");
         }
+    }
+    if let Some(ledger) = ledger {
+        ledger.released().await;
     }
     Ok(if ok {
         ExitCode::SUCCESS

@@ -1,0 +1,1196 @@
+//! The ledger: one row per (team, span, webhook) saying what happened to that digest, and the
+//! one mechanism that keeps two processes from posting it both: a lease.
+//!
+//! A lease is an owner token and an expiry. It is taken before the first POST, renewed while
+//! the POSTs and any pacing wait run, and released on success, failure, cancellation and panic
+//! (by [`Lease`]'s `Drop`). Its expiry is always enforced: a holder that died, whatever its pid,
+//! host or namespace, frees the digest at most [`lease_ttl`] after its last renewal. Every
+//! write a holder makes is fenced by its token, so one whose lease expired and was taken over
+//! records nothing over the new holder.
+//!
+//! Each POST is counted as unanswered before it is sent and uncounted when an answer arrives,
+//! so a kill at any instant leaves the count saying what may have arrived; no digest is sent
+//! while two POSTs of it went unanswered ([`MAX_UNANSWERED`]).
+//!
+//! Retry state (attempts, next attempt, last error) lives here too, so it survives restarts
+//! and `once` and the daemon see the same.
+//!
+//! Two stores keep it, behind this one interface: a SQLite file ([`sqlite`], the default, for
+//! one host) and a PostgreSQL database ([`postgres`]) that any number of replicas share, where
+//! leases are judged by the database's clock rather than the replicas'.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::{StateStore, sha256_hex};
+use crate::schedule::Span;
+
+/// How long a lease outlives its holder's last renewal: 90 s, or `ACQUIRE_DIGEST_LEASE_SECS`
+/// (2 to 120), which lets crash trials run in seconds. It is renewed four times as often.
+pub fn lease_ttl() -> Duration {
+    static TTL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TTL.get_or_init(|| {
+        let seconds = std::env::var("ACQUIRE_DIGEST_LEASE_SECS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map_or(90, |s| s.clamp(2, 120));
+        Duration::from_secs(seconds)
+    })
+}
+/// POSTs of one digest that may be sent without an answer: the first, and one resend.
+pub const MAX_UNANSWERED: u32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+#[error("delivery ledger {place}: {problem}")]
+pub struct LedgerError {
+    /// The file, or the database as host, port and name: never its password.
+    place: String,
+    problem: String,
+}
+
+/// The ledger's entries by (team, span) and webhook.
+pub type Entries = HashMap<(String, Span), HashMap<String, Entry>>;
+
+/// What a ledger entry is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub team: String,
+    pub span: Span,
+    pub webhook: String,
+}
+
+impl Key {
+    pub fn new(team: &str, span: Span, webhook: &str) -> Key {
+        Key {
+            team: team.to_owned(),
+            span,
+            webhook: webhook.to_owned(),
+        }
+    }
+
+    /// The `webhook-id` a receiver can drop repeats by: the same for every POST of this
+    /// digest to this webhook, from any process.
+    pub fn webhook_id(&self) -> String {
+        let text = format!(
+            "{}\n{}\n{}\n{}",
+            self.team, self.span.first, self.span.last, self.webhook
+        );
+        format!("msg_{}", &sha256_hex(text.as_bytes())[..32])
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.team, self.span, self.webhook)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not delivered yet; tried again at `next_attempt`.
+    Pending,
+    Delivered,
+    /// The webhook answered with a permanent 4xx; not sent again until its URL changes.
+    Refused,
+    /// Two POSTs went unanswered: it may have arrived twice already, so nothing resends it.
+    Unknown,
+    /// Its catch-up window closed before it could be delivered.
+    Expired,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Delivered => "delivered",
+            State::Refused => "refused",
+            State::Unknown => "unknown",
+            State::Expired => "expired",
+        }
+    }
+
+    /// A state this version doesn't know is an error, never "pending": read as pending, a
+    /// digest someone marked otherwise would be sent again.
+    fn parse(text: &str) -> Option<State> {
+        [
+            State::Pending,
+            State::Delivered,
+            State::Refused,
+            State::Unknown,
+            State::Expired,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+}
+
+/// A ledger row as the reconciler and `once` read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub state: State,
+    pub attempts: u32,
+    pub unanswered: u32,
+    pub next_attempt: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// The URL fingerprint of the webhook that refused.
+    pub refused_url: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Until when another holder's lease keeps it off; None when nobody holds it.
+    pub leased_until: Option<DateTime<Utc>>,
+}
+
+/// Who asks for a lease: the daemon leaves a refusal alone while the URL is the same; an
+/// admin's `once` is an explicit request and tries a refused webhook again (and, forced, a
+/// delivered or unknown one). When a retry is due is the reconciler's decision, not the lease's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    Daemon,
+    Admin { force: bool },
+}
+
+/// What [`Ledger::lease`] found.
+pub enum Claim {
+    Leased(Lease),
+    /// Nothing to do for this requester: delivered, refused, unknown or expired.
+    Settled(Entry),
+    /// Another process holds it until then.
+    Busy(DateTime<Utc>),
+}
+
+/// Whether a POST may go out now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Permit {
+    Go,
+    /// [`MAX_UNANSWERED`] POSTs already went unanswered.
+    Exhausted,
+    /// The lease expired and someone else holds the digest now.
+    Lost,
+}
+
+/// What one POST's answer was.
+pub enum Answer<'a> {
+    Delivered,
+    Refused {
+        error: &'a str,
+        refused_url: &'a str,
+    },
+    /// Provably not delivered (connection refused, 429, 5xx).
+    NotDelivered(&'a str),
+    /// Sent, but no answer came (timeout, reset).
+    Unknown(&'a str),
+}
+
+/// How a lease ends when its holder is done.
+pub enum Finish {
+    /// Delivered or refused: the answer is already recorded.
+    Settled,
+    RetryAt(DateTime<Utc>),
+    GiveUp(State),
+}
+
+/// How a requester takes a lease on a digest it may send.
+struct Take {
+    /// A refused, unknown or expired digest starts over as pending.
+    reset_state: bool,
+    /// An admin's `--force` also forgets the POSTs that went unanswered.
+    reset_unanswered: bool,
+}
+
+/// The one decision both stores make inside their lease transaction: whether the requester may
+/// send an entry (and how it starts over), or what keeps it from doing so.
+fn decide(entry: Option<Entry>, requester: Requester, url: &str) -> Result<Take, Claim> {
+    let force = requester == Requester::Admin { force: true };
+    let Some(entry) = entry else {
+        return Ok(Take {
+            reset_state: false,
+            reset_unanswered: force,
+        });
+    };
+    if let Some(until) = entry.leased_until {
+        return Err(Claim::Busy(until));
+    }
+    let settled = match entry.state {
+        State::Pending | State::Expired => false,
+        State::Delivered | State::Unknown => !force,
+        State::Refused => {
+            requester == Requester::Daemon && entry.refused_url.as_deref() == Some(url)
+        }
+    };
+    if settled {
+        return Err(Claim::Settled(entry));
+    }
+    Ok(Take {
+        reset_state: matches!(
+            entry.state,
+            State::Refused | State::Unknown | State::Expired
+        ),
+        reset_unanswered: force,
+    })
+}
+
+/// A write by a lease holder; a store applies it only while the holder's token holds the
+/// lease, and answers with the digest's unanswered count then (None: the lease is not ours).
+enum Fenced {
+    Renew,
+    /// Counts a POST as unanswered, unless [`MAX_UNANSWERED`] already are.
+    BeforePost,
+    /// One POST's answer: the state it settles in (None keeps it), whether an answer came at
+    /// all, the error, and a refusal's URL fingerprint.
+    Answered {
+        state: Option<State>,
+        answered: bool,
+        error: Option<String>,
+        refused_url: Option<String>,
+    },
+    /// The next attempt, or the state it gives up in.
+    Finish {
+        next_attempt: Option<i64>,
+        give_up: Option<State>,
+    },
+    Release,
+}
+
+impl From<Answer<'_>> for Fenced {
+    fn from(answer: Answer<'_>) -> Fenced {
+        let (state, answered, error, refused_url) = match answer {
+            Answer::Delivered => (Some(State::Delivered), true, None, None),
+            Answer::Refused { error, refused_url } => {
+                (Some(State::Refused), true, Some(error), Some(refused_url))
+            }
+            Answer::NotDelivered(error) => (None, true, Some(error), None),
+            Answer::Unknown(error) => (None, false, Some(error), None),
+        };
+        Fenced::Answered {
+            state,
+            answered,
+            error: error.map(str::to_owned),
+            refused_url: refused_url.map(str::to_owned),
+        }
+    }
+}
+
+impl From<Finish> for Fenced {
+    fn from(finish: Finish) -> Fenced {
+        let (next_attempt, give_up) = match finish {
+            Finish::Settled => (None, None),
+            Finish::RetryAt(at) => (Some(at.timestamp()), None),
+            Finish::GiveUp(state) => (None, Some(state)),
+        };
+        Fenced::Finish {
+            next_attempt,
+            give_up,
+        }
+    }
+}
+
+/// A row as both stores read it, before it is trusted. `lease_until` is already None when the
+/// lease has expired (on the store's clock).
+struct Row {
+    team: String,
+    first_day: String,
+    last_day: String,
+    webhook: String,
+    state: String,
+    attempts: i64,
+    unanswered: i64,
+    next_attempt: Option<i64>,
+    last_error: Option<String>,
+    refused_url: Option<String>,
+    delivered_at: Option<i64>,
+    lease_until: Option<i64>,
+}
+
+impl Row {
+    /// A row someone edited by hand or a later version wrote is an error, never a guess.
+    fn parse(self) -> Result<(Key, Entry), String> {
+        let date = |text: &str| -> Result<NaiveDate, String> {
+            text.parse().map_err(|e| {
+                format!(
+                    "a row for team {:?} has a bad date {text:?} ({e})",
+                    self.team
+                )
+            })
+        };
+        let time = |seconds: Option<i64>| seconds.and_then(|s| DateTime::from_timestamp(s, 0));
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+        let state = State::parse(&self.state).ok_or_else(|| {
+            format!(
+                "a row for team {:?} has {:?}, not a digest state this version knows",
+                self.team, self.state
+            )
+        })?;
+        let span = Span {
+            first: date(&self.first_day)?,
+            last: date(&self.last_day)?,
+        };
+        let entry = Entry {
+            state,
+            attempts: count(self.attempts),
+            unanswered: count(self.unanswered),
+            next_attempt: time(self.next_attempt),
+            last_error: self.last_error,
+            refused_url: self.refused_url,
+            delivered_at: time(self.delivered_at),
+            leased_until: time(self.lease_until),
+        };
+        Ok((
+            Key {
+                team: self.team,
+                span,
+                webhook: self.webhook,
+            },
+            entry,
+        ))
+    }
+}
+
+fn day(date: NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+/// A handle to the ledger; clones share one connection (SQLite) or one pool (PostgreSQL).
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    location: StateStore,
+    clock: Arc<dyn Clock>,
+    ttl: Duration,
+    /// Releases of leases dropped without a finish, on stores that can't write in `Drop`.
+    releases: TaskTracker,
+}
+
+enum Store {
+    Sqlite(Arc<sqlite::Sqlite>),
+    Postgres(postgres::Postgres),
+}
+
+impl Ledger {
+    /// Opens the ledger, creating it (a SQLite file and its folder, or the schema in a
+    /// PostgreSQL database) on first use. SQLite's file may be refused: see [`sqlite`].
+    pub async fn open(location: &StateStore, clock: Arc<dyn Clock>) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(location, clock, lease_ttl()).await
+    }
+
+    async fn open_with(
+        location: &StateStore,
+        clock: Arc<dyn Clock>,
+        ttl: Duration,
+    ) -> Result<Ledger, LedgerError> {
+        let fail = |problem| LedgerError {
+            place: location.to_string(),
+            problem,
+        };
+        let store = match location {
+            StateStore::Sqlite(path) => {
+                let path = path.clone();
+                let opened = tokio::task::spawn_blocking(move || sqlite::Sqlite::open(&path))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("could not be opened: {e}")));
+                Store::Sqlite(Arc::new(opened.map_err(fail)?))
+            }
+            StateStore::Postgres(url) => {
+                Store::Postgres(postgres::Postgres::open(url).await.map_err(fail)?)
+            }
+        };
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                store,
+                location: location.clone(),
+                clock,
+                ttl,
+                releases: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// Where it lives, as the config says.
+    pub fn location(&self) -> &StateStore {
+        &self.inner.location
+    }
+
+    fn fail(&self, problem: String) -> LedgerError {
+        LedgerError {
+            place: self.inner.location.to_string(),
+            problem,
+        }
+    }
+
+    /// Every entry whose span ends on `since` or later: all the reconciler looks at in one
+    /// pass, in one query.
+    pub async fn recent(&self, since: NaiveDate) -> Result<Entries, LedgerError> {
+        let now = self.inner.clock.now();
+        let rows = match &self.inner.store {
+            Store::Sqlite(db) => {
+                let db = db.clone();
+                blocking(move || db.recent(since, now)).await
+            }
+            Store::Postgres(db) => db.recent(since).await,
+        }
+        .map_err(|e| self.fail(e))?;
+        let mut entries = Entries::new();
+        for row in rows {
+            let (key, entry) = row.parse().map_err(|e| self.fail(e))?;
+            entries
+                .entry((key.team, key.span))
+                .or_default()
+                .insert(key.webhook, entry);
+        }
+        Ok(entries)
+    }
+
+    /// Takes the lease on a digest for a webhook, unless the requester has nothing to do for
+    /// it or another process holds it. `url` is the fingerprint of the webhook's URL now: a
+    /// refusal holds only while the URL is the one that refused.
+    pub async fn lease(
+        &self,
+        key: &Key,
+        requester: Requester,
+        url: &str,
+    ) -> Result<Claim, LedgerError> {
+        let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let (now, ttl) = (self.inner.clock.now(), self.inner.ttl);
+        let claimed = match &self.inner.store {
+            Store::Sqlite(db) => {
+                let (db, key, url, token) =
+                    (db.clone(), key.clone(), url.to_owned(), token.clone());
+                blocking(move || db.lease(&key, requester, &url, &token, now, ttl)).await
+            }
+            Store::Postgres(db) => db.lease(key, requester, url, &token, ttl).await,
+        }
+        .map_err(|e| self.fail(e))?;
+        Ok(match claimed {
+            Err(claim) => claim,
+            Ok(()) => Claim::Leased(Lease::new(self.clone(), key.clone(), token)),
+        })
+    }
+
+    /// Marks a pending digest whose catch-up window closed, unless someone holds it.
+    pub async fn expire(&self, key: &Key) -> Result<bool, LedgerError> {
+        let now = self.inner.clock.now();
+        match &self.inner.store {
+            Store::Sqlite(db) => {
+                let (db, key) = (db.clone(), key.clone());
+                blocking(move || db.expire(&key, now)).await
+            }
+            Store::Postgres(db) => db.expire(key).await,
+        }
+        .map_err(|e| self.fail(e))
+    }
+
+    /// Waits until the leases dropped so far are released (a process about to exit).
+    pub async fn released(&self) {
+        let releases = &self.inner.releases;
+        releases.close();
+        releases.wait().await;
+        releases.reopen();
+    }
+
+    async fn fenced(&self, key: &Key, token: &str, op: Fenced) -> Result<Option<u32>, LedgerError> {
+        let (now, ttl) = (self.inner.clock.now(), self.inner.ttl);
+        match &self.inner.store {
+            Store::Sqlite(db) => {
+                let (db, key, token) = (db.clone(), key.clone(), token.to_owned());
+                blocking(move || db.fenced(&key, &token, &op, now, ttl)).await
+            }
+            Store::Postgres(db) => db.fenced(key, token, &op, now, ttl).await,
+        }
+        .map_err(|e| self.fail(e))
+    }
+}
+
+/// A new, empty database on the server `url` names, for a test or a benchmark that needs a
+/// PostgreSQL ledger of its own; its URL is `url` with the new database's name.
+#[doc(hidden)]
+pub async fn scratch_database(url: &str) -> Result<String, String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("cannot reach the test database server: {e}"))?;
+    tokio::spawn(connection);
+    let name = format!("scratch_{:016x}", fastrand::u64(..));
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut scratch = url::Url::parse(url).map_err(|e| e.to_string())?;
+    scratch.set_path(&name);
+    Ok(scratch.to_string())
+}
+
+/// SQLite waits on locks and the disk on the blocking pool, never on an async worker.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(format!("a ledger task failed: {e}")))
+}
+
+/// Held while a process posts one digest to one webhook.
+pub struct Lease {
+    ledger: Ledger,
+    key: Key,
+    token: String,
+    renewal: tokio::task::JoinHandle<()>,
+    ended: bool,
+}
+
+impl Lease {
+    fn new(ledger: Ledger, key: Key, token: String) -> Lease {
+        let renewal = {
+            let (ledger, key, token) = (ledger.clone(), key.clone(), token.clone());
+            tokio::spawn(async move {
+                // On the clock the process judges time by, so a clock that jumps renews too.
+                let clock = ledger.inner.clock.clone();
+                let every = chrono::Duration::from_std(ledger.inner.ttl / 4).unwrap_or_default();
+                loop {
+                    clock.sleep_until(clock.now() + every).await;
+                    match ledger.fenced(&key, &token, Fenced::Renew).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return,
+                        Err(e) => {
+                            tracing::warn!(team = %key.team, span = %key.span, webhook = %key.webhook, "could not renew the lease: {e}")
+                        }
+                    }
+                }
+            })
+        };
+        Lease {
+            ledger,
+            key,
+            token,
+            renewal,
+            ended: false,
+        }
+    }
+
+    /// What a kill -9 leaves: the lease stays in the ledger, unrenewed, until it expires.
+    #[cfg(test)]
+    fn abandon(mut self) {
+        self.renewal.abort();
+        self.ended = true;
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Counts a POST as unanswered before it goes out (renewing the lease); refuses when too
+    /// many already went unanswered or the lease was lost.
+    pub async fn before_post(&self) -> Result<Permit, LedgerError> {
+        let ledger = &self.ledger;
+        if ledger
+            .fenced(&self.key, &self.token, Fenced::BeforePost)
+            .await?
+            .is_some()
+        {
+            return Ok(Permit::Go);
+        }
+        // A renewal tells whether the lease is still ours.
+        let ours = ledger.fenced(&self.key, &self.token, Fenced::Renew).await?;
+        Ok(if ours.is_some() {
+            Permit::Exhausted
+        } else {
+            Permit::Lost
+        })
+    }
+
+    /// Records one POST's answer the moment it arrives. Returns how many POSTs of this digest
+    /// are now unanswered, or None when the lease was lost and nothing was recorded.
+    pub async fn answered(&self, answer: Answer<'_>) -> Result<Option<u32>, LedgerError> {
+        self.ledger
+            .fenced(&self.key, &self.token, answer.into())
+            .await
+    }
+
+    /// Ends the lease: schedules the next attempt or gives up, and frees the digest.
+    pub async fn finish(mut self, finish: Finish) -> Result<(), LedgerError> {
+        self.ended = true;
+        self.renewal.abort();
+        self.ledger
+            .fenced(&self.key, &self.token, finish.into())
+            .await
+            .map(drop)
+    }
+}
+
+impl Drop for Lease {
+    /// A holder cancelled, aborted at shutdown or panicking frees the digest here; the
+    /// unanswered count it left says whether a POST may have gone out. SQLite releases
+    /// synchronously (a short local write); PostgreSQL on a tracked task that
+    /// [`Ledger::released`] waits for before the process exits.
+    fn drop(&mut self) {
+        self.renewal.abort();
+        if self.ended {
+            return;
+        }
+        let ttl = self.ledger.inner.ttl;
+        let warn = move |e: &dyn std::fmt::Display| {
+            tracing::warn!("could not release a lease ({e}); it expires within {ttl:?}")
+        };
+        let (now, inner) = (self.ledger.inner.clock.now(), &self.ledger.inner);
+        match &inner.store {
+            Store::Sqlite(db) => {
+                if let Err(e) = db.fenced(&self.key, &self.token, &Fenced::Release, now, ttl) {
+                    warn(&e);
+                }
+            }
+            Store::Postgres(_) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return warn(&"no runtime left to release it on");
+                };
+                let (ledger, key, token) =
+                    (self.ledger.clone(), self.key.clone(), self.token.clone());
+                inner.releases.spawn_on(
+                    async move {
+                        if let Err(e) = ledger.fenced(&key, &token, Fenced::Release).await {
+                            warn(&e);
+                        }
+                    },
+                    &runtime,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    use crate::clock::WallClock;
+    use crate::config::DatabaseUrl;
+
+    /// Every test here runs against both stores.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Sqlite,
+        Postgres,
+    }
+
+    /// A PostgreSQL test lease is short, since only real time moves the server's clock.
+    const POSTGRES_TTL: Duration = Duration::from_secs(4);
+
+    struct Fixture {
+        kind: Kind,
+        _dir: tempfile::TempDir,
+        location: StateStore,
+        clock: Arc<WallClock>,
+    }
+
+    impl Fixture {
+        /// None when PostgreSQL isn't there outside CI (the tests say so and pass); in CI a
+        /// missing PostgreSQL fails them.
+        async fn new(kind: Kind) -> Option<Fixture> {
+            let dir = tempfile::tempdir().unwrap();
+            let location = match kind {
+                Kind::Sqlite => StateStore::Sqlite(dir.path().join("nested/l.db")),
+                Kind::Postgres => {
+                    let url = test_database_url()?;
+                    let scratch = scratch_database(&url).await.unwrap();
+                    StateStore::Postgres(DatabaseUrl::parse(&scratch).unwrap())
+                }
+            };
+            Some(Fixture {
+                kind,
+                _dir: dir,
+                location,
+                clock: WallClock::new(),
+            })
+        }
+
+        /// Another process's handle on the same ledger.
+        async fn open(&self) -> Ledger {
+            let ttl = match self.kind {
+                Kind::Sqlite => lease_ttl(),
+                Kind::Postgres => POSTGRES_TTL,
+            };
+            Ledger::open_with(&self.location, self.clock.clone(), ttl)
+                .await
+                .unwrap()
+        }
+
+        fn ttl(&self) -> Duration {
+            match self.kind {
+                Kind::Sqlite => lease_ttl(),
+                Kind::Postgres => POSTGRES_TTL,
+            }
+        }
+
+        /// Lets `time` pass for the leases: SQLite's are judged by the process's clock, which
+        /// jumps; PostgreSQL's by the server's, so the test waits.
+        async fn pass(&self, time: Duration) {
+            match self.kind {
+                Kind::Sqlite => {
+                    self.clock.jump(chrono::Duration::from_std(time).unwrap());
+                    // Renewals wake on the jump; let them write.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Kind::Postgres => tokio::time::sleep(time).await,
+            }
+        }
+
+        /// Writes behind the ledger's back, as a person with a SQL shell would.
+        async fn tamper(&self, sql: &str) {
+            match &self.location {
+                StateStore::Sqlite(path) => {
+                    rusqlite::Connection::open(path)
+                        .unwrap()
+                        .execute_batch(sql)
+                        .unwrap();
+                }
+                StateStore::Postgres(url) => {
+                    let (client, connection) =
+                        tokio_postgres::connect(url.expose().as_str(), tokio_postgres::NoTls)
+                            .await
+                            .unwrap();
+                    tokio::spawn(connection);
+                    client.batch_execute(sql).await.unwrap();
+                }
+            }
+        }
+    }
+
+    fn test_database_url() -> Option<String> {
+        match std::env::var("ACQUIRE_DIGEST_TEST_DATABASE_URL") {
+            Ok(url) => Some(url),
+            Err(_) if std::env::var("CI").is_ok_and(|ci| ci == "true") => panic!(
+                "ACQUIRE_DIGEST_TEST_DATABASE_URL is not set: in CI the ledger tests need PostgreSQL (run them through scripts/with-postgres)"
+            ),
+            Err(_) => {
+                eprintln!(
+                    "PostgreSQL ledger tests skipped: run through scripts/with-postgres to include them"
+                );
+                None
+            }
+        }
+    }
+
+    /// Each test, once per store.
+    macro_rules! on_both_stores {
+        ($($test:ident),* $(,)?) => {
+            mod sqlite_store {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(fx) = super::Fixture::new(super::Kind::Sqlite).await {
+                        super::$test(fx).await
+                    }
+                })*
+            }
+            mod postgres_store {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(fx) = super::Fixture::new(super::Kind::Postgres).await {
+                        super::$test(fx).await
+                    }
+                })*
+            }
+        };
+    }
+
+    on_both_stores!(
+        a_lease_keeps_others_off_until_released_and_a_dead_holders_expires,
+        a_live_holder_keeps_its_lease_however_far_the_clock_moves,
+        a_state_this_version_does_not_know_is_an_error_not_pending,
+        a_panicking_holder_releases_its_lease,
+        an_expired_holder_records_nothing_over_the_new_one,
+        at_most_two_posts_go_unanswered_whatever_asks,
+        a_refusal_holds_for_the_daemon_until_the_url_changes_and_never_for_once,
+        spans_and_webhooks_key_entries_apart,
+        processes_racing_for_one_digest_get_one_lease,
+        opening_a_new_ledger_is_safe_to_race,
+    );
+
+    fn key(webhook: &str) -> Key {
+        Key::new("apac", Span::day("2021-03-18".parse().unwrap()), webhook)
+    }
+
+    async fn lease(ledger: &Ledger, key: &Key, requester: Requester) -> Claim {
+        ledger.lease(key, requester, "url-1").await.unwrap()
+    }
+
+    async fn entry(ledger: &Ledger, key: &Key) -> Option<Entry> {
+        let mut entries = ledger.recent(key.span.last).await.unwrap();
+        entries
+            .remove(&(key.team.clone(), key.span))?
+            .remove(&key.webhook)
+    }
+
+    async fn a_lease_keeps_others_off_until_released_and_a_dead_holders_expires(fx: Fixture) {
+        let (ours, theirs) = (fx.open().await, fx.open().await);
+        let slack = key("slack");
+        let Claim::Leased(held) = lease(&ours, &slack, Requester::Daemon).await else {
+            panic!("the first lease")
+        };
+        assert!(matches!(
+            lease(&theirs, &slack, Requester::Daemon).await,
+            Claim::Busy(_)
+        ));
+        assert!(matches!(
+            lease(&theirs, &slack, Requester::Admin { force: true }).await,
+            Claim::Busy(_)
+        ));
+        drop(held);
+        ours.released().await;
+        let Claim::Leased(held) = lease(&theirs, &slack, Requester::Daemon).await else {
+            panic!("released on drop")
+        };
+        // Killed mid-POST: no Drop, no release, no pid to look at; only the expiry frees it.
+        held.abandon();
+        assert!(matches!(
+            lease(&ours, &slack, Requester::Daemon).await,
+            Claim::Busy(_)
+        ));
+        fx.pass(fx.ttl() + Duration::from_secs(1)).await;
+        assert!(matches!(
+            lease(&ours, &slack, Requester::Daemon).await,
+            Claim::Leased(_)
+        ));
+    }
+
+    async fn a_live_holder_keeps_its_lease_however_far_the_clock_moves(fx: Fixture) {
+        let ours = fx.open().await;
+        let slack = key("slack");
+        let Claim::Leased(_held) = lease(&ours, &slack, Requester::Daemon).await else {
+            panic!()
+        };
+        // Three steps of three quarters of the lease outlast it unless it is renewed.
+        for _ in 0..3 {
+            fx.pass(fx.ttl() * 3 / 4).await;
+            assert!(matches!(
+                lease(&ours, &slack, Requester::Daemon).await,
+                Claim::Busy(_)
+            ));
+        }
+    }
+
+    async fn a_state_this_version_does_not_know_is_an_error_not_pending(fx: Fixture) {
+        let ledger = fx.open().await;
+        let Claim::Leased(l) = lease(&ledger, &key("slack"), Requester::Daemon).await else {
+            panic!()
+        };
+        l.finish(Finish::Settled).await.unwrap();
+        fx.tamper("UPDATE digests SET state = 'done'").await;
+        let err = ledger
+            .recent("2021-01-01".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not a digest state"), "{err}");
+        assert!(
+            ledger
+                .lease(&key("slack"), Requester::Daemon, "u")
+                .await
+                .is_err()
+        );
+    }
+
+    async fn a_panicking_holder_releases_its_lease(fx: Fixture) {
+        let ledger = fx.open().await;
+        let slack = key("slack");
+        let (l, k) = (ledger.clone(), slack.clone());
+        let crashed = tokio::spawn(async move {
+            let _lease = lease(&l, &k, Requester::Daemon).await;
+            panic!("a bug mid-delivery");
+        })
+        .await;
+        assert!(crashed.unwrap_err().is_panic());
+        ledger.released().await;
+        assert!(matches!(
+            lease(&ledger, &slack, Requester::Daemon).await,
+            Claim::Leased(_)
+        ));
+    }
+
+    async fn an_expired_holder_records_nothing_over_the_new_one(fx: Fixture) {
+        let ledger = fx.open().await;
+        let slack = key("slack");
+        let Claim::Leased(stale) = lease(&ledger, &slack, Requester::Daemon).await else {
+            panic!()
+        };
+        assert_eq!(stale.before_post().await.unwrap(), Permit::Go);
+        // Stalled: its renewals stop, as a process paused by the kernel or a debugger.
+        stale.renewal.abort();
+        fx.pass(fx.ttl() + Duration::from_secs(1)).await;
+        let Claim::Leased(fresh) = lease(&ledger, &slack, Requester::Daemon).await else {
+            panic!("the expired lease is taken over")
+        };
+        let late = Answer::Refused {
+            error: "late",
+            refused_url: "u",
+        };
+        assert_eq!(stale.answered(late).await.unwrap(), None, "fenced off");
+        assert_eq!(stale.before_post().await.unwrap(), Permit::Lost);
+        assert!(fresh.answered(Answer::Delivered).await.unwrap().is_some());
+        fresh.finish(Finish::Settled).await.unwrap();
+        stale.finish(Finish::GiveUp(State::Unknown)).await.unwrap();
+        let entry = entry(&ledger, &slack).await.unwrap();
+        assert_eq!(entry.state, State::Delivered);
+        assert!(matches!(
+            lease(&ledger, &slack, Requester::Daemon).await,
+            Claim::Settled(_)
+        ));
+    }
+
+    async fn at_most_two_posts_go_unanswered_whatever_asks(fx: Fixture) {
+        let ledger = fx.open().await;
+        let hook = key("generic");
+        for round in 0..3 {
+            let Claim::Leased(lease) = lease(&ledger, &hook, Requester::Daemon).await else {
+                panic!("round {round}")
+            };
+            let permit = lease.before_post().await.unwrap();
+            if round < 2 {
+                assert_eq!(permit, Permit::Go, "round {round}");
+                lease.answered(Answer::Unknown("timed out")).await.unwrap();
+                lease.finish(Finish::RetryAt(fx.clock.now())).await.unwrap();
+            } else {
+                assert_eq!(permit, Permit::Exhausted);
+                lease.finish(Finish::GiveUp(State::Unknown)).await.unwrap();
+            }
+        }
+        assert!(
+            matches!(lease(&ledger, &hook, Requester::Daemon).await, Claim::Settled(e) if e.state == State::Unknown)
+        );
+        assert!(matches!(
+            lease(&ledger, &hook, Requester::Admin { force: false }).await,
+            Claim::Settled(_)
+        ));
+        // Only an admin's --force sends it again, and resets the count.
+        let Claim::Leased(forced) = lease(&ledger, &hook, Requester::Admin { force: true }).await
+        else {
+            panic!()
+        };
+        assert_eq!(forced.before_post().await.unwrap(), Permit::Go);
+        // An answered POST (even a 503) does not count as unanswered.
+        let answered = forced.answered(Answer::NotDelivered("HTTP 503")).await;
+        assert_eq!(answered.unwrap(), Some(0));
+    }
+
+    async fn a_refusal_holds_for_the_daemon_until_the_url_changes_and_never_for_once(fx: Fixture) {
+        let ledger = fx.open().await;
+        let slack = key("slack");
+        let Claim::Leased(l) = lease(&ledger, &slack, Requester::Daemon).await else {
+            panic!()
+        };
+        l.before_post().await.unwrap();
+        l.answered(Answer::Refused {
+            error: "HTTP 404: no_service",
+            refused_url: "url-1",
+        })
+        .await
+        .unwrap();
+        l.finish(Finish::Settled).await.unwrap();
+        // A new process: still refused with the same URL.
+        let reopened = fx.open().await;
+        assert!(
+            matches!(lease(&reopened, &slack, Requester::Daemon).await, Claim::Settled(e) if e.state == State::Refused)
+        );
+        assert!(matches!(
+            reopened
+                .lease(&slack, Requester::Daemon, "url-2")
+                .await
+                .unwrap(),
+            Claim::Leased(_)
+        ));
+        reopened.released().await;
+        assert!(matches!(
+            lease(&reopened, &slack, Requester::Admin { force: false }).await,
+            Claim::Leased(_)
+        ));
+    }
+
+    async fn spans_and_webhooks_key_entries_apart(fx: Fixture) {
+        let ledger = fx.open().await;
+        let day = key("slack");
+        let Claim::Leased(l) = lease(&ledger, &day, Requester::Daemon).await else {
+            panic!()
+        };
+        l.answered(Answer::Delivered).await.unwrap();
+        l.finish(Finish::Settled).await.unwrap();
+        let weekend = Key::new(
+            "apac",
+            Span {
+                first: "2021-03-16".parse().unwrap(),
+                last: "2021-03-18".parse().unwrap(),
+            },
+            "slack",
+        );
+        assert!(matches!(
+            lease(&ledger, &weekend, Requester::Daemon).await,
+            Claim::Leased(_)
+        ));
+        assert!(matches!(
+            lease(&ledger, &key("generic"), Requester::Daemon).await,
+            Claim::Leased(_)
+        ));
+        let recent = ledger.recent(day.span.first).await.unwrap();
+        assert_eq!(recent[&("apac".to_owned(), day.span)].len(), 2);
+        assert_eq!(recent[&("apac".to_owned(), weekend.span)].len(), 1);
+        assert_ne!(day.webhook_id(), weekend.webhook_id());
+        assert_eq!(day.webhook_id(), key("slack").webhook_id());
+    }
+
+    async fn processes_racing_for_one_digest_get_one_lease(fx: Fixture) {
+        let mut ledgers = Vec::new();
+        for _ in 0..6 {
+            ledgers.push(fx.open().await);
+        }
+        for round in 0..20 {
+            let hook = key(&format!("hook-{round}"));
+            // Odd rounds race for a digest the ledger already has a row of (a retry).
+            if round % 2 == 1 {
+                let Claim::Leased(first) = lease(&ledgers[0], &hook, Requester::Daemon).await
+                else {
+                    panic!()
+                };
+                first.finish(Finish::RetryAt(fx.clock.now())).await.unwrap();
+            }
+            let claims = futures::future::join_all(
+                ledgers
+                    .iter()
+                    .map(|ledger| ledger.lease(&hook, Requester::Daemon, "u")),
+            )
+            .await;
+            let leased = claims
+                .into_iter()
+                .filter(|c| matches!(c.as_ref().unwrap(), Claim::Leased(_)))
+                .count();
+            assert_eq!(leased, 1, "round {round}");
+        }
+    }
+
+    async fn opening_a_new_ledger_is_safe_to_race(fx: Fixture) {
+        let opened = futures::future::join_all((0..8).map(|_| {
+            let (location, clock) = (fx.location.clone(), fx.clock.clone());
+            // Each on a thread of its own, as separate processes would.
+            tokio::task::spawn_blocking(move || {
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(Ledger::open(&location, clock))
+                    .map(drop)
+            })
+        }))
+        .await;
+        for result in opened {
+            result.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_damaged_or_foreign_sqlite_ledger_is_refused_not_started_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock: Arc<dyn Clock> = WallClock::new();
+        let open = |path: PathBuf| {
+            let clock = clock.clone();
+            async move {
+                Ledger::open(&StateStore::Sqlite(path), clock)
+                    .await
+                    .map(drop)
+                    .err()
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        let err = open(empty).await;
+        assert!(err.contains("empty") && err.contains("delete it"), "{err}");
+
+        let good = dir.path().join("good.db");
+        let ledger = Ledger::open(&StateStore::Sqlite(good.clone()), clock.clone()).await;
+        drop(ledger.unwrap());
+        let bytes = std::fs::read(&good).unwrap();
+        let truncated = dir.path().join("truncated.db");
+        std::fs::write(&truncated, &bytes[..100]).unwrap();
+        let err = open(truncated).await;
+        assert!(err.contains("truncated.db"), "{err}");
+
+        let foreign = dir.path().join("foreign.db");
+        rusqlite::Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE notes (x)")
+            .unwrap();
+        let err = open(foreign).await;
+        assert!(err.contains("not an acquire-digest ledger"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_ledger_deleted_or_replaced_under_a_running_process_stops_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let location = StateStore::Sqlite(path.clone());
+        let ledger = Ledger::open(&location, WallClock::new()).await.unwrap();
+        let since: NaiveDate = "2021-01-01".parse().unwrap();
+        ledger.recent(since).await.unwrap();
+        std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
+        let err = ledger
+            .lease(&key("slack"), Requester::Daemon, "u")
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("disappeared"), "{err}");
+        drop(Ledger::open(&location, WallClock::new()).await.unwrap());
+        let err = ledger.recent(since).await.unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+        std::fs::rename(dir.path().join("moved.db"), &path).unwrap();
+        ledger.recent(since).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_version_1_sqlite_ledger_keeps_its_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE deliveries (team TEXT, date TEXT, webhook TEXT, delivered_at TEXT, PRIMARY KEY (team, date, webhook));
+                 INSERT INTO deliveries VALUES ('apac', '2021-03-18', 'slack', '2021-03-19T03:30:00+00:00');
+                 CREATE TABLE claims (team TEXT);",
+            )
+            .unwrap();
+        let ledger = Ledger::open(&StateStore::Sqlite(path), WallClock::new())
+            .await
+            .unwrap();
+        let entry = entry(&ledger, &key("slack")).await.unwrap();
+        assert_eq!(entry.state, State::Delivered);
+        assert_eq!(
+            entry.delivered_at,
+            Some("2021-03-19T03:30:00Z".parse().unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_named_without_its_password() {
+        // A port nothing listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://digest:hunter2-secret@127.0.0.1:{port}/ledger");
+        let location = StateStore::Postgres(DatabaseUrl::parse(&url).unwrap());
+        let err = Ledger::open(&location, WallClock::new())
+            .await
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains(&format!("postgres://127.0.0.1:{port}/ledger"))
+                && err.contains("cannot reach the database"),
+            "{err}"
+        );
+    }
+}

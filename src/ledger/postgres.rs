@@ -1,0 +1,387 @@
+//! The ledger in PostgreSQL: one database that any number of replicas and `once` runs share.
+//! A lease's expiry is written and judged by the server's clock, so replicas whose clocks
+//! disagree still agree on who holds what; the lease transaction locks the row, so two
+//! replicas asking at once get one lease between them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_postgres::types::ToSql;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{Claim, Fenced, Key, MAX_UNANSWERED, Requester, Row, day, decide};
+use crate::config::DatabaseUrl;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// The server's time in Unix seconds: what leases are judged by.
+const SERVER_NOW: &str = "floor(extract(epoch FROM clock_timestamp()))::bigint";
+/// One (team, span, webhook): parameters $1 to $4.
+const KEY: &str = "team = $1 AND first_day = $2 AND last_day = $3 AND webhook = $4";
+/// Held while the schema is created or migrated, so replicas starting together take turns.
+const MIGRATION_LOCK: i64 = 0x6163_7164_6967_0001;
+
+pub(super) struct Postgres {
+    pool: Pool,
+}
+
+/// A row, its lease shown only while it runs on the server's clock.
+fn columns() -> String {
+    format!(
+        "team, first_day, last_day, webhook, state, attempts, unanswered, next_attempt, \
+         last_error, refused_url, delivered_at, \
+         CASE WHEN lease_until > {SERVER_NOW} THEN lease_until END"
+    )
+}
+
+impl Postgres {
+    /// Connects (the first connection says at once whether the server is there and the
+    /// credentials work) and brings the schema up to date.
+    pub(super) async fn open(url: &DatabaseUrl) -> Result<Postgres, String> {
+        // Only ring is compiled in; installing it makes that explicit for rustls.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut url = url.expose().clone();
+        let verify = url
+            .query_pairs()
+            .any(|(key, value)| key == "sslmode" && value == "verify-full");
+        if verify {
+            // tokio-postgres knows only disable, prefer and require; the verifying is ours.
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .map(|(k, v)| {
+                    if k == "sslmode" {
+                        (k, "require".into())
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        let mut config: tokio_postgres::Config = url
+            .as_str()
+            .parse()
+            .map_err(|e| format!("is not a usable PostgreSQL URL ({})", causes(&e)))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let tls = if verify {
+            MakeRustlsConnect::with_native_certs()
+                .map(|(tls, _)| tls)
+                .map_err(|_| {
+                    "sslmode=verify-full: no root certificates could be loaded from the system (install ca-certificates)".to_owned()
+                })?
+        } else {
+            unverified_tls()
+        };
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(15)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let db = Postgres { pool };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn client(&self) -> Result<Object, String> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| format!("cannot reach the database: {}", causes(&e)))
+    }
+
+    async fn migrate(&self) -> Result<(), String> {
+        let mut client = self.client().await?;
+        let failed = |e: tokio_postgres::Error| {
+            format!("could not create or migrate its schema: {}", causes(&e))
+        };
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(failed)?;
+        let ran = embedded::migrations::runner()
+            .run_async(&mut **client)
+            .await
+            .map_err(|e| format!("could not create or migrate its schema: {e}"));
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(failed)?;
+        ran.map(drop)
+    }
+
+    pub(super) async fn recent(&self, since: NaiveDate) -> Result<Vec<Row>, String> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {} FROM digests WHERE last_day >= $1", columns()),
+                &[&day(since)],
+            )
+            .await
+            .map_err(|e| causes(&e))?;
+        rows.iter().map(row).collect()
+    }
+
+    pub(super) async fn lease(
+        &self,
+        key: &Key,
+        requester: Requester,
+        url: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Result<(), Claim>, String> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| causes(&e))?;
+        let (first, last) = (day(key.span.first), day(key.span.last));
+        let params: [&(dyn ToSql + Sync); 4] = [&key.team, &first, &last, &key.webhook];
+        // The row exists before it is locked, so a second replica waits on the lock and then
+        // sees the first one's lease rather than inserting beside it.
+        tx.execute(
+            "INSERT INTO digests (team, first_day, last_day, webhook, state)
+             VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
+            &params,
+        )
+        .await
+        .map_err(|e| causes(&e))?;
+        let found = tx
+            .query_one(
+                &format!("SELECT {} FROM digests WHERE {KEY} FOR UPDATE", columns()),
+                &params,
+            )
+            .await
+            .map_err(|e| causes(&e))?;
+        let (_, entry) = row(&found)?.parse()?;
+        let take = match decide(Some(entry), requester, url) {
+            Ok(take) => take,
+            Err(claim) => return Ok(Err(claim)),
+        };
+        let ttl = ttl.as_secs() as i64;
+        tx.execute(
+            &format!(
+                "UPDATE digests SET lease_owner = $5, lease_until = {SERVER_NOW} + $6,
+                     state = CASE WHEN $7 THEN 'pending' ELSE state END,
+                     unanswered = CASE WHEN $8 THEN 0 ELSE unanswered END
+                 WHERE {KEY}"
+            ),
+            &[
+                &key.team,
+                &first,
+                &last,
+                &key.webhook,
+                &token,
+                &ttl,
+                &take.reset_state,
+                &take.reset_unanswered,
+            ],
+        )
+        .await
+        .map_err(|e| causes(&e))?;
+        tx.commit().await.map_err(|e| causes(&e))?;
+        Ok(Ok(()))
+    }
+
+    pub(super) async fn expire(&self, key: &Key) -> Result<bool, String> {
+        let client = self.client().await?;
+        let (first, last) = (day(key.span.first), day(key.span.last));
+        let changed = client
+            .execute(
+                &format!(
+                    "UPDATE digests SET state = 'expired' WHERE {KEY} AND state = 'pending'
+                     AND (lease_until IS NULL OR lease_until <= {SERVER_NOW})"
+                ),
+                &[&key.team, &first, &last, &key.webhook],
+            )
+            .await
+            .map_err(|e| causes(&e))?;
+        Ok(changed == 1)
+    }
+
+    pub(super) async fn fenced(
+        &self,
+        key: &Key,
+        token: &str,
+        op: &Fenced,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<Option<u32>, String> {
+        let (first, last) = (day(key.span.first), day(key.span.last));
+        let ttl = ttl.as_secs() as i64;
+        let (now, max) = (now.timestamp(), i64::from(MAX_UNANSWERED));
+        // The values an answer or a finish binds, owned here for the parameters to borrow.
+        let (mut state, mut answered, mut error, mut refused_url) = (None, 0_i64, None, None);
+        let (mut next_attempt, mut give_up) = (None, None);
+        match op {
+            Fenced::Answered {
+                state: s,
+                answered: a,
+                error: e,
+                refused_url: r,
+            } => {
+                (state, answered) = (s.map(|s| s.as_str()), i64::from(*a));
+                (error, refused_url) = (e.as_deref(), r.as_deref());
+            }
+            Fenced::Finish {
+                next_attempt: n,
+                give_up: g,
+            } => (next_attempt, give_up) = (*n, g.map(|s| s.as_str())),
+            _ => {}
+        }
+        let (set, extra): (String, Vec<&(dyn ToSql + Sync)>) = match op {
+            Fenced::Renew => (format!("lease_until = {SERVER_NOW} + $6"), vec![&ttl]),
+            Fenced::BeforePost => (
+                format!(
+                    "unanswered = unanswered + 1, lease_until = {SERVER_NOW} + $6 WHERE unanswered < $7"
+                ),
+                vec![&ttl, &max],
+            ),
+            Fenced::Answered { .. } => (
+                "state = COALESCE($6, state),
+                 attempts = attempts + 1,
+                 unanswered = GREATEST(unanswered - $7, 0),
+                 last_error = $8,
+                 refused_url = COALESCE($9, refused_url),
+                 delivered_at = CASE WHEN $6 = 'delivered' THEN $10 ELSE delivered_at END,
+                 next_attempt = NULL"
+                    .to_owned(),
+                vec![&state, &answered, &error, &refused_url, &now],
+            ),
+            Fenced::Finish { .. } => (
+                "next_attempt = $6, state = COALESCE($7, state), lease_owner = NULL, lease_until = NULL"
+                    .to_owned(),
+                vec![&next_attempt, &give_up],
+            ),
+            Fenced::Release => ("lease_owner = NULL, lease_until = NULL".to_owned(), vec![]),
+        };
+        let (set, condition) = set.split_once(" WHERE ").unwrap_or((&set, "TRUE"));
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&key.team, &first, &last, &key.webhook, &token];
+        params.extend(extra);
+        let client = self.client().await?;
+        let unanswered = client
+            .query_opt(
+                &format!(
+                    "UPDATE digests SET {set} WHERE {KEY} AND lease_owner = $5 AND {condition}
+                     RETURNING unanswered"
+                ),
+                &params,
+            )
+            .await
+            .map_err(|e| causes(&e))?;
+        Ok(unanswered.map(|row| u32::try_from(row.get::<_, i64>(0)).unwrap_or(u32::MAX)))
+    }
+}
+
+fn row(row: &tokio_postgres::Row) -> Result<Row, String> {
+    let read = || -> Result<Row, tokio_postgres::Error> {
+        Ok(Row {
+            team: row.try_get(0)?,
+            first_day: row.try_get(1)?,
+            last_day: row.try_get(2)?,
+            webhook: row.try_get(3)?,
+            state: row.try_get(4)?,
+            attempts: row.try_get(5)?,
+            unanswered: row.try_get(6)?,
+            next_attempt: row.try_get(7)?,
+            last_error: row.try_get(8)?,
+            refused_url: row.try_get(9)?,
+            delivered_at: row.try_get(10)?,
+            lease_until: row.try_get(11)?,
+        })
+    };
+    read().map_err(|e| causes(&e))
+}
+
+/// An error and its causes in one line ("error connecting to server: Connection refused"),
+/// without repeats. tokio-postgres never puts the password in one.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// libpq's `sslmode=require` (and `prefer`): encrypted, the certificate not verified.
+fn unverified_tls() -> MakeRustlsConnect {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    MakeRustlsConnect::new(config)
+}
+
+/// Accepts any certificate but still checks the handshake's signatures, as libpq's `require`.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -7,10 +7,13 @@
 //!    ceil(4N / concurrency) × latency, their ratio, CPU per digest and peak RSS.
 //! 2. Idle: `acquire-digest run` with 1,000 teams configured, idling for a minute: RSS and
 //!    CPU used.
+//! 3. Replicas: 1,000 teams due at the same second, delivered by 1, 2 and 3 `run` replicas
+//!    sharing one PostgreSQL ledger (`ACQUIRE_DIGEST_TEST_DATABASE_URL`, as
+//!    `scripts/with-postgres` provides): the time from the firing to the last delivery.
 //!
 //! Under `cargo test` (no `--bench` argument) both run at a small size so the benchmark is
 //! built and exercised in CI without costing minutes. Linux only: it reads rusage and /proc.
-//! `FANOUT_TEAMS=100,1000` and `IDLE_SECS=10` override the sizes.
+//! `FANOUT_TEAMS=100,1000`, `IDLE_SECS=10` and `REPLICA_TEAMS=300` override the sizes.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -33,6 +36,7 @@ struct Sizes {
     latency: Duration,
     idle_teams: usize,
     idle: Duration,
+    replica_teams: usize,
 }
 
 fn sizes() -> Sizes {
@@ -59,6 +63,9 @@ fn sizes() -> Sizes {
         latency: Duration::from_millis(if full { 50 } else { 5 }),
         idle_teams: if full { 1_000 } else { 20 },
         idle: Duration::from_secs(idle_secs),
+        replica_teams: from_env("REPLICA_TEAMS")
+            .map(|s| s.parse().expect("REPLICA_TEAMS: a number"))
+            .unwrap_or(if full { 1_000 } else { 20 }),
     }
 }
 
@@ -74,6 +81,7 @@ fn main() {
         .await
         .unwrap();
         let (receiver, received) = receiver().await;
+        let received_count = &received.count;
 
         println!(
             "\nfan-out: `once` for N teams, simulator latency {:?}, concurrency {CONCURRENCY}",
@@ -84,13 +92,13 @@ fn main() {
             "teams", "wall", "ideal", "ratio", "CPU/digest", "peak RSS", "check: /team", "peak RSS"
         );
         for &n in &sizes.teams {
-            let before = received.load(Ordering::SeqCst);
+            let before = received_count.load(Ordering::SeqCst);
             let dir = tempfile::tempdir().unwrap();
             let text = config(n, &sim.base_url(), &receiver, "", "0 9 * * *");
             std::fs::write(dir.path().join("config.toml"), text).unwrap();
             let run = measure(dir.path(), &["once", "--date", "2026-07-15"]).await;
             let check = measure(dir.path(), &["check"]).await;
-            let delivered = received.load(Ordering::SeqCst) - before;
+            let delivered = received_count.load(Ordering::SeqCst) - before;
             assert_eq!(delivered, n, "every team's digest reaches the receiver");
             let ideal = sizes.latency * (4 * n).div_ceil(CONCURRENCY) as u32;
             println!(
@@ -114,21 +122,132 @@ fn main() {
             idle.cpu.as_secs_f64() * 1e3,
             idle.cpu.as_secs_f64() * 100.0 / sizes.idle.as_secs_f64(),
         );
+
+        let Some(server) = postgres_server() else {
+            return;
+        };
+        let n = sizes.replica_teams;
+        let ideal = sizes.latency * (4 * n).div_ceil(CONCURRENCY) as u32;
+        println!(
+            "\nreplicas: {n} teams due at one second, `run` replicas on one PostgreSQL ledger"
+        );
+        println!(
+            "{:>8} {:>9} {:>9} {:>6} {:>8}",
+            "replicas", "wall", "ideal", "ratio", "speed-up"
+        );
+        let mut alone = None;
+        for count in 1..=3 {
+            let wall = replicas(count, n, &server, &sim.base_url(), &receiver, &received).await;
+            let share = ideal / count as u32;
+            let alone = *alone.get_or_insert(wall);
+            println!(
+                "{count:>8} {:>8.2}s {:>8.2}s {:>5.2}× {:>7.2}×",
+                wall.as_secs_f64(),
+                share.as_secs_f64(),
+                wall.as_secs_f64() / share.as_secs_f64(),
+                alone.as_secs_f64() / wall.as_secs_f64(),
+            );
+        }
     });
 }
 
-/// A loopback webhook that answers like Slack and counts what it received.
-async fn receiver() -> (String, Arc<AtomicUsize>) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = count.clone();
+/// The test PostgreSQL server; outside CI the replicas mode is skipped without one.
+fn postgres_server() -> Option<String> {
+    match std::env::var("ACQUIRE_DIGEST_TEST_DATABASE_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("ACQUIRE_DIGEST_TEST_DATABASE_URL is not set: run through scripts/with-postgres")
+        }
+        Err(_) => {
+            println!("\nreplicas: skipped (run through scripts/with-postgres for a PostgreSQL)");
+            None
+        }
+    }
+}
+
+/// `count` daemons on a fresh database, `n` teams all due at one second: the time from that
+/// second to the last delivery. Every digest arrives once.
+async fn replicas(
+    count: usize,
+    n: usize,
+    server: &str,
+    base_url: &str,
+    receiver: &str,
+    received: &Received,
+) -> Duration {
+    let database = acquire_digest::ledger::scratch_database(server)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Far enough ahead for every replica to have started and read its config.
+    let firing = chrono::Utc::now() + chrono::Duration::seconds(if n > 100 { 6 } else { 3 });
+    let schedule = firing.format("%S %M %H * * *").to_string();
+    let mut text = config(n, base_url, receiver, "", &schedule).replace(
+        "[state]\npath = \"ledger.db\"",
+        "[state]\nurl_env = \"ACQUIRE_DIGEST_DATABASE_URL\"",
+    );
+    for zone in ZONES {
+        text = text.replace(&format!("\"{zone}\""), "\"+00:00\"");
+    }
+    std::fs::write(dir.path().join("config.toml"), text).unwrap();
+    let before = received.count.load(Ordering::SeqCst);
+    let mut daemons: Vec<_> = (0..count)
+        .map(|_| {
+            Command::new(BINARY)
+                .args(["run", "--config", "config.toml"])
+                .current_dir(dir.path())
+                .env("RUST_LOG", "warn")
+                .env("ACQUIRE_DIGEST_DATABASE_URL", &database)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while received.count.load(Ordering::SeqCst) - before < n {
+        assert!(
+            Instant::now() < deadline,
+            "replicas: not every digest arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last = received.last.lock().unwrap().unwrap();
+    // A duplicate would arrive after the last digest did.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        received.count.load(Ordering::SeqCst) - before,
+        n,
+        "each digest once"
+    );
+    for daemon in &mut daemons {
+        // SAFETY: signalling our own child, which has not been reaped.
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+        daemon.wait().unwrap();
+    }
+    let since_firing = (chrono::Utc::now() - firing).to_std().unwrap();
+    since_firing.saturating_sub(last.elapsed())
+}
+
+#[derive(Default)]
+struct Received {
+    count: AtomicUsize,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+/// A loopback webhook that answers like Slack and counts what it received, and when.
+async fn receiver() -> (String, Arc<Received>) {
+    let received = Arc::new(Received::default());
+    let sink = received.clone();
     let router = axum::Router::new().fallback(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
+        *sink.last.lock().unwrap() = Some(Instant::now());
+        sink.count.fetch_add(1, Ordering::SeqCst);
         async { "ok" }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (format!("http://{addr}"), count)
+    (format!("http://{addr}"), received)
 }
 
 /// N teams, each in one of a few zones with its own Slack webhook (Slack paces per webhook).

@@ -204,6 +204,10 @@ struct Current {
     config: Config,
     ledger: Ledger,
     pipeline: Pipeline,
+    /// Teams in delivery at once. A job leases its digest only once it has a slot, so
+    /// replicas sharing a database take what they can work on now and leave the rest to the
+    /// others, instead of one replica leasing every team due at 09:00.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Current {
@@ -219,10 +223,12 @@ impl Current {
                 .map_err(|e| e.to_string())?,
         };
         let pipeline = Pipeline::new(&config, Some(ledger.clone()), clock.clone());
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency * 2));
         Ok(Current {
             config,
             ledger,
             pipeline,
+            slots,
         })
     }
 
@@ -270,7 +276,10 @@ pub async fn serve(
         cooling.retain(|_, until| *until > now);
         let busy: HashSet<&(String, Span)> = running.values().chain(cooling.keys()).collect();
         let wake = match reconcile(&current, now, &busy, std::mem::take(&mut retry_now)).await {
-            Ok((plan, start)) => {
+            Ok((plan, mut start)) => {
+                // Replicas sharing a database each start what is due in their own order, so
+                // their leases spread the work instead of all racing for the same team first.
+                fastrand::shuffle(&mut start);
                 if std::mem::take(&mut ledger_down) {
                     tracing::info!("the delivery ledger is usable again: deliveries resume");
                 }
@@ -281,10 +290,12 @@ pub async fn serve(
                     };
                     let mut team = team.clone();
                     team.webhooks.retain(|h| due.webhooks.contains(&h.name));
-                    let pipeline = current.pipeline.clone();
+                    let (pipeline, slots) = (current.pipeline.clone(), current.slots.clone());
                     let span = due.span;
-                    let job =
-                        jobs.spawn(async move { pipeline.run(&team, span, Mode::Daemon).await });
+                    let job = jobs.spawn(async move {
+                        let _slot = slots.acquire_owned().await;
+                        pipeline.run(&team, span, Mode::Daemon).await
+                    });
                     running.insert(job.id(), (due.team, due.span));
                 }
                 // A resync at least hourly, as level-triggered controllers do.

@@ -8,4 +8,5 @@ mod daemon;
 mod fetch;
 mod once;
 mod render;
+mod replicas;
 mod simulator;

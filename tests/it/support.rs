@@ -395,3 +395,28 @@ pub fn zone_at(hour: i64) -> (String, chrono::FixedOffset) {
     let sign = if hours < 0 { '-' } else { '+' };
     (format!("{sign}{:02}:00", hours.abs()), offset)
 }
+
+/// The test PostgreSQL server `scripts/with-postgres` started. Outside CI, None (the test
+/// says it skipped); in CI its absence fails the test.
+pub fn test_database_url() -> Option<String> {
+    match std::env::var("ACQUIRE_DIGEST_TEST_DATABASE_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!(
+                "ACQUIRE_DIGEST_TEST_DATABASE_URL is not set: in CI the tests need PostgreSQL (run them through scripts/with-postgres)"
+            )
+        }
+        Err(_) => {
+            eprintln!("skipped: needs PostgreSQL (run the tests through scripts/with-postgres)");
+            None
+        }
+    }
+}
+
+/// `config`'s text with the ledger in the PostgreSQL database named by $ACQUIRE_DIGEST_DATABASE_URL.
+pub fn on_postgres(config: String) -> String {
+    config.replace(
+        "[state]\npath = \"ledger.db\"",
+        "[state]\nurl_env = \"ACQUIRE_DIGEST_DATABASE_URL\"",
+    )
+}

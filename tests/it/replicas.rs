@@ -1,0 +1,175 @@
+//! Several `run` replicas on one PostgreSQL ledger: the real binary, a real server, the
+//! simulator and a loopback receiver.
+
+use std::time::Duration;
+
+use acquire_digest::simulator::{self, SimulatorOptions};
+
+use crate::support::{
+    Daemon, Reply, Scripted, Workspace, config, on_postgres, team, test_database_url, wait_until,
+    zone_at,
+};
+
+const EVERY_SECOND: &str = "* * * * * *";
+const SECONDS: Duration = Duration::from_secs(30);
+
+/// Three replicas with seconds-level schedules; one is killed with SIGKILL at a random moment
+/// and restarted. Every due digest is delivered, and a second copy goes only to what was on
+/// the wire at the kill: at most one duplicate per kill, none without one.
+#[tokio::test]
+async fn three_replicas_one_killed_deliver_everything_once_and_resend_only_what_was_on_the_wire() {
+    let Some(server) = test_database_url() else {
+        return;
+    };
+    const TEAMS: usize = 12;
+    let trials: usize = std::env::var("KILL_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
+    let (noon, _) = zone_at(12);
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    for trial in 0..trials {
+        let database = acquire_digest::ledger::scratch_database(&server)
+            .await
+            .unwrap();
+        let env = [
+            ("ACQUIRE_DIGEST_DATABASE_URL", database.as_str()),
+            ("ACQUIRE_DIGEST_LEASE_SECS", "3"),
+        ];
+        let teams: Vec<String> = (0..TEAMS)
+            .map(|i| {
+                let path = format!("/{trial}/{i}");
+                let delay = Duration::from_millis(fastrand::u64(0..600));
+                hooks.script(&path, vec![Reply::new(200, "ok").delay(delay)]);
+                team(&format!("t{i}"), "acme", &[("generic", &hooks.url(&path))])
+                    .replace("0 9 * * *", EVERY_SECOND)
+                    .replace("Asia/Kolkata", &noon)
+            })
+            .collect();
+        let work = Workspace::new(&on_postgres(config(&sim.base_url(), &teams)));
+        let mut replicas: Vec<Daemon> = (0..3)
+            .map(|_| Daemon::start_with(&work, &[], &env))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(300..2000))).await;
+        let victim = fastrand::usize(0..3);
+        replicas[victim].signal("KILL");
+        replicas[victim].wait_exit(SECONDS).await.unwrap();
+        let killed = std::time::Instant::now();
+        let prefix = format!("/{trial}/");
+        // An answer handed back within a moment of the kill counts as on the wire: the
+        // replica may not have read or recorded it yet.
+        let on_wire: Vec<String> = hooks
+            .seen()
+            .into_iter()
+            .filter(|s| s.path.starts_with(&prefix))
+            .filter(|s| {
+                s.answered
+                    .is_none_or(|at| at + Duration::from_millis(250) > killed)
+            })
+            .map(|s| s.path)
+            .collect();
+        replicas[victim] = Daemon::start_with(&work, &[], &env);
+        let logs = |replicas: &[Daemon]| {
+            replicas
+                .iter()
+                .map(Daemon::log)
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        };
+        wait_until("every digest", SECONDS, || {
+            (0..TEAMS).all(|i| !hooks.seen_at(&format!("/{trial}/{i}")).is_empty())
+        })
+        .await;
+        // Long enough for a lease the kill left to expire and its resend to go out.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut duplicates = 0;
+        for i in 0..TEAMS {
+            let path = format!("/{trial}/{i}");
+            let copies = hooks.seen_at(&path).len();
+            assert!(
+                copies <= 2,
+                "trial {trial}: {path} got {copies}:\n{}",
+                logs(&replicas)
+            );
+            if copies == 2 {
+                duplicates += 1;
+                assert!(
+                    on_wire.contains(&path),
+                    "trial {trial}: {path} was answered before the kill, yet sent again:\n{}",
+                    logs(&replicas)
+                );
+            }
+        }
+        eprintln!(
+            "trial {trial}: replica {victim} killed, {} POSTs on the wire, {duplicates} duplicates",
+            on_wire.len()
+        );
+    }
+}
+
+/// The database goes away while a digest falls due: the replica posts nothing, says so once
+/// (not once per team), and delivers everything once the database is back.
+#[tokio::test]
+async fn a_replica_without_its_database_posts_nothing_says_so_once_and_catches_up() {
+    use chrono::Timelike;
+    let Some(server) = test_database_url() else {
+        return;
+    };
+    let database = acquire_digest::ledger::scratch_database(&server)
+        .await
+        .unwrap();
+    let name = database.rsplit('/').next().unwrap().to_owned();
+    let (admin, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (noon, offset) = zone_at(12);
+    let due = (chrono::Utc::now() + chrono::Duration::seconds(5)).with_timezone(&offset);
+    let schedule = format!("{} {} {} * * *", due.second(), due.minute(), due.hour());
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let teams: Vec<String> = (0..4)
+        .map(|i| {
+            team(
+                &format!("t{i}"),
+                "acme",
+                &[("generic", &hooks.url(&format!("/{i}")))],
+            )
+            .replace("0 9 * * *", &schedule)
+            .replace("Asia/Kolkata", &noon)
+        })
+        .collect();
+    let work = Workspace::new(&on_postgres(config(&sim.base_url(), &teams)));
+    let env = [("ACQUIRE_DIGEST_DATABASE_URL", database.as_str())];
+    let daemon = Daemon::start_with(&work, &[], &env);
+    daemon.wait_for_log("next digest", SECONDS).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        ))
+        .await
+        .unwrap();
+    daemon.wait_for_log("deliveries stopped", SECONDS).await;
+    // "Stopped" is said at the firing; this outlasts the next look at the database.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(hooks.seen().is_empty(), "{}", daemon.log());
+    assert_eq!(
+        daemon.log().matches("deliveries stopped").count(),
+        1,
+        "{}",
+        daemon.log()
+    );
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    wait_until("every digest after the outage", SECONDS, || {
+        hooks.seen().len() >= 4
+    })
+    .await;
+    daemon.wait_for_log("usable again", SECONDS).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hooks.seen().len(), 4, "{}", daemon.log());
+}

@@ -531,7 +531,7 @@ impl Lease {
                         Ok(1) => {}
                         Ok(_) => return,
                         Err(e) => {
-                            tracing::warn!(team = %key.team, span = %key.span, webhook = %key.webhook, "could not renew the lease: {e}")
+                            tracing::warn!(team = %key.team, date = %key.span, webhook = %key.webhook, "could not renew the lease: {e}")
                         }
                     }
                 }

@@ -7,5 +7,6 @@ mod check;
 mod daemon;
 mod fetch;
 mod once;
+mod ops;
 mod render;
 mod simulator;

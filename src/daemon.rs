@@ -369,7 +369,7 @@ async fn reconcile(
     let since = now.date_naive() - chrono::Days::new(LOOKBACK_DAYS);
     let entries = current.ledger.recent(since).await?;
     let plan = plan(&current.config.teams, now, &entries, retry_now);
-    crate::telemetry::pending_deliveries(&current.config.teams, now, &entries);
+    crate::telemetry::pending_deliveries(&current.config.teams, &entries, &plan);
     for key in &plan.expired {
         if current.ledger.expire(key).await? {
             let entry = &entries[&(key.team.clone(), key.span)][&key.webhook];

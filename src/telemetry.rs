@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::Team;
+use crate::daemon::Plan;
 use crate::ledger::{Entries, Ledger, State};
 use crate::pipeline::{HookStatus, SpanReport};
 
@@ -186,28 +187,37 @@ pub fn webhook_request(kind: &str, took: Duration) {
         .observe(took.as_secs_f64());
 }
 
-/// The teams with a next-digest series, so a reload that removes one drops its series
-/// rather than leave it with a stale time.
-static SCHEDULED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Each team's next firing as last computed, and the schedule it was computed for: the
+/// daemon's loop runs once per finished delivery, and a cron search per team each time would
+/// cost more than the pass itself at 10,000 teams.
+static SCHEDULED: Mutex<Vec<(String, String, DateTime<Utc>)>> = Mutex::new(Vec::new());
 
-/// Each configured team's next firing.
+/// Each configured team's next firing; a team a reload removed drops its series.
 pub fn next_digests(teams: &[Team], now: DateTime<Utc>) {
     let family = &METRICS.next_digest;
     let mut scheduled = SCHEDULED.lock().expect("scheduled teams");
     let configured: HashSet<&str> = teams.iter().map(|t| t.name.as_str()).collect();
-    for gone in scheduled
+    for (gone, _, _) in scheduled
         .iter()
-        .filter(|t| !configured.contains(t.as_str()))
+        .filter(|(t, _, _)| !configured.contains(t.as_str()))
     {
         family.remove(&vec![("team", gone.clone())]);
     }
-    scheduled.clear();
+    let mut known: std::collections::HashMap<String, (String, DateTime<Utc>)> = scheduled
+        .drain(..)
+        .map(|(team, schedule, next)| (team, (schedule, next)))
+        .collect();
     for team in teams {
+        let schedule = format!("{} {}", team.schedule.as_str(), team.zone);
+        let next = match known.remove(&team.name) {
+            Some((same, next)) if same == schedule && next > now => Some(next),
+            _ => team.schedule.next_after(team.zone, now),
+        };
         let labels = vec![("team", team.name.clone())];
-        match team.schedule.next_after(team.zone, now) {
+        match next {
             Some(next) => {
                 family.get_or_create(&labels).set(unix(next));
-                scheduled.push(team.name.clone());
+                scheduled.push((team.name.clone(), schedule, next));
             }
             None => {
                 family.remove(&labels);
@@ -216,36 +226,44 @@ pub fn next_digests(teams: &[Team], now: DateTime<Utc>) {
     }
 }
 
-/// Digests due now whose delivery is not settled: configured (team, span, webhook) within
-/// its catch-up window that the ledger doesn't hold as delivered, refused (by the URL
-/// configured now) or unknown.
-pub fn pending_count(teams: &[Team], now: DateTime<Utc>, entries: &Entries) -> usize {
-    let mut pending = 0;
-    for team in teams {
-        for span in crate::daemon::live_spans(team, now) {
-            let recorded = entries.get(&(team.name.clone(), span));
-            pending += team
-                .webhooks
+/// Digests due and not settled: the ledger's pending ones for configured webhooks, less those
+/// this pass gives up, plus those due with no pending record (never tried, refused by an
+/// earlier URL, expired and live again).
+pub fn pending_count(teams: &[Team], entries: &Entries, plan: &Plan) -> usize {
+    let configured: HashSet<(&str, &str)> = teams
+        .iter()
+        .flat_map(|t| {
+            t.webhooks
                 .iter()
-                .filter(|hook| match recorded.and_then(|e| e.get(&hook.name)) {
-                    None => true,
-                    Some(entry) => match entry.state {
-                        State::Delivered | State::Unknown => false,
-                        State::Refused => entry.refused_url != Some(hook.url.fingerprint()),
-                        State::Pending | State::Expired => true,
-                    },
-                })
-                .count();
-        }
-    }
-    pending
+                .map(move |h| (t.name.as_str(), h.name.as_str()))
+        })
+        .collect();
+    let recorded_pending = entries
+        .iter()
+        .flat_map(|((team, _), hooks)| hooks.iter().map(move |(hook, entry)| (team, hook, entry)))
+        .filter(|(team, hook, entry)| {
+            entry.state == State::Pending && configured.contains(&(team.as_str(), hook.as_str()))
+        })
+        .count();
+    let due_unrecorded = plan
+        .due
+        .iter()
+        .flat_map(|due| due.webhooks.iter().map(move |hook| (due, hook)))
+        .filter(|(due, hook)| {
+            entries
+                .get(&(due.team.clone(), due.span))
+                .and_then(|hooks| hooks.get(*hook))
+                .is_none_or(|entry| entry.state != State::Pending)
+        })
+        .count();
+    (recorded_pending + due_unrecorded).saturating_sub(plan.expired.len())
 }
 
 /// Sets `acquire_digest_pending_deliveries` from a reconcile pass's view of the ledger.
-pub fn pending_deliveries(teams: &[Team], now: DateTime<Utc>, entries: &Entries) {
+pub fn pending_deliveries(teams: &[Team], entries: &Entries, plan: &Plan) {
     METRICS
         .pending
-        .set(pending_count(teams, now, entries) as i64);
+        .set(pending_count(teams, entries, plan) as i64);
 }
 
 /// The outcome of a config load or reload, for the metrics and for `POST /-/reload` waiting
@@ -444,24 +462,55 @@ url = "http://127.0.0.1:9/b"
         let due: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
         let day = Span::day("2026-11-24".parse().unwrap());
         let teams = std::slice::from_ref(&team);
-        assert_eq!(pending_count(teams, due, &Entries::new()), 2);
+        let pending = |now, entries: &Entries| {
+            let plan = crate::daemon::plan(teams, now, entries, false);
+            pending_count(teams, entries, &plan)
+        };
+        assert_eq!(pending(due, &Entries::new()), 2);
         let mut entries = Entries::new();
         let hooks = entries.entry(("t".into(), day)).or_default();
         hooks.insert("generic".into(), entry(State::Delivered));
-        hooks.insert("slack".into(), entry(State::Pending));
-        assert_eq!(pending_count(teams, due, &entries), 1);
+        // Waiting for its next attempt: not due now, still pending.
+        let waiting = Entry {
+            next_attempt: Some(due + chrono::Duration::minutes(10)),
+            ..entry(State::Pending)
+        };
+        hooks.insert("slack".into(), waiting);
+        assert_eq!(pending(due, &entries), 1);
         let refused_here = Entry {
             refused_url: Some(team.webhooks[1].url.fingerprint()),
             ..entry(State::Refused)
         };
-        entries
-            .get_mut(&("t".into(), day))
-            .unwrap()
-            .insert("slack".into(), refused_here);
-        assert_eq!(pending_count(teams, due, &entries), 0);
-        // Before the firing, nothing is due.
+        let mut put = |entry: Entry| {
+            entries
+                .get_mut(&("t".into(), day))
+                .unwrap()
+                .insert("slack".into(), entry);
+            pending(due, &entries)
+        };
+        assert_eq!(put(refused_here.clone()), 0);
+        // Refused by a URL since changed: due again.
+        let refused_before = Entry {
+            refused_url: Some("another URL".into()),
+            ..refused_here
+        };
+        assert_eq!(put(refused_before), 1);
+        // Before the firing nothing is due; a pending record whose window closed is given up
+        // in this pass, so no longer pending.
         let before: DateTime<Utc> = "2026-11-25T08:00:00Z".parse().unwrap();
-        assert_eq!(pending_count(teams, before, &Entries::new()), 0);
+        assert_eq!(pending(before, &Entries::new()), 0);
+        let mut stale = Entries::new();
+        stale
+            .entry(("t".into(), Span::day("2026-11-20".parse().unwrap())))
+            .or_default()
+            .insert("generic".into(), entry(State::Pending));
+        assert_eq!(pending(before, &stale), 0);
+        // A removed webhook's record doesn't count.
+        stale
+            .entry(("t".into(), day))
+            .or_default()
+            .insert("removed".into(), entry(State::Pending));
+        assert_eq!(pending(before, &stale), 0);
     }
 
     #[test]

@@ -353,6 +353,28 @@ async fn every_line_of_a_json_format_run_is_one_json_object() {
     }
 }
 
+#[test]
+fn a_daemon_that_cannot_start_says_why_in_one_event() {
+    let work = Workspace::new(
+        "[[teams]]\nname = \"broken\"\ntimezone = \"Nowhere/Land\"\nschedule = \"every day\"\n",
+    );
+    for format in ["json", "text"] {
+        let output = work.run(&["run", "--log-format", format], &[]);
+        assert!(!output.status.success());
+        let said = stderr(&output);
+        let lines: Vec<&str> = said.lines().collect();
+        assert_eq!(lines.len(), 1, "{format}: {said}");
+        assert!(
+            lines[0].contains("Nowhere/Land") && lines[0].contains("schedule"),
+            "{said}"
+        );
+        if format == "json" {
+            let event: Value = serde_json::from_str(lines[0]).unwrap();
+            assert_eq!(event["level"], "ERROR");
+        }
+    }
+}
+
 #[tokio::test]
 async fn check_online_names_rejected_keys_and_asks_once_per_account_and_key() {
     let sim = simulator::spawn(SimulatorOptions {

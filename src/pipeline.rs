@@ -338,7 +338,7 @@ impl Pipeline {
                 // A final answer is logged once, as the delivery's outcome; only the attempts
                 // before it are logged here.
                 if matches!(posted, Posted::NotDelivered { .. } | Posted::Unknown(_)) {
-                    tracing::debug!(%team, date = %span, %webhook, "POST not delivered: {text}");
+                    tracing::debug!(%team, date = %span, %webhook, "POST attempt failed: {text}");
                 }
                 let answer = match &posted {
                     Posted::Delivered => Answer::Delivered,

@@ -316,8 +316,10 @@ pub fn log_summary(report: &SpanReport) {
                 let (webhook, host, status) = (&hook.webhook, &hook.host, &hook.status);
                 if status.is_done() {
                     tracing::info!(%team, %date, %webhook, %host, "{status}");
-                } else {
+                } else if status.is_given_up() {
                     tracing::error!(%team, %date, %webhook, %host, "{status}");
+                } else {
+                    tracing::warn!(%team, %date, %webhook, %host, "{status}");
                 }
             }
         }

@@ -447,6 +447,23 @@ async fn check_online_names_rejected_keys_and_asks_once_per_account_and_key() {
 }
 
 #[test]
+fn a_listen_address_that_is_not_one_fails_check() {
+    let mut text = config(
+        "http://127.0.0.1:9/{account_id}/api",
+        &[team("apac", "acme", &[("slack", "http://127.0.0.1:9/a")])],
+    );
+    text.push_str("\n[server]\nlisten = \"localhost:http\"\n");
+    let work = Workspace::new(&text);
+    let output = work.run(&["check"], &[]);
+    let said = stderr(&output);
+    assert!(!output.status.success());
+    assert!(
+        said.contains("server.listen: \"localhost:http\" is not an address"),
+        "{said}"
+    );
+}
+
+#[test]
 fn check_into_a_closed_pipe_does_not_panic() {
     let work = Workspace::new(&config(
         "http://127.0.0.1:9/{account_id}/api",

@@ -31,6 +31,7 @@ struct Cli {
         long,
         global = true,
         value_enum,
+        ignore_case = true,
         env = "ACQUIRE_DIGEST_LOG_FORMAT",
         default_value = "text"
     )]

@@ -433,9 +433,12 @@ async fn check_online_names_rejected_keys_and_asks_once_per_account_and_key() {
         .replace("path = \"ledger.db\"", "path = \"not-a-folder/ledger.db\""),
     );
     std::fs::write(shared.path("not-a-folder"), "a file").unwrap();
-    let output = tokio::task::spawn_blocking(move || shared.run(&["check", "--online"], &[]))
-        .await
-        .unwrap();
+    let (shared, output) = tokio::task::spawn_blocking(move || {
+        let output = shared.run(&["check", "--online"], &[]);
+        (shared, output)
+    })
+    .await
+    .unwrap();
     let out = stdout(&output);
     assert_eq!(acquire.seen().len(), 1, "{out}");
     assert!(
@@ -444,6 +447,15 @@ async fn check_online_names_rejected_keys_and_asks_once_per_account_and_key() {
     );
     assert!(out.contains("ledger: FAILED"), "{out}");
     assert!(!output.status.success());
+
+    std::fs::remove_file(shared.path("not-a-folder")).unwrap();
+    let output = tokio::task::spawn_blocking(move || shared.run(&["check", "--online"], &[]))
+        .await
+        .unwrap();
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    assert!(out.contains("ledger.db: opened and written"), "{out}");
+    assert_eq!(acquire.seen().len(), 2);
 }
 
 #[test]

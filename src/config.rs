@@ -195,6 +195,8 @@ pub struct Config {
     pub retry_every: Duration,
     pub teams: Vec<Team>,
     pub renderer: Renderer,
+    /// `[server] listen`: where the daemon serves metrics and health; None turns it off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// One thing wrong with the config: where, what, and how to fix it.
@@ -232,6 +234,7 @@ impl std::error::Error for ConfigErrors {}
 struct RawConfig {
     acquire: Option<RawAcquire>,
     state: Option<RawState>,
+    server: Option<RawServer>,
     delivery: Option<RawDelivery>,
     catch_up: Option<String>,
     retry_every: Option<String>,
@@ -251,6 +254,11 @@ struct RawAcquire {
 struct RawDelivery {
     timeout_secs: Option<u64>,
     retry_budget_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawServer {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -405,6 +413,17 @@ pub fn parse(
         }
     };
 
+    let listen = raw.server.as_ref().and_then(|s| s.listen.as_deref()).and_then(|text| {
+        text.parse()
+            .map_err(|_| {
+                problems.add(
+                    "server.listen",
+                    format!("{text:?} is not an address to listen on: use IP:PORT, e.g. \"127.0.0.1:9187\""),
+                )
+            })
+            .ok()
+    });
+
     if raw.teams.is_empty() {
         problems.add(
             "teams",
@@ -469,6 +488,7 @@ pub fn parse(
             retry_every,
             teams,
             renderer,
+            listen,
         }),
         _ => Err(problems.0),
     }

@@ -224,6 +224,7 @@ impl Current {
         };
         let pipeline = Pipeline::new(&config, Some(ledger.clone()), clock.clone());
         let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency * 2));
+        crate::telemetry::ledger_in_use(&ledger);
         Ok(Current {
             config,
             ledger,
@@ -273,6 +274,7 @@ pub async fn serve(
 
     loop {
         let now = clock.now();
+        crate::telemetry::next_digests(&current.config.teams, now);
         cooling.retain(|_, until| *until > now);
         let busy: HashSet<&(String, Span)> = running.values().chain(cooling.keys()).collect();
         let wake = match reconcile(&current, now, &busy, std::mem::take(&mut retry_now)).await {
@@ -315,6 +317,7 @@ pub async fn serve(
             Some(()) = reloads.recv() => {
                 match Current::reload(path, &clock, &current.ledger).await {
                     Ok(new) => {
+                        crate::telemetry::config_loaded(Ok(()));
                         let now = clock.now();
                         tracing::info!(teams = new.config.teams.len(), "SIGHUP: config reloaded; failed digests are tried again now");
                         for team in &new.config.teams {
@@ -325,6 +328,7 @@ pub async fn serve(
                         cooling.clear();
                     }
                     Err(errors) => {
+                        crate::telemetry::config_loaded(Err(&errors));
                         tracing::error!("SIGHUP: new config rejected, still running the old one: {}", errors.trim_end().replace('\n', "; "));
                     }
                 }
@@ -338,7 +342,7 @@ pub async fn serve(
                     Err(e) => {
                         if let Some((team, span)) = running.remove(&e.id()) {
                             let retry = clock.now() + chrono::Duration::from_std(current.config.retry_every).unwrap_or_default();
-                            tracing::error!(team = %team, span = %span, "a bug stopped this digest's delivery ({e}); its leases are released and it is tried again at {retry}");
+                            tracing::error!(team = %team, date = %span, "a bug stopped this digest's delivery ({e}); its leases are released and it is tried again at {retry}");
                             cooling.insert((team, span), retry);
                         }
                     }
@@ -380,6 +384,7 @@ async fn reconcile(
     let since = now.date_naive() - chrono::Days::new(LOOKBACK_DAYS);
     let entries = current.ledger.recent(since).await?;
     let plan = plan(&current.config.teams, now, &entries, retry_now);
+    crate::telemetry::pending_deliveries(&current.config.teams, &entries, &plan);
     for key in &plan.expired {
         if current.ledger.expire(key).await? {
             let entry = &entries[&(key.team.clone(), key.span)][&key.webhook];
@@ -419,16 +424,18 @@ fn log_report(report: &SpanReport) {
                 let line = report.hook_line(hook);
                 let (team, webhook) = (&report.team, &hook.webhook);
                 match &hook.status {
-                    status if status.is_done() => tracing::info!(%team, %span, %webhook, "{line}"),
-                    status if status.is_given_up() => {
-                        tracing::error!(%team, %span, %webhook, "giving up: {line}")
+                    status if status.is_done() => {
+                        tracing::info!(%team, date = %span, %webhook, "{line}")
                     }
-                    _ => tracing::warn!(%team, %span, %webhook, "{line}"),
+                    status if status.is_given_up() => {
+                        tracing::error!(%team, date = %span, %webhook, "giving up: {line}")
+                    }
+                    _ => tracing::warn!(%team, date = %span, %webhook, "{line}"),
                 }
             }
         }
         Err(e) => {
-            tracing::warn!(team = %report.team, %span, "{} {span}: FAILED, no digest sent: {e}; the daemon tries again within retry_every", report.team);
+            tracing::warn!(team = %report.team, date = %span, "{} {span}: FAILED, no digest sent: {e}; the daemon tries again within retry_every", report.team);
         }
     }
 }

@@ -95,7 +95,9 @@ impl Deliverer {
         if hook.kind == WebhookKind::Generic {
             request = request.header("webhook-id", webhook_id);
         }
+        let started = std::time::Instant::now();
         let posted = classify(request.send().await, hook, self.timeout).await;
+        crate::telemetry::webhook_request(hook.kind.as_str(), started.elapsed());
         if let Some(last) = last_post.as_deref_mut() {
             *last = Some(Instant::now());
         }

@@ -230,6 +230,15 @@ impl Client {
             .map_err(|(endpoint, problem)| FetchError::new(team, endpoint, problem))
     }
 
+    /// One request with the team's key, for yesterday's smallest report and without retries:
+    /// whether the account's API accepts the key (`check --online`).
+    pub async fn check_key(&self, team: &Team) -> Result<(), FetchError> {
+        let window = Window::yesterday(team.zone, chrono::Utc::now());
+        self.fetch_report(team, &window, Endpoint::VisitorsByLocation)
+            .await
+            .map(drop)
+    }
+
     /// The rows of one report, as JSON values still to be parsed.
     async fn fetch_report(
         &self,
@@ -246,6 +255,7 @@ impl Client {
         ];
         let attempt = || async {
             let _permit = self.in_flight.acquire().await.expect("never closed");
+            let started = std::time::Instant::now();
             let sent = self
                 .http
                 .get(url.clone())
@@ -253,6 +263,8 @@ impl Client {
                 .header(AUTHORIZATION, bearer(&team.api_key))
                 .send()
                 .await;
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            crate::telemetry::api_request(endpoint.path(), status, started.elapsed());
             classify(sent, endpoint).await
         };
         self.retry

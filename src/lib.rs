@@ -32,4 +32,6 @@ pub mod pipeline;
 pub mod rank;
 pub mod render;
 pub mod schedule;
+pub mod server;
 pub mod simulator;
+pub mod telemetry;

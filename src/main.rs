@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{Datelike, NaiveDate, Utc};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
 
 use acquire_digest::clock::{Clock, WallClock};
@@ -17,14 +17,25 @@ use acquire_digest::config::{self, Config, Team};
 use acquire_digest::ledger::Ledger;
 use acquire_digest::pipeline::{HookStatus, Mode, Pipeline};
 use acquire_digest::schedule::{Span, Window};
-use acquire_digest::{daemon, demo, simulator};
+use acquire_digest::telemetry::{self, LogFormat};
+use acquire_digest::{daemon, demo, server, simulator};
 
 #[derive(Parser)]
 #[command(
-    version,
+    version = env!("ACQUIRE_DIGEST_VERSION"),
     about = "Posts each team's daily visitor-analytics digest from Acquire to Slack and webhooks"
 )]
 struct Cli {
+    /// Log format on stderr: text, or json (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        ignore_case = true,
+        env = "ACQUIRE_DIGEST_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,15 +43,38 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate config.toml: everything that can be known before 9 am, all at once.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Build and deliver digests now (default: every team, yesterday in its timezone).
     Once(OnceArgs),
     /// Run the daemon: every team's digest on its schedule, exactly once per day and webhook.
-    Run(ConfigArg),
+    Run(RunArgs),
     /// Serve a local simulator of Acquire's Visitor Analytics API.
     Simulate(SimulateArgs),
     /// Print example digests built from the built-in simulator: no config, network or keys.
     Demo,
+    /// Print a shell completion script, e.g. `acquire-digest completions bash > /etc/bash_completion.d/acquire-digest`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Also ask each account's API once with its key, and open and write the ledger.
+    #[arg(long)]
+    online: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Serve /metrics, /-/healthy, /-/ready and /-/reload here (overrides `[server] listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -86,52 +120,30 @@ struct SimulateArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    telemetry::init_logs(cli.log_format);
+    // The daemon's errors are log events (one line, JSON when asked); a command's go to the
+    // person who typed it.
+    let logged = matches!(cli.command, Command::Run(_)) || cli.log_format == LogFormat::Json;
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.command, cli.log_format)) {
         Ok(code) => code,
+        Err(e) if logged => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // HTTP internals may log request URIs, and a webhook URL is a credential: whatever
-    // RUST_LOG asks for, these stay at warnings.
-    for quiet in [
-        "hyper",
-        "hyper_util",
-        "reqwest",
-        "h2",
-        "rustls",
-        "tower",
-        "axum",
-        "handlebars",
-    ] {
-        filter = filter.add_directive(format!("{quiet}=warn").parse().expect("a valid directive"));
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
-async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+async fn dispatch(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check(args) => Ok(check(&args.config)),
-        Command::Once(args) => once(args).await,
-        Command::Run(args) => {
-            let shutdown = daemon::shutdown_signal()?;
-            let reloads = daemon::reload_signal()?;
-            let config = load(&args.config)?;
-            daemon::run(args.config, config, reloads, shutdown).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Check(args) if args.online => check_online(&args.config.config).await,
+        Command::Check(args) => Ok(check(&args.config.config)),
+        Command::Once(args) => once(args, log_format == LogFormat::Json).await,
+        Command::Run(args) => run(args).await,
         Command::Simulate(args) => {
             if !(0.0..=1.0).contains(&args.fail_rate) {
                 bail!("--fail-rate must be between 0 and 1");
@@ -158,10 +170,57 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo => {
             let bold = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            print!("{}", demo::run(bold).await?);
+            let _ = write!(std::io::stdout(), "{}", demo::run(bold).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "acquire-digest", &mut script);
+            let _ = std::io::stdout().write_all(&script);
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `run`: the daemon, with its HTTP endpoint when one is configured. SIGHUP and
+/// `POST /-/reload` feed the one reload channel the daemon listens on.
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = daemon::shutdown_signal()?;
+    let mut hangups = daemon::reload_signal()?;
+    let config = load(&args.config.config)?;
+    telemetry::config_loaded(Ok(()));
+    let (reload, reloads) = tokio::sync::mpsc::channel(4);
+    let endpoint = match args.listen.or(config.listen) {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (--listen or [server] listen)")
+            })?;
+            tracing::info!(
+                "serving /metrics, /-/healthy, /-/ready and /-/reload on http://{}",
+                listener.local_addr()?
+            );
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serving = tokio::spawn(server::serve(listener, reload.clone(), async {
+                let _ = stopped.await;
+            }));
+            Some((stop, serving))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if reload.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    daemon::run(args.config.config, config, reloads, shutdown).await?;
+    // Serving until the daemon stopped lets a scrape see its last deliveries.
+    if let Some((stop, serving)) = endpoint {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
@@ -171,38 +230,126 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
-            println!(
-                "{}: OK, {} team{}",
-                path.display(),
-                config.teams.len(),
-                if config.teams.len() == 1 { "" } else { "s" }
-            );
-            let now = Utc::now();
-            for team in &config.teams {
-                let hooks: Vec<String> = team
-                    .webhooks
-                    .iter()
-                    .map(|h| format!("{} ({})", h.name, h.url))
-                    .collect();
-                println!(
-                    "  {}: {} in {}; next digest {}; to {}",
-                    team.name,
-                    team.schedule.as_str(),
-                    team.zone,
-                    daemon::describe_next(team, now),
-                    hooks.join(", ")
-                );
-            }
+            // Written whole and errors ignored: `check | head` closes the pipe early.
+            let _ = std::io::stdout().write_all(check_report(path, &config).as_bytes());
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            eprint!("{errors}");
+            let _ = write!(std::io::stderr(), "{errors}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
+fn check_report(path: &std::path::Path, config: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let n = config.teams.len();
+    let _ = writeln!(
+        out,
+        "{}: OK, {n} team{}",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    let now = Utc::now();
+    for team in &config.teams {
+        let hooks: Vec<String> = team
+            .webhooks
+            .iter()
+            .map(|h| format!("{} ({})", h.name, h.url))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}: {} in {}; next digest {}; to {}",
+            team.name,
+            team.schedule.as_str(),
+            team.zone,
+            daemon::describe_next(team, now),
+            hooks.join(", ")
+        );
+    }
+    out
+}
+
+/// `check --online`: the offline check, then each account's API asked once per key, and the
+/// ledger opened and written. Fails when anything is rejected or unreachable.
+async fn check_online(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            let _ = write!(std::io::stderr(), "{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut out = check_report(path, &config);
+    let mut ok = true;
+    // One request per account and key, however many teams share them.
+    let client = acquire_digest::fetch::Client::with_retry(
+        config.timeout,
+        config.concurrency,
+        acquire_digest::http::RetryPolicy::within(Duration::ZERO),
+    );
+    let mut asked: Vec<(&Team, Vec<&str>)> = Vec::new();
+    for team in &config.teams {
+        match asked
+            .iter_mut()
+            .find(|(first, _)| first.api_base == team.api_base && first.api_key == team.api_key)
+        {
+            Some((_, names)) => names.push(&team.name),
+            None => asked.push((team, vec![&team.name])),
+        }
+    }
+    let answers =
+        futures::future::join_all(asked.iter().map(|(team, _)| client.check_key(team))).await;
+    for ((team, names), answer) in asked.iter().zip(answers) {
+        let who = format!("account {} (team {})", team.account_id, names.join(", "));
+        let line = match answer {
+            Ok(()) => format!("  {who}: API key accepted"),
+            Err(e) => {
+                ok = false;
+                match e.problem {
+                    acquire_digest::fetch::Problem::Unauthorized(status) => format!(
+                        "  {who}: API key REJECTED (HTTP {status}): fix api_key / api_key_env"
+                    ),
+                    _ => format!("  {who}: could not check the API key: {e}"),
+                }
+            }
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let written = Ledger::open(&config.state, WallClock::new())
+        .await
+        .map_err(anyhow::Error::from);
+    let written = match written {
+        // A write that changes nothing: it still needs the file's write lock.
+        Ok(ledger) => ledger
+            .expire(&acquire_digest::ledger::Key::new(
+                "",
+                Span::day(Utc::now().date_naive()),
+                "",
+            ))
+            .await
+            .map(drop)
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => out.push_str(&format!("  ledger {}: opened and written\n", config.state)),
+        Err(e) => {
+            ok = false;
+            out.push_str(&format!("  ledger: FAILED: {e:#}\n"));
+        }
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
     let config = load(&args.config.config)?;
     let unknown: Vec<&String> = args
         .teams
@@ -295,7 +442,11 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
             Ok(report) => report,
             Err(line) => {
                 ok = false;
-                let _ = writeln!(std::io::stderr(), "{line}");
+                if json {
+                    tracing::error!("{line}");
+                } else {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
                 continue;
             }
         };
@@ -306,6 +457,10 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
                     let _ = writeln!(std::io::stdout(), "{body}");
                 }
             }
+        }
+        if json {
+            telemetry::log_summary(&report);
+            continue;
         }
         for line in report.summary_lines() {
             let _ = writeln!(std::io::stderr(), "{line}");

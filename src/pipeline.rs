@@ -205,11 +205,13 @@ impl Pipeline {
 
     /// Builds and delivers one team's digest of `span` to each of `team.webhooks` that needs it.
     pub async fn run(&self, team: &Team, span: Span, mode: Mode) -> SpanReport {
-        SpanReport {
+        let report = SpanReport {
             team: team.name.clone(),
             span,
             outcome: self.deliver_span(team, span, mode).await,
-        }
+        };
+        crate::telemetry::delivery_round(team, &report, self.clock.now());
+        report
     }
 
     async fn deliver_span(
@@ -330,10 +332,14 @@ impl Pipeline {
                 }
                 let key = lease.key();
                 let (team, span, webhook) = (&key.team, key.span.to_string(), &key.webhook);
-                tracing::debug!(%team, %span, %webhook, host = %hook.url, "posting");
+                tracing::debug!(%team, date = %span, %webhook, host = %hook.url, "posting");
                 let posted = self.deliverer.post(hook, body, &webhook_id).await;
                 let text = posted.to_string();
-                tracing::debug!(%team, %span, %webhook, "answer: {text}");
+                // A final answer is logged once, as the delivery's outcome; only the attempts
+                // before it are logged here.
+                if matches!(posted, Posted::NotDelivered { .. } | Posted::Unknown(_)) {
+                    tracing::debug!(%team, date = %span, %webhook, "POST attempt failed: {text}");
+                }
                 let answer = match &posted {
                     Posted::Delivered => Answer::Delivered,
                     Posted::Refused { .. } => Answer::Refused {

@@ -560,7 +560,7 @@ impl Lease {
                         Ok(Some(_)) => {}
                         Ok(None) => return,
                         Err(e) => {
-                            tracing::warn!(team = %key.team, span = %key.span, webhook = %key.webhook, "could not renew the lease: {e}")
+                            tracing::warn!(team = %key.team, date = %key.span, webhook = %key.webhook, "could not renew the lease: {e}")
                         }
                     }
                 }

@@ -7,6 +7,7 @@ mod check;
 mod daemon;
 mod fetch;
 mod once;
+mod ops;
 mod render;
 mod replicas;
 mod simulator;

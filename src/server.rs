@@ -1,0 +1,86 @@
+//! The daemon's HTTP endpoint (`run --listen`, `[server] listen`), on Prometheus's and
+//! Alertmanager's paths: `GET /metrics`, `GET /-/healthy`, `GET /-/ready`, `POST /-/reload`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::mpsc;
+
+use crate::telemetry;
+
+/// How long `POST /-/reload` waits for the daemon to take the new config.
+const RELOAD_WAIT: Duration = Duration::from_secs(60);
+
+/// Serves the endpoint on `listener` until `shutdown` resolves. `reload` is the daemon's
+/// reload trigger, the one SIGHUP feeds.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    reload: mpsc::Sender<()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .route(
+            "/-/healthy",
+            get(|| async { "acquire-digest is healthy.\n" }),
+        )
+        .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload_config))
+        .with_state(reload);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)],
+        telemetry::encode(),
+    )
+        .into_response()
+}
+
+/// Ready when the daemon has its config and a ledger that answers a read; the ledger is
+/// asked now, so a file deleted or replaced under the daemon shows at once, not at its next
+/// wake-up.
+async fn ready() -> Response {
+    let Some(ledger) = telemetry::current_ledger() else {
+        return unavailable("not ready: the config is loaded but the ledger is not open yet");
+    };
+    // A read of nothing: a day after tomorrow holds no span yet, but the query still runs.
+    let tomorrow = chrono::Utc::now().date_naive() + chrono::Days::new(2);
+    match ledger.recent(tomorrow).await {
+        Ok(_) => (StatusCode::OK, "acquire-digest is ready.\n").into_response(),
+        Err(e) => unavailable(&format!("not ready: {e}")),
+    }
+}
+
+fn unavailable(reason: &str) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response()
+}
+
+/// The same as SIGHUP, answered with the outcome: 200, or 400 with the config's problems.
+async fn reload_config(State(reload): State<mpsc::Sender<()>>) -> Response {
+    let mut outcomes = telemetry::reloads();
+    outcomes.mark_unchanged();
+    if reload.send(()).await.is_err() {
+        return unavailable("the daemon is stopping");
+    }
+    let outcome = tokio::time::timeout(RELOAD_WAIT, outcomes.changed()).await;
+    match outcome {
+        Ok(Ok(())) => match outcomes.borrow_and_update().1.clone() {
+            Ok(()) => (StatusCode::OK, "config reloaded\n").into_response(),
+            Err(problems) => (
+                StatusCode::BAD_REQUEST,
+                format!("config rejected, still running the old one:\n{problems}\n"),
+            )
+                .into_response(),
+        },
+        _ => unavailable("the daemon did not take the reload in time; see its log"),
+    }
+}

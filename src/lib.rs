@@ -16,9 +16,12 @@
 //! - [`rank`]: the day's reports become the [`rank::Digest`] model (pure).
 //! - [`render`]: the digest through a template into a Slack or generic webhook body (pure).
 //! - [`deliver`]: one POST and what its answer means; [`ledger`] records each (team, span,
-//!   webhook) and leases it to one process at a time.
+//!   webhook) and leases it to one process at a time, in a SQLite file or a PostgreSQL
+//!   database that replicas share.
 //! - [`pipeline`] runs the line for one team's span (`once`, `demo`, the daemon); [`daemon`]
 //!   is the reconciler that decides what is due (`run`).
+//! - Around the line, for operators: [`telemetry`] (metrics and log formats), [`server`]
+//!   (`run`'s HTTP endpoint) and [`status`] (the ledger read back).
 
 pub mod clock;
 pub mod config;
@@ -34,4 +37,5 @@ pub mod render;
 pub mod schedule;
 pub mod server;
 pub mod simulator;
+pub mod status;
 pub mod telemetry;

@@ -13,10 +13,11 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
 
 use acquire_digest::clock::{Clock, WallClock};
-use acquire_digest::config::{self, Config, Team};
+use acquire_digest::config::{self, Config, StateStore, Team};
 use acquire_digest::ledger::Ledger;
 use acquire_digest::pipeline::{HookStatus, Mode, Pipeline};
 use acquire_digest::schedule::{Span, Window};
+use acquire_digest::status::{self, Which};
 use acquire_digest::telemetry::{self, LogFormat};
 use acquire_digest::{daemon, demo, server, simulator};
 
@@ -50,6 +51,9 @@ enum Command {
     Run(RunArgs),
     /// Serve a local simulator of Acquire's Visitor Analytics API.
     Simulate(SimulateArgs),
+    /// What happened to each team's recent digests, from the ledger; exits 1 unless
+    /// everything due was delivered, so it works as a monitoring check.
+    Status(StatusArgs),
     /// Print example digests built from the built-in simulator: no config, network or keys.
     Demo,
     /// Print a shell completion script, e.g. `acquire-digest completions bash > /etc/bash_completion.d/acquire-digest`.
@@ -104,6 +108,27 @@ struct OnceArgs {
 }
 
 #[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Only this team (repeatable). Default: every team.
+    #[arg(long = "team", value_name = "NAME")]
+    teams: Vec<String>,
+    /// Only the digests that cover this day, YYYY-MM-DD. Default: the last days the daemon
+    /// may still act on.
+    #[arg(long)]
+    date: Option<NaiveDate>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
 struct SimulateArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -144,6 +169,7 @@ async fn dispatch(command: Command, log_format: LogFormat) -> anyhow::Result<Exi
         Command::Check(args) => Ok(check(&args.config.config)),
         Command::Once(args) => once(args, log_format == LogFormat::Json).await,
         Command::Run(args) => run(args).await,
+        Command::Status(args) => status(args).await,
         Command::Simulate(args) => {
             if !(0.0..=1.0).contains(&args.fail_rate) {
                 bail!("--fail-rate must be between 0 and 1");
@@ -349,25 +375,67 @@ async fn check_online(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let config = load(&args.config.config)?;
-    let unknown: Vec<&String> = args
-        .teams
+/// Every `--team NAME` names a team of the config.
+fn check_team_names(config: &Config, names: &[String]) -> anyhow::Result<()> {
+    let unknown: Vec<String> = names
         .iter()
         .filter(|name| !config.teams.iter().any(|t| &t.name == *name))
+        .map(|name| format!("{name:?}"))
         .collect();
     if !unknown.is_empty() {
         let known: Vec<&str> = config.teams.iter().map(|t| t.name.as_str()).collect();
         bail!(
             "no team named {}: the config has {}",
-            unknown
-                .iter()
-                .map(|n| format!("{n:?}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            unknown.join(", "),
             known.join(", ")
         );
     }
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = load(&args.config.config)?;
+    check_team_names(&config, &args.teams)?;
+    if let StateStore::Sqlite(path) = &config.state
+        && !path.exists()
+    {
+        bail!(
+            "no delivery ledger at {}: nothing has been delivered from this config yet (`run` and `once` create it)",
+            path.display()
+        );
+    }
+    let ledger = Ledger::open(&config.state, WallClock::new()).await?;
+    let now = Utc::now();
+    let (which, since) = match args.date {
+        Some(date) => (Which::Containing(date), date),
+        None => {
+            let since = now.date_naive() - chrono::Days::new(daemon::LOOKBACK_DAYS);
+            (Which::Since(since), since)
+        }
+    };
+    let entries = ledger.recent(since).await?;
+    let teams: Vec<&Team> = config
+        .teams
+        .iter()
+        .filter(|t| args.teams.is_empty() || args.teams.contains(&t.name))
+        .collect();
+    let status = status::report(&teams, &entries, now, which);
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&status)?,
+        Format::Text => status.to_string(),
+    };
+    // A closed pipe (`status | head`) is not a failure of the check.
+    let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
+    Ok(if status.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let config = load(&args.config.config)?;
+    check_team_names(&config, &args.teams)?;
     let clock: Arc<dyn Clock> = WallClock::new();
     let now = clock.now();
     let teams: Vec<&Team> = config

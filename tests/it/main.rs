@@ -11,3 +11,4 @@ mod ops;
 mod render;
 mod replicas;
 mod simulator;
+mod status;

@@ -1,0 +1,343 @@
+//! `status`: what happened to each team's recent digests, read from the ledger (either store),
+//! for an admin asking "where is yesterday's digest?" and for a monitoring check (its exit code
+//! says whether everything due was delivered).
+//!
+//! [`report`] is pure in (teams, ledger entries, now); the command only reads and prints.
+
+use std::collections::BTreeSet;
+use std::fmt::{self, Write};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use crate::config::Team;
+use crate::daemon::{describe_next, live_spans};
+use crate::ledger::{Entries, State};
+use crate::schedule::Span;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Everything due was delivered.
+    pub ok: bool,
+    pub teams: Vec<TeamStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TeamStatus {
+    pub team: String,
+    /// When and what the next digest covers, in words.
+    pub next_digest: String,
+    pub next_digest_at: Option<DateTime<Utc>>,
+    pub webhooks: Vec<WebhookStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WebhookStatus {
+    pub webhook: String,
+    /// Scheme and host only: the URL is a credential.
+    pub host: String,
+    /// Most recent first.
+    pub spans: Vec<SpanStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SpanStatus {
+    pub date: NaiveDate,
+    pub end_date: NaiveDate,
+    /// delivered, failed (tried, tried again later), pending (not tried yet), refused,
+    /// unknown (outcome unknown), expired (its catch-up window closed).
+    pub state: &'static str,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Another process is delivering it right now, until then at the latest.
+    pub leased_until: Option<DateTime<Utc>>,
+}
+
+/// Which spans to show.
+#[derive(Debug, Clone, Copy)]
+pub enum Which {
+    /// Everything the ledger holds since this date, and every span due now.
+    Since(NaiveDate),
+    /// The spans that contain this date.
+    Containing(NaiveDate),
+}
+
+/// Each team's webhooks and their spans: those the ledger holds, and those due now that it
+/// doesn't hold yet (pending).
+pub fn report(teams: &[&Team], entries: &Entries, now: DateTime<Utc>, which: Which) -> Status {
+    let wanted = |span: &Span| match which {
+        Which::Since(since) => span.last >= since,
+        Which::Containing(date) => span.first <= date && date <= span.last,
+    };
+    let mut ok = true;
+    let teams = teams
+        .iter()
+        .map(|team| {
+            let mut spans: BTreeSet<Span> = live_spans(team, now).into_iter().collect();
+            spans.extend(
+                entries
+                    .keys()
+                    .filter(|(name, _)| *name == team.name)
+                    .map(|(_, span)| *span),
+            );
+            spans.retain(wanted);
+            let webhooks = team
+                .webhooks
+                .iter()
+                .map(|hook| {
+                    let spans: Vec<SpanStatus> = spans
+                        .iter()
+                        .rev()
+                        .map(|span| {
+                            let entry = entries
+                                .get(&(team.name.clone(), *span))
+                                .and_then(|hooks| hooks.get(&hook.name));
+                            let status = span_status(*span, entry);
+                            ok &= status.state == "delivered";
+                            status
+                        })
+                        .collect();
+                    WebhookStatus {
+                        webhook: hook.name.clone(),
+                        host: hook.url.to_string(),
+                        spans,
+                    }
+                })
+                .collect();
+            TeamStatus {
+                team: team.name.clone(),
+                next_digest: describe_next(team, now),
+                next_digest_at: team.schedule.next_after(team.zone, now),
+                webhooks,
+            }
+        })
+        .collect();
+    Status { ok, teams }
+}
+
+fn span_status(span: Span, entry: Option<&crate::ledger::Entry>) -> SpanStatus {
+    let Some(entry) = entry else {
+        return SpanStatus {
+            date: span.first,
+            end_date: span.last,
+            state: "pending",
+            attempts: 0,
+            last_error: None,
+            next_attempt: None,
+            delivered_at: None,
+            leased_until: None,
+        };
+    };
+    let state = match entry.state {
+        State::Delivered => "delivered",
+        State::Refused => "refused",
+        State::Unknown => "unknown",
+        State::Expired => "expired",
+        State::Pending if entry.attempts > 0 => "failed",
+        State::Pending => "pending",
+    };
+    SpanStatus {
+        date: span.first,
+        end_date: span.last,
+        state,
+        attempts: entry.attempts,
+        last_error: entry.last_error.clone(),
+        next_attempt: entry.next_attempt,
+        delivered_at: entry.delivered_at,
+        leased_until: entry.leased_until,
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        for team in &self.teams {
+            writeln!(f, "{}: next digest {}", team.team, team.next_digest)?;
+            for hook in &team.webhooks {
+                writeln!(f, "  {} ({})", hook.webhook, hook.host)?;
+                if hook.spans.is_empty() {
+                    writeln!(f, "    nothing recorded")?;
+                }
+                for span in &hook.spans {
+                    let mut line = String::new();
+                    let days = Span {
+                        first: span.date,
+                        last: span.end_date,
+                    };
+                    let _ = write!(line, "    {days:<22} ");
+                    let _ = match span.state {
+                        "delivered" => write!(
+                            line,
+                            "delivered{}",
+                            span.delivered_at
+                                .map(|at| format!(" at {}", time(at)))
+                                .unwrap_or_default()
+                        ),
+                        "failed" => write!(
+                            line,
+                            "FAILED after {} attempt{}",
+                            span.attempts,
+                            if span.attempts == 1 { "" } else { "s" }
+                        ),
+                        "pending" => write!(line, "pending, not tried yet"),
+                        "refused" => write!(line, "REFUSED (not sent again until its URL changes)"),
+                        "unknown" => write!(line, "OUTCOME UNKNOWN (two POSTs went unanswered)"),
+                        _ => write!(line, "GIVEN UP: its catch_up window closed"),
+                    };
+                    if span.state != "delivered"
+                        && let Some(error) = &span.last_error
+                    {
+                        let _ = write!(line, ": {error}");
+                    }
+                    if let Some(at) = span.next_attempt.filter(|_| span.state == "failed") {
+                        let _ = write!(line, "; next attempt {}", time(at));
+                    }
+                    if let Some(until) = span.leased_until {
+                        let _ = write!(line, " (being delivered, lease until {})", time(until));
+                    }
+                    writeln!(f, "{line}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::ledger::Entry;
+
+    fn team() -> Team {
+        let text = r#"
+[[teams]]
+name = "apac"
+account_id = "acme"
+api_key = "k"
+timezone = "+05:30"
+schedule = "0 9 * * *"
+[[teams.webhooks]]
+kind = "slack"
+url = "https://hooks.example/T0/B0/secret"
+[[teams.webhooks]]
+kind = "generic"
+url = "https://warehouse.example/in"
+"#;
+        crate::config::parse(text, Path::new("."), &|_| None)
+            .unwrap()
+            .teams
+            .remove(0)
+    }
+
+    fn entry(state: State, attempts: u32, error: Option<&str>) -> Entry {
+        Entry {
+            state,
+            attempts,
+            unanswered: 0,
+            next_attempt: None,
+            last_error: error.map(str::to_owned),
+            refused_url: None,
+            delivered_at: None,
+            leased_until: None,
+        }
+    }
+
+    #[test]
+    fn a_day_due_and_not_delivered_fails_the_check_and_says_why() {
+        let team = team();
+        // 10:00 in +05:30 on the 24th: the 23rd is due, the 22nd was due the day before.
+        let now: DateTime<Utc> = "2026-11-24T04:30:00Z".parse().unwrap();
+        let day = |d: &str| Span::day(d.parse().unwrap());
+        let mut entries = Entries::new();
+        let yesterday = entries
+            .entry(("apac".into(), day("2026-11-23")))
+            .or_default();
+        yesterday.insert("slack".into(), entry(State::Delivered, 1, None));
+        yesterday.insert(
+            "generic".into(),
+            entry(State::Pending, 2, Some("HTTP 503: maintenance")),
+        );
+        let before = entries
+            .entry(("apac".into(), day("2026-11-22")))
+            .or_default();
+        before.insert("slack".into(), entry(State::Delivered, 1, None));
+        before.insert("generic".into(), entry(State::Refused, 1, Some("HTTP 404")));
+        // Another team's entries are not this team's.
+        entries
+            .entry(("emea".into(), day("2026-11-23")))
+            .or_default()
+            .insert("slack".into(), entry(State::Expired, 3, None));
+
+        let since = "2026-11-15".parse().unwrap();
+        let status = report(&[&team], &entries, now, Which::Since(since));
+        assert!(!status.ok);
+        let hooks = &status.teams[0].webhooks;
+        let states = |i: usize| -> Vec<(String, &str)> {
+            hooks[i]
+                .spans
+                .iter()
+                .map(|s| (s.date.to_string(), s.state))
+                .collect()
+        };
+        assert_eq!(
+            states(0),
+            [
+                ("2026-11-23".into(), "delivered"),
+                ("2026-11-22".into(), "delivered")
+            ]
+        );
+        assert_eq!(
+            states(1),
+            [
+                ("2026-11-23".into(), "failed"),
+                ("2026-11-22".into(), "refused")
+            ]
+        );
+        assert_eq!(hooks[0].host, "https://hooks.example");
+        let text = status.to_string();
+        assert!(
+            text.contains("FAILED after 2 attempts: HTTP 503: maintenance"),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "{text}");
+
+        // Only the 23rd, with the slack webhook delivered: still not ok (generic failed).
+        let status = report(
+            &[&team],
+            &entries,
+            now,
+            Which::Containing(day("2026-11-23").first),
+        );
+        assert!(!status.ok);
+        assert_eq!(status.teams[0].webhooks[0].spans.len(), 1);
+    }
+
+    #[test]
+    fn a_day_due_that_the_ledger_has_not_seen_is_pending_and_everything_delivered_is_ok() {
+        let team = team();
+        let now: DateTime<Utc> = "2026-11-24T04:30:00Z".parse().unwrap();
+        let since = "2026-11-15".parse().unwrap();
+        let status = report(&[&team], &Entries::new(), now, Which::Since(since));
+        assert!(!status.ok);
+        assert_eq!(status.teams[0].webhooks[0].spans[0].state, "pending");
+        assert_eq!(
+            status.teams[0].webhooks[0].spans[0].date.to_string(),
+            "2026-11-23"
+        );
+
+        let mut entries = Entries::new();
+        let hooks = entries
+            .entry(("apac".into(), Span::day("2026-11-23".parse().unwrap())))
+            .or_default();
+        hooks.insert("slack".into(), entry(State::Delivered, 1, None));
+        hooks.insert(
+            "generic".into(),
+            entry(State::Delivered, 2, Some("HTTP 503")),
+        );
+        assert!(report(&[&team], &entries, now, Which::Since(since)).ok);
+    }
+}

@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::{StateStore, sha256_hex};
-use crate::schedule::Span;
+use crate::schedule::{Span, Window};
 
 /// How long a lease outlives its holder's last renewal: 90 s, or `ACQUIRE_DIGEST_LEASE_SECS`
 /// (2 to 120), which lets crash trials run in seconds. It is renewed four times as often.
@@ -356,6 +356,16 @@ fn day(date: NaiveDate) -> String {
     date.format("%Y-%m-%d").to_string()
 }
 
+/// A history row's key: the account, and the window exactly as the API was asked for it.
+fn window_key(account: &str, window: &Window) -> [String; 4] {
+    [
+        account.to_owned(),
+        window.start_date(),
+        window.end_date(),
+        window.offset_text(),
+    ]
+}
+
 /// A handle to the ledger; clones share one connection (SQLite) or one pool (PostgreSQL).
 #[derive(Clone)]
 pub struct Ledger {
@@ -485,6 +495,69 @@ impl Ledger {
                 blocking(move || db.expire(&key, now)).await
             }
             Store::Postgres(db) => db.expire(key).await,
+        }
+        .map_err(|e| self.fail(e))
+    }
+
+    /// A report fetched before for `account` over exactly `window`, as the JSON it was
+    /// remembered as.
+    pub async fn recalled(
+        &self,
+        account: &str,
+        window: &Window,
+    ) -> Result<Option<String>, LedgerError> {
+        let window = window_key(account, window);
+        match &self.inner.store {
+            Store::Sqlite(db) => {
+                let db = db.clone();
+                blocking(move || db.recalled(&window)).await
+            }
+            Store::Postgres(db) => db.recalled(&window).await,
+        }
+        .map_err(|e| self.fail(e))
+    }
+
+    /// Keeps a report fetched for `account` over `window`, replacing one kept before.
+    pub async fn remember(
+        &self,
+        account: &str,
+        window: &Window,
+        report: String,
+    ) -> Result<(), LedgerError> {
+        let (window, now) = (window_key(account, window), self.inner.clock.now());
+        match &self.inner.store {
+            Store::Sqlite(db) => {
+                let db = db.clone();
+                blocking(move || db.remember(&window, &report, now)).await
+            }
+            Store::Postgres(db) => db.remember(&window, &report, now).await,
+        }
+        .map_err(|e| self.fail(e))
+    }
+
+    /// Drops the reports of windows that ended before `day`; how many.
+    pub async fn forget_before(&self, day: NaiveDate) -> Result<usize, LedgerError> {
+        let cutoff = format!("{} 00:00:00", self::day(day));
+        match &self.inner.store {
+            Store::Sqlite(db) => {
+                let db = db.clone();
+                blocking(move || db.forget_before(&cutoff)).await
+            }
+            Store::Postgres(db) => db.forget_before(&cutoff).await,
+        }
+        .map_err(|e| self.fail(e))
+    }
+
+    /// Records an alert about a digest given up for `reason`: true the first time, from any
+    /// process, so each alert is sent once however often the give-up is seen.
+    pub async fn first_alert(&self, key: &Key, reason: &str) -> Result<bool, LedgerError> {
+        let now = self.inner.clock.now();
+        match &self.inner.store {
+            Store::Sqlite(db) => {
+                let (db, key, reason) = (db.clone(), key.clone(), reason.to_owned());
+                blocking(move || db.first_alert(&key, &reason, now)).await
+            }
+            Store::Postgres(db) => db.first_alert(key, reason, now).await,
         }
         .map_err(|e| self.fail(e))
     }
@@ -811,6 +884,8 @@ mod tests {
         spans_and_webhooks_key_entries_apart,
         processes_racing_for_one_digest_get_one_lease,
         opening_a_new_ledger_is_safe_to_race,
+        reports_are_remembered_by_exact_window_and_forgotten_when_old,
+        each_alert_is_recorded_once_across_processes,
     );
 
     fn key(webhook: &str) -> Key {
@@ -1089,6 +1164,79 @@ mod tests {
         }
     }
 
+    async fn reports_are_remembered_by_exact_window_and_forgotten_when_old(fx: Fixture) {
+        use crate::schedule::Zone;
+        let ledger = fx.open().await;
+        let kolkata = Zone::parse("Asia/Kolkata").unwrap();
+        let day = |d: &str| Window::for_date(kolkata, d.parse().unwrap());
+        assert_eq!(
+            ledger.recalled("acme", &day("2026-11-20")).await.unwrap(),
+            None
+        );
+        ledger
+            .remember("acme", &day("2026-11-20"), "{\"v\":1}".into())
+            .await
+            .unwrap();
+        ledger
+            .remember("acme", &day("2026-11-20"), "{\"v\":2}".into())
+            .await
+            .unwrap();
+        ledger
+            .remember("acme", &day("2026-10-01"), "{}".into())
+            .await
+            .unwrap();
+        let recalled = ledger.recalled("acme", &day("2026-11-20")).await.unwrap();
+        assert_eq!(recalled.as_deref(), Some("{\"v\":2}"));
+        // Another account, another zone's window of the same date: not the same report.
+        assert_eq!(
+            ledger.recalled("globex", &day("2026-11-20")).await.unwrap(),
+            None
+        );
+        let utc = Window::for_date(
+            Zone::parse("+00:00").unwrap(),
+            "2026-11-20".parse().unwrap(),
+        );
+        assert_eq!(ledger.recalled("acme", &utc).await.unwrap(), None);
+        // Another process sees it too.
+        let other = fx.open().await;
+        assert!(
+            other
+                .recalled("acme", &day("2026-11-20"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let forgotten = ledger.forget_before("2026-11-01".parse().unwrap()).await;
+        assert_eq!(forgotten.unwrap(), 1);
+        assert_eq!(
+            ledger.recalled("acme", &day("2026-10-01")).await.unwrap(),
+            None
+        );
+        assert!(
+            ledger
+                .recalled("acme", &day("2026-11-20"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    async fn each_alert_is_recorded_once_across_processes(fx: Fixture) {
+        let (ours, theirs) = (fx.open().await, fx.open().await);
+        let slack = key("slack");
+        assert!(ours.first_alert(&slack, "refused").await.unwrap());
+        assert!(!theirs.first_alert(&slack, "refused").await.unwrap());
+        assert!(!ours.first_alert(&slack, "refused").await.unwrap());
+        // Another reason, or another webhook, is another alert.
+        assert!(theirs.first_alert(&slack, "window_closed").await.unwrap());
+        assert!(
+            theirs
+                .first_alert(&key("generic"), "refused")
+                .await
+                .unwrap()
+        );
+    }
+
     #[tokio::test]
     async fn an_empty_damaged_or_foreign_sqlite_ledger_is_refused_not_started_afresh() {
         let dir = tempfile::tempdir().unwrap();
@@ -1170,6 +1318,8 @@ mod tests {
             entry.delivered_at,
             Some("2021-03-19T03:30:00Z".parse().unwrap())
         );
+        // Brought up to the current schema, alerts and history included.
+        assert!(ledger.first_alert(&key("slack"), "refused").await.unwrap());
     }
 
     #[tokio::test]

@@ -290,6 +290,78 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    pub(super) async fn recalled(&self, window: &[String; 4]) -> Result<Option<String>, String> {
+        let [account, start, end, offset] = window;
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT report FROM history WHERE account = $1 AND window_start = $2
+                 AND window_end = $3 AND utc_offset = $4",
+                &[account, start, end, offset],
+            )
+            .await
+            .map_err(|e| causes(&e))?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    pub(super) async fn remember(
+        &self,
+        window: &[String; 4],
+        report: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let [account, start, end, offset] = window;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO history (account, window_start, window_end, utc_offset, report, fetched_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (account, window_start, window_end, utc_offset)
+                 DO UPDATE SET report = $5, fetched_at = $6",
+                &[account, start, end, offset, &report, &now.timestamp()],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| causes(&e))
+    }
+
+    pub(super) async fn forget_before(&self, cutoff: &str) -> Result<usize, String> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM history WHERE window_end < $1", &[&cutoff])
+            .await
+            .map(|n| n as usize)
+            .map_err(|e| causes(&e))
+    }
+
+    pub(super) async fn first_alert(
+        &self,
+        key: &Key,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, String> {
+        let (first, last) = (day(key.span.first), day(key.span.last));
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO alerts (team, first_day, last_day, webhook, reason, raised_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &key.team,
+                    &first,
+                    &last,
+                    &key.webhook,
+                    &reason,
+                    &now.timestamp(),
+                ],
+            )
+            .await
+            .map(|inserted| inserted == 1)
+            .map_err(|e| causes(&e))
+    }
+}
+
 fn row(row: &tokio_postgres::Row) -> Result<Row, String> {
     let read = || -> Result<Row, tokio_postgres::Error> {
         Ok(Row {

@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_i
 
 use super::{Claim, Fenced, Key, MAX_UNANSWERED, Requester, Row, day, decide};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// One (team, span, webhook): parameters ?1 to ?4.
 const KEY: &str = "team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4";
 const COLUMNS: &str = "team, first_day, last_day, webhook, state, attempts, unanswered, \
@@ -253,6 +253,66 @@ impl Sqlite {
     }
 }
 
+impl Sqlite {
+    pub(super) fn recalled(&self, window: &[String; 4]) -> Result<Option<String>, String> {
+        self.run(false, |connection| {
+            connection
+                .query_row(
+                    "SELECT report FROM history WHERE account = ?1 AND window_start = ?2
+                     AND window_end = ?3 AND utc_offset = ?4",
+                    params_from_iter(window),
+                    |row| row.get(0),
+                )
+                .optional()
+        })
+    }
+
+    pub(super) fn remember(
+        &self,
+        window: &[String; 4],
+        report: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let [account, start, end, offset] = window;
+        self.run(false, |connection| {
+            connection
+                .execute(
+                    "INSERT INTO history (account, window_start, window_end, utc_offset, report, fetched_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (account, window_start, window_end, utc_offset)
+                     DO UPDATE SET report = ?5, fetched_at = ?6",
+                    rusqlite::params![account, start, end, offset, report, now.timestamp()],
+                )
+                .map(drop)
+        })
+    }
+
+    pub(super) fn forget_before(&self, cutoff: &str) -> Result<usize, String> {
+        self.run(false, |connection| {
+            connection.execute("DELETE FROM history WHERE window_end < ?1", [cutoff])
+        })
+    }
+
+    pub(super) fn first_alert(
+        &self,
+        key: &Key,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, String> {
+        let mut params = values(key);
+        params.extend([reason.to_owned().into(), now.timestamp().into()]);
+        self.run(false, |connection| {
+            connection
+                .execute(
+                    "INSERT INTO alerts (team, first_day, last_day, webhook, reason, raised_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    params_from_iter(params),
+                )
+                .map(|inserted| inserted == 1)
+        })
+    }
+}
+
 /// ?1 to ?4 of [`KEY`].
 fn values(key: &Key) -> Vec<Value> {
     vec![
@@ -369,6 +429,25 @@ fn migrate(connection: &mut Connection, existed: bool) -> Result<(), Migration> 
              lease_owner TEXT,
              lease_until INTEGER,
              PRIMARY KEY (team, first_day, last_day, webhook)
+         );
+         CREATE TABLE IF NOT EXISTS history (
+             account TEXT NOT NULL,
+             window_start TEXT NOT NULL,
+             window_end TEXT NOT NULL,
+             utc_offset TEXT NOT NULL,
+             report TEXT NOT NULL,
+             fetched_at INTEGER NOT NULL,
+             PRIMARY KEY (account, window_start, window_end, utc_offset)
+         );
+         CREATE INDEX IF NOT EXISTS history_by_window_end ON history (window_end);
+         CREATE TABLE IF NOT EXISTS alerts (
+             team TEXT NOT NULL,
+             first_day TEXT NOT NULL,
+             last_day TEXT NOT NULL,
+             webhook TEXT NOT NULL,
+             reason TEXT NOT NULL,
+             raised_at INTEGER NOT NULL,
+             PRIMARY KEY (team, first_day, last_day, webhook, reason)
          );",
     )?;
     if old_deliveries {

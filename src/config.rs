@@ -13,7 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::render::{Renderer, TemplateOverride};
-use crate::schedule::{Schedule, Zone};
+use crate::schedule::{Comparison, Schedule, Zone};
 
 pub const DEFAULT_BASE_URL: &str = "https://{account_id}.acquire.io/api";
 pub const DEFAULT_PATH: &str = "config.toml";
@@ -177,6 +177,10 @@ pub struct Team {
     pub schedule: Schedule,
     pub top: usize,
     pub catch_up: Duration,
+    /// The earlier spans each digest is compared with (`compare`, default both).
+    pub compare: Vec<Comparison>,
+    /// A span with no visitors posts nothing and is recorded as skipped.
+    pub skip_empty: bool,
     pub webhooks: Vec<Webhook>,
 }
 
@@ -193,6 +197,8 @@ pub struct Config {
     pub state: StateStore,
     /// How often the daemon tries a failed digest again within its catch-up window.
     pub retry_every: Duration,
+    /// How many days of fetched reports the ledger keeps for comparisons; 0 keeps none.
+    pub history_days: u32,
     pub teams: Vec<Team>,
     pub renderer: Renderer,
     /// `[server] listen`: where the daemon serves metrics and health; None turns it off.
@@ -238,6 +244,7 @@ struct RawConfig {
     delivery: Option<RawDelivery>,
     catch_up: Option<String>,
     retry_every: Option<String>,
+    history_days: Option<i64>,
     #[serde(default)]
     teams: Vec<RawTeam>,
 }
@@ -278,6 +285,8 @@ struct RawTeam {
     schedule: Option<String>,
     top: Option<i64>,
     catch_up: Option<String>,
+    compare: Option<Vec<String>>,
+    skip_empty: Option<bool>,
     #[serde(default)]
     webhooks: Vec<RawWebhook>,
 }
@@ -412,6 +421,17 @@ pub fn parse(
             }
         }
     };
+    let history_days = match raw.history_days {
+        None => 60,
+        Some(days @ 0..=400) => days as u32,
+        Some(days) => {
+            problems.add(
+                "history_days",
+                format!("{days} is out of range: use 0 (keep no reports) to 400 days"),
+            );
+            0
+        }
+    };
 
     let listen = raw.server.as_ref().and_then(|s| s.listen.as_deref()).and_then(|text| {
         text.parse()
@@ -486,6 +506,7 @@ pub fn parse(
             delivery_retry_budget,
             state,
             retry_every,
+            history_days,
             teams,
             renderer,
             listen,
@@ -557,6 +578,19 @@ fn parse_team(
     let catch_up = match raw.catch_up.as_deref() {
         None => Some(default_catch_up),
         Some(text) => problems.check(place, "catch_up", parse_catch_up(text)),
+    };
+    let compare = match &raw.compare {
+        None => Some(vec![Comparison::Previous, Comparison::LastWeek]),
+        Some(names) => {
+            let mut compare: Vec<Comparison> = Vec::new();
+            for name in names {
+                let parsed = problems.check(place, "compare", Comparison::parse(name))?;
+                if !compare.contains(&parsed) {
+                    compare.push(parsed);
+                }
+            }
+            Some(compare)
+        }
     };
     if raw.webhooks.is_empty() {
         problems.add(
@@ -672,6 +706,8 @@ fn parse_team(
         schedule: schedule?,
         top: top?,
         catch_up: catch_up?,
+        compare: compare?,
+        skip_empty: raw.skip_empty.unwrap_or(false),
         webhooks,
     })
 }

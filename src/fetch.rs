@@ -68,7 +68,7 @@ impl fmt::Display for Endpoint {
 }
 
 /// One country row of visitors-by-location.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CountryRow {
     pub name: String,
     pub cca3: String,
@@ -82,7 +82,7 @@ pub struct CountryRow {
 }
 
 /// One row of most-active-visit-times: an hour of the day and the sum of its counts.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HourRow {
     pub hour: u8,
     pub label: String,
@@ -90,7 +90,7 @@ pub struct HourRow {
 }
 
 /// A page (by `url`) or a referrer (by `source`) with its chats.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChatSource {
     pub text: String,
     pub chats: u64,
@@ -98,7 +98,8 @@ pub struct ChatSource {
 }
 
 /// A day of analytics as the API reported it, parsed and checked.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Kept in the ledger's history as JSON, so an earlier span is compared without a request.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct DayReport {
     pub countries: Vec<CountryRow>,
     pub hours: Vec<HourRow>,

@@ -2,11 +2,12 @@
 //! webhook see. Pure: same report in, same digest out.
 
 use std::cmp::Reverse;
+use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::fetch::{ChatSource, DayReport};
-use crate::schedule::{Window, Zone};
+use crate::fetch::{ChatSource, CountryRow, DayReport};
+use crate::schedule::{Comparison, Span, Window, Zone};
 
 /// How many peak hours a digest names.
 const PEAK_HOURS: usize = 3;
@@ -37,6 +38,9 @@ pub struct Digest {
     /// The window as sent to the API.
     pub window: WindowView,
     pub totals: Totals,
+    /// The earlier spans this one is compared with; each `null` when turned off or when its
+    /// report could not be had.
+    pub compare: Comparisons,
     pub countries: Vec<Country>,
     pub peak_hours: Vec<PeakHour>,
     /// Activity per local hour of day: index 0 is 00:00-00:59 local time. A 25-hour day adds
@@ -54,6 +58,20 @@ pub struct Digest {
 pub struct WindowView {
     pub start: String,
     pub end: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Comparisons {
+    pub previous: Option<Compared>,
+    pub last_week: Option<Compared>,
+}
+
+/// An earlier span's dates and totals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Compared {
+    pub date: String,
+    pub end_date: String,
+    pub totals: Totals,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -76,6 +94,10 @@ pub struct Country {
     pub chats: u64,
     /// Percent of the day's visitors, 0-100, two decimals.
     pub share: f64,
+    /// Its rank in the previous span's whole ranking; None where it wasn't there (new) or
+    /// there is no comparison.
+    pub previous_rank: Option<usize>,
+    pub last_week_rank: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,6 +113,8 @@ pub struct Page {
     pub url: String,
     pub chats: u64,
     pub percentage: f64,
+    pub previous_rank: Option<usize>,
+    pub last_week_rank: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,6 +123,8 @@ pub struct Referrer {
     pub source: String,
     pub chats: u64,
     pub percentage: f64,
+    pub previous_rank: Option<usize>,
+    pub last_week_rank: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -111,28 +137,9 @@ pub struct More {
 pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest {
     let top = audience.top.max(1);
 
-    let mut totals = Totals {
-        countries: report.countries.len(),
-        ..Totals::default()
-    };
-    for c in &report.countries {
-        // Saturating: 8 MiB of hostile rows can add up past u64.
-        totals.visitors = totals.visitors.saturating_add(c.visitors);
-        totals.chats = totals.chats.saturating_add(c.chats);
-        totals.cases = totals.cases.saturating_add(c.cases);
-        totals.emails = totals.emails.saturating_add(c.emails);
-        totals.cobrowse = totals.cobrowse.saturating_add(c.cobrowse);
-        totals.calls = totals.calls.saturating_add(c.calls);
-    }
+    let totals = totals(report);
 
-    let mut countries: Vec<_> = report.countries.iter().collect();
-    countries.sort_by(|a, b| {
-        (Reverse(a.visitors), Reverse(a.chats), &a.name).cmp(&(
-            Reverse(b.visitors),
-            Reverse(b.chats),
-            &b.name,
-        ))
-    });
+    let countries = by_visitors(&report.countries);
     let countries: Vec<Country> = countries
         .into_iter()
         .take(top)
@@ -144,6 +151,8 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
             visitors: c.visitors,
             chats: c.chats,
             share: percent(c.visitors, totals.visitors),
+            previous_rank: None,
+            last_week_rank: None,
         })
         .collect();
 
@@ -181,6 +190,8 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
             url: p.text.clone(),
             chats: p.chats,
             percentage: p.percentage,
+            previous_rank: None,
+            last_week_rank: None,
         })
         .collect();
     let referrers: Vec<Referrer> = by_chats(&report.referrers, top)
@@ -189,6 +200,8 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
             source: r.text.clone(),
             chats: r.chats,
             percentage: r.percentage,
+            previous_rank: None,
+            last_week_rank: None,
         })
         .collect();
 
@@ -217,6 +230,7 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
             end: window.end_date(),
         },
         totals,
+        compare: Comparisons::default(),
         countries,
         peak_hours,
         hours,
@@ -225,6 +239,90 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
         more,
         is_empty,
     }
+}
+
+/// Sets the digest beside an earlier span's report: that span's totals, and each listed
+/// entry's rank in its whole ranking (not just its top), by the same rules.
+pub fn compare(digest: &mut Digest, which: Comparison, span: Span, report: &DayReport) {
+    let compared = Compared {
+        date: span.first.format("%Y-%m-%d").to_string(),
+        end_date: span.last.format("%Y-%m-%d").to_string(),
+        totals: totals(report),
+    };
+    let countries: HashMap<&str, usize> = by_visitors(&report.countries)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i + 1))
+        .collect();
+    let ranks = |rows: &[ChatSource]| -> HashMap<String, usize> {
+        by_chats(rows, usize::MAX)
+            .map(|(rank, row)| (row.text.clone(), rank))
+            .collect()
+    };
+    let (pages, referrers) = (ranks(&report.pages), ranks(&report.referrers));
+    let slot =
+        |previous: &mut Option<usize>, last_week: &mut Option<usize>, rank: Option<usize>| {
+            match which {
+                Comparison::Previous => *previous = rank,
+                Comparison::LastWeek => *last_week = rank,
+            }
+        };
+    for c in &mut digest.countries {
+        slot(
+            &mut c.previous_rank,
+            &mut c.last_week_rank,
+            countries.get(c.name.as_str()).copied(),
+        );
+    }
+    for p in &mut digest.pages {
+        slot(
+            &mut p.previous_rank,
+            &mut p.last_week_rank,
+            pages.get(&p.url).copied(),
+        );
+    }
+    for r in &mut digest.referrers {
+        slot(
+            &mut r.previous_rank,
+            &mut r.last_week_rank,
+            referrers.get(&r.source).copied(),
+        );
+    }
+    match which {
+        Comparison::Previous => digest.compare.previous = Some(compared),
+        Comparison::LastWeek => digest.compare.last_week = Some(compared),
+    }
+}
+
+/// Sums over all countries.
+fn totals(report: &DayReport) -> Totals {
+    let mut totals = Totals {
+        countries: report.countries.len(),
+        ..Totals::default()
+    };
+    for c in &report.countries {
+        // Saturating: 8 MiB of hostile rows can add up past u64.
+        totals.visitors = totals.visitors.saturating_add(c.visitors);
+        totals.chats = totals.chats.saturating_add(c.chats);
+        totals.cases = totals.cases.saturating_add(c.cases);
+        totals.emails = totals.emails.saturating_add(c.emails);
+        totals.cobrowse = totals.cobrowse.saturating_add(c.cobrowse);
+        totals.calls = totals.calls.saturating_add(c.calls);
+    }
+    totals
+}
+
+/// Countries by visitors, ties by chats, then name.
+fn by_visitors(rows: &[CountryRow]) -> Vec<&CountryRow> {
+    let mut rows: Vec<_> = rows.iter().collect();
+    rows.sort_by(|a, b| {
+        (Reverse(a.visitors), Reverse(a.chats), &a.name).cmp(&(
+            Reverse(b.visitors),
+            Reverse(b.chats),
+            &b.name,
+        ))
+    });
+    rows
 }
 
 /// Ranked by chats, ties by text; numbered from 1.
@@ -298,6 +396,84 @@ mod tests {
         let zone = audience.zone;
         let window = Window::for_date(zone, "2021-03-18".parse().unwrap());
         rank(&audience, &window, report)
+    }
+
+    #[test]
+    fn ranks_beside_earlier_spans_say_up_down_new_and_unchanged_from_the_whole_ranking() {
+        let today = DayReport {
+            countries: vec![
+                country("India", 90, 9),
+                country("Brazil", 50, 5),
+                country("Chile", 40, 4),
+                country("Denmark", 30, 3),
+            ],
+            pages: vec![source("/pricing", 9), source("/new", 5)],
+            referrers: vec![source("google", 7)],
+            ..DayReport::default()
+        };
+        let yesterday = DayReport {
+            countries: vec![
+                country("Brazil", 80, 8),
+                country("India", 70, 7),
+                country("Chile", 60, 6),
+                country("Egypt", 20, 2),
+                country("Fiji", 10, 1),
+                // Ranked 6th there, beyond any top: still its rank.
+                country("Denmark", 5, 1),
+            ],
+            pages: vec![source("/pricing", 3), source("/old", 9)],
+            referrers: vec![source("google", 1)],
+            ..DayReport::default()
+        };
+        let mut digest = digest(&today, 3);
+        let earlier = |d: &str| Span::day(d.parse().unwrap());
+        compare(
+            &mut digest,
+            Comparison::Previous,
+            earlier("2021-03-17"),
+            &yesterday,
+        );
+        let ranks = |d: &Digest| -> Vec<(String, Option<usize>, Option<usize>)> {
+            d.countries
+                .iter()
+                .map(|c| (c.name.clone(), c.previous_rank, c.last_week_rank))
+                .collect()
+        };
+        assert_eq!(
+            ranks(&digest),
+            [
+                ("India".into(), Some(2), None),  // up one
+                ("Brazil".into(), Some(1), None), // down one
+                ("Chile".into(), Some(3), None),  // unchanged
+            ]
+        );
+        assert_eq!(digest.pages[0].previous_rank, Some(2));
+        assert_eq!(digest.pages[1].previous_rank, None, "new");
+        assert_eq!(digest.referrers[0].previous_rank, Some(1));
+        let previous = digest.compare.previous.clone().unwrap();
+        assert_eq!(previous.date, "2021-03-17");
+        assert_eq!(previous.totals.visitors, 245);
+        assert_eq!(previous.totals.chats, 25);
+        assert_eq!(previous.totals.countries, 6);
+        assert_eq!(previous.totals.calls, 24);
+        assert_eq!(digest.compare.last_week, None);
+
+        // Last week's slot is its own; previous is untouched.
+        compare(
+            &mut digest,
+            Comparison::LastWeek,
+            earlier("2021-03-11"),
+            &DayReport::default(),
+        );
+        assert_eq!(ranks(&digest)[0], ("India".into(), Some(2), None));
+        assert_eq!(
+            digest.compare.last_week.as_ref().unwrap().totals.visitors,
+            0
+        );
+        let json = serde_json::to_value(&digest).unwrap();
+        assert_eq!(json["compare"]["last_week"]["date"], "2021-03-11");
+        assert_eq!(json["countries"][0]["previous_rank"], 2);
+        assert!(json["countries"][0]["last_week_rank"].is_null());
     }
 
     #[test]

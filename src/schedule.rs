@@ -7,8 +7,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{
-    DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike,
-    Utc,
+    DateTime, Datelike, Days, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
+    Timelike, Utc,
 };
 use chrono_tz::Tz;
 use croner::Cron;
@@ -135,6 +135,78 @@ impl Span {
     /// When the span's last day is over in `zone`: no digest of it may go out before.
     pub fn ends(&self, zone: Zone) -> DateTime<Utc> {
         zone.start_of_day(next_day(self.last))
+    }
+}
+
+impl Span {
+    /// The span of the same length just before: the day before, the seven days before, the
+    /// Tuesday to Thursday before a Monday's Friday-to-Sunday. A whole calendar month's is the
+    /// month before, whatever its length.
+    pub fn previous(&self) -> Span {
+        let whole_month = self.first.day() == 1
+            && self.last.month() == self.first.month()
+            && next_day(self.last).day() == 1;
+        if whole_month {
+            let last = previous_day(self.first);
+            return Span {
+                first: last.with_day(1).unwrap_or(last),
+                last,
+            };
+        }
+        let days = Days::new(u64::from(self.days()));
+        Span {
+            first: self.first.checked_sub_days(days).unwrap_or(self.first),
+            last: previous_day(self.first),
+        }
+    }
+
+    /// The same span seven days earlier (the same weekdays last week), for spans shorter than a
+    /// week: for a week it is [`Span::previous`], and longer spans overlap it.
+    pub fn a_week_earlier(&self) -> Option<Span> {
+        if self.days() >= 7 {
+            return None;
+        }
+        let week = Days::new(7);
+        Some(Span {
+            first: self.first.checked_sub_days(week)?,
+            last: self.last.checked_sub_days(week)?,
+        })
+    }
+}
+
+/// An earlier span a digest is compared with (`compare` in a team's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// The span of the same length just before.
+    Previous,
+    /// The same span seven days earlier.
+    LastWeek,
+}
+
+impl Comparison {
+    pub fn parse(text: &str) -> Result<Comparison, String> {
+        match text {
+            "previous" => Ok(Comparison::Previous),
+            "last_week" => Ok(Comparison::LastWeek),
+            other => Err(format!(
+                "unknown comparison {other:?}: use \"previous\" and/or \"last_week\", or [] for none"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Comparison::Previous => "previous",
+            Comparison::LastWeek => "last_week",
+        }
+    }
+
+    /// The span `span` is compared with, if this comparison applies to it.
+    pub fn of(self, span: Span) -> Option<Span> {
+        match self {
+            Comparison::Previous => Some(span.previous()),
+            Comparison::LastWeek => span.a_week_earlier(),
+        }
     }
 }
 
@@ -371,7 +443,6 @@ impl fmt::Debug for Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Datelike;
 
     fn zone(name: &str) -> Zone {
         Zone::parse(name).unwrap()
@@ -387,6 +458,82 @@ mod tests {
 
     fn offset_on(zone_name: &str, day: &str) -> String {
         Window::for_date(zone(zone_name), date(day)).offset_text()
+    }
+
+    fn span(first: &str, last: &str) -> Span {
+        Span {
+            first: date(first),
+            last: date(last),
+        }
+    }
+
+    #[test]
+    fn each_span_is_compared_with_the_one_before_and_the_same_weekdays_last_week() {
+        let cases = [
+            // (span, previous, a week earlier)
+            (
+                span("2026-11-24", "2026-11-24"),
+                span("2026-11-23", "2026-11-23"),
+                Some(span("2026-11-17", "2026-11-17")),
+            ),
+            // A Monday's Friday to Sunday: Tuesday to Thursday before it, and last weekend.
+            (
+                span("2026-11-20", "2026-11-22"),
+                span("2026-11-17", "2026-11-19"),
+                Some(span("2026-11-13", "2026-11-15")),
+            ),
+            // A week: the week before, which is also a week earlier, so that one is left out.
+            (
+                span("2026-11-16", "2026-11-22"),
+                span("2026-11-09", "2026-11-15"),
+                None,
+            ),
+            // Calendar months, whatever their lengths, and across a year's end.
+            (
+                span("2026-03-01", "2026-03-31"),
+                span("2026-02-01", "2026-02-28"),
+                None,
+            ),
+            (
+                span("2024-03-01", "2024-03-31"),
+                span("2024-02-01", "2024-02-29"),
+                None,
+            ),
+            (
+                span("2027-01-01", "2027-01-31"),
+                span("2026-12-01", "2026-12-31"),
+                None,
+            ),
+            // Days across a year's end and a leap day.
+            (
+                span("2027-01-01", "2027-01-01"),
+                span("2026-12-31", "2026-12-31"),
+                Some(span("2026-12-25", "2026-12-25")),
+            ),
+            (
+                span("2024-03-01", "2024-03-01"),
+                span("2024-02-29", "2024-02-29"),
+                Some(span("2024-02-23", "2024-02-23")),
+            ),
+            // Not a whole month (the 2nd to the end): the same length just before.
+            (
+                span("2026-03-02", "2026-03-31"),
+                span("2026-01-31", "2026-03-01"),
+                None,
+            ),
+        ];
+        for (given, previous, earlier) in cases {
+            assert_eq!(given.previous(), previous, "{given}");
+            assert_eq!(given.previous().days(), previous.days());
+            assert_eq!(given.a_week_earlier(), earlier, "{given}");
+            assert_eq!(Comparison::Previous.of(given), Some(previous));
+            assert_eq!(Comparison::LastWeek.of(given), earlier);
+        }
+        assert!(
+            Comparison::parse("yesterday")
+                .unwrap_err()
+                .contains("previous")
+        );
     }
 
     #[test]
@@ -540,13 +687,6 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         Schedule::parse(schedule).unwrap().coverage(zone, firing)
-    }
-
-    fn span(first: &str, last: &str) -> Span {
-        Span {
-            first: date(first),
-            last: date(last),
-        }
     }
 
     #[test]

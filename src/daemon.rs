@@ -233,7 +233,9 @@ impl Current {
     ) -> Result<Current, String> {
         let (path, clock, reuse) = (path.to_owned(), clock.clone(), reuse.clone());
         tokio::task::spawn_blocking(move || {
-            let config = config::load(&path).map_err(|e| e.to_string())?;
+            let config = config::load(&path)
+                .and_then(|config| crate::check::templates(&path, config))
+                .map_err(|e| e.to_string())?;
             Current::open(config, &clock, Some(&reuse))
         })
         .await

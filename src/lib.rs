@@ -20,6 +20,7 @@
 //! - [`pipeline`] runs the line for one team's span (`once`, `demo`, the daemon); [`daemon`]
 //!   is the reconciler that decides what is due (`run`).
 
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -17,7 +17,7 @@ use acquire_digest::config::{self, Config, Team};
 use acquire_digest::ledger::Ledger;
 use acquire_digest::pipeline::{HookStatus, Mode, Pipeline};
 use acquire_digest::schedule::{Span, Window};
-use acquire_digest::{daemon, demo, simulator};
+use acquire_digest::{check, daemon, demo, simulator};
 
 #[derive(Parser)]
 #[command(
@@ -165,11 +165,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
+    check::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
+    match check::load(path) {
         Ok(config) => {
             println!(
                 "{}: OK, {} team{}",

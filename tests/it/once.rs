@@ -4,7 +4,7 @@
 use acquire_digest::simulator::{self, RunningSimulator, SimulatorOptions};
 use serde_json::{Value, json};
 
-use crate::support::{Reply, Scripted, Workspace, config, report, stderr, stdout, team};
+use crate::support::{Reply, Scripted, Workspace, config, report, shown, stderr, stdout, team};
 
 const REFERENCE_DAY: &str = "2021-03-18";
 
@@ -397,11 +397,17 @@ async fn after_a_partial_failure_only_the_failed_webhook_is_retried() {
     assert!(!first.status.success());
     let summary = stderr(&first);
     assert!(
-        summary.contains("apac 2021-03-18 slack (http://127.0.0.1): delivered"),
+        summary.contains(&format!(
+            "apac 2021-03-18 slack ({}): delivered",
+            shown(&hooks.url("/fine"))
+        )),
         "{summary}"
     );
     assert!(
-        summary.contains("apac 2021-03-18 generic (http://127.0.0.1): FAILED"),
+        summary.contains(&format!(
+            "apac 2021-03-18 generic ({}): FAILED",
+            shown(&hooks.url("/broken"))
+        )),
         "{summary}"
     );
     assert!(summary.contains("HTTP 500: upstream down"), "{summary}");

@@ -157,16 +157,15 @@ async fn classify(
     let body = http::read_capped(response, 64 * 1024)
         .await
         // Scrubbed before the excerpt is cut, so no part of a secret survives at the cut.
-        .map(|b| {
-            http::excerpt(http::redact(&String::from_utf8_lossy(&b), &url_secrets(hook)).as_bytes())
-        })
+        .map(|b| http::redact(&String::from_utf8_lossy(&b), &url_secrets(hook)))
         .unwrap_or_else(|e| e.to_string());
+    // The kind reads the whole answer (its error JSON), then the message is cut for the log.
     let (body, after) = match render::kind(hook.kind).answer(status.as_u16(), &body) {
         Answer::Delivered => return Posted::Delivered,
         Answer::Failed {
             message,
             after: said,
-        } => (message, said.or(after)),
+        } => (http::excerpt(message.as_bytes()), said.or(after)),
     };
     let body = if status.is_redirection() {
         "the webhook redirects elsewhere: configure the URL it redirects to".to_owned()

@@ -34,3 +34,4 @@ pub mod rank;
 pub mod render;
 pub mod schedule;
 pub mod simulator;
+pub mod trial;

@@ -41,6 +41,24 @@ enum Command {
     Simulate(SimulateArgs),
     /// Print example digests built from the built-in simulator: no config, network or keys.
     Demo,
+    /// Post one digest, marked as a test, to a team's webhook(s) now; record nothing.
+    Test(TryArgs),
+    /// Print what a team's webhook(s) would show, with their own templates; post nothing.
+    Preview(TryArgs),
+}
+
+#[derive(Args)]
+struct TryArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[arg(long, value_name = "NAME")]
+    team: String,
+    /// Only this webhook. Default: every webhook of the team.
+    #[arg(long, value_name = "NAME")]
+    webhook: Option<String>,
+    /// The day, YYYY-MM-DD. Default: yesterday in the team's timezone.
+    #[arg(long)]
+    date: Option<NaiveDate>,
 }
 
 #[derive(Args)]
@@ -61,7 +79,8 @@ struct OnceArgs {
     /// yesterday in each team's timezone.
     #[arg(long)]
     date: Option<NaiveDate>,
-    /// Print each rendered payload to stdout (one JSON document per line); post and record nothing.
+    /// Print each rendered payload to stdout, one JSON document per line labelled with its team
+    /// and webhook ({"team", "webhook", "body"}); post and record nothing.
     #[arg(long)]
     dry_run: bool,
     /// Send again what the ledger lists as delivered, or whose outcome is unknown.
@@ -154,6 +173,37 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test(args) => {
+            let config = load(&args.config.config)?;
+            let tried = acquire_digest::trial::test(
+                &config,
+                &args.team,
+                args.webhook.as_deref(),
+                args.date,
+            );
+            let tried = tried.await?;
+            for t in &tried {
+                let _ = writeln!(std::io::stderr(), "{}: {}", t.label, t.text);
+            }
+            Ok(if tried.iter().all(|t| t.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Preview(args) => {
+            let config = load(&args.config.config)?;
+            let tried = acquire_digest::trial::preview(
+                &config,
+                &args.team,
+                args.webhook.as_deref(),
+                args.date,
+            );
+            for t in tried.await? {
+                let _ = writeln!(std::io::stdout(), "┌─ {}\n\n{}", t.label, t.text);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {
@@ -303,7 +353,8 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
         if let Ok(hooks) = &report.outcome {
             for hook in hooks {
                 if let HookStatus::DryRun(body) = &hook.status {
-                    let _ = writeln!(std::io::stdout(), "{body}");
+                    let labelled = serde_json::json!({"team": report.team, "webhook": hook.webhook, "body": body});
+                    let _ = writeln!(std::io::stdout(), "{labelled}");
                 }
             }
         }

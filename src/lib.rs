@@ -14,7 +14,9 @@
 //!   all pure functions; [`clock`] is the time as an input.
 //! - [`fetch`]: the Acquire API client; [`simulator`] is a local stand-in for the API.
 //! - [`rank`]: the day's reports become the [`rank::Digest`] model (pure).
-//! - [`render`]: the digest through a template into a Slack or generic webhook body (pure).
+//! - [`render`]: the digest through its kind's template into the body each destination takes
+//!   (Slack, Discord, Teams, Google Chat, Mattermost, generic), one module per kind (pure);
+//!   [`check`] composes config and templates, [`trial`] is `test` and `preview`.
 //! - [`deliver`]: one POST and what its answer means; [`ledger`] records each (team, span,
 //!   webhook) and leases it to one process at a time.
 //! - [`pipeline`] runs the line for one team's span (`once`, `demo`, the daemon); [`daemon`]

@@ -152,19 +152,19 @@ impl Renderer {
     /// The built-in templates and every webhook's own.
     pub fn new<'a>(webhooks: impl IntoIterator<Item = &'a Webhook>) -> Renderer {
         let mut registries = HashMap::new();
-        for kind_ in WebhookKind::ALL {
+        for each in WebhookKind::ALL {
             let mut registry = Handlebars::new();
             registry.set_strict_mode(true);
-            if kind(kind_).writes_json() {
+            if kind(each).writes_json() {
                 registry.register_escape_fn(json_string_inside);
             } else {
                 registry.register_escape_fn(handlebars::no_escape);
             }
             helpers::register(&mut registry);
             registry
-                .register_template_string(BUILTIN, kind(kind_).template())
+                .register_template_string(BUILTIN, kind(each).template())
                 .expect("built-in templates compile");
-            registries.insert(kind_, registry);
+            registries.insert(each, registry);
         }
         let mut broken = HashMap::new();
         for hook in webhooks {
@@ -207,7 +207,7 @@ impl Renderer {
 
     /// The JSON body a webhook receives for a digest.
     pub fn body(&self, hook: &Webhook, digest: &Digest) -> Result<Value, RenderError> {
-        let kind_ = kind(hook.kind);
+        let this = kind(hook.kind);
         let name = hook
             .template
             .as_ref()
@@ -228,11 +228,11 @@ impl Renderer {
             return Err(error(reason.clone()));
         }
         let mut data = serde_json::to_value(digest).expect("the digest serializes");
-        escape_strings(&mut data, &|s| kind_.escape(&text::clean(s)));
+        escape_strings(&mut data, &|s| this.escape(&text::clean(s)));
         let rendered = self.registries[&hook.kind]
             .render_with_context(&name, &Context::from(data))
             .map_err(|e| error(plain_reason(&e)))?;
-        kind_.body(&rendered, digest).map_err(error)
+        this.body(&rendered, digest).map_err(error)
     }
 
     /// What the webhook's readers would see of `body`, as terminal text.
@@ -276,6 +276,12 @@ fn raw_output(elements: &[TemplateElement], json: bool) -> Result<(), String> {
             }
             TemplateElement::HelperBlock(block) => {
                 for inner in block.template.iter().chain(&block.inverse) {
+                    raw_output(&inner.elements, json)?;
+                }
+            }
+            // Inline partials and partial blocks hold templates that render later.
+            TemplateElement::DecoratorBlock(block) | TemplateElement::PartialBlock(block) => {
+                if let Some(inner) = &block.template {
                     raw_output(&inner.elements, json)?;
                 }
             }
@@ -387,6 +393,10 @@ mod tests {
         let raw = "{\"text\": \"{{#each countries}}{{{name}}}{{/each}}\"}";
         let renderer = Renderer::new([&hook(WebhookKind::Mattermost, Some(raw))]);
         let problem = renderer.problem(&hook(WebhookKind::Mattermost, Some(raw)));
+        assert!(problem.unwrap().contains("unescaped"));
+        let inline = "{{#*inline \"p\"}}{{{name}}}{{/inline}}{\"text\": \"{{> p}}\"}";
+        let renderer = Renderer::new([&hook(WebhookKind::Mattermost, Some(inline))]);
+        let problem = renderer.problem(&hook(WebhookKind::Mattermost, Some(inline)));
         assert!(problem.unwrap().contains("unescaped"));
 
         let plain = "{\"text\": \"Top: {{#each countries}}{{name}} {{truncate cca3 5}}{{/each}}\"}";

@@ -184,3 +184,48 @@ fn fit_total(embeds: &mut Vec<Value>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_custom_body_is_cut_to_discords_limits_and_can_mention_nobody() {
+        let field = json!({"name": "n".repeat(300), "value": "v\n".repeat(1000)});
+        let embed =
+            json!({"title": "t".repeat(300), "description": "d", "fields": vec![field; 30]});
+        let body = json!({
+            "content": "@everyone ".repeat(300),
+            "embeds": vec![embed; 12],
+            "allowed_mentions": {"parse": ["everyone"]},
+        });
+        let body = Discord.fit(body).unwrap();
+        assert_eq!(body["allowed_mentions"], json!({"parse": []}));
+        assert!(body["content"].as_str().unwrap().chars().count() <= CONTENT);
+        let embeds = body["embeds"].as_array().unwrap();
+        assert!(embeds.len() <= MAX_EMBEDS);
+        assert!(embeds.iter().map(embed_chars).sum::<usize>() <= ALL_EMBEDS);
+        let last = embeds.last().unwrap()["fields"].as_array().unwrap();
+        let note = last.last().unwrap()["value"].as_str().unwrap();
+        assert!(note.contains("more that did not fit"), "{note}");
+        // Our own embeds stay visible: link previews are only suppressed without them.
+        assert!(body.get("flags").is_none());
+        let plain = Discord.fit(json!({"content": "hi"})).unwrap();
+        assert_eq!(plain["flags"], SUPPRESS_EMBEDS);
+    }
+
+    #[test]
+    fn discord_is_asked_to_wait_and_its_retry_after_is_read() {
+        let url =
+            url::Url::parse("https://discord.com/api/webhooks/1/t?thread_id=9&wait=false").unwrap();
+        assert_eq!(Discord.url(&url).query(), Some("thread_id=9&wait=true"));
+        let answer = Discord.answer(429, r#"{"message": "slow down", "retry_after": 0.25}"#);
+        assert_eq!(
+            answer,
+            Answer::Failed {
+                message: "slow down".into(),
+                after: Some(Duration::from_millis(250))
+            }
+        );
+    }
+}

@@ -126,3 +126,27 @@ fn verbatim(value: &mut Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_custom_body_keeps_its_footer_and_summarises_what_did_not_fit() {
+        let sections: Vec<Value> = (0..80)
+            .map(
+                |i| json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("s{i}")}}),
+            )
+            .collect();
+        let body = Slack
+            .fit(json!({"text": "x", "blocks": sections, "unfurl_links": true}))
+            .unwrap();
+        let blocks = body["blocks"].as_array().unwrap();
+        assert_eq!(blocks.len(), MAX_BLOCKS);
+        assert_eq!(blocks[49]["text"]["text"], "s79");
+        assert!(blocks[48].to_string().contains("and 31 more sections"));
+        assert_eq!(blocks[0]["text"]["verbatim"], true);
+        assert_eq!(body["unfurl_links"], false);
+        assert!(Slack.fit(json!({"blocks": 3})).is_err());
+    }
+}

@@ -97,3 +97,31 @@ fn inert(value: &mut Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_card_is_cut_under_20_kb_and_mentions_nobody() {
+        let runs: Vec<Value> = (0..500)
+            .map(|i| json!({"type": "TextBlock", "text": format!("{i} {}", "x".repeat(100))}))
+            .chain([json!({"type": "TextBlock", "text": "footer"})])
+            .collect();
+        let body = json!({"type": "message", "attachments": [{"contentType": CARD, "content": {
+            "type": "AdaptiveCard", "body": runs,
+            "msteams": {"entities": [{"type": "mention", "text": "<at>All</at>"}]}}}]});
+        let body = Teams.fit(body).unwrap();
+        assert!(super::super::text::json_size(&body) <= MAX_BYTES);
+        let card = &body["attachments"][0]["content"];
+        assert_eq!(card["msteams"], json!({}));
+        let elements = card["body"].as_array().unwrap();
+        assert_eq!(elements.last().unwrap()["text"], "footer");
+        let note = elements[elements.len() - 2]["text"].as_str().unwrap();
+        assert!(
+            note.ends_with("more lines that did not fit in one Teams message"),
+            "{note}"
+        );
+        assert!(Teams.fit(json!({"text": "plain"})).is_err());
+    }
+}

@@ -24,21 +24,6 @@ pub fn templates(path: &Path, config: Config) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// [`config::parse`], then the templates.
-pub fn parse(
-    text: &str,
-    base_dir: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, Vec<Problem>> {
-    let config = config::parse(text, base_dir, env)?;
-    let problems = template_problems(&config);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(problems)
-    }
-}
-
 fn template_problems(config: &Config) -> Vec<Problem> {
     let hooks = config.teams.iter().flat_map(|t| &t.webhooks);
     let renderer = Renderer::new(hooks);
@@ -77,12 +62,21 @@ url = "https://hooks.slack.com/services/T0/B0/X"
 template = "t.hbs"
 "#;
 
+    /// The config's problems, else its templates'.
+    fn parse(text: &str, dir: &Path) -> Result<Config, Vec<Problem>> {
+        let config = config::parse(text, dir, &|_| None)?;
+        let problems = template_problems(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
     fn problems_with(template: &str) -> Vec<Problem> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("t.hbs"), template).unwrap();
-        parse(CONFIG, dir.path(), &|_| None)
-            .err()
-            .unwrap_or_default()
+        parse(CONFIG, dir.path()).err().unwrap_or_default()
     }
 
     #[test]
@@ -132,12 +126,12 @@ template = "t.hbs"
         ] {
             let text = CONFIG.replace("t.hbs", path);
             let started = std::time::Instant::now();
-            let problems = parse(&text, dir.path(), &|_| None).unwrap_err();
+            let problems = parse(&text, dir.path()).unwrap_err();
             assert!(started.elapsed() < std::time::Duration::from_secs(2));
             assert!(problems[0].message.contains(words), "{problems:?}");
         }
         std::fs::write(dir.path().join("big.hbs"), "x".repeat(300 * 1024)).unwrap();
-        let problems = parse(&CONFIG.replace("t.hbs", "big.hbs"), dir.path(), &|_| None);
+        let problems = parse(&CONFIG.replace("t.hbs", "big.hbs"), dir.path());
         assert!(
             problems.unwrap_err()[0]
                 .message

@@ -14,23 +14,25 @@ fn is_bidi(c: char) -> bool {
 /// separators made spaces (a visitor's line break must not start a line of the template's
 /// output), and the value capped at [`VALUE_CAP`] characters.
 pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(VALUE_CAP * 4));
-    for (n, c) in text.chars().filter(|&c| !is_bidi(c)).enumerate() {
-        if n + 1 == VALUE_CAP
-            && text
-                .chars()
-                .filter(|&c| !is_bidi(c))
-                .nth(VALUE_CAP)
-                .is_some()
-        {
-            out.push('…');
-            break;
-        }
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-            out.push(' ');
-        } else {
-            out.push(c);
-        }
+    let kept: Vec<char> = text
+        .chars()
+        .filter(|&c| !is_bidi(c))
+        .take(VALUE_CAP + 1)
+        .collect();
+    let long = kept.len() > VALUE_CAP;
+    let mut out: String = kept
+        .into_iter()
+        .take(VALUE_CAP - usize::from(long))
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    if long {
+        out.push('…');
     }
     out
 }

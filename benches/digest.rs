@@ -4,6 +4,7 @@
 
 use std::hint::black_box;
 
+use acquire_digest::config::{Webhook, WebhookKind, WebhookUrl};
 use acquire_digest::fetch::{ChatSource, CountryRow, DayReport, HourRow};
 use acquire_digest::rank::{Audience, rank};
 use acquire_digest::render::Renderer;
@@ -51,8 +52,19 @@ fn large_day() -> DayReport {
     }
 }
 
+fn hook(kind: WebhookKind) -> Webhook {
+    Webhook {
+        name: kind.as_str().into(),
+        kind,
+        url: WebhookUrl::parse("https://hooks.example.com/x").unwrap(),
+        template: None,
+        secret: None,
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let renderer = Renderer::builtin();
+    let (slack, generic) = (hook(WebhookKind::Slack), hook(WebhookKind::Generic));
     let zone = Zone::parse("Asia/Kolkata").unwrap();
     let window = Window::for_date(zone, "2021-03-18".parse().unwrap());
     let audience = Audience {
@@ -70,8 +82,8 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("rank + render slack + text, {name}"), |b| {
             b.iter(|| {
                 let digest = rank(&audience, &window, black_box(&day));
-                let slack = renderer.slack_message(&digest, None).unwrap();
-                let text = renderer.text(&digest, None).unwrap();
+                let slack = renderer.body(&slack, &digest).unwrap();
+                let text = renderer.body(&generic, &digest).unwrap();
                 black_box((slack, text))
             })
         });
@@ -81,10 +93,10 @@ fn bench(c: &mut Criterion) {
             b.iter(|| rank(&audience, &window, black_box(&day)))
         });
         c.bench_function(&format!("render slack, {name}"), |b| {
-            b.iter(|| renderer.slack_message(black_box(&digest), None).unwrap())
+            b.iter(|| renderer.body(&slack, black_box(&digest)).unwrap())
         });
         c.bench_function(&format!("render text, {name}"), |b| {
-            b.iter(|| renderer.text(black_box(&digest), None).unwrap())
+            b.iter(|| renderer.body(&generic, black_box(&digest)).unwrap())
         });
     }
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::render::{Renderer, TemplateOverride};
 use crate::schedule::{Comparison, Schedule, Zone};
 
 pub const DEFAULT_BASE_URL: &str = "https://{account_id}.acquire.io/api";
@@ -36,6 +35,9 @@ const MAX_TIMEOUT_SECS: u64 = 600;
 const MAX_RETRY_BUDGET_SECS: u64 = 3600;
 /// Webhook names end up in log lines, summaries and the ledger.
 const MAX_WEBHOOK_NAME_CHARS: usize = 64;
+/// Far more than any digest template needs, and small enough that a path naming a large file
+/// can't take the daemon's memory.
+const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 
 /// A credential: API keys and webhook URLs. It never prints itself, so it cannot leak into a
 /// log line or an error by accident.
@@ -57,8 +59,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A webhook URL is a credential (Slack's carries the token in its path), so only its scheme
-/// and host are ever shown.
+/// A webhook URL is a credential (Slack's carries the token in its path), so only its scheme,
+/// host, port and a short fingerprint are ever shown: enough to tell two Slack hooks apart.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookUrl(Url);
 
@@ -87,9 +89,11 @@ impl fmt::Display for WebhookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}://{}",
+            "{}://{}:{} #{}",
             self.0.scheme(),
-            self.0.host_str().unwrap_or("?")
+            self.0.host_str().unwrap_or("?"),
+            self.0.port_or_known_default().unwrap_or(0),
+            &self.fingerprint()[..8]
         )
     }
 }
@@ -139,18 +143,88 @@ impl fmt::Display for AccountId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WebhookKind {
     Slack,
     Generic,
+    Discord,
+    Teams,
+    GoogleChat,
+    Mattermost,
 }
 
 impl WebhookKind {
+    pub const ALL: [WebhookKind; 6] = [
+        WebhookKind::Slack,
+        WebhookKind::Generic,
+        WebhookKind::Discord,
+        WebhookKind::Teams,
+        WebhookKind::GoogleChat,
+        WebhookKind::Mattermost,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             WebhookKind::Slack => "slack",
             WebhookKind::Generic => "generic",
+            WebhookKind::Discord => "discord",
+            WebhookKind::Teams => "teams",
+            WebhookKind::GoogleChat => "google_chat",
+            WebhookKind::Mattermost => "mattermost",
         }
+    }
+
+    fn parse(text: &str) -> Option<WebhookKind> {
+        WebhookKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+const KINDS: &str =
+    "\"slack\", \"discord\", \"teams\", \"google_chat\", \"mattermost\" or \"generic\"";
+
+/// A webhook's own template, as read from the file its config names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateFile {
+    pub path: PathBuf,
+    pub source: String,
+}
+
+impl TemplateFile {
+    /// Reads a template that must be a regular file of at most [`MAX_TEMPLATE_BYTES`]. Opened
+    /// without blocking, so a FIFO is refused at once instead of hanging `check`, and a
+    /// device such as /dev/urandom is refused instead of read until memory runs out.
+    pub fn read(path: &Path) -> Result<TemplateFile, String> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!(
+                "{} is not a regular file: a template must be a file",
+                path.display()
+            ));
+        }
+        let mut source = String::new();
+        file.take(MAX_TEMPLATE_BYTES + 1)
+            .read_to_string(&mut source)
+            .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+        if source.len() as u64 > MAX_TEMPLATE_BYTES {
+            return Err(format!(
+                "{} is larger than {} KiB: a template must be smaller",
+                path.display(),
+                MAX_TEMPLATE_BYTES / 1024
+            ));
+        }
+        Ok(TemplateFile {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 
@@ -164,7 +238,9 @@ pub struct Webhook {
     pub name: String,
     pub kind: WebhookKind,
     pub url: WebhookUrl,
-    pub template: Option<TemplateOverride>,
+    pub template: Option<TemplateFile>,
+    /// A generic webhook's Standard Webhooks signing secret (`whsec_` + base64).
+    pub secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,7 +276,6 @@ pub struct Config {
     /// How many days of fetched reports the ledger keeps for comparisons; 0 keeps none.
     pub history_days: u32,
     pub teams: Vec<Team>,
-    pub renderer: Renderer,
     /// `[server] listen`: where the daemon serves metrics and health; None turns it off.
     pub listen: Option<std::net::SocketAddr>,
 }
@@ -298,6 +373,8 @@ struct RawWebhook {
     url: Option<String>,
     url_env: Option<String>,
     template: Option<PathBuf>,
+    secret: Option<String>,
+    secret_env: Option<String>,
 }
 
 /// Where the config comes from: `--config`, else `$ACQUIRE_DIGEST_CONFIG`, else `./config.toml`
@@ -477,28 +554,8 @@ pub fn parse(
         teams.extend(team);
     }
 
-    let renderer = match Renderer::new(teams.iter().flat_map(|t| &t.webhooks)) {
-        Ok(renderer) => Some(renderer),
-        Err(template_problems) => {
-            for (team, hook) in teams
-                .iter()
-                .flat_map(|t| t.webhooks.iter().map(move |w| (t, w)))
-            {
-                for (path, message) in &template_problems {
-                    if hook.template.as_ref().is_some_and(|t| &t.path == path) {
-                        problems.add(
-                            format!("team {:?}.webhooks.{}.template", team.name, hook.name),
-                            format!("{}: {message}", path.display()),
-                        );
-                    }
-                }
-            }
-            None
-        }
-    };
-
-    match (renderer, state) {
-        (Some(renderer), Some(state)) if problems.0.is_empty() => Ok(Config {
+    match state {
+        Some(state) if problems.0.is_empty() => Ok(Config {
             timeout,
             fetch_retry_budget,
             concurrency,
@@ -508,7 +565,6 @@ pub fn parse(
             retry_every,
             history_days,
             teams,
-            renderer,
             listen,
         }),
         _ => Err(problems.0),
@@ -603,19 +659,20 @@ fn parse_team(
     for (index, hook) in raw.webhooks.iter().enumerate() {
         let hook_place = format!("{place}.webhooks[{index}]");
         let kind = match hook.kind.as_deref() {
-            Some("slack") => Some(WebhookKind::Slack),
-            Some("generic") => Some(WebhookKind::Generic),
-            Some(other) => {
-                problems.add(
-                    format!("{hook_place}.kind"),
-                    format!("unknown kind {other:?}: use \"slack\" or \"generic\""),
-                );
-                None
+            Some(text) => {
+                let kind = WebhookKind::parse(text);
+                if kind.is_none() {
+                    problems.add(
+                        format!("{hook_place}.kind"),
+                        format!("unknown kind {text:?}: use {KINDS}"),
+                    );
+                }
+                kind
             }
             None => {
                 problems.add(
                     format!("{hook_place}.kind"),
-                    "missing: set kind = \"slack\" or \"generic\"",
+                    format!("missing: set kind to {KINDS}"),
                 );
                 None
             }
@@ -629,24 +686,41 @@ fn parse_team(
         )
         .and_then(|url| {
             let key = if hook.url.is_some() { "url" } else { "url_env" };
-            problems.check(&hook_place, key, WebhookUrl::parse(&url))
+            let url = WebhookUrl::parse(&url).and_then(|url| fits_kind(url, kind));
+            problems.check(&hook_place, key, url)
         });
         let template = hook.template.as_ref().and_then(|path| {
-            let full = base_dir.join(path);
-            match std::fs::read_to_string(&full) {
-                Ok(source) => Some(TemplateOverride { path: full, source }),
-                Err(e) => {
-                    problems.add(
-                        format!("{hook_place}.template"),
-                        format!(
-                            "cannot read {} ({e}); fix the path (relative to the config file) or remove the key to use the built-in template",
-                            full.display()
-                        ),
-                    );
-                    None
-                }
-            }
+            let read = TemplateFile::read(&base_dir.join(path)).map_err(|e| {
+                format!("{e}; fix the path (relative to the config file) or remove the key to use the built-in template")
+            });
+            problems.check(&hook_place, "template", read)
         });
+        let signed = hook.secret.is_some() || hook.secret_env.is_some();
+        let secret = if !signed {
+            None
+        } else if kind != Some(WebhookKind::Generic) {
+            problems.add(
+                format!("{hook_place}.secret"),
+                "only a generic webhook is signed: remove secret / secret_env",
+            );
+            None
+        } else {
+            secret_from(
+                &hook_place,
+                ("secret", hook.secret.as_deref()),
+                ("secret_env", hook.secret_env.as_deref()),
+                env,
+                problems,
+            )
+            .and_then(|secret| {
+                let key = if hook.secret.is_some() {
+                    "secret"
+                } else {
+                    "secret_env"
+                };
+                problems.check(&hook_place, key, signing_secret(&secret))
+            })
+        };
         let Some(kind) = kind else { continue };
         let of_kind = |h: &RawWebhook| h.kind.as_deref() == Some(kind.as_str());
         let hook_name = match &hook.name {
@@ -688,12 +762,14 @@ fn parse_team(
         }
         if let Some(url) = url
             && (hook.template.is_none() || template.is_some())
+            && (!signed || secret.is_some())
         {
             webhooks.push(Webhook {
                 name: hook_name,
                 kind,
                 url,
                 template,
+                secret,
             });
         }
     }
@@ -710,6 +786,33 @@ fn parse_team(
         skip_empty: raw.skip_empty.unwrap_or(false),
         webhooks,
     })
+}
+
+/// Teams' Office 365 connector URLs stopped taking messages when Microsoft retired them.
+fn fits_kind(url: WebhookUrl, kind: Option<WebhookKind>) -> Result<WebhookUrl, String> {
+    let host = url.expose().host_str().unwrap_or_default();
+    let connector = host == "webhook.office.com"
+        || host.ends_with(".webhook.office.com")
+        || (host == "outlook.office.com" && url.expose().path().starts_with("/webhook"));
+    if kind == Some(WebhookKind::Teams) && connector {
+        return Err("is an Office 365 connector URL, which Microsoft has retired: in Teams, create a Workflows webhook (the channel's ⋯ → Workflows → \"Send webhook alerts to a channel\") and use its URL".to_owned());
+    }
+    Ok(url)
+}
+
+/// A Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 random bytes. The value is
+/// never echoed: it is a credential.
+fn signing_secret(secret: &str) -> Result<Secret, String> {
+    let advice = "use whsec_ followed by the base64 of 24 to 64 random bytes (e.g. `echo whsec_$(openssl rand -base64 32)`)";
+    let Some(encoded) = secret.strip_prefix("whsec_") else {
+        return Err(format!("is not a Standard Webhooks secret: {advice}"));
+    };
+    if !(32..=88).contains(&encoded.len()) || standardwebhooks::Webhook::new(encoded).is_err() {
+        return Err(format!(
+            "is not valid base64 of 24 to 64 bytes after whsec_: {advice}"
+        ));
+    }
+    Ok(Secret::new(secret))
 }
 
 /// Reads a credential given inline (`key`) or through an environment variable (`key_env`).
@@ -1090,7 +1193,13 @@ url = "https://example.com/hook"
         assert_eq!(team.catch_up, Duration::from_secs(12 * 3600));
         let names: Vec<_> = team.webhooks.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["slack", "generic"]);
-        assert_eq!(team.webhooks[0].url.to_string(), "https://hooks.slack.com");
+        // Scheme, host, port and a fingerprint: two Slack hooks tell apart, the token stays out.
+        let shown = team.webhooks[0].url.to_string();
+        assert!(
+            shown.starts_with("https://hooks.slack.com:443 #"),
+            "{shown}"
+        );
+        assert_eq!(shown.len(), "https://hooks.slack.com:443 #".len() + 8);
     }
 
     #[test]
@@ -1207,9 +1316,9 @@ url = "https://example.com/hook"
             "missing",
         );
         assert_problem(
-            &VALID.replace("kind = \"generic\"", "kind = \"teams\""),
+            &VALID.replace("kind = \"generic\"", "kind = \"telegram\""),
             &format!("{team}.webhooks[1].kind"),
-            "\"slack\" or \"generic\"",
+            "\"mattermost\" or \"generic\"",
         );
         assert_problem(
             &VALID.replace("timeout_secs = 10", "concurrency = 9223372036854775807"),
@@ -1440,57 +1549,5 @@ url = "https://example.com/hook"
     fn duplicate_team_names_are_rejected() {
         let text = format!("{VALID}\n{}", &VALID[VALID.find("[[teams]]").unwrap()..]);
         assert_problem(&text, "team \"support-apac\".name", "duplicate");
-    }
-
-    #[test]
-    fn a_broken_or_misspelt_template_is_caught_before_9am() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("typo.hbs"),
-            "<section>\n{{totals.visiters}}\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("broken.hbs"), "{{#each countries}}\n").unwrap();
-        std::fs::write(
-            dir.path().join("nested.hbs"),
-            "{{#each countries}}{{nmae}}{{/each}}",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("condition.hbs"),
-            "{{#if totals.visiters}}busy{{/if}}{{#unless more.countriez}}all{{/unless}}",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("scoped.hbs"),
-            "{{#each countries}}{{#if shar}}{{name}}{{/if}}{{/each}}",
-        )
-        .unwrap();
-        for (file, words) in [
-            ("typo.hbs", "visiters"),
-            ("broken.hbs", "broken.hbs"),
-            ("nested.hbs", "nmae"),
-            ("condition.hbs", "no totals.visiters, more.countriez"),
-            ("scoped.hbs", "no shar"),
-        ] {
-            let text = VALID.replace(
-                "url_env = \"APAC_SLACK\"",
-                &format!("url_env = \"APAC_SLACK\"\ntemplate = \"{file}\""),
-            );
-            let problems = parse(&text, dir.path(), &env).unwrap_err();
-            assert!(
-                problems.iter().any(
-                    |p| p.place == "team \"support-apac\".webhooks.slack.template"
-                        && p.message.contains(words)
-                ),
-                "{file}: {problems:#?}"
-            );
-        }
-        let missing = VALID.replace(
-            "url_env = \"APAC_SLACK\"",
-            "url_env = \"APAC_SLACK\"\ntemplate = \"nowhere.hbs\"",
-        );
-        let problems = parse(&missing, dir.path(), &env).unwrap_err();
-        assert!(problems[0].message.contains("cannot read"), "{problems:?}");
     }
 }

@@ -241,10 +241,12 @@ impl Current {
         reuse: &Ledger,
     ) -> Result<Current, String> {
         let path = path.to_owned();
-        let config = tokio::task::spawn_blocking(move || config::load(&path))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let config = tokio::task::spawn_blocking(move || {
+            config::load(&path).and_then(|config| crate::check::templates(&path, config))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
         Current::open(config, clock, Some(reuse)).await
     }
 }

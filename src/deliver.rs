@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::{Webhook, WebhookKind};
 use crate::http;
+use crate::render::{self, Answer};
 
 /// Slack accepts about one message per second per incoming webhook.
 const SLACK_PACE: Duration = Duration::from_secs(1);
@@ -82,7 +82,7 @@ impl Deliverer {
     pub async fn post(&self, hook: &Webhook, body: &Value, webhook_id: &str) -> Posted {
         let slot = match hook.kind {
             WebhookKind::Slack => Some(self.slack_slot(hook)),
-            WebhookKind::Generic => None,
+            _ => None,
         };
         let mut last_post = match &slot {
             Some(slot) => Some(slot.lock().await),
@@ -91,10 +91,16 @@ impl Deliverer {
         if let Some(Some(last)) = last_post.as_deref() {
             tokio::time::sleep_until(*last + SLACK_PACE).await;
         }
-        let mut request = self.http.post(hook.url.expose().clone()).json(body);
-        if hook.kind == WebhookKind::Generic {
-            request = request.header("webhook-id", webhook_id);
+        let kind = render::kind(hook.kind);
+        let bytes = serde_json::to_vec(body).expect("a JSON value serializes");
+        let mut request = self
+            .http
+            .post(kind.url(hook.url.expose()))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in render::signing::headers(hook, webhook_id, &bytes) {
+            request = request.header(name, value);
         }
+        let request = request.body(bytes);
         let started = std::time::Instant::now();
         let posted = classify(request.send().await, hook, self.timeout).await;
         crate::telemetry::webhook_request(hook.kind.as_str(), started.elapsed());
@@ -153,17 +159,16 @@ async fn classify(
     let body = http::read_capped(response, 64 * 1024)
         .await
         // Scrubbed before the excerpt is cut, so no part of a secret survives at the cut.
-        .map(|b| {
-            http::excerpt(http::redact(&String::from_utf8_lossy(&b), &url_secrets(hook)).as_bytes())
-        })
+        .map(|b| http::redact(&String::from_utf8_lossy(&b), &url_secrets(hook)))
         .unwrap_or_else(|e| e.to_string());
-    let accepted = match hook.kind {
-        WebhookKind::Slack => status == StatusCode::OK && body.trim() == "ok",
-        WebhookKind::Generic => status.is_success(),
+    // The kind reads the whole answer (its error JSON), then the message is cut for the log.
+    let (body, after) = match render::kind(hook.kind).answer(status.as_u16(), &body) {
+        Answer::Delivered => return Posted::Delivered,
+        Answer::Failed {
+            message,
+            after: said,
+        } => (http::excerpt(message.as_bytes()), said.or(after)),
     };
-    if accepted {
-        return Posted::Delivered;
-    }
     let body = if status.is_redirection() {
         "the webhook redirects elsewhere: configure the URL it redirects to".to_owned()
     } else if body.is_empty() {

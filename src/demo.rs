@@ -9,7 +9,6 @@ use chrono::Utc;
 use crate::clock::WallClock;
 use crate::config;
 use crate::pipeline::Pipeline;
-use crate::render::terminal;
 use crate::schedule::Window;
 use crate::simulator::{self, SimulatorOptions};
 
@@ -64,7 +63,8 @@ pub async fn run(bold: bool) -> anyhow::Result<String> {
     for team in &config.teams {
         let span = Window::yesterday(team.zone, now).span;
         let digest = pipeline.digest(team, span).await?;
-        let message = config.renderer.slack_message(&digest, None)?;
+        let hook = &team.webhooks[0];
+        let message = pipeline.renderer.body(hook, &digest)?;
         out.push_str(&format!(
             "┌─ #{} · account {} · {} · schedule \"{}\"\n\n",
             team.name,
@@ -72,7 +72,7 @@ pub async fn run(bold: bool) -> anyhow::Result<String> {
             team.zone,
             team.schedule.as_str()
         ));
-        let text = terminal(&message);
+        let text = pipeline.renderer.preview(hook, &message);
         out.push_str(&if bold { ansi_bold(&text) } else { text });
         out.push('\n');
     }

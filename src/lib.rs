@@ -14,7 +14,9 @@
 //!   all pure functions; [`clock`] is the time as an input.
 //! - [`fetch`]: the Acquire API client; [`simulator`] is a local stand-in for the API.
 //! - [`rank`]: the day's reports become the [`rank::Digest`] model (pure).
-//! - [`render`]: the digest through a template into a Slack or generic webhook body (pure).
+//! - [`render`]: the digest through its kind's template into the body each destination takes
+//!   (Slack, Discord, Teams, Google Chat, Mattermost, generic), one module per kind (pure);
+//!   [`check`] composes config and templates, [`trial`] is `test` and `preview`.
 //! - [`deliver`]: one POST and what its answer means; [`ledger`] records each (team, span,
 //!   webhook) and leases it to one process at a time, in a SQLite file or a PostgreSQL
 //!   database that replicas share.
@@ -23,6 +25,7 @@
 //! - Around the line, for operators: [`telemetry`] (metrics and log formats), [`server`]
 //!   (`run`'s HTTP endpoint) and [`status`] (the ledger read back).
 
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod daemon;
@@ -39,3 +42,4 @@ pub mod server;
 pub mod simulator;
 pub mod status;
 pub mod telemetry;
+pub mod trial;

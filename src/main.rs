@@ -19,7 +19,7 @@ use acquire_digest::pipeline::{HookStatus, Mode, Pipeline};
 use acquire_digest::schedule::{Span, Window};
 use acquire_digest::status::{self, Which};
 use acquire_digest::telemetry::{self, LogFormat};
-use acquire_digest::{daemon, demo, server, simulator};
+use acquire_digest::{check, daemon, demo, server, simulator};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +61,24 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Post one digest, marked as a test, to a team's webhook(s) now; record nothing.
+    Test(TryArgs),
+    /// Print what a team's webhook(s) would show, with their own templates; post nothing.
+    Preview(TryArgs),
+}
+
+#[derive(Args)]
+struct TryArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[arg(long, value_name = "NAME")]
+    team: String,
+    /// Only this webhook. Default: every webhook of the team.
+    #[arg(long, value_name = "NAME")]
+    webhook: Option<String>,
+    /// The day, YYYY-MM-DD. Default: yesterday in the team's timezone.
+    #[arg(long)]
+    date: Option<NaiveDate>,
 }
 
 #[derive(Args)]
@@ -99,7 +117,8 @@ struct OnceArgs {
     /// yesterday in each team's timezone.
     #[arg(long)]
     date: Option<NaiveDate>,
-    /// Print each rendered payload to stdout (one JSON document per line); post and record nothing.
+    /// Print each rendered payload to stdout, one JSON document per line labelled with its team
+    /// and webhook ({"team", "webhook", "body"}); post and record nothing.
     #[arg(long)]
     dry_run: bool,
     /// Send again what the ledger lists as delivered, or whose outcome is unknown.
@@ -194,6 +213,37 @@ async fn dispatch(command: Command, log_format: LogFormat) -> anyhow::Result<Exi
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Test(args) => {
+            let config = load(&args.config.config)?;
+            let tried = acquire_digest::trial::test(
+                &config,
+                &args.team,
+                args.webhook.as_deref(),
+                args.date,
+            );
+            let tried = tried.await?;
+            for t in &tried {
+                let _ = writeln!(std::io::stderr(), "{}: {}", t.label, t.text);
+            }
+            Ok(if tried.iter().all(|t| t.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Preview(args) => {
+            let config = load(&args.config.config)?;
+            let tried = acquire_digest::trial::preview(
+                &config,
+                &args.team,
+                args.webhook.as_deref(),
+                args.date,
+            );
+            for t in tried.await? {
+                let _ = writeln!(std::io::stdout(), "┌─ {}\n\n{}", t.label, t.text);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo => {
             let bold = std::io::IsTerminal::is_terminal(&std::io::stdout());
             let _ = write!(std::io::stdout(), "{}", demo::run(bold).await?);
@@ -250,11 +300,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
+    check::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
+    match check::load(path) {
         Ok(config) => {
             // Written whole and errors ignored: `check | head` closes the pipe early.
             let _ = std::io::stdout().write_all(check_report(path, &config).as_bytes());
@@ -522,7 +572,8 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
         if let Ok(hooks) = &report.outcome {
             for hook in hooks {
                 if let HookStatus::DryRun(body) = &hook.status {
-                    let _ = writeln!(std::io::stdout(), "{body}");
+                    let labelled = serde_json::json!({"team": report.team, "webhook": hook.webhook, "body": body});
+                    let _ = writeln!(std::io::stdout(), "{labelled}");
                 }
             }
         }

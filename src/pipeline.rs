@@ -194,7 +194,7 @@ impl Pipeline {
                 config.concurrency,
                 RetryPolicy::within(config.fetch_retry_budget),
             ),
-            renderer: config.renderer.clone(),
+            renderer: Renderer::new(config.teams.iter().flat_map(|t| &t.webhooks)),
             deliverer: Deliverer::new(config.delivery_timeout),
             ledger,
             retry: RetryPolicy::within(config.delivery_retry_budget),

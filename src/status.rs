@@ -34,7 +34,7 @@ pub struct TeamStatus {
 #[derive(Debug, Serialize)]
 pub struct WebhookStatus {
     pub webhook: String,
-    /// Scheme and host only: the URL is a credential.
+    /// Scheme, host, port and a fingerprint: the URL is a credential.
     pub host: String,
     /// Most recent first.
     pub spans: Vec<SpanStatus>,
@@ -297,7 +297,7 @@ url = "https://warehouse.example/in"
                 ("2026-11-22".into(), "refused")
             ]
         );
-        assert_eq!(hooks[0].host, "https://hooks.example");
+        assert!(hooks[0].host.starts_with("https://hooks.example:443 #"));
         let text = status.to_string();
         assert!(
             text.contains("FAILED after 2 attempts: HTTP 503: maintenance"),

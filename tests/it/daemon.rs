@@ -7,7 +7,9 @@ use acquire_digest::simulator::{self, SimulatorOptions};
 use chrono::{Timelike, Utc};
 use serde_json::json;
 
-use crate::support::{Daemon, Reply, Scripted, Workspace, config, team, wait_until, zone_at};
+use crate::support::{
+    Daemon, Reply, Scripted, Workspace, config, shown, team, wait_until, zone_at,
+};
 
 const EVERY_SECOND: &str = "* * * * * *";
 
@@ -288,9 +290,10 @@ async fn a_webhook_that_refused_is_not_resent_while_another_is_retried() {
     daemon.wait_for_log("giving up: apac", SECONDS).await;
     hooks.script("/busy", vec![Reply::new(200, "ok")]);
     wait_until("the busy webhook's delivery", RETRY_ROUND, || {
-        daemon
-            .log()
-            .contains("generic (http://127.0.0.1): delivered")
+        daemon.log().contains(&format!(
+            "generic ({}): delivered",
+            shown(&hooks.url("/busy"))
+        ))
     })
     .await;
     assert_eq!(
@@ -377,7 +380,10 @@ async fn a_day_another_process_holds_is_delivered_when_that_process_fails() {
     assert_eq!(hooks.seen().len(), 1, "{}", daemon.log());
     hooks.script("/apac", vec![Reply::new(200, "ok")]);
     daemon
-        .wait_for_log("slack (http://127.0.0.1): delivered", RETRY_ROUND)
+        .wait_for_log(
+            &format!("slack ({}): delivered", shown(&hooks.url("/apac"))),
+            RETRY_ROUND,
+        )
         .await;
     // While the admin held it, the daemon posted nothing; then one POST delivered it.
     assert_eq!(hooks.seen().len(), 2, "{}", daemon.log());
@@ -565,7 +571,10 @@ async fn a_lease_is_renewed_while_a_slow_post_runs() {
         "{said}"
     );
     daemon
-        .wait_for_log("generic (http://127.0.0.1): delivered", SECONDS)
+        .wait_for_log(
+            &format!("generic ({}): delivered", shown(&hooks.url("/slow"))),
+            SECONDS,
+        )
         .await;
     assert_eq!(hooks.seen().len(), 1, "{}", daemon.log());
 }

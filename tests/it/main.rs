@@ -6,6 +6,7 @@ mod support;
 mod check;
 mod daemon;
 mod fetch;
+mod kinds;
 mod once;
 mod ops;
 mod render;

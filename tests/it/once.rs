@@ -4,7 +4,7 @@
 use acquire_digest::simulator::{self, RunningSimulator, SimulatorOptions};
 use serde_json::{Value, json};
 
-use crate::support::{Reply, Scripted, Workspace, config, report, stderr, stdout, team};
+use crate::support::{Reply, Scripted, Workspace, config, report, shown, stderr, stdout, team};
 
 const REFERENCE_DAY: &str = "2021-03-18";
 
@@ -25,7 +25,7 @@ async fn run(work: &Workspace, args: &[&str]) -> std::process::Output {
 }
 
 /// An Acquire stand-in serving these rows for every day.
-async fn acquire_serving(
+pub(crate) async fn acquire_serving(
     countries: Value,
     pages: Value,
     referrers: Value,
@@ -43,7 +43,7 @@ async fn acquire_serving(
     server
 }
 
-fn acquire_base(server: &Scripted) -> String {
+pub(crate) fn acquire_base(server: &Scripted) -> String {
     server.url("/{account_id}/api")
 }
 
@@ -238,7 +238,7 @@ async fn huge_days_stay_within_slack_limits() {
         .last()
         .unwrap();
     assert!(
-        last_line.starts_with("_…and ") && last_line.ends_with(" more_"),
+        last_line.starts_with("…and ") && last_line.ends_with(" more lines"),
         "{last_line}"
     );
 }
@@ -288,18 +288,27 @@ async fn a_dry_run_prints_every_payload_and_touches_nothing() {
     ));
     let output = run(&work, &["once", "--dry-run", "--date", REFERENCE_DAY]).await;
     assert!(output.status.success(), "{}", stderr(&output));
-    let payloads: Vec<Value> = stdout(&output)
+    let labelled: Vec<Value> = stdout(&output)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(payloads.len(), 3);
-    assert_eq!(
-        payloads
-            .iter()
-            .filter(|p| p.get("blocks").is_some())
-            .count(),
-        2
-    );
+    assert_eq!(labelled.len(), 3);
+    let mut labels: Vec<String> = labelled
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["team"].as_str().unwrap(),
+                p["webhook"].as_str().unwrap()
+            )
+        })
+        .collect();
+    labels.sort();
+    assert_eq!(labels, ["apac generic", "apac slack", "emea slack"]);
+    for payload in &labelled {
+        let slack = payload["webhook"] == "slack";
+        assert_eq!(payload["body"].get("blocks").is_some(), slack, "{payload}");
+    }
     assert!(hooks.seen().is_empty());
     assert!(!work.path("ledger.db").exists());
     assert!(stderr(&output).contains("dry run, not sent"));
@@ -397,11 +406,17 @@ async fn after_a_partial_failure_only_the_failed_webhook_is_retried() {
     assert!(!first.status.success());
     let summary = stderr(&first);
     assert!(
-        summary.contains("apac 2021-03-18 slack (http://127.0.0.1): delivered"),
+        summary.contains(&format!(
+            "apac 2021-03-18 slack ({}): delivered",
+            shown(&hooks.url("/fine"))
+        )),
         "{summary}"
     );
     assert!(
-        summary.contains("apac 2021-03-18 generic (http://127.0.0.1): FAILED"),
+        summary.contains(&format!(
+            "apac 2021-03-18 generic ({}): FAILED",
+            shown(&hooks.url("/broken"))
+        )),
         "{summary}"
     );
     assert!(summary.contains("HTTP 500: upstream down"), "{summary}");

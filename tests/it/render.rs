@@ -1,9 +1,10 @@
-//! The digest as teams read it: snapshots of the reference day, and properties that hold for
-//! any visitor-chosen text.
+//! The digest as teams read it, in every kind: snapshots of the reference day, and properties
+//! that hold for any visitor-chosen text.
 
+use acquire_digest::config::{Webhook, WebhookKind, WebhookUrl};
 use acquire_digest::fetch::{ChatSource, CountryRow, DayReport, HourRow};
 use acquire_digest::rank::{Audience, Digest, rank};
-use acquire_digest::render::{Renderer, terminal};
+use acquire_digest::render::Renderer;
 use acquire_digest::schedule::{Window, Zone};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -46,29 +47,81 @@ fn busy_reference_day() -> DayReport {
     day
 }
 
+fn hook(kind: WebhookKind) -> Webhook {
+    Webhook {
+        name: kind.as_str().into(),
+        kind,
+        url: WebhookUrl::parse("https://hooks.example.com/x").unwrap(),
+        template: None,
+        secret: None,
+    }
+}
+
+fn body(kind: WebhookKind, digest: &Digest) -> Value {
+    Renderer::builtin().body(&hook(kind), digest).unwrap()
+}
+
 #[test]
 fn slack_digest_of_the_reference_day() {
-    let message = Renderer::builtin()
-        .slack_message(&digest(&busy_reference_day(), "support-apac", 5), None)
-        .unwrap();
+    let message = body(
+        WebhookKind::Slack,
+        &digest(&busy_reference_day(), "support-apac", 5),
+    );
     insta::assert_json_snapshot!("slack_reference_day", message);
-    insta::assert_snapshot!("slack_reference_day_as_read", terminal(&message));
+    let read = Renderer::builtin().preview(&hook(WebhookKind::Slack), &message);
+    insta::assert_snapshot!("slack_reference_day_as_read", read);
 }
 
 #[test]
 fn text_digest_of_the_reference_day() {
-    let text = Renderer::builtin()
-        .text(&digest(&busy_reference_day(), "support-apac", 5), None)
-        .unwrap();
-    insta::assert_snapshot!("text_reference_day", text);
+    let body = body(
+        WebhookKind::Generic,
+        &digest(&busy_reference_day(), "support-apac", 5),
+    );
+    insta::assert_snapshot!("text_reference_day", body["text"].as_str().unwrap());
 }
 
 #[test]
 fn slack_digest_of_an_empty_day() {
-    let message = Renderer::builtin()
-        .slack_message(&digest(&DayReport::default(), "support-apac", 5), None)
-        .unwrap();
+    let message = body(
+        WebhookKind::Slack,
+        &digest(&DayReport::default(), "support-apac", 5),
+    );
     insta::assert_json_snapshot!("slack_empty_day", message);
+}
+
+/// Each new kind's body for the reference day, and what its readers see.
+#[test]
+fn every_kind_of_the_reference_day() {
+    for kind in [
+        WebhookKind::Discord,
+        WebhookKind::Teams,
+        WebhookKind::GoogleChat,
+        WebhookKind::Mattermost,
+    ] {
+        let message = body(kind, &digest(&busy_reference_day(), "support-apac", 5));
+        let read = Renderer::builtin().preview(&hook(kind), &message);
+        insta::assert_json_snapshot!(format!("{}_reference_day", kind.as_str()), message);
+        insta::assert_snapshot!(format!("{}_reference_day_as_read", kind.as_str()), read);
+        let empty = body(kind, &digest(&DayReport::default(), "support-apac", 5));
+        let read = Renderer::builtin().preview(&hook(kind), &empty);
+        assert!(read.contains("No visitors on Thu 18 Mar 2021"), "{read}");
+    }
+}
+
+/// Every string in a body that a reader sees, wherever it is (not the card's own schema and
+/// content type).
+fn strings(value: &Value) -> Vec<&str> {
+    match value {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items.iter().flat_map(strings).collect(),
+        Value::Object(fields) => fields
+            .iter()
+            .filter(|(key, _)| !["$schema", "contentType", "type"].contains(&key.as_str()))
+            .flat_map(|(_, value)| strings(value))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Every text a Slack client renders as mrkdwn or plain text in a message.
@@ -83,6 +136,58 @@ fn texts(message: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// What no visitor text may leave in a chat message of any kind: reordering marks, line
+/// separators and control characters (the template's own line breaks aside).
+fn assert_clean(body: &Value) -> Result<(), TestCaseError> {
+    for text in strings(body) {
+        let bad = text.chars().find(|&c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+        });
+        prop_assert!(bad.is_none(), "{:?} in {:?}", bad, text);
+    }
+    Ok(())
+}
+
+/// No link a chat client would find: no scheme (`https://`), no domain (`evil.example`), no
+/// Markdown link, no `@` that could notify.
+fn assert_no_links_or_mentions(body: &Value) -> Result<(), TestCaseError> {
+    for text in strings(body) {
+        prop_assert!(!text.contains("://"), "a URL in {:?}", text);
+        prop_assert!(!text.contains("]("), "a Markdown link in {:?}", text);
+        let chars: Vec<char> = text.chars().collect();
+        for pair in chars.windows(2) {
+            prop_assert!(
+                !(pair[0] == '.' && pair[1].is_alphanumeric() && !pair[1].is_ascii_digit()),
+                "a domain in {:?}",
+                text
+            );
+            prop_assert!(
+                pair[0] != '@' || pair[1] == '\u{200D}',
+                "a mention in {:?}",
+                text
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Markdown kinds: every `<` from the data is escaped, so `<@id>`, `<!channel>` and `<url>`
+/// can't form.
+fn assert_angles_escaped(text: &str) -> Result<(), TestCaseError> {
+    let chars: Vec<char> = text.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        if *c == '<' {
+            prop_assert!(i > 0 && chars[i - 1] == '\\', "a bare < in {:?}", text);
+        }
+    }
+    Ok(())
+}
+
+fn chars(value: &Value) -> usize {
+    value.as_str().map_or(0, |s| s.chars().count())
 }
 
 fn hostile_text() -> impl Strategy<Value = String> + Clone {
@@ -142,7 +247,7 @@ fn day_strategy() -> impl Strategy<Value = DayReport> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
     fn any_visitor_text_stays_inert_and_within_slack_limits(
@@ -150,7 +255,7 @@ proptest! {
         team in hostile_text(),
         top in 1..300usize,
     ) {
-        let message = Renderer::builtin().slack_message(&digest(&day, &team, top), None).unwrap();
+        let message = body(WebhookKind::Slack, &digest(&day, &team, top));
         let json = serde_json::to_string(&message).unwrap();
         prop_assert!(json.len() < 40_000, "{} bytes", json.len());
         let reparsed: Value = serde_json::from_str(&json).unwrap();
@@ -170,6 +275,7 @@ proptest! {
         prop_assert!(units(&message["text"]) <= 3000);
         prop_assert_eq!(&message["unfurl_links"], &Value::Bool(false));
         prop_assert_eq!(&message["unfurl_media"], &Value::Bool(false));
+        assert_clean(&message)?;
 
         // No angle bracket survives, so no mention (<!channel>, <@U…>) or link (<url|label>)
         // can be formed, and every & starts an escape Slack decodes.
@@ -186,8 +292,147 @@ proptest! {
     }
 
     #[test]
+    fn any_visitor_text_stays_inert_and_within_discord_limits(
+        day in day_strategy(),
+        top in 1..300usize,
+    ) {
+        let message = body(WebhookKind::Discord, &digest(&day, "team", top));
+        prop_assert!(chars(&message["content"]) <= 2000);
+        prop_assert_eq!(&message["allowed_mentions"], &serde_json::json!({"parse": []}));
+        let embeds = message["embeds"].as_array().unwrap();
+        prop_assert!(!embeds.is_empty() && embeds.len() <= 10);
+        let mut total = 0;
+        for embed in embeds {
+            prop_assert!(chars(&embed["title"]) <= 256);
+            prop_assert!(chars(&embed["description"]) <= 4096);
+            let fields = embed["fields"].as_array().unwrap();
+            prop_assert!(fields.len() <= 25);
+            for field in fields {
+                prop_assert!(chars(&field["name"]) <= 256);
+                prop_assert!(chars(&field["value"]) <= 1024);
+                prop_assert!(chars(&field["value"]) > 0);
+                total += chars(&field["name"]) + chars(&field["value"]);
+            }
+            total += chars(&embed["title"]) + chars(&embed["description"]);
+        }
+        prop_assert!(total <= 6000, "{} characters in embeds", total);
+        assert_clean(&message)?;
+        assert_no_links_or_mentions(&message)?;
+        for text in strings(&message) {
+            assert_angles_escaped(text)?;
+        }
+    }
+
+    #[test]
+    fn any_visitor_text_stays_inert_and_within_teams_limits(
+        day in day_strategy(),
+        top in 1..300usize,
+    ) {
+        let message = body(WebhookKind::Teams, &digest(&day, "team", top));
+        let json = serde_json::to_string(&message).unwrap();
+        prop_assert!(json.len() <= 20_000, "{} bytes", json.len());
+        let card = &message["attachments"][0];
+        prop_assert_eq!(&card["contentType"], "application/vnd.microsoft.card.adaptive");
+        prop_assert_eq!(&card["content"]["type"], "AdaptiveCard");
+        prop_assert!(!json.contains("\"entities\""));
+        assert_clean(&message)?;
+        assert_no_links_or_mentions(&message)?;
+        // Visitor text is only in TextRuns, which Teams doesn't read as Markdown.
+        for element in card["content"]["body"].as_array().unwrap() {
+            if element["type"] == "TextBlock" {
+                let text = element["text"].as_str().unwrap();
+                prop_assert!(!text.contains("evil") && !text.contains('<'), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn any_visitor_text_stays_inert_and_within_google_chat_limits(
+        day in day_strategy(),
+        top in 1..300usize,
+    ) {
+        let message = body(WebhookKind::GoogleChat, &digest(&day, "team", top));
+        let json = serde_json::to_string(&message).unwrap();
+        prop_assert!(json.len() < 32_000, "{} bytes", json.len());
+        prop_assert!(message["cardsV2"][0]["card"]["sections"].is_array());
+        assert_clean(&message)?;
+        assert_no_links_or_mentions(&message)?;
+        // Only the template's own tags: nothing from the data can open one (<users/all>).
+        for text in strings(&message) {
+            let mut rest = text.to_owned();
+            for tag in ["<b>", "</b>", "<i>", "</i>", "</font>", "<font color=\"#5f6368\">", "<font color=\"#80868b\">"] {
+                rest = rest.replace(tag, "");
+            }
+            prop_assert!(!rest.contains('<') && !rest.contains('>'), "{}", text);
+        }
+        // The notification is the template's: team, date and numbers.
+        let text = message["text"].as_str().unwrap();
+        prop_assert!(text.starts_with("team · Thu 18 Mar 2021: "), "{}", text);
+    }
+
+    #[test]
+    fn any_visitor_text_stays_inert_and_within_mattermost_limits(
+        day in day_strategy(),
+        top in 1..300usize,
+    ) {
+        let message = body(WebhookKind::Mattermost, &digest(&day, "team", top));
+        let text = message["text"].as_str().unwrap();
+        prop_assert!(text.encode_utf16().count() <= 16_383);
+        prop_assert_eq!(message.as_object().unwrap().len(), 1);
+        assert_clean(&message)?;
+        assert_no_links_or_mentions(&message)?;
+        assert_angles_escaped(text)?;
+    }
+
+    #[test]
     fn generic_text_renders_any_day(day in day_strategy()) {
-        let text = Renderer::builtin().text(&digest(&day, "t", 5), None).unwrap();
-        prop_assert!(text.contains("visitor digest"));
+        let message = body(WebhookKind::Generic, &digest(&day, "t", 5));
+        prop_assert!(message["text"].as_str().unwrap().contains("visitor digest"));
+        assert_clean(&serde_json::json!({"text": message["text"]}))?;
+    }
+}
+
+/// One overlong value (a 5,000-character country code on the top country) is cut, and the
+/// rest of its list still shows, in every kind.
+#[test]
+fn one_overlong_value_hides_nothing_else() {
+    let mut day = busy_reference_day();
+    day.countries[0].cca3 = "Q".repeat(5000);
+    day.pages[0].text = format!("https://example.com/{}", "p".repeat(5000));
+    let digest = digest(&day, "support-apac", 5);
+    for kind in WebhookKind::ALL {
+        let message = body(kind, &digest);
+        let read = Renderer::builtin().preview(&hook(kind), &message);
+        for name in &digest.countries {
+            assert!(
+                read.contains(&name.name),
+                "{}: no {} in\n{read}",
+                kind.as_str(),
+                name.name
+            );
+        }
+        assert!(!read.contains("more line"), "{}: {read}", kind.as_str());
+    }
+}
+
+/// The measured defects: U+202E and U+2028 from visitor text never reach a message.
+#[test]
+fn bidi_overrides_and_line_separators_never_reach_a_message() {
+    let mut day = busy_reference_day();
+    day.countries[0].name = "In\u{202E}dia\u{2028}<section>".into();
+    day.referrers[0].text = "evil\u{2029}\u{2066}x".into();
+    let digest = digest(&day, "support-apac", 5);
+    for kind in WebhookKind::ALL {
+        let mut message = body(kind, &digest);
+        if kind == WebhookKind::Generic {
+            // Its data keys are the API's strings by contract; its text is a message.
+            message = serde_json::json!({"text": message["text"]});
+        }
+        let json = serde_json::to_string(&message).unwrap();
+        for bad in ['\u{202E}', '\u{2028}', '\u{2029}', '\u{2066}'] {
+            assert!(!json.contains(bad), "{}: {bad:?} in {json}", kind.as_str());
+        }
+        let read = Renderer::builtin().preview(&hook(kind), &message);
+        assert!(read.contains("India"), "{}: {read}", kind.as_str());
     }
 }

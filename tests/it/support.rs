@@ -16,6 +16,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+/// A webhook URL as logs and summaries show it: scheme, host, port and a fingerprint.
+pub fn shown(url: &str) -> String {
+    acquire_digest::config::WebhookUrl::parse(url)
+        .unwrap()
+        .to_string()
+}
+
 /// Starts `router` on 127.0.0.1:0 for the rest of the test process.
 pub async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,175 @@
+//! The template helpers, the same for every kind. Each returns a value, so Handlebars writes it
+//! through the kind's escape (a JSON string's inside) like any `{{variable}}`.
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, HelperResult, JsonTruthy, Output, RenderContext,
+    RenderErrorReason, Renderable, handlebars_helper,
+};
+use serde_json::Value;
+
+use super::text::cut;
+
+pub fn register(registry: &mut Handlebars) {
+    registry.register_helper("number", Box::new(number));
+    registry.register_helper("percent", Box::new(percent));
+    registry.register_helper("plural", Box::new(plural));
+    registry.register_helper("truncate", Box::new(truncate));
+    registry.register_helper("strip", Box::new(strip));
+    registry.register_helper("longdate", Box::new(longdate));
+    registry.register_helper("daterange", Box::new(daterange));
+    registry.register_helper("if", Box::new(If(true)));
+    registry.register_helper("unless", Box::new(If(false)));
+}
+
+handlebars_helper!(number: |n: f64| thousands(n));
+handlebars_helper!(percent: |n: f64| format!("{n:.1}%"));
+handlebars_helper!(plural: |n: f64, one: str, many: str| {
+    format!("{} {}", thousands(n), if n == 1.0 { one } else { many })
+});
+handlebars_helper!(truncate: |text: str, max: u64| cut(text, max as usize));
+handlebars_helper!(strip: |hours: array| activity_strip(hours));
+handlebars_helper!(longdate: |date: str| date_range(date, date));
+handlebars_helper!(daterange: |first: str, last: str| date_range(first, last));
+
+/// `if` and `unless` that fail on a variable the digest doesn't have: Handlebars' own treat
+/// `{{#if totals.visiters}}` as false, so a misspelt condition would pass `check` and hide
+/// a section for ever. With this, rendering the busy and the empty sample day catches every
+/// misspelling, in every branch, without a second reading of the template's scopes.
+struct If(bool);
+
+impl HelperDef for If {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        rc: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let param = h
+            .param(0)
+            .ok_or_else(|| RenderErrorReason::ParamNotFoundForIndex("if", 0))?;
+        if param.is_value_missing() {
+            let name = param.relative_path().map_or("that value", |p| p.as_str());
+            return Err(RenderErrorReason::Other(format!("the digest has no {name}")).into());
+        }
+        let include_zero = h
+            .hash_get("includeZero")
+            .is_some_and(|v| v.value().is_truthy(false));
+        let branch = if param.value().is_truthy(include_zero) == self.0 {
+            h.template()
+        } else {
+            h.inverse()
+        };
+        match branch {
+            Some(template) => template.render(r, ctx, rc, out),
+            None => Ok(()),
+        }
+    }
+}
+
+/// "Thu 18 Mar 2021" for one day; "Fri 20 – Sun 22 Nov 2026" for a span, naming the month and
+/// year only where they change.
+pub fn date_range(first: &str, last: &str) -> String {
+    let parse = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d");
+    let (Ok(a), Ok(b)) = (parse(first), parse(last)) else {
+        return if first == last {
+            first.to_owned()
+        } else {
+            format!("{first} – {last}")
+        };
+    };
+    use chrono::Datelike;
+    let start = if a == b {
+        return a.format("%a %-d %b %Y").to_string();
+    } else if a.year() != b.year() {
+        a.format("%a %-d %b %Y")
+    } else if a.month() != b.month() {
+        a.format("%a %-d %b")
+    } else {
+        a.format("%a %-d")
+    };
+    format!("{start} – {}", b.format("%a %-d %b %Y"))
+}
+
+/// `1234567` → `1,234,567`; fractions keep one decimal.
+pub fn thousands(n: f64) -> String {
+    let whole = n.trunc().abs() as u64;
+    let digits = whole.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if n.fract() != 0.0 {
+        out.push_str(&format!("{:.1}", n.fract().abs())[1..]);
+    }
+    if n < 0.0 { format!("-{out}") } else { out }
+}
+
+/// Twenty-four bars, one per hour from midnight; an hour with no activity is a dot so it is
+/// never confused with a quiet one.
+pub fn activity_strip(hours: &[Value]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let values: Vec<f64> = hours.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect();
+    let max = values.iter().copied().fold(0.0, f64::max);
+    values
+        .iter()
+        .map(|&v| {
+            if v <= 0.0 || max <= 0.0 {
+                '·'
+            } else {
+                BARS[(((v / max) * 8.0).ceil() as usize).clamp(1, 8) - 1]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_read_at_a_glance() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1234.0), "1,234");
+        assert_eq!(thousands(1234567.0), "1,234,567");
+        assert_eq!(thousands(12.5), "12.5");
+    }
+
+    #[test]
+    fn the_strip_scales_to_the_busiest_hour() {
+        let hours: Vec<Value> = (0..24)
+            .map(|h| json!(if h == 12 { 80 } else { h % 3 * 10 }))
+            .collect();
+        let bars = activity_strip(&hours);
+        assert_eq!(bars.chars().count(), 24);
+        assert_eq!(bars.chars().nth(12), Some('█'));
+        assert_eq!(bars.chars().next(), Some('·'));
+        assert_eq!(bars.chars().nth(1), Some('▁'));
+        assert_eq!(bars.chars().nth(2), Some('▂'));
+    }
+
+    #[test]
+    fn a_misspelt_condition_fails_and_a_real_one_branches() {
+        let mut registry = Handlebars::new();
+        registry.set_strict_mode(true);
+        register(&mut registry);
+        let data = json!({"n": 0, "more": {"pages": 2}});
+        let render = |t: &str| registry.render_template(t, &data);
+        assert_eq!(render("{{#if more.pages}}y{{else}}n{{/if}}").unwrap(), "y");
+        assert_eq!(render("{{#unless n}}zero{{/unless}}").unwrap(), "zero");
+        let err = render("{{#if more.pagez}}y{{/if}}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no more.pagez"), "{err}");
+        let err = render("{{#unless nn}}y{{/unless}}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no nn"), "{err}");
+    }
+}

@@ -278,6 +278,8 @@ pub struct Config {
     pub teams: Vec<Team>,
     /// `[server] listen`: where the daemon serves metrics and health; None turns it off.
     pub listen: Option<std::net::SocketAddr>,
+    /// `[alerts] webhooks`: where the daemon says a team's digest was given up.
+    pub alerts: Vec<Webhook>,
 }
 
 /// One thing wrong with the config: where, what, and how to fix it.
@@ -320,8 +322,15 @@ struct RawConfig {
     catch_up: Option<String>,
     retry_every: Option<String>,
     history_days: Option<i64>,
+    alerts: Option<RawAlerts>,
     #[serde(default)]
     teams: Vec<RawTeam>,
+}
+
+#[derive(Deserialize)]
+struct RawAlerts {
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
 }
 
 #[derive(Deserialize)]
@@ -510,6 +519,28 @@ pub fn parse(
         }
     };
 
+    let alerts = match &raw.alerts {
+        None => Vec::new(),
+        Some(alerts) => {
+            for (index, hook) in alerts.webhooks.iter().enumerate() {
+                if hook.template.is_some() {
+                    problems.add(
+                        format!("alerts.webhooks[{index}].template"),
+                        "an alert is a short built-in message: remove template",
+                    );
+                }
+            }
+            parse_webhooks(
+                &alerts.webhooks,
+                "alerts",
+                "[alerts]",
+                base_dir,
+                env,
+                &mut problems,
+            )
+        }
+    };
+
     let listen = raw.server.as_ref().and_then(|s| s.listen.as_deref()).and_then(|text| {
         text.parse()
             .map_err(|_| {
@@ -566,6 +597,7 @@ pub fn parse(
             history_days,
             teams,
             listen,
+            alerts,
         }),
         _ => Err(problems.0),
     }
@@ -654,9 +686,34 @@ fn parse_team(
             "no [[teams.webhooks]]: add one so the digest has somewhere to go",
         );
     }
+    let webhooks = parse_webhooks(&raw.webhooks, place, "this team", base_dir, env, problems);
+    Some(Team {
+        name: name?,
+        account_id: account_id?,
+        api_base: api_base?,
+        api_key: api_key?,
+        zone: zone?,
+        schedule: schedule?,
+        top: top?,
+        catch_up: catch_up?,
+        compare: compare?,
+        skip_empty: raw.skip_empty.unwrap_or(false),
+        webhooks,
+    })
+}
+
+/// A list of webhooks (a team's, or `[alerts]`'s), each named uniquely in the list.
+fn parse_webhooks(
+    hooks: &[RawWebhook],
+    place: &str,
+    owner: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Vec<Webhook> {
     let mut hook_names = HashSet::new();
     let mut webhooks = Vec::new();
-    for (index, hook) in raw.webhooks.iter().enumerate() {
+    for (index, hook) in hooks.iter().enumerate() {
         let hook_place = format!("{place}.webhooks[{index}]");
         let kind = match hook.kind.as_deref() {
             Some(text) => {
@@ -726,13 +783,13 @@ fn parse_team(
         let hook_name = match &hook.name {
             Some(name) => problems.check(&hook_place, "name", webhook_name(name)),
             None => {
-                let same_kind = raw.webhooks.iter().filter(|h| of_kind(h)).count();
+                let same_kind = hooks.iter().filter(|h| of_kind(h)).count();
                 if same_kind == 1 {
                     Some(kind.as_str().to_owned())
                 } else {
                     // Until names were required, unnamed webhooks were numbered in order;
                     // suggesting that number lets an existing delivery record carry over.
-                    let before = raw.webhooks[..index]
+                    let before = hooks[..index]
                         .iter()
                         .filter(|h| of_kind(h) && h.name.is_none())
                         .count();
@@ -743,7 +800,7 @@ fn parse_team(
                     problems.add(
                         format!("{hook_place}.name"),
                         format!(
-                            "missing: this team has {same_kind} {kind} webhooks, and a webhook's name keys the delivery ledger, so it must not depend on their order: add name = {was:?} (its name until now, which keeps its delivery record) or another name unique in this team",
+                            "missing: {owner} has {same_kind} {kind} webhooks, and a webhook's name keys the delivery ledger, so it must not depend on their order: add name = {was:?} (its name until now, which keeps its delivery record) or another name unique in {owner}",
                             kind = kind.as_str()
                         ),
                     );
@@ -755,9 +812,7 @@ fn parse_team(
         if !hook_names.insert(hook_name.clone()) {
             problems.add(
                 format!("{hook_place}.name"),
-                format!(
-                    "duplicate webhook name {hook_name:?} in this team: give each a unique name"
-                ),
+                format!("duplicate webhook name {hook_name:?} in {owner}: give each a unique name"),
             );
         }
         if let Some(url) = url
@@ -773,19 +828,7 @@ fn parse_team(
             });
         }
     }
-    Some(Team {
-        name: name?,
-        account_id: account_id?,
-        api_base: api_base?,
-        api_key: api_key?,
-        zone: zone?,
-        schedule: schedule?,
-        top: top?,
-        catch_up: catch_up?,
-        compare: compare?,
-        skip_empty: raw.skip_empty.unwrap_or(false),
-        webhooks,
-    })
+    webhooks
 }
 
 /// Teams' Office 365 connector URLs stopped taking messages when Microsoft retired them.
@@ -1346,6 +1389,47 @@ url = "https://example.com/hook"
     }
 
     /// VALID with `line` added to the top level, before `[acquire]`.
+    #[test]
+    fn alerts_webhooks_are_checked_like_any_webhook() {
+        let alerts = |hooks: &str| format!("{VALID}\n[alerts]\nwebhooks = [{hooks}]\n");
+        let config = parse(
+            &alerts(r#"{ kind = "slack", url_env = "APAC_SLACK" }, { kind = "generic", url = "https://ops.example/in" }"#),
+            Path::new("."),
+            &env,
+        )
+        .unwrap();
+        let names: Vec<&str> = config.alerts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["slack", "generic"]);
+        assert_problem(
+            &alerts(r#"{ kind = "pager", url = "https://x.example" }"#),
+            "alerts.webhooks[0].kind",
+            "unknown kind",
+        );
+        assert_problem(
+            &alerts(r#"{ kind = "slack", url_env = "UNSET_VAR" }"#),
+            "alerts.webhooks[0].url_env",
+            "not set",
+        );
+        assert_problem(
+            &alerts(
+                r#"{ kind = "slack", url = "https://a.example" }, { kind = "slack", url = "https://b.example" }"#,
+            ),
+            "alerts.webhooks[0].name",
+            "[alerts] has 2 slack webhooks",
+        );
+        assert_problem(
+            &alerts(r#"{ kind = "slack", url = "https://a.example", template = "x.hbs" }"#),
+            "alerts.webhooks[0].template",
+            "remove template",
+        );
+        assert!(
+            parse(VALID, Path::new("."), &env)
+                .unwrap()
+                .alerts
+                .is_empty()
+        );
+    }
+
     fn with_top(line: &str) -> String {
         VALID.replace("[acquire]", &format!("{line}\n[acquire]"))
     }

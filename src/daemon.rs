@@ -26,8 +26,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::alerts::{Alerts, give_ups};
 pub use crate::clock::{Clock, WallClock};
 use crate::config::{self, Config, Team};
+use crate::deliver::Deliverer;
 use crate::ledger::{Entries, Key, Ledger, LedgerError, State};
 use crate::pipeline::{HookReport, HookStatus, Mode, Pipeline, SpanReport};
 use crate::schedule::Span;
@@ -208,6 +210,7 @@ struct Current {
     /// replicas sharing a database take what they can work on now and leave the rest to the
     /// others, instead of one replica leasing every team due at 09:00.
     slots: Arc<tokio::sync::Semaphore>,
+    alerts: Alerts,
 }
 
 impl Current {
@@ -225,12 +228,29 @@ impl Current {
         let pipeline = Pipeline::new(&config, Some(ledger.clone()), clock.clone());
         let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency * 2));
         crate::telemetry::ledger_in_use(&ledger);
+        let alerts = Alerts::new(
+            config.alerts.clone(),
+            ledger.clone(),
+            Deliverer::new(config.delivery_timeout),
+        );
         Ok(Current {
             config,
             ledger,
             pipeline,
             slots,
+            alerts,
         })
+    }
+
+    /// A delivery round or an expiry is over: its log lines, and an alert for each give-up,
+    /// sent beside the reconciler so a slow alerts webhook never holds it up.
+    fn finished(&self, report: &SpanReport) {
+        log_report(report);
+        let give_ups = give_ups(report);
+        if !give_ups.is_empty() {
+            let alerts = self.alerts.clone();
+            tokio::spawn(async move { alerts.raise(give_ups).await });
+        }
     }
 
     /// A reload: reading the config and its templates is file I/O, done off the async
@@ -339,7 +359,7 @@ pub async fn serve(
                 match done {
                     Ok((id, report)) => {
                         running.remove(&id);
-                        log_report(&report);
+                        current.finished(&report);
                     }
                     Err(e) => {
                         if let Some((team, span)) = running.remove(&e.id()) {
@@ -357,7 +377,7 @@ pub async fn serve(
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(done) = jobs.join_next().await {
             if let Ok(report) = done {
-                log_report(&report);
+                current.finished(&report);
             }
         }
     })
@@ -397,7 +417,7 @@ async fn reconcile(
                 .find(|t| t.name == key.team)
                 .and_then(|t| t.webhooks.iter().find(|h| h.name == key.webhook))
                 .map_or_else(String::new, |h| h.url.to_string());
-            log_report(&SpanReport {
+            current.finished(&SpanReport {
                 team: key.team.clone(),
                 span: key.span,
                 outcome: Ok(vec![HookReport {

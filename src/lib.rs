@@ -25,6 +25,7 @@
 //! - Around the line, for operators: [`telemetry`] (metrics and log formats), [`server`]
 //!   (`run`'s HTTP endpoint) and [`status`] (the ledger read back).
 
+pub mod alerts;
 pub mod check;
 pub mod clock;
 pub mod config;

@@ -34,6 +34,11 @@ impl Kind for Discord {
         super::text::markdown(text)
     }
 
+    fn message(&self, text: &str) -> Result<Value, String> {
+        let content = self.escape(&super::text::clean(text));
+        self.fit(serde_json::json!({ "content": content }))
+    }
+
     fn fit(&self, mut body: Value) -> Result<Value, String> {
         let content = body["content"]
             .as_str()

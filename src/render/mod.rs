@@ -69,6 +69,11 @@ pub trait Kind: Sync {
         }
         self.fit(body)
     }
+    /// A short plain message in this kind's format (a failure alert): `text` cleaned and
+    /// escaped like visitor text, fitted like any body. Most kinds take a `text`.
+    fn message(&self, text: &str) -> Result<Value, String> {
+        self.fit(serde_json::json!({ "text": self.escape(&text::clean(text)) }))
+    }
     /// Whether values are written into JSON strings (every kind but generic).
     fn writes_json(&self) -> bool {
         true

@@ -24,6 +24,14 @@ impl Kind for Teams {
         defang(text)
     }
 
+    fn message(&self, text: &str) -> Result<Value, String> {
+        let block = json!({"type": "TextBlock", "wrap": true, "text": self.escape(&super::text::clean(text))});
+        self.fit(
+            json!({"type": "message", "attachments": [{"contentType": CARD, "content": {
+            "type": "AdaptiveCard", "version": "1.4", "body": [block]}}]}),
+        )
+    }
+
     fn fit(&self, mut body: Value) -> Result<Value, String> {
         let card = &body["attachments"][0];
         if card["contentType"] != CARD || card["content"]["type"] != "AdaptiveCard" {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod alerts;
 mod check;
 mod daemon;
 mod fetch;

@@ -249,10 +249,11 @@ impl Pipeline {
         let digest = match self.digest(team, span).await {
             Ok(digest) => digest,
             Err(e) => {
-                let at = self.next_attempt();
+                let (error, retry_at) = (e.to_string(), self.next_attempt());
                 for (_, lease) in leased.into_iter() {
                     if let Some(lease) = lease {
-                        let _ = lease.finish(Finish::RetryAt(at)).await;
+                        let error = error.clone();
+                        let _ = lease.finish(Finish::FailedBefore { error, retry_at }).await;
                     }
                 }
                 return Err(e);
@@ -264,14 +265,15 @@ impl Pipeline {
                 let status = match (self.renderer.body(hook, digest), lease) {
                     (Err(e), lease) => {
                         // A reload with a mended template gets it out at the next attempt.
-                        let at = self.next_attempt();
+                        let (error, at) = (format!("could not render: {e}"), self.next_attempt());
                         if let Some(lease) = lease {
-                            let _ = lease.finish(Finish::RetryAt(at)).await;
+                            let failed = Finish::FailedBefore {
+                                error: error.clone(),
+                                retry_at: at,
+                            };
+                            let _ = lease.finish(failed).await;
                         }
-                        HookStatus::RetryAt {
-                            error: format!("could not render: {e}"),
-                            at,
-                        }
+                        HookStatus::RetryAt { error, at }
                     }
                     // Without a ledger nothing may be posted: it is what keeps a post single.
                     (Ok(body), None) => HookStatus::DryRun(body),
@@ -378,10 +380,10 @@ impl Pipeline {
         };
         let (finish, status) = match outcome {
             Ok(()) if !recorded.load(Relaxed) => (
-                Finish::Settled,
-                HookStatus::NotRecorded("the ledger could not record it".into()),
+                Finish::Delivered,
+                HookStatus::NotRecorded("the ledger could not record it at once".into()),
             ),
-            Ok(()) => (Finish::Settled, HookStatus::Delivered),
+            Ok(()) => (Finish::Delivered, HookStatus::Delivered),
             Err(Stop::Refused(e)) => (Finish::Settled, HookStatus::Refused(e)),
             Err(Stop::Exhausted(e)) => (Finish::GiveUp(State::Unknown), HookStatus::Unknown(e)),
             Err(Stop::Retry(error)) => {

@@ -75,7 +75,8 @@ pub fn report(teams: &[&Team], entries: &Entries, now: DateTime<Utc>, which: Whi
     let teams = teams
         .iter()
         .map(|team| {
-            let mut spans: BTreeSet<Span> = live_spans(team, now).into_iter().collect();
+            let live: BTreeSet<Span> = live_spans(team, now).into_iter().collect();
+            let mut spans = live.clone();
             spans.extend(
                 entries
                     .keys()
@@ -90,13 +91,17 @@ pub fn report(teams: &[&Team], entries: &Entries, now: DateTime<Utc>, which: Whi
                     let spans: Vec<SpanStatus> = spans
                         .iter()
                         .rev()
-                        .map(|span| {
+                        .filter_map(|span| {
                             let entry = entries
                                 .get(&(team.name.clone(), *span))
                                 .and_then(|hooks| hooks.get(&hook.name));
+                            // A webhook added since a span was due was never owed it.
+                            if entry.is_none() && !live.contains(span) {
+                                return None;
+                            }
                             let status = span_status(*span, entry);
                             ok &= status.state == "delivered";
-                            status
+                            Some(status)
                         })
                         .collect();
                     WebhookStatus {
@@ -338,6 +343,15 @@ url = "https://warehouse.example/in"
             "generic".into(),
             entry(State::Delivered, 2, Some("HTTP 503")),
         );
-        assert!(report(&[&team], &entries, now, Which::Since(since)).ok);
+        // A day no longer due that only the slack webhook got: the generic one was added
+        // since, and never owed it.
+        entries
+            .entry(("apac".into(), Span::day("2026-11-20".parse().unwrap())))
+            .or_default()
+            .insert("slack".into(), entry(State::Delivered, 1, None));
+        let status = report(&[&team], &entries, now, Which::Since(since));
+        assert!(status.ok, "{status}");
+        assert_eq!(status.teams[0].webhooks[0].spans.len(), 2);
+        assert_eq!(status.teams[0].webhooks[1].spans.len(), 1);
     }
 }

@@ -1,5 +1,6 @@
 -- One row per (team, span, webhook): what happened to that digest, and its lease.
--- Times are Unix seconds; a lease's expiry is judged by this server's clock.
+-- Times are Unix seconds, but lease_until is in milliseconds of this server's clock, which
+-- judges every lease.
 CREATE TABLE digests (
     team TEXT NOT NULL,
     first_day TEXT NOT NULL,

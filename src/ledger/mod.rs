@@ -190,9 +190,17 @@ pub enum Answer<'a> {
 
 /// How a lease ends when its holder is done.
 pub enum Finish {
-    /// Delivered or refused: the answer is already recorded.
+    /// Refused, or the lease was lost: the answer is already recorded, or not ours to record.
     Settled,
+    /// Delivered: recorded again, so a failed record of the answer can't leave it pending
+    /// and sent a second time.
+    Delivered,
     RetryAt(DateTime<Utc>),
+    /// Failed before anything was posted (the API, a template): an attempt, with its error.
+    FailedBefore {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
     GiveUp(State),
 }
 
@@ -250,10 +258,12 @@ enum Fenced {
         error: Option<String>,
         refused_url: Option<String>,
     },
-    /// The next attempt, or the state it gives up in.
+    /// The next attempt, or the state it settles in; an error ends an attempt that failed
+    /// before any POST.
     Finish {
         next_attempt: Option<i64>,
         give_up: Option<State>,
+        error: Option<String>,
     },
     Release,
 }
@@ -279,14 +289,19 @@ impl From<Answer<'_>> for Fenced {
 
 impl From<Finish> for Fenced {
     fn from(finish: Finish) -> Fenced {
-        let (next_attempt, give_up) = match finish {
-            Finish::Settled => (None, None),
-            Finish::RetryAt(at) => (Some(at.timestamp()), None),
-            Finish::GiveUp(state) => (None, Some(state)),
+        let (next_attempt, give_up, error) = match finish {
+            Finish::Settled => (None, None, None),
+            Finish::Delivered => (None, Some(State::Delivered), None),
+            Finish::RetryAt(at) => (Some(at.timestamp()), None, None),
+            Finish::FailedBefore { error, retry_at } => {
+                (Some(retry_at.timestamp()), None, Some(error))
+            }
+            Finish::GiveUp(state) => (None, Some(state), None),
         };
         Fenced::Finish {
             next_attempt,
             give_up,
+            error,
         }
     }
 }
@@ -411,7 +426,8 @@ impl Ledger {
                 Store::Sqlite(Arc::new(opened.map_err(fail)?))
             }
             StateStore::Postgres(url) => {
-                Store::Postgres(postgres::Postgres::open(url).await.map_err(fail)?)
+                let opened = answered_in_time(postgres::Postgres::open(url)).await;
+                Store::Postgres(opened.map_err(fail)?)
             }
         };
         Ok(Ledger {
@@ -446,7 +462,7 @@ impl Ledger {
                 let db = db.clone();
                 blocking(move || db.recent(since, now)).await
             }
-            Store::Postgres(db) => db.recent(since).await,
+            Store::Postgres(db) => answered_in_time(db.recent(since)).await,
         }
         .map_err(|e| self.fail(e))?;
         let mut entries = Entries::new();
@@ -477,7 +493,9 @@ impl Ledger {
                     (db.clone(), key.clone(), url.to_owned(), token.clone());
                 blocking(move || db.lease(&key, requester, &url, &token, now, ttl)).await
             }
-            Store::Postgres(db) => db.lease(key, requester, url, &token, ttl).await,
+            Store::Postgres(db) => {
+                answered_in_time(db.lease(key, requester, url, &token, ttl)).await
+            }
         }
         .map_err(|e| self.fail(e))?;
         Ok(match claimed {
@@ -494,7 +512,7 @@ impl Ledger {
                 let (db, key) = (db.clone(), key.clone());
                 blocking(move || db.expire(&key, now)).await
             }
-            Store::Postgres(db) => db.expire(key).await,
+            Store::Postgres(db) => answered_in_time(db.expire(key)).await,
         }
         .map_err(|e| self.fail(e))
     }
@@ -512,7 +530,7 @@ impl Ledger {
                 let db = db.clone();
                 blocking(move || db.recalled(&window)).await
             }
-            Store::Postgres(db) => db.recalled(&window).await,
+            Store::Postgres(db) => answered_in_time(db.recalled(&window)).await,
         }
         .map_err(|e| self.fail(e))
     }
@@ -530,7 +548,7 @@ impl Ledger {
                 let db = db.clone();
                 blocking(move || db.remember(&window, &report, now)).await
             }
-            Store::Postgres(db) => db.remember(&window, &report, now).await,
+            Store::Postgres(db) => answered_in_time(db.remember(&window, &report, now)).await,
         }
         .map_err(|e| self.fail(e))
     }
@@ -543,7 +561,7 @@ impl Ledger {
                 let db = db.clone();
                 blocking(move || db.forget_before(&cutoff)).await
             }
-            Store::Postgres(db) => db.forget_before(&cutoff).await,
+            Store::Postgres(db) => answered_in_time(db.forget_before(&cutoff)).await,
         }
         .map_err(|e| self.fail(e))
     }
@@ -557,7 +575,7 @@ impl Ledger {
                 let (db, key, reason) = (db.clone(), key.clone(), reason.to_owned());
                 blocking(move || db.first_alert(&key, &reason, now)).await
             }
-            Store::Postgres(db) => db.first_alert(key, reason, now).await,
+            Store::Postgres(db) => answered_in_time(db.first_alert(key, reason, now)).await,
         }
         .map_err(|e| self.fail(e))
     }
@@ -577,7 +595,7 @@ impl Ledger {
                 let (db, key, token) = (db.clone(), key.clone(), token.to_owned());
                 blocking(move || db.fenced(&key, &token, &op, now, ttl)).await
             }
-            Store::Postgres(db) => db.fenced(key, token, &op, now, ttl).await,
+            Store::Postgres(db) => answered_in_time(db.fenced(key, token, &op, now, ttl)).await,
         }
         .map_err(|e| self.fail(e))
     }
@@ -599,6 +617,24 @@ pub async fn scratch_database(url: &str) -> Result<String, String> {
     let mut scratch = url::Url::parse(url).map_err(|e| e.to_string())?;
     scratch.set_path(&name);
     Ok(scratch.to_string())
+}
+
+/// How long a PostgreSQL call may take: a server that stops answering without closing the
+/// connection (a failover to a stale address, a partition dropping packets) must not hang the
+/// reconciler or a delivery for the kernel's quarter of an hour of retransmissions.
+const POSTGRES_CALL_LIMIT: Duration = Duration::from_secs(30);
+
+async fn answered_in_time<T>(
+    call: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(POSTGRES_CALL_LIMIT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the database did not answer within {} s",
+                POSTGRES_CALL_LIMIT.as_secs()
+            ))
+        })
 }
 
 /// SQLite waits on locks and the disk on the blocking pool, never on an async worker.
@@ -624,11 +660,18 @@ impl Lease {
         let renewal = {
             let (ledger, key, token) = (ledger.clone(), key.clone(), token.clone());
             tokio::spawn(async move {
-                // On the clock the process judges time by, so a clock that jumps renews too.
+                // Whichever comes first: the process's clock reaching the next renewal (a clock
+                // jumping forward renews at once, SQLite's leases are judged by it) or that
+                // much real time passing (a clock stepped back must not hold renewals off while
+                // PostgreSQL's server clock runs on).
                 let clock = ledger.inner.clock.clone();
-                let every = chrono::Duration::from_std(ledger.inner.ttl / 4).unwrap_or_default();
+                let every = ledger.inner.ttl / 4;
                 loop {
-                    clock.sleep_until(clock.now() + every).await;
+                    let next = clock.now() + chrono::Duration::from_std(every).unwrap_or_default();
+                    tokio::select! {
+                        () = clock.sleep_until(next) => {}
+                        () = tokio::time::sleep(every) => {}
+                    }
                     match ledger.fenced(&key, &token, Fenced::Renew).await {
                         Ok(Some(_)) => {}
                         Ok(None) => return,
@@ -876,6 +919,9 @@ mod tests {
     on_both_stores!(
         a_lease_keeps_others_off_until_released_and_a_dead_holders_expires,
         a_live_holder_keeps_its_lease_however_far_the_clock_moves,
+        a_live_holder_keeps_its_lease_when_the_clock_steps_back,
+        how_a_lease_ends_is_recorded_even_when_the_answer_was_not,
+        a_stalled_holder_posts_nothing_once_the_digest_is_given_up,
         a_state_this_version_does_not_know_is_an_error_not_pending,
         a_panicking_holder_releases_its_lease,
         an_expired_holder_records_nothing_over_the_new_one,
@@ -950,6 +996,74 @@ mod tests {
                 Claim::Busy(_)
             ));
         }
+    }
+
+    async fn a_live_holder_keeps_its_lease_when_the_clock_steps_back(fx: Fixture) {
+        let ours = fx.open().await;
+        let slack = key("slack");
+        let Claim::Leased(_held) = lease(&ours, &slack, Requester::Daemon).await else {
+            panic!()
+        };
+        fx.clock.jump(-chrono::Duration::seconds(600));
+        // Real time passes; on PostgreSQL the server's clock judges the lease.
+        tokio::time::sleep(POSTGRES_TTL + Duration::from_secs(1)).await;
+        fx.clock.jump(chrono::Duration::seconds(600));
+        assert!(matches!(
+            lease(&ours, &slack, Requester::Daemon).await,
+            Claim::Busy(_)
+        ));
+    }
+
+    async fn how_a_lease_ends_is_recorded_even_when_the_answer_was_not(fx: Fixture) {
+        let ledger = fx.open().await;
+        // Delivered, but the answer's own record failed: the finish records it.
+        let slack = key("slack");
+        let Claim::Leased(l) = lease(&ledger, &slack, Requester::Daemon).await else {
+            panic!()
+        };
+        assert_eq!(l.before_post().await.unwrap(), Permit::Go);
+        l.finish(Finish::Delivered).await.unwrap();
+        let delivered = entry(&ledger, &slack).await.unwrap();
+        assert_eq!(delivered.state, State::Delivered);
+        assert!(delivered.delivered_at.is_some());
+        assert!(matches!(
+            lease(&ledger, &slack, Requester::Daemon).await,
+            Claim::Settled(_)
+        ));
+        // Failed before any POST: an attempt, with its reason, tried again later.
+        let generic = key("generic");
+        let Claim::Leased(l) = lease(&ledger, &generic, Requester::Daemon).await else {
+            panic!()
+        };
+        let retry_at = fx.clock.now() + chrono::Duration::minutes(10);
+        let error = "API key rejected (HTTP 401)".to_owned();
+        l.finish(Finish::FailedBefore { error, retry_at })
+            .await
+            .unwrap();
+        let failed = entry(&ledger, &generic).await.unwrap();
+        assert_eq!((failed.state, failed.attempts), (State::Pending, 1));
+        assert_eq!(
+            failed.last_error.as_deref(),
+            Some("API key rejected (HTTP 401)")
+        );
+        assert_eq!(
+            failed.next_attempt.map(|t| t.timestamp()),
+            Some(retry_at.timestamp())
+        );
+    }
+
+    async fn a_stalled_holder_posts_nothing_once_the_digest_is_given_up(fx: Fixture) {
+        let ledger = fx.open().await;
+        let slack = key("slack");
+        let Claim::Leased(stalled) = lease(&ledger, &slack, Requester::Daemon).await else {
+            panic!()
+        };
+        stalled.renewal.abort();
+        fx.pass(fx.ttl() + Duration::from_secs(1)).await;
+        // The reconciler finds its window closed and the lease run out.
+        assert!(ledger.expire(&slack).await.unwrap());
+        assert_eq!(stalled.before_post().await.unwrap(), Permit::Lost);
+        assert_eq!(entry(&ledger, &slack).await.unwrap().state, State::Expired);
     }
 
     async fn a_state_this_version_does_not_know_is_an_error_not_pending(fx: Fixture) {

@@ -22,8 +22,9 @@ mod embedded {
     refinery::embed_migrations!("migrations/postgres");
 }
 
-/// The server's time in Unix seconds: what leases are judged by.
-const SERVER_NOW: &str = "floor(extract(epoch FROM clock_timestamp()))::bigint";
+/// The server's time in Unix milliseconds: what leases are judged by. Milliseconds, since a
+/// lease of a few seconds (crash trials) must not lose one to rounding.
+const SERVER_NOW: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 /// One (team, span, webhook): parameters $1 to $4.
 const KEY: &str = "team = $1 AND first_day = $2 AND last_day = $3 AND webhook = $4";
 /// Held while the schema is created or migrated, so replicas starting together take turns.
@@ -38,7 +39,7 @@ fn columns() -> String {
     format!(
         "team, first_day, last_day, webhook, state, attempts, unanswered, next_attempt, \
          last_error, refused_url, delivered_at, \
-         CASE WHEN lease_until > {SERVER_NOW} THEN lease_until END"
+         CASE WHEN lease_until > {SERVER_NOW} THEN (lease_until + 999) / 1000 END"
     )
 }
 
@@ -74,6 +75,9 @@ impl Postgres {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
+        // A server that went silent is noticed in seconds, not the kernel's fifteen minutes.
+        config.keepalives_idle(Duration::from_secs(30));
+        config.tcp_user_timeout(Duration::from_secs(30));
         let tls = if verify {
             MakeRustlsConnect::with_native_certs()
                 .map(|(tls, _)| tls)
@@ -118,7 +122,10 @@ impl Postgres {
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(failed)?;
+        // An older binary still runs beside a newer schema during a rolling deploy: migrations
+        // only ever add.
         let ran = embedded::migrations::runner()
+            .set_abort_missing(false)
             .run_async(&mut **client)
             .await
             .map_err(|e| format!("could not create or migrate its schema: {e}"));
@@ -174,7 +181,7 @@ impl Postgres {
             Ok(take) => take,
             Err(claim) => return Ok(Err(claim)),
         };
-        let ttl = ttl.as_secs() as i64;
+        let ttl = ttl.as_millis() as i64;
         tx.execute(
             &format!(
                 "UPDATE digests SET lease_owner = $5, lease_until = {SERVER_NOW} + $6,
@@ -224,11 +231,11 @@ impl Postgres {
         ttl: Duration,
     ) -> Result<Option<u32>, String> {
         let (first, last) = (day(key.span.first), day(key.span.last));
-        let ttl = ttl.as_secs() as i64;
+        let ttl = ttl.as_millis() as i64;
         let (now, max) = (now.timestamp(), i64::from(MAX_UNANSWERED));
         // The values an answer or a finish binds, owned here for the parameters to borrow.
         let (mut state, mut answered, mut error, mut refused_url) = (None, 0_i64, None, None);
-        let (mut next_attempt, mut give_up) = (None, None);
+        let (mut next_attempt, mut give_up, mut failure) = (None, None, None);
         match op {
             Fenced::Answered {
                 state: s,
@@ -242,14 +249,18 @@ impl Postgres {
             Fenced::Finish {
                 next_attempt: n,
                 give_up: g,
-            } => (next_attempt, give_up) = (*n, g.map(|s| s.as_str())),
+                error: e,
+            } => (next_attempt, give_up, failure) = (*n, g.map(|s| s.as_str()), e.as_deref()),
             _ => {}
         }
         let (set, extra): (String, Vec<&(dyn ToSql + Sync)>) = match op {
-            Fenced::Renew => (format!("lease_until = {SERVER_NOW} + $6"), vec![&ttl]),
+            Fenced::Renew => (
+                format!("lease_until = {SERVER_NOW} + $6 WHERE state <> 'expired'"),
+                vec![&ttl],
+            ),
             Fenced::BeforePost => (
                 format!(
-                    "unanswered = unanswered + 1, lease_until = {SERVER_NOW} + $6 WHERE unanswered < $7"
+                    "unanswered = unanswered + 1, lease_until = {SERVER_NOW} + $6 WHERE unanswered < $7 AND state <> 'expired'"
                 ),
                 vec![&ttl, &max],
             ),
@@ -265,9 +276,13 @@ impl Postgres {
                 vec![&state, &answered, &error, &refused_url, &now],
             ),
             Fenced::Finish { .. } => (
-                "next_attempt = $6, state = COALESCE($7, state), lease_owner = NULL, lease_until = NULL"
+                "next_attempt = $6, state = COALESCE($7, state),
+                 delivered_at = CASE WHEN $7 = 'delivered' THEN COALESCE(delivered_at, $8) ELSE delivered_at END,
+                 attempts = attempts + CASE WHEN $9::text IS NULL THEN 0 ELSE 1 END,
+                 last_error = COALESCE($9, last_error),
+                 lease_owner = NULL, lease_until = NULL"
                     .to_owned(),
-                vec![&next_attempt, &give_up],
+                vec![&next_attempt, &give_up, &now, &failure],
             ),
             Fenced::Release => ("lease_owner = NULL, lease_until = NULL".to_owned(), vec![]),
         };

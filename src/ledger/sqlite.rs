@@ -196,9 +196,13 @@ impl Sqlite {
         ttl: Duration,
     ) -> Result<Option<u32>, String> {
         let (set, extra): (&str, Vec<Value>) = match op {
-            Fenced::Renew => ("lease_until = ?6", vec![expiry(now, ttl).into()]),
+            Fenced::Renew => (
+                "lease_until = ?6 WHERE state <> 'expired'",
+                vec![expiry(now, ttl).into()],
+            ),
             Fenced::BeforePost => (
-                "unanswered = unanswered + 1, lease_until = ?6 WHERE unanswered < ?7",
+                // Nothing goes out once the digest is given up, whoever still holds a lease.
+                "unanswered = unanswered + 1, lease_until = ?6 WHERE unanswered < ?7 AND state <> 'expired'",
                 vec![expiry(now, ttl).into(), MAX_UNANSWERED.into()],
             ),
             Fenced::Answered {
@@ -225,11 +229,17 @@ impl Sqlite {
             Fenced::Finish {
                 next_attempt,
                 give_up,
+                error,
             } => (
-                "next_attempt = ?6, state = COALESCE(?7, state), lease_owner = NULL, lease_until = NULL",
+                "next_attempt = ?6, state = COALESCE(?7, state),
+                 delivered_at = CASE WHEN ?7 = 'delivered' THEN COALESCE(delivered_at, ?8) ELSE delivered_at END,
+                 attempts = attempts + (?9 IS NOT NULL), last_error = COALESCE(?9, last_error),
+                 lease_owner = NULL, lease_until = NULL",
                 vec![
                     (*next_attempt).into(),
                     give_up.map(|s| s.as_str().to_owned()).into(),
+                    now.timestamp().into(),
+                    error.clone().into(),
                 ],
             ),
             Fenced::Release => ("lease_owner = NULL, lease_until = NULL", vec![]),

@@ -454,7 +454,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
-    let ledger = Ledger::open(&config.state, WallClock::new()).await?;
+    let ledger = Ledger::open_to_read(&config.state, WallClock::new()).await?;
     let now = Utc::now();
     let (which, since) = match args.date {
         Some(date) => (Which::Containing(date), date),

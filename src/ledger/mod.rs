@@ -405,13 +405,23 @@ impl Ledger {
     /// Opens the ledger, creating it (a SQLite file and its folder, or the schema in a
     /// PostgreSQL database) on first use. SQLite's file may be refused: see [`sqlite`].
     pub async fn open(location: &StateStore, clock: Arc<dyn Clock>) -> Result<Ledger, LedgerError> {
-        Ledger::open_with(location, clock, lease_ttl()).await
+        Ledger::open_with(location, clock, lease_ttl(), true).await
+    }
+
+    /// Opens the ledger to read it (`status`): a PostgreSQL schema is left as it is, so a
+    /// read-only role will do.
+    pub async fn open_to_read(
+        location: &StateStore,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(location, clock, lease_ttl(), false).await
     }
 
     async fn open_with(
         location: &StateStore,
         clock: Arc<dyn Clock>,
         ttl: Duration,
+        migrate: bool,
     ) -> Result<Ledger, LedgerError> {
         let fail = |problem| LedgerError {
             place: location.to_string(),
@@ -426,7 +436,7 @@ impl Ledger {
                 Store::Sqlite(Arc::new(opened.map_err(fail)?))
             }
             StateStore::Postgres(url) => {
-                let opened = answered_in_time(postgres::Postgres::open(url)).await;
+                let opened = answered_in_time(postgres::Postgres::open(url, migrate)).await;
                 Store::Postgres(opened.map_err(fail)?)
             }
         };
@@ -833,7 +843,7 @@ mod tests {
                 Kind::Sqlite => lease_ttl(),
                 Kind::Postgres => POSTGRES_TTL,
             };
-            Ledger::open_with(&self.location, self.clock.clone(), ttl)
+            Ledger::open_with(&self.location, self.clock.clone(), ttl, true)
                 .await
                 .unwrap()
         }
@@ -1434,6 +1444,72 @@ mod tests {
         );
         // Brought up to the current schema, alerts and history included.
         assert!(ledger.first_alert(&key("slack"), "refused").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn sslmode_require_encrypts_unverified_and_verify_full_refuses_an_unknown_certificate() {
+        let Some(server) = test_database_url() else {
+            return;
+        };
+        if std::env::var("ACQUIRE_DIGEST_TEST_DATABASE_TLS").is_err() {
+            eprintln!("skipped: the test server has no TLS (scripts/with-postgres needs openssl)");
+            return;
+        }
+        let scratch = scratch_database(&server).await.unwrap();
+        let name = scratch.rsplit('/').next().unwrap().to_owned();
+        let with = |mode: &str| {
+            StateStore::Postgres(DatabaseUrl::parse(&format!("{scratch}?sslmode={mode}")).unwrap())
+        };
+        let (admin, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let encrypted = || async {
+            let row = admin
+                .query_one(
+                    "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s
+                     JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1",
+                    &[&name],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0), row.get::<_, Option<bool>>(1))
+        };
+
+        // The server's certificate is self-signed: require takes it, and encrypts.
+        let ledger = Ledger::open(&with("require"), WallClock::new())
+            .await
+            .unwrap();
+        ledger.recent("2021-01-01".parse().unwrap()).await.unwrap();
+        let (connections, all_tls) = encrypted().await;
+        assert!(
+            connections >= 1 && all_tls == Some(true),
+            "{connections} {all_tls:?}"
+        );
+        drop(ledger);
+
+        // verify-full checks it against the system's roots, which don't know it.
+        let err = Ledger::open(&with("verify-full"), WallClock::new())
+            .await
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("certificate"), "{err}");
+
+        // And disable is plain text.
+        let plain = Ledger::open(&with("disable"), WallClock::new())
+            .await
+            .unwrap();
+        plain.recent("2021-01-01".parse().unwrap()).await.unwrap();
+        let row = admin
+            .query_one(
+                "SELECT bool_or(s.ssl) FROM pg_stat_ssl s
+                 JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, Option<bool>>(0), Some(false));
     }
 
     #[tokio::test]

@@ -45,8 +45,8 @@ fn columns() -> String {
 
 impl Postgres {
     /// Connects (the first connection says at once whether the server is there and the
-    /// credentials work) and brings the schema up to date.
-    pub(super) async fn open(url: &DatabaseUrl) -> Result<Postgres, String> {
+    /// credentials work) and, unless only reading, brings the schema up to date.
+    pub(super) async fn open(url: &DatabaseUrl, migrate: bool) -> Result<Postgres, String> {
         // Only ring is compiled in; installing it makes that explicit for rustls.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut url = url.expose().clone();
@@ -102,7 +102,12 @@ impl Postgres {
             .build()
             .map_err(|e| e.to_string())?;
         let db = Postgres { pool };
-        db.migrate().await?;
+        if migrate {
+            db.migrate().await?;
+        } else {
+            // Still says at once whether the server is there and the credentials work.
+            drop(db.client().await?);
+        }
         Ok(db)
     }
 
@@ -144,7 +149,12 @@ impl Postgres {
                 &[&day(since)],
             )
             .await
-            .map_err(|e| causes(&e))?;
+            .map_err(|e| match e.code() {
+                Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    "has no acquire-digest tables yet: nothing was delivered from it (`run` and `once` create them)".to_owned()
+                }
+                _ => causes(&e),
+            })?;
         rows.iter().map(row).collect()
     }
 

@@ -101,3 +101,35 @@ async fn status_before_anything_was_delivered_says_so() {
         "status must not create a ledger"
     );
 }
+
+#[tokio::test]
+async fn status_on_an_empty_database_says_so_and_creates_nothing() {
+    let Some(server) = test_database_url() else {
+        return;
+    };
+    let database = acquire_digest::ledger::scratch_database(&server)
+        .await
+        .unwrap();
+    let work = Workspace::new(&on_postgres(config(
+        "http://127.0.0.1:9/{account_id}",
+        &[team("apac", "acme", &[("slack", "http://127.0.0.1:9/x")])],
+    )));
+    let env = [("ACQUIRE_DIGEST_DATABASE_URL", database.as_str())];
+    let out = run_beside(work.dir.path(), &["status"], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no acquire-digest tables yet"), "{err}");
+    let (client, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "status must not create the schema");
+}

@@ -485,19 +485,7 @@ async fn kill_9_at_random_points_loses_nothing_and_resends_only_what_was_on_the_
         first.wait_exit(SECONDS).await.unwrap();
         let killed = std::time::Instant::now();
         let prefix = format!("/{trial}/");
-        // Answered within a moment of the kill counts as on the wire: the daemon may not have
-        // read the answer yet, and its record waits behind other ledger work on the one
-        // connection (one answer in six trials was recorded 50-250 ms late, debug build).
-        let on_wire: Vec<String> = hooks
-            .seen()
-            .into_iter()
-            .filter(|s| s.path.starts_with(&prefix))
-            .filter(|s| {
-                s.answered
-                    .is_none_or(|at| at + Duration::from_millis(250) > killed)
-            })
-            .map(|s| s.path)
-            .collect();
+        let on_wire = hooks.on_the_wire_at(&prefix, killed);
         on_wire_total += on_wire.len();
 
         let second = Daemon::start_with(&work, &[], &lease);

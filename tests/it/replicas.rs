@@ -62,18 +62,7 @@ async fn three_replicas_one_killed_deliver_everything_once_and_resend_only_what_
         replicas[victim].signal("KILL");
         replicas[victim].wait_exit(SECONDS).await.unwrap();
         let killed = std::time::Instant::now();
-        // An answer handed back within a moment of the kill counts as on the wire: the
-        // replica may not have read or recorded it yet.
-        let on_wire: Vec<String> = hooks
-            .seen()
-            .into_iter()
-            .filter(|s| s.path.starts_with(&prefix))
-            .filter(|s| {
-                s.answered
-                    .is_none_or(|at| at + Duration::from_millis(250) > killed)
-            })
-            .map(|s| s.path)
-            .collect();
+        let on_wire = hooks.on_the_wire_at(&prefix, killed);
         replicas[victim] = Daemon::start_with(&work, &[], &env);
         let logs = |replicas: &[Daemon]| {
             replicas

@@ -151,6 +151,22 @@ impl Scripted {
         self.script.lock().unwrap().most_in_flight
     }
 
+    /// The paths under `prefix` that were on the wire when a process was killed at `killed`:
+    /// unanswered, or answered within a moment before, which the killed process may not have
+    /// read or recorded yet (its record can wait behind other ledger work; one answer in six
+    /// trials was recorded 50-250 ms late, debug build).
+    pub fn on_the_wire_at(&self, prefix: &str, killed: std::time::Instant) -> Vec<String> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.path.starts_with(prefix))
+            .filter(|s| {
+                s.answered
+                    .is_none_or(|at| at + Duration::from_millis(250) > killed)
+            })
+            .map(|s| s.path)
+            .collect()
+    }
+
     pub fn seen_at(&self, suffix: &str) -> Vec<Seen> {
         self.seen()
             .into_iter()

@@ -4,6 +4,7 @@
 mod support;
 
 mod check;
+mod compare;
 mod daemon;
 mod fetch;
 mod kinds;

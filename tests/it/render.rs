@@ -156,6 +156,31 @@ fn slack_and_text_digests_with_comparisons() {
     assert_eq!(text["countries"][4]["previous_rank"], Value::Null);
 }
 
+/// Every other kind shows the same changes and marks, as its readers see them.
+#[test]
+fn every_kind_shows_the_comparisons() {
+    let digest = compared_reference_day();
+    for kind in [
+        WebhookKind::Discord,
+        WebhookKind::Teams,
+        WebhookKind::GoogleChat,
+        WebhookKind::Mattermost,
+    ] {
+        let read = Renderer::builtin().preview(&hook(kind), &body(kind, &digest));
+        for shown in [
+            "vs Wed 17 Mar 2021: visitors ▲ 162% · chats ▲ 42%",
+            "vs Thu 11 Mar 2021: visitors ▲ 108% · chats ▲ 104%",
+            "158 chats · ▲1",
+            "35 chats · ▼1",
+            "1 chat · new",
+            "(5.1%) · ▼1",
+        ] {
+            assert!(read.contains(shown), "{}: {shown} in {read}", kind.as_str());
+        }
+        assert!(!read.contains("3 chats · "), "{}: {read}", kind.as_str());
+    }
+}
+
 /// Each new kind's body for the reference day, and what its readers see.
 #[test]
 fn every_kind_of_the_reference_day() {
@@ -374,9 +399,10 @@ proptest! {
     #[test]
     fn any_visitor_text_stays_inert_and_within_discord_limits(
         day in day_strategy(),
+        earlier in day_strategy(),
         top in 1..300usize,
     ) {
-        let message = body(WebhookKind::Discord, &digest(&day, "team", top));
+        let message = body(WebhookKind::Discord, &compared(digest(&day, "team", top), &earlier));
         prop_assert!(chars(&message["content"]) <= 2000);
         prop_assert_eq!(&message["allowed_mentions"], &serde_json::json!({"parse": []}));
         let embeds = message["embeds"].as_array().unwrap();
@@ -406,9 +432,10 @@ proptest! {
     #[test]
     fn any_visitor_text_stays_inert_and_within_teams_limits(
         day in day_strategy(),
+        earlier in day_strategy(),
         top in 1..300usize,
     ) {
-        let message = body(WebhookKind::Teams, &digest(&day, "team", top));
+        let message = body(WebhookKind::Teams, &compared(digest(&day, "team", top), &earlier));
         let json = serde_json::to_string(&message).unwrap();
         prop_assert!(json.len() <= 20_000, "{} bytes", json.len());
         let card = &message["attachments"][0];
@@ -429,9 +456,10 @@ proptest! {
     #[test]
     fn any_visitor_text_stays_inert_and_within_google_chat_limits(
         day in day_strategy(),
+        earlier in day_strategy(),
         top in 1..300usize,
     ) {
-        let message = body(WebhookKind::GoogleChat, &digest(&day, "team", top));
+        let message = body(WebhookKind::GoogleChat, &compared(digest(&day, "team", top), &earlier));
         let json = serde_json::to_string(&message).unwrap();
         prop_assert!(json.len() < 32_000, "{} bytes", json.len());
         prop_assert!(message["cardsV2"][0]["card"]["sections"].is_array());
@@ -453,9 +481,10 @@ proptest! {
     #[test]
     fn any_visitor_text_stays_inert_and_within_mattermost_limits(
         day in day_strategy(),
+        earlier in day_strategy(),
         top in 1..300usize,
     ) {
-        let message = body(WebhookKind::Mattermost, &digest(&day, "team", top));
+        let message = body(WebhookKind::Mattermost, &compared(digest(&day, "team", top), &earlier));
         let text = message["text"].as_str().unwrap();
         prop_assert!(text.encode_utf16().count() <= 16_383);
         prop_assert_eq!(message.as_object().unwrap().len(), 1);

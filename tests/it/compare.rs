@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use acquire_digest::simulator::{self, SimulatorOptions};
 use axum::Router;
@@ -11,8 +12,8 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Scripted, Workspace, config, on_postgres, report, run_beside, serve, stderr, team,
-    test_database_url,
+    Daemon, Scripted, Workspace, config, on_postgres, report, run_beside, serve, stderr, team,
+    test_database_url, zone_at,
 };
 
 /// One day's rows: countries (name, visitors) and pages (url, chats).
@@ -446,4 +447,31 @@ async fn an_empty_day_is_skipped_once_and_for_all_unless_forced() {
             .to_string()
             .contains("No visitors")
     );
+}
+
+/// The daemon records an empty day as skipped once, and its later firings for the same day
+/// neither post it nor ask the API again.
+#[tokio::test]
+async fn the_daemon_skips_an_empty_day_once() {
+    let (noon, offset) = zone_at(12);
+    let yesterday =
+        (chrono::Utc::now().with_timezone(&offset).date_naive() - chrono::Days::new(1)).to_string();
+    let api = Days::start(&[(yesterday.clone(), Day::default())]).await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &api.base,
+        &[team("apac", "acme", &[("slack", &hooks.url("/slack"))])
+            .replace("0 9 * * *", "* * * * * *")
+            .replace("Asia/Kolkata", &noon)
+            .replace("schedule =", "skip_empty = true\ncompare = []\nschedule =")],
+    ));
+    let daemon = Daemon::start(&work);
+    daemon
+        .wait_for_log("skipped: no visitors", Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = daemon.log();
+    assert_eq!(log.matches("skipped: no visitors").count(), 1, "{log}");
+    assert!(hooks.seen().is_empty());
+    assert_eq!(api.total(), 4, "{log}");
 }

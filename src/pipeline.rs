@@ -436,7 +436,7 @@ impl Pipeline {
             *pruned = Some(now);
         }
         let keep = chrono::Days::new(u64::from(self.history_days));
-        // history_days = 0 keeps nothing: tomorrow's cutoff drops every window that has ended.
+        // history_days = 0 keeps nothing: a cutoff past today in every zone drops every window.
         let cutoff = match self.history_days {
             0 => now.date_naive() + chrono::Days::new(2),
             _ => now.date_naive() - keep,

@@ -475,3 +475,26 @@ async fn the_daemon_skips_an_empty_day_once() {
     assert!(hooks.seen().is_empty());
     assert_eq!(api.total(), 4, "{log}");
 }
+
+/// `history_days = 0` keeps nothing: the next day's run asks for the day before again.
+#[tokio::test]
+async fn history_days_0_keeps_nothing() {
+    let (wed, thu) = (wednesday(), after(&wednesday()));
+    let mut days = tuesday_and_wednesday();
+    days.push((thu.clone(), Day::default()));
+    let api = Days::start(&days).await;
+    let hooks = Scripted::webhooks().await;
+    let text = config(
+        &api.base,
+        &[team("apac", "acme", &[("generic", &hooks.url("/generic"))])
+            .replace("schedule =", "compare = [\"previous\"]\nschedule =")],
+    );
+    let work = Workspace::new(&format!("history_days = 0\n{text}"));
+    for date in [&wed, &thu] {
+        let output = once(&work, &["--date", date], &[]).await;
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    assert_eq!(api.asked(&wed), 8);
+    let thursday = hooks.seen_at("/generic")[1].json();
+    assert_eq!(thursday["compare"]["previous"]["totals"]["visitors"], 145);
+}

@@ -108,7 +108,7 @@ pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bo
                         return false;
                     }
                     match entry.state {
-                        State::Delivered | State::Unknown => false,
+                        State::Delivered | State::Skipped | State::Unknown => false,
                         State::Refused => entry.refused_url != Some(hook.url.fingerprint()),
                         State::Expired => true,
                         State::Pending => match entry.next_attempt {

@@ -525,7 +525,12 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         Some(Ledger::open(&config.state, clock.clone()).await?)
     };
-    let pipeline = Pipeline::new(&config, ledger.clone(), clock);
+    let mut pipeline = Pipeline::new(&config, ledger.clone(), clock.clone());
+    if args.dry_run
+        && let Some(history) = history_for_a_dry_run(&config.state, clock).await
+    {
+        pipeline = pipeline.reading_history(history);
+    }
     let mode = if args.dry_run {
         Mode::DryRun
     } else {
@@ -593,4 +598,21 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The ledger's kept reports for a dry run to compare with, read only. A SQLite ledger that
+/// isn't there yet is left uncreated: a dry run leaves no file behind.
+async fn history_for_a_dry_run(state: &StateStore, clock: Arc<dyn Clock>) -> Option<Ledger> {
+    if let StateStore::Sqlite(path) = state
+        && !path.exists()
+    {
+        return None;
+    }
+    match Ledger::open(state, clock).await {
+        Ok(ledger) => Some(ledger),
+        Err(e) => {
+            tracing::warn!("comparisons fetch every earlier span: {e}");
+            None
+        }
+    }
 }

@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::clock::Clock;
 use crate::config::{Config, Team, Webhook};
 use crate::deliver::{Deliverer, Posted};
+use crate::fetch::DayReport;
 use crate::fetch::{self, FetchError};
 use crate::http::{Attempt, RetryPolicy};
 use crate::ledger::{
@@ -25,7 +26,11 @@ use crate::ledger::{
 };
 use crate::rank::{Audience, Digest, rank};
 use crate::render::Renderer;
-use crate::schedule::{Span, Window};
+use crate::schedule::{Comparison, Span, Window};
+
+/// How often the daemon drops old history: pruning is a cheap delete, but not worth doing
+/// for every digest.
+const PRUNE_EVERY: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 /// Everything a run needs, built once from the config and shared by every team.
 #[derive(Clone)]
@@ -35,9 +40,22 @@ pub struct Pipeline {
     pub deliverer: Deliverer,
     /// None for dry runs and the demo: nothing is recorded.
     pub ledger: Option<Ledger>,
+    /// Where fetched reports are kept for later comparisons.
+    history: Option<History>,
+    history_days: u32,
+    /// When history was last pruned, shared by the clones one run or daemon makes.
+    pruned: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
     retry: RetryPolicy,
     retry_every: Duration,
     clock: Arc<dyn Clock>,
+}
+
+/// The ledger's store of fetched reports, as a pipeline may use it.
+#[derive(Clone)]
+struct History {
+    ledger: Ledger,
+    /// False for a dry run: it reads what is kept but changes nothing.
+    writable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +107,8 @@ pub enum HookStatus {
     LedgerFailed(LedgerError),
     /// Posted and answered, but the answer could not be recorded: it may be sent again.
     NotRecorded(String),
+    /// Nobody visited and the team has `skip_empty`: nothing posted, now or later.
+    Skipped,
 }
 
 impl HookStatus {
@@ -96,7 +116,10 @@ impl HookStatus {
     pub fn is_done(&self) -> bool {
         matches!(
             self,
-            HookStatus::Delivered | HookStatus::AlreadyDelivered(_) | HookStatus::DryRun(_)
+            HookStatus::Delivered
+                | HookStatus::AlreadyDelivered(_)
+                | HookStatus::DryRun(_)
+                | HookStatus::Skipped
         )
     }
 
@@ -147,6 +170,7 @@ impl fmt::Display for HookStatus {
                 Ok(())
             }
             HookStatus::LedgerFailed(e) => write!(f, "FAILED, not sent: {e}"),
+            HookStatus::Skipped => f.write_str("skipped: no visitors"),
             HookStatus::NotRecorded(e) => {
                 write!(f, "delivered, but not recorded ({e}); it may be sent again")
             }
@@ -196,11 +220,26 @@ impl Pipeline {
             ),
             renderer: Renderer::new(config.teams.iter().flat_map(|t| &t.webhooks)),
             deliverer: Deliverer::new(config.delivery_timeout),
+            history: ledger.clone().map(|ledger| History {
+                ledger,
+                writable: true,
+            }),
+            history_days: config.history_days,
+            pruned: Arc::default(),
             ledger,
             retry: RetryPolicy::within(config.delivery_retry_budget),
             retry_every: config.retry_every,
             clock,
         }
+    }
+
+    /// The pipeline reading kept reports from `ledger` without writing any: a dry run's.
+    pub fn reading_history(mut self, ledger: Ledger) -> Pipeline {
+        self.history = Some(History {
+            ledger,
+            writable: false,
+        });
+        self
     }
 
     /// Builds and delivers one team's digest of `span` to each of `team.webhooks` that needs it.
@@ -259,6 +298,19 @@ impl Pipeline {
                 return Err(e);
             }
         };
+        // Forced by an admin, even an empty day goes out.
+        if team.skip_empty && digest.is_empty && mode != (Mode::Admin { force: true }) {
+            for (hook, lease) in leased {
+                if let Some(lease) = lease
+                    && let Err(e) = lease.finish(Finish::Skipped).await
+                {
+                    reports.push(report(hook, HookStatus::LedgerFailed(e)));
+                    continue;
+                }
+                reports.push(report(hook, HookStatus::Skipped));
+            }
+            return Ok(reports);
+        }
         let sends = leased.into_iter().map(|(hook, lease)| {
             let digest = &digest;
             async move {
@@ -286,16 +338,116 @@ impl Pipeline {
         Ok(reports)
     }
 
+    /// The team's digest of `span`, fetched fresh, beside each earlier span `team.compare`
+    /// asks for. An earlier span that can't be had leaves its comparison out, never the digest.
     pub async fn digest(&self, team: &Team, span: Span) -> Result<Digest, FetchError> {
         let window = Window::for_span(team.zone, span);
         let day = self.client.fetch_day(team, &window).await?;
+        self.remember(team, &window, &day).await;
         let audience = Audience {
             team: &team.name,
             account_id: team.account_id.as_str(),
             zone: team.zone,
             top: team.top,
         };
-        Ok(rank(&audience, &window, &day))
+        let mut digest = rank(&audience, &window, &day);
+        let earlier: Vec<(Comparison, Span)> = team
+            .compare
+            .iter()
+            .filter_map(|&which| Some((which, which.of(span)?)))
+            .collect();
+        let reports = futures::future::join_all(
+            earlier
+                .iter()
+                .map(|&(_, earlier)| self.earlier_report(team, earlier)),
+        )
+        .await;
+        for ((which, earlier), report) in earlier.into_iter().zip(reports) {
+            match report {
+                Ok(report) => crate::rank::compare(&mut digest, which, earlier, &report),
+                Err(e) => tracing::warn!(
+                    team = %team.name,
+                    date = %span,
+                    compared = %earlier,
+                    "no {} comparison: {e}",
+                    which.as_str()
+                ),
+            }
+        }
+        self.prune().await;
+        Ok(digest)
+    }
+
+    /// An earlier span's report: the one kept from before, else fetched now (and kept).
+    async fn earlier_report(&self, team: &Team, span: Span) -> Result<DayReport, FetchError> {
+        let window = Window::for_span(team.zone, span);
+        if let Some(history) = &self.history {
+            match history
+                .ledger
+                .recalled(team.account_id.as_str(), &window)
+                .await
+            {
+                Ok(Some(json)) => match serde_json::from_str(&json) {
+                    Ok(report) => return Ok(report),
+                    // An older version's shape: fetching it again replaces it.
+                    Err(e) => {
+                        tracing::debug!(team = %team.name, date = %span, "a kept report could not be read ({e}); fetching it again")
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(team = %team.name, date = %span, "kept reports could not be read ({e}); fetching it again")
+                }
+            }
+        }
+        let report = self.client.fetch_day(team, &window).await?;
+        self.remember(team, &window, &report).await;
+        Ok(report)
+    }
+
+    /// Keeps a fetched report for the digests that will compare with it.
+    async fn remember(&self, team: &Team, window: &Window, report: &DayReport) {
+        let Some(history) = self
+            .history
+            .as_ref()
+            .filter(|h| h.writable && self.history_days > 0)
+        else {
+            return;
+        };
+        let json = serde_json::to_string(report).expect("a report serializes");
+        if let Err(e) = history
+            .ledger
+            .remember(team.account_id.as_str(), window, json)
+            .await
+        {
+            tracing::warn!(team = %team.name, date = %window.span, "could not keep the report for later comparisons: {e}");
+        }
+    }
+
+    /// Drops reports older than `history_days`, at most once an hour.
+    async fn prune(&self) {
+        let Some(history) = self.history.as_ref().filter(|h| h.writable) else {
+            return;
+        };
+        let now = self.clock.now();
+        {
+            let mut pruned = self.pruned.lock().expect("prune time");
+            if pruned.is_some_and(|at| now - at < PRUNE_EVERY) {
+                return;
+            }
+            *pruned = Some(now);
+        }
+        let keep = chrono::Days::new(u64::from(self.history_days));
+        // history_days = 0 keeps nothing: a cutoff past today in every zone drops every window.
+        let cutoff = match self.history_days {
+            0 => now.date_naive() + chrono::Days::new(2),
+            _ => now.date_naive() - keep,
+        };
+        match history.ledger.forget_before(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("dropped {n} kept reports older than {cutoff}"),
+            Err(e) => tracing::warn!("could not drop old kept reports: {e}"),
+        }
     }
 
     fn next_attempt(&self) -> DateTime<Utc> {
@@ -408,13 +560,14 @@ impl Pipeline {
     }
 }
 
-/// What a settled entry means to the one who asked. A lease settles only delivered, refused
-/// and unknown digests; pending and expired ones are leased.
+/// What a settled entry means to the one who asked. A lease settles only delivered, skipped,
+/// refused and unknown digests; pending and expired ones are leased.
 fn settled(entry: Entry) -> HookStatus {
     let error = entry.last_error.unwrap_or_default();
     match entry.state {
         State::Refused => HookStatus::Refused(error),
         State::Unknown => HookStatus::Unknown(error),
+        State::Skipped => HookStatus::Skipped,
         _ => HookStatus::AlreadyDelivered(entry.delivered_at),
     }
 }

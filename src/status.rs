@@ -100,7 +100,7 @@ pub fn report(teams: &[&Team], entries: &Entries, now: DateTime<Utc>, which: Whi
                                 return None;
                             }
                             let status = span_status(*span, entry);
-                            ok &= status.state == "delivered";
+                            ok &= matches!(status.state, "delivered" | "skipped");
                             Some(status)
                         })
                         .collect();
@@ -137,6 +137,7 @@ fn span_status(span: Span, entry: Option<&crate::ledger::Entry>) -> SpanStatus {
     };
     let state = match entry.state {
         State::Delivered => "delivered",
+        State::Skipped => "skipped",
         State::Refused => "refused",
         State::Unknown => "unknown",
         State::Expired => "expired",
@@ -187,6 +188,7 @@ impl fmt::Display for Status {
                             if span.attempts == 1 { "" } else { "s" }
                         ),
                         "pending" => write!(line, "pending, not tried yet"),
+                        "skipped" => write!(line, "skipped: no visitors"),
                         "refused" => write!(line, "REFUSED (not sent again until its URL changes)"),
                         "unknown" => write!(line, "OUTCOME UNKNOWN (two POSTs went unanswered)"),
                         _ => write!(line, "GIVEN UP: its catch_up window closed"),
@@ -353,5 +355,25 @@ url = "https://warehouse.example/in"
         assert!(status.ok, "{status}");
         assert_eq!(status.teams[0].webhooks[0].spans.len(), 2);
         assert_eq!(status.teams[0].webhooks[1].spans.len(), 1);
+    }
+
+    #[test]
+    fn a_day_skipped_for_no_visitors_is_ok_and_says_so() {
+        let team = team();
+        let now: DateTime<Utc> = "2026-11-24T04:30:00Z".parse().unwrap();
+        let day = Span::day("2026-11-23".parse().unwrap());
+        let mut entries = Entries::new();
+        let hooks = entries.entry(("apac".into(), day)).or_default();
+        hooks.insert("slack".into(), entry(State::Skipped, 0, None));
+        hooks.insert("generic".into(), entry(State::Skipped, 0, None));
+        let status = report(&[&team], &entries, now, Which::Containing(day.first));
+        assert!(status.ok);
+        assert_eq!(status.teams[0].webhooks[0].spans[0].state, "skipped");
+        let text = status.to_string();
+        assert!(text.contains(" skipped: no visitors\n"), "{text}");
+
+        let hooks = entries.get_mut(&("apac".into(), day)).unwrap();
+        hooks.insert("generic".into(), entry(State::Pending, 1, None));
+        assert!(!report(&[&team], &entries, now, Which::Containing(day.first)).ok);
     }
 }

@@ -128,7 +128,7 @@ pub fn outcome(status: &HookStatus) -> Option<&'static str> {
         HookStatus::Delivered | HookStatus::NotRecorded(_) => "delivered",
         HookStatus::Refused(_) => "refused",
         HookStatus::Unknown(_) => "unknown",
-        HookStatus::AlreadyDelivered(_) | HookStatus::Busy(_) => "skipped",
+        HookStatus::AlreadyDelivered(_) | HookStatus::Busy(_) | HookStatus::Skipped => "skipped",
         HookStatus::RetryAt { .. } | HookStatus::LedgerFailed(_) => "failed",
         // A give-up of rounds already counted as failed, and a body only shown.
         HookStatus::Expired(_) | HookStatus::DryRun(_) => return None,

@@ -104,6 +104,9 @@ pub enum State {
     Unknown,
     /// Its catch-up window closed before it could be delivered.
     Expired,
+    /// Nobody visited and the team has `skip_empty`: nothing was posted, and nothing will be
+    /// unless an admin forces it.
+    Skipped,
 }
 
 impl State {
@@ -114,6 +117,7 @@ impl State {
             State::Refused => "refused",
             State::Unknown => "unknown",
             State::Expired => "expired",
+            State::Skipped => "skipped",
         }
     }
 
@@ -126,6 +130,7 @@ impl State {
             State::Refused,
             State::Unknown,
             State::Expired,
+            State::Skipped,
         ]
         .into_iter()
         .find(|state| state.as_str() == text)
@@ -159,7 +164,7 @@ pub enum Requester {
 /// What [`Ledger::lease`] found.
 pub enum Claim {
     Leased(Lease),
-    /// Nothing to do for this requester: delivered, refused, unknown or expired.
+    /// Nothing to do for this requester: delivered, skipped, refused, unknown or expired.
     Settled(Entry),
     /// Another process holds it until then.
     Busy(DateTime<Utc>),
@@ -202,6 +207,8 @@ pub enum Finish {
         retry_at: DateTime<Utc>,
     },
     GiveUp(State),
+    /// Nothing to post (an empty day under `skip_empty`): settled without a POST.
+    Skipped,
 }
 
 /// How a requester takes a lease on a digest it may send.
@@ -227,7 +234,7 @@ fn decide(entry: Option<Entry>, requester: Requester, url: &str) -> Result<Take,
     }
     let settled = match entry.state {
         State::Pending | State::Expired => false,
-        State::Delivered | State::Unknown => !force,
+        State::Delivered | State::Skipped | State::Unknown => !force,
         State::Refused => {
             requester == Requester::Daemon && entry.refused_url.as_deref() == Some(url)
         }
@@ -292,6 +299,7 @@ impl From<Finish> for Fenced {
         let (next_attempt, give_up, error) = match finish {
             Finish::Settled => (None, None, None),
             Finish::Delivered => (None, Some(State::Delivered), None),
+            Finish::Skipped => (None, Some(State::Skipped), None),
             Finish::RetryAt(at) => (Some(at.timestamp()), None, None),
             Finish::FailedBefore { error, retry_at } => {
                 (Some(retry_at.timestamp()), None, Some(error))
@@ -942,6 +950,7 @@ mod tests {
         opening_a_new_ledger_is_safe_to_race,
         reports_are_remembered_by_exact_window_and_forgotten_when_old,
         each_alert_is_recorded_once_across_processes,
+        a_skipped_digest_is_settled_for_all_but_a_forced_admin,
     );
 
     fn key(webhook: &str) -> Key {
@@ -1207,6 +1216,28 @@ mod tests {
         reopened.released().await;
         assert!(matches!(
             lease(&reopened, &slack, Requester::Admin { force: false }).await,
+            Claim::Leased(_)
+        ));
+    }
+
+    async fn a_skipped_digest_is_settled_for_all_but_a_forced_admin(fx: Fixture) {
+        let ledger = fx.open().await;
+        let slack = key("slack");
+        let Claim::Leased(l) = lease(&ledger, &slack, Requester::Daemon).await else {
+            panic!()
+        };
+        l.finish(Finish::Skipped).await.unwrap();
+        let recorded = entry(&ledger, &slack).await.unwrap();
+        assert_eq!(recorded.state, State::Skipped);
+        assert_eq!((recorded.attempts, recorded.leased_until), (0, None));
+        let reopened = fx.open().await;
+        for requester in [Requester::Daemon, Requester::Admin { force: false }] {
+            assert!(
+                matches!(lease(&reopened, &slack, requester).await, Claim::Settled(e) if e.state == State::Skipped)
+            );
+        }
+        assert!(matches!(
+            lease(&reopened, &slack, Requester::Admin { force: true }).await,
             Claim::Leased(_)
         ));
     }

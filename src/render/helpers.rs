@@ -17,6 +17,8 @@ pub fn register(registry: &mut Handlebars) {
     registry.register_helper("strip", Box::new(strip));
     registry.register_helper("longdate", Box::new(longdate));
     registry.register_helper("daterange", Box::new(daterange));
+    registry.register_helper("change", Box::new(change));
+    registry.register_helper("rankmark", Box::new(rankmark));
     registry.register_helper("if", Box::new(If(true)));
     registry.register_helper("unless", Box::new(If(false)));
 }
@@ -30,6 +32,41 @@ handlebars_helper!(truncate: |text: str, max: u64| cut(text, max as usize));
 handlebars_helper!(strip: |hours: array| activity_strip(hours));
 handlebars_helper!(longdate: |date: str| date_range(date, date));
 handlebars_helper!(daterange: |first: str, last: str| date_range(first, last));
+handlebars_helper!(change: |now: Json, before: Json| match (now.as_f64(), before.as_f64()) {
+    (Some(now), Some(before)) => percent_change(now, before),
+    _ => String::new(),
+});
+handlebars_helper!(rankmark: |rank: Json, before: Json| match rank.as_u64() {
+    Some(rank) => rank_mark(rank, before.as_u64()),
+    None => String::new(),
+});
+
+/// A total beside its earlier value: `▲ 12%`, `▼ 3%`, `=` (within half a percent), or `new`
+/// when there was nothing before to take a percentage of.
+pub fn percent_change(now: f64, before: f64) -> String {
+    if before <= 0.0 {
+        return if now > 0.0 { "new" } else { "=" }.to_owned();
+    }
+    let delta = ((now - before) / before * 100.0).round();
+    if delta == 0.0 {
+        "=".to_owned()
+    } else if delta > 0.0 {
+        format!("▲ {}%", thousands(delta))
+    } else {
+        format!("▼ {}%", thousands(-delta))
+    }
+}
+
+/// A ranked entry's move since an earlier ranking: `▲2` up two places, `▼1` down one, `new`
+/// where it wasn't ranked then, nothing where it holds its place.
+pub fn rank_mark(rank: u64, before: Option<u64>) -> String {
+    match before {
+        None => "new".to_owned(),
+        Some(before) if before > rank => format!("▲{}", before - rank),
+        Some(before) if before < rank => format!("▼{}", rank - before),
+        Some(_) => String::new(),
+    }
+}
 
 /// `if` and `unless` that fail on a variable the digest doesn't have: Handlebars' own treat
 /// `{{#if totals.visiters}}` as false, so a misspelt condition would pass `check` and hide
@@ -139,6 +176,37 @@ mod tests {
         assert_eq!(thousands(1234.0), "1,234");
         assert_eq!(thousands(1234567.0), "1,234,567");
         assert_eq!(thousands(12.5), "12.5");
+    }
+
+    #[test]
+    fn changes_read_as_direction_and_percent_never_dividing_by_zero() {
+        assert_eq!(percent_change(112.0, 100.0), "▲ 12%");
+        assert_eq!(percent_change(97.0, 100.0), "▼ 3%");
+        assert_eq!(percent_change(100.0, 100.0), "=");
+        assert_eq!(percent_change(1000.4, 1000.0), "=");
+        assert_eq!(percent_change(5.0, 0.0), "new");
+        assert_eq!(percent_change(0.0, 0.0), "=");
+        assert_eq!(percent_change(0.0, 40.0), "▼ 100%");
+        assert_eq!(percent_change(25_000.0, 10.0), "▲ 249,900%");
+        assert_eq!(rank_mark(1, Some(3)), "▲2");
+        assert_eq!(rank_mark(4, Some(3)), "▼1");
+        assert_eq!(rank_mark(2, Some(2)), "");
+        assert_eq!(rank_mark(2, None), "new");
+    }
+
+    #[test]
+    fn the_helpers_take_the_digests_values_and_say_nothing_without_a_comparison() {
+        let mut registry = Handlebars::new();
+        registry.set_strict_mode(true);
+        register(&mut registry);
+        let data = json!({"now": 90, "before": {"n": 120}, "none": null, "rank": 1, "was": 2});
+        let render = |t: &str| registry.render_template(t, &data).unwrap();
+        assert_eq!(render("{{change now before.n}}"), "▼ 25%");
+        assert_eq!(render("{{change now none}}"), "");
+        assert_eq!(
+            render("{{rankmark rank was}}|{{rankmark rank none}}"),
+            "▲1|new"
+        );
     }
 
     #[test]

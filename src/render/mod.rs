@@ -30,7 +30,7 @@ use serde_json::Value;
 use crate::config::{Webhook, WebhookKind};
 use crate::fetch::{ChatSource, CountryRow, DayReport, HourRow};
 use crate::rank::{Audience, Digest, rank};
-use crate::schedule::{Window, Zone};
+use crate::schedule::{Comparison, Window, Zone};
 
 pub use helpers::{activity_strip, date_range, thousands};
 
@@ -345,23 +345,43 @@ pub fn sample_digest() -> Digest {
         ],
         referrers: vec![source("https://example.org/", 2), source("direct", 1)],
     };
-    sample(&report, 1)
+    let mut digest = sample(&report, 1);
+    // Both comparisons, so strict rendering visits what a template shows beside them too.
+    let span = Window::for_date(sample_zone(), sample_date()).span;
+    let mut earlier = report.clone();
+    earlier.countries.reverse();
+    for which in [Comparison::Previous, Comparison::LastWeek] {
+        if let Some(earlier_span) = which.of(span) {
+            crate::rank::compare(&mut digest, which, earlier_span, &earlier);
+        }
+    }
+    digest
 }
 
 fn empty_digest() -> Digest {
     sample(&DayReport::default(), 5)
 }
 
+fn sample_zone() -> Zone {
+    Zone::parse("Asia/Kolkata").expect("a known zone")
+}
+
+fn sample_date() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2021, 3, 18).expect("a real date")
+}
+
 fn sample(report: &DayReport, top: usize) -> Digest {
-    let zone = Zone::parse("Asia/Kolkata").expect("a known zone");
     let audience = Audience {
         team: "sample",
         account_id: "sample",
-        zone,
+        zone: sample_zone(),
         top,
     };
-    let date = chrono::NaiveDate::from_ymd_opt(2021, 3, 18).expect("a real date");
-    rank(&audience, &Window::for_date(zone, date), report)
+    rank(
+        &audience,
+        &Window::for_date(sample_zone(), sample_date()),
+        report,
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod support;
 
 mod alerts;
 mod check;
+mod compare;
 mod daemon;
 mod fetch;
 mod kinds;

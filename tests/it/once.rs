@@ -559,7 +559,11 @@ async fn requests_to_acquire_respect_the_global_concurrency_cap() {
     }
     let hooks = Scripted::webhooks().await;
     let teams: Vec<String> = (0..4)
-        .map(|i| team(&format!("t{i}"), "acme", &[("generic", &hooks.url("/g"))]))
+        .map(|i| {
+            // Four requests a team: comparisons could be recalled from another team's fetch.
+            team(&format!("t{i}"), "acme", &[("generic", &hooks.url("/g"))])
+                .replace("schedule =", "compare = []\nschedule =")
+        })
         .collect();
     let text = config(&acquire_base(&acquire), &teams).replace(
         "retry_budget_secs = 2\n\n[delivery]",
@@ -748,8 +752,10 @@ async fn change_days_ask_for_their_exact_window() {
         .collect();
     let acquire = acquire_serving(json!([]), json!([]), json!([]), json!(hours)).await;
     let hooks = Scripted::webhooks().await;
+    // Without comparisons, the last request of each run is for its own day.
     let team = team("ny", "acme", &[("generic", &hooks.url("/ny"))])
-        .replace("Asia/Kolkata", "America/New_York");
+        .replace("Asia/Kolkata", "America/New_York")
+        .replace("schedule =", "compare = []\nschedule =");
     let work = Workspace::new(&config(&acquire_base(&acquire), &[team]));
     for (day, end, offset) in [
         ("2026-11-01", "2026-11-02+00%3A59%3A59", "-04%3A00"),

@@ -3,9 +3,9 @@
 
 use acquire_digest::config::{Webhook, WebhookKind, WebhookUrl};
 use acquire_digest::fetch::{ChatSource, CountryRow, DayReport, HourRow};
-use acquire_digest::rank::{Audience, Digest, rank};
+use acquire_digest::rank::{Audience, Digest, compare, rank};
 use acquire_digest::render::Renderer;
-use acquire_digest::schedule::{Window, Zone};
+use acquire_digest::schedule::{Comparison, Window, Zone};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -88,6 +88,97 @@ fn slack_digest_of_an_empty_day() {
         &digest(&DayReport::default(), "support-apac", 5),
     );
     insta::assert_json_snapshot!("slack_empty_day", message);
+}
+
+/// The reference day beside two earlier days: the day before, where the United States led,
+/// India was second, Burkina Faso wasn't there and one page had fewer chats; and a week
+/// earlier, with every total smaller and the same order.
+fn compared_reference_day() -> Digest {
+    let today = busy_reference_day();
+    let mut digest = digest(&today, "support-apac", 5);
+    let span = Window::for_date(
+        Zone::parse("Asia/Kolkata").unwrap(),
+        "2021-03-18".parse().unwrap(),
+    )
+    .span;
+
+    let mut day_before = today.clone();
+    day_before.countries.retain(|c| c.cca3 != "BFA");
+    let india = day_before
+        .countries
+        .iter()
+        .position(|c| c.cca3 == "IND")
+        .unwrap();
+    day_before.countries[india].visitors = 20;
+    day_before.countries[india].chats = 100;
+    day_before.pages[0].chats = 5;
+    compare(
+        &mut digest,
+        Comparison::Previous,
+        Comparison::Previous.of(span).unwrap(),
+        &day_before,
+    );
+
+    let mut week_before = today;
+    for country in &mut week_before.countries {
+        country.visitors /= 2;
+        country.chats /= 2;
+    }
+    compare(
+        &mut digest,
+        Comparison::LastWeek,
+        Comparison::LastWeek.of(span).unwrap(),
+        &week_before,
+    );
+    digest
+}
+
+#[test]
+fn slack_and_text_digests_with_comparisons() {
+    let digest = compared_reference_day();
+    let previous = digest.compare.previous.as_ref().unwrap();
+    assert_eq!(
+        (previous.date.as_str(), previous.totals.visitors),
+        ("2021-03-17", 50)
+    );
+    let message = body(WebhookKind::Slack, &digest);
+    insta::assert_json_snapshot!("slack_reference_day_compared", message);
+    let read = Renderer::builtin().preview(&hook(WebhookKind::Slack), &message);
+    insta::assert_snapshot!("slack_reference_day_compared_as_read", read);
+    let text = body(WebhookKind::Generic, &digest);
+    insta::assert_snapshot!(
+        "text_reference_day_compared",
+        text["text"].as_str().unwrap()
+    );
+    // The generic JSON carries the comparison beside the digest, as the README's contract says.
+    assert_eq!(text["compare"]["last_week"]["date"], "2021-03-11");
+    assert_eq!(text["countries"][0]["previous_rank"], 2);
+    assert_eq!(text["countries"][4]["previous_rank"], Value::Null);
+}
+
+/// Every other kind shows the same changes and marks, as its readers see them.
+#[test]
+fn every_kind_shows_the_comparisons() {
+    let digest = compared_reference_day();
+    for kind in [
+        WebhookKind::Discord,
+        WebhookKind::Teams,
+        WebhookKind::GoogleChat,
+        WebhookKind::Mattermost,
+    ] {
+        let read = Renderer::builtin().preview(&hook(kind), &body(kind, &digest));
+        for shown in [
+            "vs Wed 17 Mar 2021: visitors ▲ 162% · chats ▲ 42%",
+            "vs Thu 11 Mar 2021: visitors ▲ 108% · chats ▲ 104%",
+            "158 chats · ▲1",
+            "35 chats · ▼1",
+            "1 chat · new",
+            "(5.1%) · ▼1",
+        ] {
+            assert!(read.contains(shown), "{}: {shown} in {read}", kind.as_str());
+        }
+        assert!(!read.contains("3 chats · "), "{}: {read}", kind.as_str());
+    }
 }
 
 /// Each new kind's body for the reference day, and what its readers see.
@@ -246,16 +337,30 @@ fn day_strategy() -> impl Strategy<Value = DayReport> {
         })
 }
 
+/// A digest beside an earlier day, as both comparisons: visitor text there only moves ranks.
+fn compared(mut digest: Digest, earlier: &DayReport) -> Digest {
+    let span = Window::for_date(
+        Zone::parse("Asia/Kolkata").unwrap(),
+        "2021-03-18".parse().unwrap(),
+    )
+    .span;
+    for which in [Comparison::Previous, Comparison::LastWeek] {
+        compare(&mut digest, which, which.of(span).unwrap(), earlier);
+    }
+    digest
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
     fn any_visitor_text_stays_inert_and_within_slack_limits(
         day in day_strategy(),
+        earlier in day_strategy(),
         team in hostile_text(),
         top in 1..300usize,
     ) {
-        let message = body(WebhookKind::Slack, &digest(&day, &team, top));
+        let message = body(WebhookKind::Slack, &compared(digest(&day, &team, top), &earlier));
         let json = serde_json::to_string(&message).unwrap();
         prop_assert!(json.len() < 40_000, "{} bytes", json.len());
         let reparsed: Value = serde_json::from_str(&json).unwrap();
@@ -294,9 +399,10 @@ proptest! {
     #[test]
     fn any_visitor_text_stays_inert_and_within_discord_limits(
         day in day_strategy(),
+        earlier in day_strategy(),
         top in 1..300usize,
     ) {
-        let message = body(WebhookKind::Discord, &digest(&day, "team", top));
+        let message = body(WebhookKind::Discord, &compared(digest(&day, "team", top), &earlier));
         prop_assert!(chars(&message["content"]) <= 2000);
         prop_assert_eq!(&message["allowed_mentions"], &serde_json::json!({"parse": []}));
         let embeds = message["embeds"].as_array().unwrap();
@@ -326,9 +432,10 @@ proptest! {
     #[test]
     fn any_visitor_text_stays_inert_and_within_teams_limits(
         day in day_strategy(),
+        earlier in day_strategy(),
         top in 1..300usize,
     ) {
-        let message = body(WebhookKind::Teams, &digest(&day, "team", top));
+        let message = body(WebhookKind::Teams, &compared(digest(&day, "team", top), &earlier));
         let json = serde_json::to_string(&message).unwrap();
         prop_assert!(json.len() <= 20_000, "{} bytes", json.len());
         let card = &message["attachments"][0];
@@ -349,9 +456,10 @@ proptest! {
     #[test]
     fn any_visitor_text_stays_inert_and_within_google_chat_limits(
         day in day_strategy(),
+        earlier in day_strategy(),
         top in 1..300usize,
     ) {
-        let message = body(WebhookKind::GoogleChat, &digest(&day, "team", top));
+        let message = body(WebhookKind::GoogleChat, &compared(digest(&day, "team", top), &earlier));
         let json = serde_json::to_string(&message).unwrap();
         prop_assert!(json.len() < 32_000, "{} bytes", json.len());
         prop_assert!(message["cardsV2"][0]["card"]["sections"].is_array());
@@ -373,9 +481,10 @@ proptest! {
     #[test]
     fn any_visitor_text_stays_inert_and_within_mattermost_limits(
         day in day_strategy(),
+        earlier in day_strategy(),
         top in 1..300usize,
     ) {
-        let message = body(WebhookKind::Mattermost, &digest(&day, "team", top));
+        let message = body(WebhookKind::Mattermost, &compared(digest(&day, "team", top), &earlier));
         let text = message["text"].as_str().unwrap();
         prop_assert!(text.encode_utf16().count() <= 16_383);
         prop_assert_eq!(message.as_object().unwrap().len(), 1);
@@ -385,8 +494,8 @@ proptest! {
     }
 
     #[test]
-    fn generic_text_renders_any_day(day in day_strategy()) {
-        let message = body(WebhookKind::Generic, &digest(&day, "t", 5));
+    fn generic_text_renders_any_day(day in day_strategy(), earlier in day_strategy()) {
+        let message = body(WebhookKind::Generic, &compared(digest(&day, "t", 5), &earlier));
         prop_assert!(message["text"].as_str().unwrap().contains("visitor digest"));
         assert_clean(&serde_json::json!({"text": message["text"]}))?;
     }

@@ -211,7 +211,9 @@ pub fn next_digests(teams: &[Team], now: DateTime<Utc>) {
         let schedule = format!("{} {}", team.schedule.as_str(), team.zone);
         let next = match known.remove(&team.name) {
             Some((same, next)) if same == schedule && next > now => Some(next),
-            _ => team.schedule.next_after(team.zone, now),
+            // The next firing that brings a new digest: a schedule firing every minute re-fires
+            // today's span, and the daemon would not wake to move a gauge that went stale.
+            _ => team.schedule.next_new_date(team.zone, now),
         };
         let labels = vec![("team", team.name.clone())];
         match next {

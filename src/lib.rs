@@ -23,7 +23,8 @@
 //! - [`pipeline`] runs the line for one team's span (`once`, `demo`, the daemon); [`daemon`]
 //!   is the reconciler that decides what is due (`run`).
 //! - Around the line, for operators: [`telemetry`] (metrics and log formats), [`server`]
-//!   (`run`'s HTTP endpoint) and [`status`] (the ledger read back).
+//!   (`run`'s HTTP endpoint), [`status`] (the ledger read back) and [`alerts`] (a message
+//!   when a digest is given up).
 
 pub mod alerts;
 pub mod check;

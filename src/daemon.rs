@@ -499,16 +499,7 @@ url = "http://127.0.0.1:9/"
     }
 
     fn delivered() -> Entry {
-        Entry {
-            state: State::Delivered,
-            attempts: 1,
-            unanswered: 0,
-            next_attempt: None,
-            last_error: None,
-            refused_url: None,
-            delivered_at: None,
-            leased_until: None,
-        }
+        Entry::settled_as(State::Delivered, 1, None)
     }
 
     /// Runs the reconciler's decisions at each instant, delivering whatever is due at once,

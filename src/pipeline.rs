@@ -470,8 +470,9 @@ impl Pipeline {
         let refused_url = hook.url.fingerprint();
         // Shared with each attempt's future, which must stay Send.
         let last_error = std::sync::Mutex::new(String::new());
-        let recorded = AtomicBool::new(true);
         let unanswered = AtomicU32::new(0);
+        // The answer was fenced off: the lease expired and another process holds the digest.
+        let lost = AtomicBool::new(false);
         let outcome = self
             .retry
             .run(|| async {
@@ -503,9 +504,12 @@ impl Pipeline {
                     Posted::NotDelivered { .. } => Answer::NotDelivered(&text),
                     Posted::Unknown(_) => Answer::Unknown(&text),
                 };
+                // A record that failed is made good by the finish below, which records a
+                // delivery again.
                 match lease.answered(answer).await {
                     Ok(Some(count)) => unanswered.store(count, Relaxed),
-                    _ => recorded.store(false, Relaxed),
+                    Ok(None) => lost.store(true, Relaxed),
+                    Err(_) => {}
                 }
                 last_error.lock().expect("last error").clone_from(&text);
                 match posted {
@@ -531,9 +535,11 @@ impl Pipeline {
             outcome => outcome,
         };
         let (finish, status) = match outcome {
-            Ok(()) if !recorded.load(Relaxed) => (
-                Finish::Delivered,
-                HookStatus::NotRecorded("the ledger could not record it at once".into()),
+            Ok(()) if lost.load(Relaxed) => (
+                Finish::Settled,
+                HookStatus::NotRecorded(
+                    "its lease expired and another process took it over".into(),
+                ),
             ),
             Ok(()) => (Finish::Delivered, HookStatus::Delivered),
             Err(Stop::Refused(e)) => (Finish::Settled, HookStatus::Refused(e)),
@@ -553,10 +559,16 @@ impl Pipeline {
                 HookStatus::LedgerFailed(e),
             ),
         };
-        if let Err(e) = lease.finish(finish).await {
-            tracing::warn!("could not end a lease: {e}");
+        match lease.finish(finish).await {
+            Err(e) if matches!(status, HookStatus::Delivered) => {
+                HookStatus::NotRecorded(e.to_string())
+            }
+            Err(e) => {
+                tracing::warn!("could not end a lease: {e}");
+                status
+            }
+            Ok(()) => status,
         }
-        status
     }
 }
 

@@ -240,19 +240,6 @@ url = "https://warehouse.example/in"
             .remove(0)
     }
 
-    fn entry(state: State, attempts: u32, error: Option<&str>) -> Entry {
-        Entry {
-            state,
-            attempts,
-            unanswered: 0,
-            next_attempt: None,
-            last_error: error.map(str::to_owned),
-            refused_url: None,
-            delivered_at: None,
-            leased_until: None,
-        }
-    }
-
     #[test]
     fn a_day_due_and_not_delivered_fails_the_check_and_says_why() {
         let team = team();
@@ -263,21 +250,24 @@ url = "https://warehouse.example/in"
         let yesterday = entries
             .entry(("apac".into(), day("2026-11-23")))
             .or_default();
-        yesterday.insert("slack".into(), entry(State::Delivered, 1, None));
+        yesterday.insert("slack".into(), Entry::settled_as(State::Delivered, 1, None));
         yesterday.insert(
             "generic".into(),
-            entry(State::Pending, 2, Some("HTTP 503: maintenance")),
+            Entry::settled_as(State::Pending, 2, Some("HTTP 503: maintenance")),
         );
         let before = entries
             .entry(("apac".into(), day("2026-11-22")))
             .or_default();
-        before.insert("slack".into(), entry(State::Delivered, 1, None));
-        before.insert("generic".into(), entry(State::Refused, 1, Some("HTTP 404")));
+        before.insert("slack".into(), Entry::settled_as(State::Delivered, 1, None));
+        before.insert(
+            "generic".into(),
+            Entry::settled_as(State::Refused, 1, Some("HTTP 404")),
+        );
         // Another team's entries are not this team's.
         entries
             .entry(("emea".into(), day("2026-11-23")))
             .or_default()
-            .insert("slack".into(), entry(State::Expired, 3, None));
+            .insert("slack".into(), Entry::settled_as(State::Expired, 3, None));
 
         let since = "2026-11-15".parse().unwrap();
         let status = report(&[&team], &entries, now, Which::Since(since));
@@ -340,17 +330,17 @@ url = "https://warehouse.example/in"
         let hooks = entries
             .entry(("apac".into(), Span::day("2026-11-23".parse().unwrap())))
             .or_default();
-        hooks.insert("slack".into(), entry(State::Delivered, 1, None));
+        hooks.insert("slack".into(), Entry::settled_as(State::Delivered, 1, None));
         hooks.insert(
             "generic".into(),
-            entry(State::Delivered, 2, Some("HTTP 503")),
+            Entry::settled_as(State::Delivered, 2, Some("HTTP 503")),
         );
         // A day no longer due that only the slack webhook got: the generic one was added
         // since, and never owed it.
         entries
             .entry(("apac".into(), Span::day("2026-11-20".parse().unwrap())))
             .or_default()
-            .insert("slack".into(), entry(State::Delivered, 1, None));
+            .insert("slack".into(), Entry::settled_as(State::Delivered, 1, None));
         let status = report(&[&team], &entries, now, Which::Since(since));
         assert!(status.ok, "{status}");
         assert_eq!(status.teams[0].webhooks[0].spans.len(), 2);
@@ -364,8 +354,8 @@ url = "https://warehouse.example/in"
         let day = Span::day("2026-11-23".parse().unwrap());
         let mut entries = Entries::new();
         let hooks = entries.entry(("apac".into(), day)).or_default();
-        hooks.insert("slack".into(), entry(State::Skipped, 0, None));
-        hooks.insert("generic".into(), entry(State::Skipped, 0, None));
+        hooks.insert("slack".into(), Entry::settled_as(State::Skipped, 0, None));
+        hooks.insert("generic".into(), Entry::settled_as(State::Skipped, 0, None));
         let status = report(&[&team], &entries, now, Which::Containing(day.first));
         assert!(status.ok);
         assert_eq!(status.teams[0].webhooks[0].spans[0].state, "skipped");
@@ -373,7 +363,7 @@ url = "https://warehouse.example/in"
         assert!(text.contains(" skipped: no visitors\n"), "{text}");
 
         let hooks = entries.get_mut(&("apac".into(), day)).unwrap();
-        hooks.insert("generic".into(), entry(State::Pending, 1, None));
+        hooks.insert("generic".into(), Entry::settled_as(State::Pending, 1, None));
         assert!(!report(&[&team], &entries, now, Which::Containing(day.first)).ok);
     }
 }

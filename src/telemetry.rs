@@ -88,7 +88,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "acquire_digest_next_digest_timestamp_seconds",
-        "When a team's schedule fires next (Unix time)",
+        "When a team's next new digest fires (Unix time)",
         m.next_digest.clone(),
     );
     registry.register(
@@ -453,16 +453,7 @@ url = "http://127.0.0.1:9/b"
     #[test]
     fn pending_counts_what_is_due_and_not_settled() {
         let team = team();
-        let entry = |state| Entry {
-            state,
-            attempts: 1,
-            unanswered: 0,
-            next_attempt: None,
-            last_error: None,
-            refused_url: None,
-            delivered_at: None,
-            leased_until: None,
-        };
+        let entry = |state| Entry::settled_as(state, 1, None);
         let due: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
         let day = Span::day("2026-11-24".parse().unwrap());
         let teams = std::slice::from_ref(&team);

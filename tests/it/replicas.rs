@@ -77,24 +77,9 @@ async fn three_replicas_one_killed_deliver_everything_once_and_resend_only_what_
         .await;
         // Long enough for a lease the kill left to expire and its resend to go out.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let mut duplicates = 0;
-        for i in 0..TEAMS {
-            let path = format!("/{trial}/{i}");
-            let copies = hooks.seen_at(&path).len();
-            assert!(
-                copies <= 2,
-                "trial {trial}: {path} got {copies}:\n{}",
-                logs(&replicas)
-            );
-            if copies == 2 {
-                duplicates += 1;
-                assert!(
-                    on_wire.contains(&path),
-                    "trial {trial}: {path} was answered before the kill, yet sent again:\n{}",
-                    logs(&replicas)
-                );
-            }
-        }
+        let paths: Vec<String> = (0..TEAMS).map(|i| format!("/{trial}/{i}")).collect();
+        let duplicates =
+            hooks.assert_resent_only_what_was_on_the_wire(&paths, &on_wire, &|| logs(&replicas));
         eprintln!(
             "trial {trial}: replica {victim} killed, {} POSTs on the wire, {duplicates} duplicates",
             on_wire.len()

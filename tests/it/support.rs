@@ -167,6 +167,30 @@ impl Scripted {
             .collect()
     }
 
+    /// After a kill and a restart: each of `paths` got its digest at most twice, and twice
+    /// only if it was on the wire at the kill. Returns how many got two.
+    pub fn assert_resent_only_what_was_on_the_wire(
+        &self,
+        paths: &[String],
+        on_wire: &[String],
+        log: &dyn Fn() -> String,
+    ) -> usize {
+        let mut duplicates = 0;
+        for path in paths {
+            let copies = self.seen_at(path).len();
+            assert!(copies <= 2, "{path} got {copies}:\n{}", log());
+            if copies == 2 {
+                duplicates += 1;
+                assert!(
+                    on_wire.contains(path),
+                    "{path} was answered before the kill, yet sent again:\n{}",
+                    log()
+                );
+            }
+        }
+        duplicates
+    }
+
     pub fn seen_at(&self, suffix: &str) -> Vec<Seen> {
         self.seen()
             .into_iter()

@@ -30,7 +30,7 @@ use crate::alerts::{Alerts, give_ups};
 pub use crate::clock::{Clock, WallClock};
 use crate::config::{self, Config, Team};
 use crate::deliver::Deliverer;
-use crate::ledger::{Entries, Key, Ledger, LedgerError, State};
+use crate::ledger::{Entries, Key, Ledger, LedgerError, Requester, State};
 use crate::pipeline::{HookReport, HookStatus, Mode, Pipeline, SpanReport};
 use crate::schedule::Span;
 
@@ -107,17 +107,15 @@ pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bo
                         wake(until.min(soon));
                         return false;
                     }
-                    match entry.state {
-                        State::Delivered | State::Skipped | State::Unknown => false,
-                        State::Refused => entry.refused_url != Some(hook.url.fingerprint()),
-                        State::Expired => true,
-                        State::Pending => match entry.next_attempt {
-                            Some(at) if at > now && !retry_now => {
-                                wake(at);
-                                false
-                            }
-                            _ => true,
-                        },
+                    if entry.settled_for(Requester::Daemon, &hook.url.fingerprint()) {
+                        return false;
+                    }
+                    match entry.next_attempt {
+                        Some(at) if entry.state == State::Pending && at > now && !retry_now => {
+                            wake(at);
+                            false
+                        }
+                        _ => true,
                     }
                 })
                 .map(|hook| hook.name.clone())

@@ -136,13 +136,8 @@ fn span_status(span: Span, entry: Option<&crate::ledger::Entry>) -> SpanStatus {
         };
     };
     let state = match entry.state {
-        State::Delivered => "delivered",
-        State::Skipped => "skipped",
-        State::Refused => "refused",
-        State::Unknown => "unknown",
-        State::Expired => "expired",
         State::Pending if entry.attempts > 0 => "failed",
-        State::Pending => "pending",
+        state => state.as_str(),
     };
     SpanStatus {
         date: span.first,

@@ -110,7 +110,8 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    /// The state's name in both stores, and in `status`.
+    pub fn as_str(self) -> &'static str {
         match self {
             State::Pending => "pending",
             State::Delivered => "delivered",
@@ -150,6 +151,23 @@ pub struct Entry {
     pub delivered_at: Option<DateTime<Utc>>,
     /// Until when another holder's lease keeps it off; None when nobody holds it.
     pub leased_until: Option<DateTime<Utc>>,
+}
+
+impl Entry {
+    /// Whether `requester` has nothing to do for this digest: it is delivered, skipped or
+    /// unknown (unless an admin forces it), or it was refused at this same URL and the daemon
+    /// asks. `url` is the fingerprint of the webhook's URL now.
+    pub fn settled_for(&self, requester: Requester, url: &str) -> bool {
+        match self.state {
+            State::Pending | State::Expired => false,
+            State::Delivered | State::Skipped | State::Unknown => {
+                requester != Requester::Admin { force: true }
+            }
+            State::Refused => {
+                requester == Requester::Daemon && self.refused_url.as_deref() == Some(url)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -249,14 +267,7 @@ fn decide(entry: Option<Entry>, requester: Requester, url: &str) -> Result<Take,
     if let Some(until) = entry.leased_until {
         return Err(Claim::Busy(until));
     }
-    let settled = match entry.state {
-        State::Pending | State::Expired => false,
-        State::Delivered | State::Skipped | State::Unknown => !force,
-        State::Refused => {
-            requester == Requester::Daemon && entry.refused_url.as_deref() == Some(url)
-        }
-    };
-    if settled {
+    if entry.settled_for(requester, url) {
         return Err(Claim::Settled(entry));
     }
     Ok(Take {
@@ -406,6 +417,23 @@ fn window_key(account: &str, window: &Window) -> [String; 4] {
     ]
 }
 
+/// One call of a store method, written once for both stores (they share each method's name
+/// and arguments): SQLite's on the blocking pool, since it waits on locks and the disk;
+/// PostgreSQL's within [`POSTGRES_CALL_LIMIT`]. The arguments must be owned, for SQLite's
+/// thread.
+macro_rules! on_store {
+    ($ledger:expr, $db:ident => $call:expr) => {
+        match &$ledger.inner.store {
+            Store::Sqlite($db) => {
+                let $db = $db.clone();
+                blocking(move || $call).await
+            }
+            Store::Postgres($db) => answered_in_time($call).await,
+        }
+        .map_err(|e| $ledger.fail(e))
+    };
+}
+
 /// A handle to the ledger; clones share one connection (SQLite) or one pool (PostgreSQL).
 #[derive(Clone)]
 pub struct Ledger {
@@ -417,7 +445,7 @@ struct Inner {
     location: StateStore,
     clock: Arc<dyn Clock>,
     ttl: Duration,
-    /// Releases of leases dropped without a finish, on stores that can't write in `Drop`.
+    /// Releases of leases dropped without a finish.
     releases: TaskTracker,
 }
 
@@ -492,14 +520,7 @@ impl Ledger {
     /// pass, in one query.
     pub async fn recent(&self, since: NaiveDate) -> Result<Entries, LedgerError> {
         let now = self.inner.clock.now();
-        let rows = match &self.inner.store {
-            Store::Sqlite(db) => {
-                let db = db.clone();
-                blocking(move || db.recent(since, now)).await
-            }
-            Store::Postgres(db) => answered_in_time(db.recent(since)).await,
-        }
-        .map_err(|e| self.fail(e))?;
+        let rows = on_store!(self, db => db.recent(since, now))?;
         let mut entries = Entries::new();
         for row in rows {
             let (key, entry) = row.parse().map_err(|e| self.fail(e))?;
@@ -522,18 +543,11 @@ impl Ledger {
     ) -> Result<Claim, LedgerError> {
         let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let (now, ttl) = (self.inner.clock.now(), self.inner.ttl);
-        let claimed = match &self.inner.store {
-            Store::Sqlite(db) => {
-                let (db, key, url, token) =
-                    (db.clone(), key.clone(), url.to_owned(), token.clone());
-                blocking(move || db.lease(&key, requester, &url, &token, now, ttl)).await
-            }
-            Store::Postgres(db) => {
-                answered_in_time(db.lease(key, requester, url, &token, ttl)).await
-            }
-        }
-        .map_err(|e| self.fail(e))?;
-        Ok(match claimed {
+        let leased = {
+            let (key, url, token) = (key.clone(), url.to_owned(), token.clone());
+            on_store!(self, db => db.lease(&key, requester, &url, &token, now, ttl))?
+        };
+        Ok(match leased {
             Err(claim) => claim,
             Ok(()) => Claim::Leased(Lease::new(self.clone(), key.clone(), token)),
         })
@@ -541,15 +555,8 @@ impl Ledger {
 
     /// Marks a pending digest whose catch-up window closed, unless someone holds it.
     pub async fn expire(&self, key: &Key) -> Result<bool, LedgerError> {
-        let now = self.inner.clock.now();
-        match &self.inner.store {
-            Store::Sqlite(db) => {
-                let (db, key) = (db.clone(), key.clone());
-                blocking(move || db.expire(&key, now)).await
-            }
-            Store::Postgres(db) => answered_in_time(db.expire(key)).await,
-        }
-        .map_err(|e| self.fail(e))
+        let (key, now) = (key.clone(), self.inner.clock.now());
+        on_store!(self, db => db.expire(&key, now))
     }
 
     /// A report fetched before for `account` over exactly `window`, as the JSON it was
@@ -560,14 +567,7 @@ impl Ledger {
         window: &Window,
     ) -> Result<Option<String>, LedgerError> {
         let window = window_key(account, window);
-        match &self.inner.store {
-            Store::Sqlite(db) => {
-                let db = db.clone();
-                blocking(move || db.recalled(&window)).await
-            }
-            Store::Postgres(db) => answered_in_time(db.recalled(&window)).await,
-        }
-        .map_err(|e| self.fail(e))
+        on_store!(self, db => db.recalled(&window))
     }
 
     /// Keeps a report fetched for `account` over `window`, replacing one kept before.
@@ -578,41 +578,20 @@ impl Ledger {
         report: String,
     ) -> Result<(), LedgerError> {
         let (window, now) = (window_key(account, window), self.inner.clock.now());
-        match &self.inner.store {
-            Store::Sqlite(db) => {
-                let db = db.clone();
-                blocking(move || db.remember(&window, &report, now)).await
-            }
-            Store::Postgres(db) => answered_in_time(db.remember(&window, &report, now)).await,
-        }
-        .map_err(|e| self.fail(e))
+        on_store!(self, db => db.remember(&window, &report, now))
     }
 
     /// Drops the reports of windows that ended before `day`; how many.
     pub async fn forget_before(&self, day: NaiveDate) -> Result<usize, LedgerError> {
         let cutoff = format!("{} 00:00:00", self::day(day));
-        match &self.inner.store {
-            Store::Sqlite(db) => {
-                let db = db.clone();
-                blocking(move || db.forget_before(&cutoff)).await
-            }
-            Store::Postgres(db) => answered_in_time(db.forget_before(&cutoff)).await,
-        }
-        .map_err(|e| self.fail(e))
+        on_store!(self, db => db.forget_before(&cutoff))
     }
 
     /// Records an alert about a digest given up for `reason`: true the first time, from any
     /// process, so each alert is sent once however often the give-up is seen.
     pub async fn first_alert(&self, key: &Key, reason: &str) -> Result<bool, LedgerError> {
-        let now = self.inner.clock.now();
-        match &self.inner.store {
-            Store::Sqlite(db) => {
-                let (db, key, reason) = (db.clone(), key.clone(), reason.to_owned());
-                blocking(move || db.first_alert(&key, &reason, now)).await
-            }
-            Store::Postgres(db) => answered_in_time(db.first_alert(key, reason, now)).await,
-        }
-        .map_err(|e| self.fail(e))
+        let (key, reason, now) = (key.clone(), reason.to_owned(), self.inner.clock.now());
+        on_store!(self, db => db.first_alert(&key, &reason, now))
     }
 
     /// Waits until the leases dropped so far are released (a process about to exit).
@@ -625,14 +604,8 @@ impl Ledger {
 
     async fn fenced(&self, key: &Key, token: &str, op: Fenced) -> Result<Option<u32>, LedgerError> {
         let (now, ttl) = (self.inner.clock.now(), self.inner.ttl);
-        match &self.inner.store {
-            Store::Sqlite(db) => {
-                let (db, key, token) = (db.clone(), key.clone(), token.to_owned());
-                blocking(move || db.fenced(&key, &token, &op, now, ttl)).await
-            }
-            Store::Postgres(db) => answered_in_time(db.fenced(key, token, &op, now, ttl)).await,
-        }
-        .map_err(|e| self.fail(e))
+        let (key, token) = (key.clone(), token.to_owned());
+        on_store!(self, db => db.fenced(&key, &token, &op, now, ttl))
     }
 }
 
@@ -778,9 +751,9 @@ impl Lease {
 
 impl Drop for Lease {
     /// A holder cancelled, aborted at shutdown or panicking frees the digest here; the
-    /// unanswered count it left says whether a POST may have gone out. SQLite releases
-    /// synchronously (a short local write); PostgreSQL on a tracked task that
-    /// [`Ledger::released`] waits for before the process exits.
+    /// unanswered count it left says whether a POST may have gone out. The release runs on a
+    /// tracked task, never on the async worker dropping the lease, and [`Ledger::released`]
+    /// waits for it before the process exits.
     fn drop(&mut self) {
         self.renewal.abort();
         if self.ended {
@@ -790,29 +763,18 @@ impl Drop for Lease {
         let warn = move |e: &dyn std::fmt::Display| {
             tracing::warn!("could not release a lease ({e}); it expires within {ttl:?}")
         };
-        let (now, inner) = (self.ledger.inner.clock.now(), &self.ledger.inner);
-        match &inner.store {
-            Store::Sqlite(db) => {
-                if let Err(e) = db.fenced(&self.key, &self.token, &Fenced::Release, now, ttl) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return warn(&"no runtime left to release it on");
+        };
+        let (ledger, key, token) = (self.ledger.clone(), self.key.clone(), self.token.clone());
+        self.ledger.inner.releases.spawn_on(
+            async move {
+                if let Err(e) = ledger.fenced(&key, &token, Fenced::Release).await {
                     warn(&e);
                 }
-            }
-            Store::Postgres(_) => {
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    return warn(&"no runtime left to release it on");
-                };
-                let (ledger, key, token) =
-                    (self.ledger.clone(), self.key.clone(), self.token.clone());
-                inner.releases.spawn_on(
-                    async move {
-                        if let Err(e) = ledger.fenced(&key, &token, Fenced::Release).await {
-                            warn(&e);
-                        }
-                    },
-                    &runtime,
-                );
-            }
-        }
+            },
+            &runtime,
+        );
     }
 }
 

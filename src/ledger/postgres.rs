@@ -141,7 +141,12 @@ impl Postgres {
         ran.map(drop)
     }
 
-    pub(super) async fn recent(&self, since: NaiveDate) -> Result<Vec<Row>, String> {
+    /// `_now`, and every other instant a lease is judged by, is the server's.
+    pub(super) async fn recent(
+        &self,
+        since: NaiveDate,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<Row>, String> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -164,6 +169,7 @@ impl Postgres {
         requester: Requester,
         url: &str,
         token: &str,
+        _now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<Result<(), Claim>, String> {
         let mut client = self.client().await?;
@@ -216,7 +222,7 @@ impl Postgres {
         Ok(Ok(()))
     }
 
-    pub(super) async fn expire(&self, key: &Key) -> Result<bool, String> {
+    pub(super) async fn expire(&self, key: &Key, _now: DateTime<Utc>) -> Result<bool, String> {
         let client = self.client().await?;
         let (first, last) = (day(key.span.first), day(key.span.last));
         let changed = client

@@ -608,7 +608,7 @@ async fn history_for_a_dry_run(state: &StateStore, clock: Arc<dyn Clock>) -> Opt
     {
         return None;
     }
-    match Ledger::open(state, clock).await {
+    match Ledger::open_to_read(state, clock).await {
         Ok(ledger) => Some(ledger),
         Err(e) => {
             tracing::warn!("comparisons fetch every earlier span: {e}");

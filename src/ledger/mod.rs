@@ -674,6 +674,7 @@ impl Lease {
                 // PostgreSQL's server clock runs on).
                 let clock = ledger.inner.clock.clone();
                 let every = ledger.inner.ttl / 4;
+                let mut failing = false;
                 loop {
                     let next = clock.now() + chrono::Duration::from_std(every).unwrap_or_default();
                     tokio::select! {
@@ -681,11 +682,13 @@ impl Lease {
                         () = tokio::time::sleep(every) => {}
                     }
                     match ledger.fenced(&key, &token, Fenced::Renew).await {
-                        Ok(Some(_)) => {}
+                        Ok(Some(_)) => failing = false,
                         Ok(None) => return,
-                        Err(e) => {
+                        // Once per outage: the reconciler says "deliveries stopped" for all.
+                        Err(e) if !std::mem::replace(&mut failing, true) => {
                             tracing::warn!(team = %key.team, date = %key.span, webhook = %key.webhook, "could not renew the lease: {e}")
                         }
+                        Err(e) => tracing::debug!("could not renew the lease: {e}"),
                     }
                 }
             })

@@ -215,16 +215,21 @@ impl Current {
     async fn open(
         config: Config,
         clock: &Arc<dyn Clock>,
-        reuse: Option<&Ledger>,
+        before: Option<&Current>,
     ) -> Result<Current, String> {
-        let ledger = match reuse.filter(|l| *l.location() == config.state) {
-            Some(ledger) => ledger.clone(),
+        let ledger = match before.filter(|b| *b.ledger.location() == config.state) {
+            Some(before) => before.ledger.clone(),
             None => Ledger::open(&config.state, clock.clone())
                 .await
                 .map_err(|e| e.to_string())?,
         };
         let pipeline = Pipeline::new(&config, Some(ledger.clone()), clock.clone());
-        let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency * 2));
+        // Jobs started before a reload keep their slots in the same semaphore, so a reload
+        // never lets twice the concurrency run at once.
+        let slots = match before.filter(|b| b.config.concurrency == config.concurrency) {
+            Some(before) => before.slots.clone(),
+            None => Arc::new(tokio::sync::Semaphore::new(config.concurrency * 2)),
+        };
         crate::telemetry::ledger_in_use(&ledger);
         let alerts = Alerts::new(
             config.alerts.clone(),
@@ -256,7 +261,7 @@ impl Current {
     async fn reload(
         path: &Path,
         clock: &Arc<dyn Clock>,
-        reuse: &Ledger,
+        before: &Current,
     ) -> Result<Current, String> {
         let path = path.to_owned();
         let config = tokio::task::spawn_blocking(move || {
@@ -265,7 +270,7 @@ impl Current {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        Current::open(config, clock, Some(reuse)).await
+        Current::open(config, clock, Some(before)).await
     }
 }
 
@@ -335,7 +340,7 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             Some(()) = reloads.recv() => {
-                match Current::reload(path, &clock, &current.ledger).await {
+                match Current::reload(path, &clock, &current).await {
                     Ok(new) => {
                         crate::telemetry::config_loaded(Ok(()));
                         let now = clock.now();

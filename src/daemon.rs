@@ -148,6 +148,39 @@ pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bo
     plan
 }
 
+/// Digests due and not settled, for `acquire_digest_pending_deliveries`: the ledger's pending
+/// ones for configured webhooks, less those this pass gives up, plus those due with no pending
+/// record (never tried, refused by an earlier URL, expired and live again).
+fn pending_count(teams: &[Team], entries: &Entries, plan: &Plan) -> usize {
+    let configured: HashSet<(&str, &str)> = teams
+        .iter()
+        .flat_map(|t| {
+            t.webhooks
+                .iter()
+                .map(move |h| (t.name.as_str(), h.name.as_str()))
+        })
+        .collect();
+    let recorded_pending = entries
+        .iter()
+        .flat_map(|((team, _), hooks)| hooks.iter().map(move |(hook, entry)| (team, hook, entry)))
+        .filter(|(team, hook, entry)| {
+            entry.state == State::Pending && configured.contains(&(team.as_str(), hook.as_str()))
+        })
+        .count();
+    let due_unrecorded = plan
+        .due
+        .iter()
+        .flat_map(|due| due.webhooks.iter().map(move |hook| (due, hook)))
+        .filter(|(due, hook)| {
+            entries
+                .get(&(due.team.clone(), due.span))
+                .and_then(|hooks| hooks.get(*hook))
+                .is_none_or(|entry| entry.state != State::Pending)
+        })
+        .count();
+    (recorded_pending + due_unrecorded).saturating_sub(plan.expired.len())
+}
+
 /// "Tue 24 Nov 09:00:00 Asia/Kolkata (03:30:00 UTC), covering 2026-11-23", or why there is none.
 pub fn describe_next(team: &Team, now: DateTime<Utc>) -> String {
     match team.schedule.next_after(team.zone, now) {
@@ -409,7 +442,7 @@ async fn reconcile(
     let since = now.date_naive() - chrono::Days::new(LOOKBACK_DAYS);
     let entries = current.ledger.recent(since).await?;
     let plan = plan(&current.config.teams, now, &entries, retry_now);
-    crate::telemetry::pending_deliveries(&current.config.teams, &entries, &plan);
+    crate::telemetry::pending_deliveries(pending_count(&current.config.teams, &entries, &plan));
     for key in &plan.expired {
         if current.ledger.expire(key).await? {
             let entry = &entries[&(key.team.clone(), key.span)][&key.webhook];
@@ -777,5 +810,84 @@ url = "http://127.0.0.1:9/"
         assert_eq!(plan.expired, [Key::new("t", day("2026-11-22"), "generic")]);
         assert_eq!(plan.due.len(), 1);
         assert_eq!(plan.due[0].span, day("2026-11-24"));
+    }
+
+    fn two_webhooks() -> Team {
+        let text = r#"
+[[teams]]
+name = "t"
+account_id = "acme"
+api_key = "k"
+timezone = "UTC"
+schedule = "0 9 * * *"
+[[teams.webhooks]]
+kind = "generic"
+url = "http://127.0.0.1:9/a"
+[[teams.webhooks]]
+kind = "slack"
+url = "http://127.0.0.1:9/b"
+"#;
+        config::parse(text, Path::new("."), &|_| None)
+            .unwrap()
+            .teams
+            .remove(0)
+    }
+
+    #[test]
+    fn pending_counts_what_is_due_and_not_settled() {
+        let team = two_webhooks();
+        let entry = |state| Entry::settled_as(state, 1, None);
+        let due: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
+        let day = Span::day("2026-11-24".parse().unwrap());
+        let teams = std::slice::from_ref(&team);
+        let pending = |now, entries: &Entries| {
+            let plan = plan(teams, now, entries, false);
+            pending_count(teams, entries, &plan)
+        };
+        assert_eq!(pending(due, &Entries::new()), 2);
+        let mut entries = Entries::new();
+        let hooks = entries.entry(("t".into(), day)).or_default();
+        hooks.insert("generic".into(), entry(State::Delivered));
+        // Waiting for its next attempt: not due now, still pending.
+        let waiting = Entry {
+            next_attempt: Some(due + chrono::Duration::minutes(10)),
+            ..entry(State::Pending)
+        };
+        hooks.insert("slack".into(), waiting);
+        assert_eq!(pending(due, &entries), 1);
+        let refused_here = Entry {
+            refused_url: Some(team.webhooks[1].url.fingerprint()),
+            ..entry(State::Refused)
+        };
+        let mut put = |entry: Entry| {
+            entries
+                .get_mut(&("t".into(), day))
+                .unwrap()
+                .insert("slack".into(), entry);
+            pending(due, &entries)
+        };
+        assert_eq!(put(refused_here.clone()), 0);
+        // Refused by a URL since changed: due again.
+        let refused_before = Entry {
+            refused_url: Some("another URL".into()),
+            ..refused_here
+        };
+        assert_eq!(put(refused_before), 1);
+        // Before the firing nothing is due; a pending record whose window closed is given up
+        // in this pass, so no longer pending.
+        let before: DateTime<Utc> = "2026-11-25T08:00:00Z".parse().unwrap();
+        assert_eq!(pending(before, &Entries::new()), 0);
+        let mut stale = Entries::new();
+        stale
+            .entry(("t".into(), Span::day("2026-11-20".parse().unwrap())))
+            .or_default()
+            .insert("generic".into(), entry(State::Pending));
+        assert_eq!(pending(before, &stale), 0);
+        // A removed webhook's record doesn't count.
+        stale
+            .entry(("t".into(), day))
+            .or_default()
+            .insert("removed".into(), entry(State::Pending));
+        assert_eq!(pending(before, &stale), 0);
     }
 }

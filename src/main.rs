@@ -583,7 +583,7 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
         if json {
-            telemetry::log_summary(&report);
+            report.log_summary();
             continue;
         }
         for line in report.summary_lines() {

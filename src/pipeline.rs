@@ -130,6 +130,23 @@ impl HookStatus {
             HookStatus::Refused(_) | HookStatus::Unknown(_) | HookStatus::Expired(_)
         )
     }
+
+    /// The outcome `acquire_digest_deliveries` counts it as; None for what is not a delivery
+    /// round.
+    pub fn outcome(&self) -> Option<&'static str> {
+        Some(match self {
+            // Posted and answered; only the ledger's record of it failed.
+            HookStatus::Delivered | HookStatus::NotRecorded(_) => "delivered",
+            HookStatus::Refused(_) => "refused",
+            HookStatus::Unknown(_) => "unknown",
+            HookStatus::AlreadyDelivered(_) | HookStatus::Busy(_) | HookStatus::Skipped => {
+                "skipped"
+            }
+            HookStatus::RetryAt { .. } | HookStatus::LedgerFailed(_) => "failed",
+            // A give-up of rounds already counted as failed, and a body only shown.
+            HookStatus::Expired(_) | HookStatus::DryRun(_) => return None,
+        })
+    }
 }
 
 impl fmt::Display for HookStatus {
@@ -208,6 +225,27 @@ impl SpanReport {
             )],
         }
     }
+
+    /// `once` in the JSON log format: its summary, one event per webhook (or per team when
+    /// nothing could be sent), with `team`, `date` and `webhook` as fields.
+    pub fn log_summary(&self) {
+        let (team, date) = (&self.team, self.span.to_string());
+        match &self.outcome {
+            Ok(hooks) => {
+                for hook in hooks {
+                    let (webhook, host, status) = (&hook.webhook, &hook.host, &hook.status);
+                    if status.is_done() {
+                        tracing::info!(%team, %date, %webhook, %host, "{status}");
+                    } else if status.is_given_up() {
+                        tracing::error!(%team, %date, %webhook, %host, "{status}");
+                    } else {
+                        tracing::warn!(%team, %date, %webhook, %host, "{status}");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(%team, %date, "FAILED, no digest sent: {e}"),
+        }
+    }
 }
 
 impl Pipeline {
@@ -249,7 +287,19 @@ impl Pipeline {
             span,
             outcome: self.deliver_span(team, span, mode).await,
         };
-        crate::telemetry::delivery_round(team, &report, self.clock.now());
+        let outcomes: Vec<(&str, &str)> = match &report.outcome {
+            Ok(hooks) => hooks
+                .iter()
+                .filter_map(|h| Some((h.webhook.as_str(), h.status.outcome()?)))
+                .collect(),
+            // Nothing could be sent: a failed round for each webhook.
+            Err(_) => team
+                .webhooks
+                .iter()
+                .map(|h| (h.name.as_str(), "failed"))
+                .collect(),
+        };
+        crate::telemetry::delivery_round(&team.name, outcomes, self.clock.now());
         report
     }
 
@@ -589,5 +639,24 @@ fn report(hook: &Webhook, status: HookStatus) -> HookReport {
         webhook: hook.name.clone(),
         host: hook.url.to_string(),
         status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_use_the_documented_names() {
+        assert_eq!(HookStatus::Delivered.outcome(), Some("delivered"));
+        assert_eq!(HookStatus::Refused("x".into()).outcome(), Some("refused"));
+        assert_eq!(HookStatus::Unknown("x".into()).outcome(), Some("unknown"));
+        assert_eq!(HookStatus::Busy(Utc::now()).outcome(), Some("skipped"));
+        let retry = HookStatus::RetryAt {
+            error: "x".into(),
+            at: Utc::now(),
+        };
+        assert_eq!(retry.outcome(), Some("failed"));
+        assert_eq!(HookStatus::Expired(None).outcome(), None);
     }
 }

@@ -19,9 +19,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::Team;
-use crate::daemon::Plan;
-use crate::ledger::{Entries, Ledger, State};
-use crate::pipeline::{HookStatus, SpanReport};
+use crate::ledger::Ledger;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -121,51 +119,21 @@ fn unix(at: DateTime<Utc>) -> f64 {
     at.timestamp_millis() as f64 / 1000.0
 }
 
-/// The metric name for what happened to one webhook; None for what is not a delivery round.
-pub fn outcome(status: &HookStatus) -> Option<&'static str> {
-    Some(match status {
-        // Posted and answered; only the ledger's record of it failed.
-        HookStatus::Delivered | HookStatus::NotRecorded(_) => "delivered",
-        HookStatus::Refused(_) => "refused",
-        HookStatus::Unknown(_) => "unknown",
-        HookStatus::AlreadyDelivered(_) | HookStatus::Busy(_) | HookStatus::Skipped => "skipped",
-        HookStatus::RetryAt { .. } | HookStatus::LedgerFailed(_) => "failed",
-        // A give-up of rounds already counted as failed, and a body only shown.
-        HookStatus::Expired(_) | HookStatus::DryRun(_) => return None,
-    })
-}
-
-/// One team's delivery round: each webhook's outcome, or failed for each when the data could
-/// not be fetched.
-pub fn delivery_round(team: &Team, report: &SpanReport, now: DateTime<Utc>) {
+/// One team's delivery round: each webhook and its outcome (delivered, failed, refused,
+/// unknown or skipped).
+pub fn delivery_round<'a>(
+    team: &str,
+    outcomes: impl IntoIterator<Item = (&'a str, &'static str)>,
+    now: DateTime<Utc>,
+) {
     let m = &*METRICS;
-    let count = |webhook: &str, outcome: &'static str| {
-        m.deliveries
-            .get_or_create(&vec![
-                ("team", team.name.clone()),
-                ("webhook", webhook.to_owned()),
-                ("outcome", outcome.to_owned()),
-            ])
-            .inc();
-    };
-    match &report.outcome {
-        Ok(hooks) => {
-            for hook in hooks {
-                let Some(outcome) = outcome(&hook.status) else {
-                    continue;
-                };
-                count(&hook.webhook, outcome);
-                if outcome == "delivered" {
-                    m.last_delivery
-                        .get_or_create(&vec![
-                            ("team", team.name.clone()),
-                            ("webhook", hook.webhook.clone()),
-                        ])
-                        .set(unix(now));
-                }
-            }
+    for (webhook, outcome) in outcomes {
+        let mut labels = vec![("team", team.to_owned()), ("webhook", webhook.to_owned())];
+        if outcome == "delivered" {
+            m.last_delivery.get_or_create(&labels).set(unix(now));
         }
-        Err(_) => team.webhooks.iter().for_each(|h| count(&h.name, "failed")),
+        labels.push(("outcome", outcome.to_owned()));
+        m.deliveries.get_or_create(&labels).inc();
     }
 }
 
@@ -228,44 +196,9 @@ pub fn next_digests(teams: &[Team], now: DateTime<Utc>) {
     }
 }
 
-/// Digests due and not settled: the ledger's pending ones for configured webhooks, less those
-/// this pass gives up, plus those due with no pending record (never tried, refused by an
-/// earlier URL, expired and live again).
-pub fn pending_count(teams: &[Team], entries: &Entries, plan: &Plan) -> usize {
-    let configured: HashSet<(&str, &str)> = teams
-        .iter()
-        .flat_map(|t| {
-            t.webhooks
-                .iter()
-                .map(move |h| (t.name.as_str(), h.name.as_str()))
-        })
-        .collect();
-    let recorded_pending = entries
-        .iter()
-        .flat_map(|((team, _), hooks)| hooks.iter().map(move |(hook, entry)| (team, hook, entry)))
-        .filter(|(team, hook, entry)| {
-            entry.state == State::Pending && configured.contains(&(team.as_str(), hook.as_str()))
-        })
-        .count();
-    let due_unrecorded = plan
-        .due
-        .iter()
-        .flat_map(|due| due.webhooks.iter().map(move |hook| (due, hook)))
-        .filter(|(due, hook)| {
-            entries
-                .get(&(due.team.clone(), due.span))
-                .and_then(|hooks| hooks.get(*hook))
-                .is_none_or(|entry| entry.state != State::Pending)
-        })
-        .count();
-    (recorded_pending + due_unrecorded).saturating_sub(plan.expired.len())
-}
-
-/// Sets `acquire_digest_pending_deliveries` from a reconcile pass's view of the ledger.
-pub fn pending_deliveries(teams: &[Team], entries: &Entries, plan: &Plan) {
-    METRICS
-        .pending
-        .set(pending_count(teams, entries, plan) as i64);
+/// Digests due to a webhook and not yet settled, as the daemon's last pass counted them.
+pub fn pending_deliveries(count: usize) {
+    METRICS.pending.set(count as i64);
 }
 
 /// The outcome of a config load or reload, for the metrics and for `POST /-/reload` waiting
@@ -307,27 +240,6 @@ pub fn current_ledger() -> Option<Ledger> {
 }
 
 // ---- Logs ----
-
-/// `once` in the JSON log format: its summary, one event per webhook (or per team when
-/// nothing could be sent), with `team`, `date` and `webhook` as fields.
-pub fn log_summary(report: &SpanReport) {
-    let (team, date) = (&report.team, report.span.to_string());
-    match &report.outcome {
-        Ok(hooks) => {
-            for hook in hooks {
-                let (webhook, host, status) = (&hook.webhook, &hook.host, &hook.status);
-                if status.is_done() {
-                    tracing::info!(%team, %date, %webhook, %host, "{status}");
-                } else if status.is_given_up() {
-                    tracing::error!(%team, %date, %webhook, %host, "{status}");
-                } else {
-                    tracing::warn!(%team, %date, %webhook, %host, "{status}");
-                }
-            }
-        }
-        Err(e) => tracing::error!(%team, %date, "FAILED, no digest sent: {e}"),
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -415,9 +327,6 @@ pub fn one_line(event: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::Entry;
-    use crate::schedule::Span;
-    use std::path::Path;
 
     #[test]
     fn an_event_is_one_line_whatever_its_message_holds() {
@@ -427,98 +336,5 @@ mod tests {
             one_line(b"rejected: c.toml: 2 problems\r\n  x: bad\n  y: worse\n"),
             b"rejected: c.toml: 2 problems |   x: bad |   y: worse\n"
         );
-    }
-
-    fn team() -> Team {
-        let text = r#"
-[[teams]]
-name = "t"
-account_id = "acme"
-api_key = "k"
-timezone = "UTC"
-schedule = "0 9 * * *"
-[[teams.webhooks]]
-kind = "generic"
-url = "http://127.0.0.1:9/a"
-[[teams.webhooks]]
-kind = "slack"
-url = "http://127.0.0.1:9/b"
-"#;
-        crate::config::parse(text, Path::new("."), &|_| None)
-            .unwrap()
-            .teams
-            .remove(0)
-    }
-
-    #[test]
-    fn pending_counts_what_is_due_and_not_settled() {
-        let team = team();
-        let entry = |state| Entry::settled_as(state, 1, None);
-        let due: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
-        let day = Span::day("2026-11-24".parse().unwrap());
-        let teams = std::slice::from_ref(&team);
-        let pending = |now, entries: &Entries| {
-            let plan = crate::daemon::plan(teams, now, entries, false);
-            pending_count(teams, entries, &plan)
-        };
-        assert_eq!(pending(due, &Entries::new()), 2);
-        let mut entries = Entries::new();
-        let hooks = entries.entry(("t".into(), day)).or_default();
-        hooks.insert("generic".into(), entry(State::Delivered));
-        // Waiting for its next attempt: not due now, still pending.
-        let waiting = Entry {
-            next_attempt: Some(due + chrono::Duration::minutes(10)),
-            ..entry(State::Pending)
-        };
-        hooks.insert("slack".into(), waiting);
-        assert_eq!(pending(due, &entries), 1);
-        let refused_here = Entry {
-            refused_url: Some(team.webhooks[1].url.fingerprint()),
-            ..entry(State::Refused)
-        };
-        let mut put = |entry: Entry| {
-            entries
-                .get_mut(&("t".into(), day))
-                .unwrap()
-                .insert("slack".into(), entry);
-            pending(due, &entries)
-        };
-        assert_eq!(put(refused_here.clone()), 0);
-        // Refused by a URL since changed: due again.
-        let refused_before = Entry {
-            refused_url: Some("another URL".into()),
-            ..refused_here
-        };
-        assert_eq!(put(refused_before), 1);
-        // Before the firing nothing is due; a pending record whose window closed is given up
-        // in this pass, so no longer pending.
-        let before: DateTime<Utc> = "2026-11-25T08:00:00Z".parse().unwrap();
-        assert_eq!(pending(before, &Entries::new()), 0);
-        let mut stale = Entries::new();
-        stale
-            .entry(("t".into(), Span::day("2026-11-20".parse().unwrap())))
-            .or_default()
-            .insert("generic".into(), entry(State::Pending));
-        assert_eq!(pending(before, &stale), 0);
-        // A removed webhook's record doesn't count.
-        stale
-            .entry(("t".into(), day))
-            .or_default()
-            .insert("removed".into(), entry(State::Pending));
-        assert_eq!(pending(before, &stale), 0);
-    }
-
-    #[test]
-    fn outcomes_use_the_documented_names() {
-        assert_eq!(outcome(&HookStatus::Delivered), Some("delivered"));
-        assert_eq!(outcome(&HookStatus::Refused("x".into())), Some("refused"));
-        assert_eq!(outcome(&HookStatus::Unknown("x".into())), Some("unknown"));
-        assert_eq!(outcome(&HookStatus::Busy(Utc::now())), Some("skipped"));
-        let retry = HookStatus::RetryAt {
-            error: "x".into(),
-            at: Utc::now(),
-        };
-        assert_eq!(outcome(&retry), Some("failed"));
-        assert_eq!(outcome(&HookStatus::Expired(None)), None);
     }
 }

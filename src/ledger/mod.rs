@@ -17,7 +17,9 @@
 //!
 //! Two stores keep it, behind this one interface: a SQLite file ([`sqlite`], the default, for
 //! one host) and a PostgreSQL database ([`postgres`]) that any number of replicas share, where
-//! leases are judged by the database's clock rather than the replicas'.
+//! leases are judged by the database's clock rather than the replicas'. The rules live here
+//! once, as functions of a row and the time ([`take`], [`expire`], [`fenced`]); a store only
+//! locks a row, runs one of them on it and writes back what it returns.
 
 mod postgres;
 mod sqlite;
@@ -170,19 +172,30 @@ impl Entry {
     }
 }
 
-#[cfg(test)]
 impl Entry {
-    /// An entry nobody holds, for the tests of what is decided from one.
-    pub(crate) fn settled_as(state: State, attempts: u32, last_error: Option<&str>) -> Entry {
+    /// A digest nothing has happened to yet.
+    fn pending() -> Entry {
         Entry {
-            state,
-            attempts,
+            state: State::Pending,
+            attempts: 0,
             unanswered: 0,
             next_attempt: None,
-            last_error: last_error.map(str::to_owned),
+            last_error: None,
             refused_url: None,
             delivered_at: None,
             leased_until: None,
+        }
+    }
+
+    /// An entry nobody holds, for the tests of what is decided from one.
+    #[cfg(test)]
+    pub(crate) fn settled_as(state: State, attempts: u32, last_error: Option<&str>) -> Entry {
+        let last_error = last_error.map(str::to_owned);
+        Entry {
+            state,
+            attempts,
+            last_error,
+            ..Entry::pending()
         }
     }
 }
@@ -246,41 +259,147 @@ pub enum Finish {
     Skipped,
 }
 
-/// How a requester takes a lease on a digest it may send.
-struct Take {
-    /// A refused, unknown or expired digest starts over as pending.
-    reset_state: bool,
-    /// An admin's `--force` also forgets the POSTs that went unanswered.
-    reset_unanswered: bool,
+/// A digest's row whole, as a store reads it under its lock and writes it back. The owner
+/// stays after the lease expires, so a stalled holder's late answer is still recorded unless
+/// another process has taken the lease since.
+struct Record {
+    entry: Entry,
+    owner: Option<String>,
 }
 
-/// The one decision both stores make inside their lease transaction: whether the requester may
-/// send an entry (and how it starts over), or what keeps it from doing so.
-fn decide(entry: Option<Entry>, requester: Requester, url: &str) -> Result<Take, Claim> {
-    let force = requester == Requester::Admin { force: true };
-    let Some(entry) = entry else {
-        return Ok(Take {
-            reset_state: false,
-            reset_unanswered: force,
-        });
-    };
+/// How far a change reaches. Only a lease creates a row; a lease and a POST first check (on
+/// SQLite) that the file is still the one opened, so nothing new goes out while the record of
+/// what went out is missing, while an answer or a release is recorded wherever the file went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Lease,
+    Post,
+    Record,
+}
+
+/// The changes below are the ledger's rules, in one place: each store runs them inside a
+/// transaction that holds the row, with `now` on the clock leases are judged by (the
+/// process's for SQLite, the server's for PostgreSQL), and writes back what they return.
+///
+/// Taking the lease: whether `requester` may send the digest (and how it starts over), or
+/// what keeps it from doing so.
+fn take(
+    record: Option<Record>,
+    requester: Requester,
+    url: &str,
+    token: String,
+    until: DateTime<Utc>,
+) -> (Option<Record>, Result<(), Claim>) {
+    let mut entry = record.map_or_else(Entry::pending, |record| record.entry);
     if let Some(until) = entry.leased_until {
-        return Err(Claim::Busy(until));
+        return (None, Err(Claim::Busy(until)));
     }
     if entry.settled_for(requester, url) {
-        return Err(Claim::Settled(entry));
+        return (None, Err(Claim::Settled(entry)));
     }
-    Ok(Take {
-        reset_state: matches!(
-            entry.state,
-            State::Refused | State::Unknown | State::Expired
-        ),
-        reset_unanswered: force,
-    })
+    if matches!(
+        entry.state,
+        State::Refused | State::Unknown | State::Expired
+    ) {
+        entry.state = State::Pending;
+    }
+    // An admin's `--force` also forgets the POSTs that went unanswered.
+    if requester == (Requester::Admin { force: true }) {
+        entry.unanswered = 0;
+    }
+    entry.leased_until = Some(until);
+    let owner = Some(token);
+    (Some(Record { entry, owner }), Ok(()))
 }
 
-/// A write by a lease holder; a store applies it only while the holder's token holds the
-/// lease, and answers with the digest's unanswered count then (None: the lease is not ours).
+/// A pending digest nobody holds, whose catch-up window closed, is given up.
+fn expire(record: Option<Record>) -> (Option<Record>, bool) {
+    match record {
+        Some(mut record)
+            if record.entry.state == State::Pending && record.entry.leased_until.is_none() =>
+        {
+            record.entry.state = State::Expired;
+            (Some(record), true)
+        }
+        _ => (None, false),
+    }
+}
+
+/// A write by a lease holder, applied only while its token holds the lease; the answer is the
+/// digest's unanswered count then (None: the lease is not ours, or the write was refused).
+fn fenced(
+    record: Option<Record>,
+    token: &str,
+    op: Fenced,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> (Option<Record>, Option<u32>) {
+    let Some(mut record) = record.filter(|r| r.owner.as_deref() == Some(token)) else {
+        return (None, None);
+    };
+    let entry = &mut record.entry;
+    match op {
+        // Nothing goes out once the digest is given up, whoever still holds a lease.
+        Fenced::Renew | Fenced::BeforePost if entry.state == State::Expired => return (None, None),
+        Fenced::BeforePost if entry.unanswered >= MAX_UNANSWERED => return (None, None),
+        Fenced::Renew => entry.leased_until = Some(until),
+        Fenced::BeforePost => {
+            entry.unanswered += 1;
+            entry.leased_until = Some(until);
+        }
+        Fenced::Answered {
+            state,
+            answered,
+            error,
+            refused_url,
+        } => {
+            if let Some(state) = state {
+                entry.state = state;
+            }
+            if state == Some(State::Delivered) {
+                entry.delivered_at = Some(now);
+            }
+            entry.attempts = entry.attempts.saturating_add(1);
+            if answered {
+                entry.unanswered = entry.unanswered.saturating_sub(1);
+            }
+            entry.last_error = error;
+            entry.refused_url = refused_url.or(entry.refused_url.take());
+            entry.next_attempt = None;
+        }
+        Fenced::Finish(finish) => {
+            let (next_attempt, settled, error) = match finish {
+                Finish::Settled => (None, None, None),
+                Finish::Delivered => (None, Some(State::Delivered), None),
+                Finish::Skipped => (None, Some(State::Skipped), None),
+                Finish::RetryAt(at) => (Some(at), None, None),
+                Finish::FailedBefore { error, retry_at } => (Some(retry_at), None, Some(error)),
+                Finish::GiveUp(state) => (None, Some(state), None),
+            };
+            entry.next_attempt = next_attempt;
+            if let Some(state) = settled {
+                entry.state = state;
+            }
+            if settled == Some(State::Delivered) {
+                entry.delivered_at.get_or_insert(now);
+            }
+            if error.is_some() {
+                entry.attempts = entry.attempts.saturating_add(1);
+                entry.last_error = error;
+            }
+            entry.leased_until = None;
+            record.owner = None;
+        }
+        Fenced::Release => {
+            entry.leased_until = None;
+            record.owner = None;
+        }
+    }
+    let unanswered = record.entry.unanswered;
+    (Some(record), Some(unanswered))
+}
+
+/// A write by a lease holder.
 enum Fenced {
     Renew,
     /// Counts a POST as unanswered, unless [`MAX_UNANSWERED`] already are.
@@ -293,13 +412,7 @@ enum Fenced {
         error: Option<String>,
         refused_url: Option<String>,
     },
-    /// The next attempt, or the state it settles in; an error ends an attempt that failed
-    /// before any POST.
-    Finish {
-        next_attempt: Option<i64>,
-        give_up: Option<State>,
-        error: Option<String>,
-    },
+    Finish(Finish),
     Release,
 }
 
@@ -322,28 +435,8 @@ impl From<Answer<'_>> for Fenced {
     }
 }
 
-impl From<Finish> for Fenced {
-    fn from(finish: Finish) -> Fenced {
-        let (next_attempt, give_up, error) = match finish {
-            Finish::Settled => (None, None, None),
-            Finish::Delivered => (None, Some(State::Delivered), None),
-            Finish::Skipped => (None, Some(State::Skipped), None),
-            Finish::RetryAt(at) => (Some(at.timestamp()), None, None),
-            Finish::FailedBefore { error, retry_at } => {
-                (Some(retry_at.timestamp()), None, Some(error))
-            }
-            Finish::GiveUp(state) => (None, Some(state), None),
-        };
-        Fenced::Finish {
-            next_attempt,
-            give_up,
-            error,
-        }
-    }
-}
-
-/// A row as both stores read it, before it is trusted. `lease_until` is already None when the
-/// lease has expired (on the store's clock).
+/// A row as both stores read it, before it is trusted. `lease_until_ms` is already None when
+/// the lease has expired (on the store's clock).
 struct Row {
     team: String,
     first_day: String,
@@ -356,12 +449,13 @@ struct Row {
     last_error: Option<String>,
     refused_url: Option<String>,
     delivered_at: Option<i64>,
-    lease_until: Option<i64>,
+    lease_owner: Option<String>,
+    lease_until_ms: Option<i64>,
 }
 
 impl Row {
     /// A row someone edited by hand or a later version wrote is an error, never a guess.
-    fn parse(self) -> Result<(Key, Entry), String> {
+    fn parse(self) -> Result<(Key, Record), String> {
         let date = |text: &str| -> Result<NaiveDate, String> {
             text.parse().map_err(|e| {
                 format!(
@@ -390,16 +484,17 @@ impl Row {
             last_error: self.last_error,
             refused_url: self.refused_url,
             delivered_at: time(self.delivered_at),
-            leased_until: time(self.lease_until),
+            leased_until: self
+                .lease_until_ms
+                .and_then(DateTime::from_timestamp_millis),
         };
-        Ok((
-            Key {
-                team: self.team,
-                span,
-                webhook: self.webhook,
-            },
-            entry,
-        ))
+        let key = Key {
+            team: self.team,
+            span,
+            webhook: self.webhook,
+        };
+        let owner = self.lease_owner;
+        Ok((key, Record { entry, owner }))
     }
 }
 
@@ -523,11 +618,11 @@ impl Ledger {
         let rows = on_store!(self, db => db.recent(since, now))?;
         let mut entries = Entries::new();
         for row in rows {
-            let (key, entry) = row.parse().map_err(|e| self.fail(e))?;
+            let (key, record) = row.parse().map_err(|e| self.fail(e))?;
             entries
                 .entry((key.team, key.span))
                 .or_default()
-                .insert(key.webhook, entry);
+                .insert(key.webhook, record.entry);
         }
         Ok(entries)
     }
@@ -545,7 +640,9 @@ impl Ledger {
         let (now, ttl) = (self.inner.clock.now(), self.inner.ttl);
         let leased = {
             let (key, url, token) = (key.clone(), url.to_owned(), token.clone());
-            on_store!(self, db => db.lease(&key, requester, &url, &token, now, ttl))?
+            on_store!(self, db => db.update(&key, Reach::Lease, now, move |record, now| {
+                take(record, requester, &url, token, now + ttl)
+            }))?
         };
         Ok(match leased {
             Err(claim) => claim,
@@ -556,7 +653,7 @@ impl Ledger {
     /// Marks a pending digest whose catch-up window closed, unless someone holds it.
     pub async fn expire(&self, key: &Key) -> Result<bool, LedgerError> {
         let (key, now) = (key.clone(), self.inner.clock.now());
-        on_store!(self, db => db.expire(&key, now))
+        on_store!(self, db => db.update(&key, Reach::Record, now, |record, _| expire(record)))
     }
 
     /// A report fetched before for `account` over exactly `window`, as the JSON it was
@@ -605,7 +702,13 @@ impl Ledger {
     async fn fenced(&self, key: &Key, token: &str, op: Fenced) -> Result<Option<u32>, LedgerError> {
         let (now, ttl) = (self.inner.clock.now(), self.inner.ttl);
         let (key, token) = (key.clone(), token.to_owned());
-        on_store!(self, db => db.fenced(&key, &token, &op, now, ttl))
+        let reach = match op {
+            Fenced::BeforePost => Reach::Post,
+            _ => Reach::Record,
+        };
+        on_store!(self, db => db.update(&key, reach, now, move |record, now| {
+            fenced(record, &token, op, now, now + ttl)
+        }))
     }
 }
 
@@ -746,7 +849,7 @@ impl Lease {
         self.ended = true;
         self.renewal.abort();
         self.ledger
-            .fenced(&self.key, &self.token, finish.into())
+            .fenced(&self.key, &self.token, Fenced::Finish(finish))
             .await
             .map(drop)
     }

@@ -15,7 +15,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{Claim, Fenced, Key, MAX_UNANSWERED, Requester, Row, day, decide};
+use super::{Key, Reach, Record, Row, day};
 use crate::config::DatabaseUrl;
 
 mod embedded {
@@ -34,12 +34,15 @@ pub(super) struct Postgres {
     pool: Pool,
 }
 
+/// The columns of a row, in the order both stores read and write them.
+const COLUMNS: &str = "team, first_day, last_day, webhook, state, attempts, unanswered, \
+    next_attempt, last_error, refused_url, delivered_at, lease_owner, lease_until";
+
 /// A row, its lease shown only while it runs on the server's clock.
 fn columns() -> String {
-    format!(
-        "team, first_day, last_day, webhook, state, attempts, unanswered, next_attempt, \
-         last_error, refused_url, delivered_at, \
-         CASE WHEN lease_until > {SERVER_NOW} THEN (lease_until + 999) / 1000 END"
+    COLUMNS.replace(
+        "lease_until",
+        &format!("CASE WHEN lease_until > {SERVER_NOW} THEN lease_until END"),
     )
 }
 
@@ -163,161 +166,78 @@ impl Postgres {
         rows.iter().map(row).collect()
     }
 
-    pub(super) async fn lease(
+    /// Runs one of the ledger's changes (see [`Reach`]) on a row it locks, on the server's
+    /// clock. A lease first inserts the row if it is missing, so a second replica waits on
+    /// the lock and then sees the first one's lease rather than inserting beside it.
+    pub(super) async fn update<T>(
         &self,
         key: &Key,
-        requester: Requester,
-        url: &str,
-        token: &str,
+        reach: Reach,
         _now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<Result<(), Claim>, String> {
+        change: impl FnOnce(Option<Record>, DateTime<Utc>) -> (Option<Record>, T),
+    ) -> Result<T, String> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| causes(&e))?;
         let (first, last) = (day(key.span.first), day(key.span.last));
         let params: [&(dyn ToSql + Sync); 4] = [&key.team, &first, &last, &key.webhook];
-        // The row exists before it is locked, so a second replica waits on the lock and then
-        // sees the first one's lease rather than inserting beside it.
-        tx.execute(
-            "INSERT INTO digests (team, first_day, last_day, webhook, state)
-             VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
-            &params,
-        )
-        .await
-        .map_err(|e| causes(&e))?;
+        if reach == Reach::Lease {
+            tx.execute(
+                "INSERT INTO digests (team, first_day, last_day, webhook, state)
+                 VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
+                &params,
+            )
+            .await
+            .map_err(|e| causes(&e))?;
+        }
         let found = tx
-            .query_one(
+            .query_opt(
                 &format!("SELECT {} FROM digests WHERE {KEY} FOR UPDATE", columns()),
                 &params,
             )
             .await
             .map_err(|e| causes(&e))?;
-        let (_, entry) = row(&found)?.parse()?;
-        let take = match decide(Some(entry), requester, url) {
-            Ok(take) => take,
-            Err(claim) => return Ok(Err(claim)),
+        let record = match found {
+            Some(found) => Some(row(&found)?.parse()?.1),
+            None => None,
         };
-        let ttl = ttl.as_millis() as i64;
-        tx.execute(
-            &format!(
-                "UPDATE digests SET lease_owner = $5, lease_until = {SERVER_NOW} + $6,
-                     state = CASE WHEN $7 THEN 'pending' ELSE state END,
-                     unanswered = CASE WHEN $8 THEN 0 ELSE unanswered END
-                 WHERE {KEY}"
-            ),
-            &[
-                &key.team,
-                &first,
-                &last,
-                &key.webhook,
-                &token,
-                &ttl,
-                &take.reset_state,
-                &take.reset_unanswered,
-            ],
-        )
-        .await
-        .map_err(|e| causes(&e))?;
-        tx.commit().await.map_err(|e| causes(&e))?;
-        Ok(Ok(()))
-    }
-
-    pub(super) async fn expire(&self, key: &Key, _now: DateTime<Utc>) -> Result<bool, String> {
-        let client = self.client().await?;
-        let (first, last) = (day(key.span.first), day(key.span.last));
-        let changed = client
-            .execute(
+        let now_ms: i64 = tx
+            .query_one(&format!("SELECT {SERVER_NOW}"), &[])
+            .await
+            .map_err(|e| causes(&e))?
+            .get(0);
+        let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+        let (write, answer) = change(record, now);
+        if let Some(Record { entry, owner }) = write {
+            let seconds = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp());
+            tx.execute(
                 &format!(
-                    "UPDATE digests SET state = 'expired' WHERE {KEY} AND state = 'pending'
-                     AND (lease_until IS NULL OR lease_until <= {SERVER_NOW})"
+                    "INSERT INTO digests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     ON CONFLICT (team, first_day, last_day, webhook) DO UPDATE SET
+                         state = $5, attempts = $6, unanswered = $7, next_attempt = $8,
+                         last_error = $9, refused_url = $10, delivered_at = $11,
+                         lease_owner = $12, lease_until = $13"
                 ),
-                &[&key.team, &first, &last, &key.webhook],
+                &[
+                    &key.team,
+                    &first,
+                    &last,
+                    &key.webhook,
+                    &entry.state.as_str(),
+                    &i64::from(entry.attempts),
+                    &i64::from(entry.unanswered),
+                    &seconds(entry.next_attempt),
+                    &entry.last_error,
+                    &entry.refused_url,
+                    &seconds(entry.delivered_at),
+                    &owner,
+                    &entry.leased_until.map(|t| t.timestamp_millis()),
+                ],
             )
             .await
             .map_err(|e| causes(&e))?;
-        Ok(changed == 1)
-    }
-
-    pub(super) async fn fenced(
-        &self,
-        key: &Key,
-        token: &str,
-        op: &Fenced,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<Option<u32>, String> {
-        let (first, last) = (day(key.span.first), day(key.span.last));
-        let ttl = ttl.as_millis() as i64;
-        let (now, max) = (now.timestamp(), i64::from(MAX_UNANSWERED));
-        // The values an answer or a finish binds, owned here for the parameters to borrow.
-        let (mut state, mut answered, mut error, mut refused_url) = (None, 0_i64, None, None);
-        let (mut next_attempt, mut give_up, mut failure) = (None, None, None);
-        match op {
-            Fenced::Answered {
-                state: s,
-                answered: a,
-                error: e,
-                refused_url: r,
-            } => {
-                (state, answered) = (s.map(|s| s.as_str()), i64::from(*a));
-                (error, refused_url) = (e.as_deref(), r.as_deref());
-            }
-            Fenced::Finish {
-                next_attempt: n,
-                give_up: g,
-                error: e,
-            } => (next_attempt, give_up, failure) = (*n, g.map(|s| s.as_str()), e.as_deref()),
-            _ => {}
         }
-        let (set, extra): (String, Vec<&(dyn ToSql + Sync)>) = match op {
-            Fenced::Renew => (
-                format!("lease_until = {SERVER_NOW} + $6 WHERE state <> 'expired'"),
-                vec![&ttl],
-            ),
-            Fenced::BeforePost => (
-                format!(
-                    "unanswered = unanswered + 1, lease_until = {SERVER_NOW} + $6 WHERE unanswered < $7 AND state <> 'expired'"
-                ),
-                vec![&ttl, &max],
-            ),
-            Fenced::Answered { .. } => (
-                "state = COALESCE($6, state),
-                 attempts = attempts + 1,
-                 unanswered = GREATEST(unanswered - $7, 0),
-                 last_error = $8,
-                 refused_url = COALESCE($9, refused_url),
-                 delivered_at = CASE WHEN $6 = 'delivered' THEN $10 ELSE delivered_at END,
-                 next_attempt = NULL"
-                    .to_owned(),
-                vec![&state, &answered, &error, &refused_url, &now],
-            ),
-            Fenced::Finish { .. } => (
-                "next_attempt = $6, state = COALESCE($7, state),
-                 delivered_at = CASE WHEN $7 = 'delivered' THEN COALESCE(delivered_at, $8) ELSE delivered_at END,
-                 attempts = attempts + CASE WHEN $9::text IS NULL THEN 0 ELSE 1 END,
-                 last_error = COALESCE($9, last_error),
-                 lease_owner = NULL, lease_until = NULL"
-                    .to_owned(),
-                vec![&next_attempt, &give_up, &now, &failure],
-            ),
-            Fenced::Release => ("lease_owner = NULL, lease_until = NULL".to_owned(), vec![]),
-        };
-        let (set, condition) = set.split_once(" WHERE ").unwrap_or((&set, "TRUE"));
-        let mut params: Vec<&(dyn ToSql + Sync)> =
-            vec![&key.team, &first, &last, &key.webhook, &token];
-        params.extend(extra);
-        let client = self.client().await?;
-        let unanswered = client
-            .query_opt(
-                &format!(
-                    "UPDATE digests SET {set} WHERE {KEY} AND lease_owner = $5 AND {condition}
-                     RETURNING unanswered"
-                ),
-                &params,
-            )
-            .await
-            .map_err(|e| causes(&e))?;
-        Ok(unanswered.map(|row| u32::try_from(row.get::<_, i64>(0)).unwrap_or(u32::MAX)))
+        tx.commit().await.map_err(|e| causes(&e))?;
+        Ok(answer)
     }
 }
 
@@ -407,7 +327,8 @@ fn row(row: &tokio_postgres::Row) -> Result<Row, String> {
             last_error: row.try_get(8)?,
             refused_url: row.try_get(9)?,
             delivered_at: row.try_get(10)?,
-            lease_until: row.try_get(11)?,
+            lease_owner: row.try_get(11)?,
+            lease_until_ms: row.try_get(12)?,
         })
     };
     read().map_err(|e| causes(&e))

@@ -15,13 +15,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
 
-use super::{Claim, Fenced, Key, MAX_UNANSWERED, Requester, Row, day, decide};
+use super::{Key, Reach, Record, Row, day};
 
 const SCHEMA_VERSION: i64 = 3;
 /// One (team, span, webhook): parameters ?1 to ?4.
 const KEY: &str = "team = ?1 AND first_day = ?2 AND last_day = ?3 AND webhook = ?4";
 const COLUMNS: &str = "team, first_day, last_day, webhook, state, attempts, unanswered, \
-    next_attempt, last_error, refused_url, delivered_at, lease_until";
+    next_attempt, last_error, refused_url, delivered_at, lease_owner, lease_until";
 
 pub(super) struct Sqlite {
     path: PathBuf,
@@ -115,17 +115,16 @@ impl Sqlite {
         })
     }
 
-    pub(super) fn lease(
+    /// Runs one of the ledger's changes (see [`Reach`]) on a row, holding the database's write
+    /// lock from reading it to writing it back.
+    pub(super) fn update<T>(
         &self,
         key: &Key,
-        requester: Requester,
-        url: &str,
-        token: &str,
+        reach: Reach,
         now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<Result<(), Claim>, String> {
-        let mut problem = None;
-        let leased = self.run(true, |connection| {
+        change: impl FnOnce(Option<Record>, DateTime<Utc>) -> (Option<Record>, T),
+    ) -> Result<T, String> {
+        self.run(reach != Reach::Record, |connection| {
             let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let found = tx
                 .query_row(
@@ -134,132 +133,39 @@ impl Sqlite {
                     row(now),
                 )
                 .optional()?;
-            let entry = match found.map(Row::parse).transpose() {
-                Ok(entry) => entry.map(|(_, entry)| entry),
-                Err(e) => {
-                    problem = Some(e);
-                    return Ok(Ok(()));
-                }
+            let record = match found.map(Row::parse).transpose() {
+                Ok(found) => found.map(|(_, record)| record),
+                Err(problem) => return Ok(Err(problem)),
             };
-            let take = match decide(entry, requester, url) {
-                Ok(take) => take,
-                Err(claim) => return Ok(Err(claim)),
-            };
-            let mut params = values(key);
-            params.extend([
-                token.to_owned().into(),
-                expiry(now, ttl).into(),
-                take.reset_state.into(),
-                take.reset_unanswered.into(),
-            ]);
-            tx.execute(
-                "INSERT INTO digests (team, first_day, last_day, webhook, state, lease_owner, lease_until)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)
-                 ON CONFLICT (team, first_day, last_day, webhook) DO UPDATE SET
-                     lease_owner = ?5, lease_until = ?6,
-                     state = CASE WHEN ?7 THEN 'pending' ELSE state END,
-                     unanswered = CASE WHEN ?8 THEN 0 ELSE unanswered END",
-                params_from_iter(params),
-            )?;
-            tx.commit()?;
-            Ok(Ok(()))
-        })?;
-        match problem {
-            Some(problem) => Err(problem),
-            None => Ok(leased),
-        }
-    }
-
-    pub(super) fn expire(&self, key: &Key, now: DateTime<Utc>) -> Result<bool, String> {
-        let mut params = values(key);
-        params.push(now.timestamp().into());
-        self.run(false, |connection| {
-            let changed = connection.execute(
-                &format!(
-                    "UPDATE digests SET state = 'expired' WHERE {KEY}
-                     AND state = 'pending' AND (lease_until IS NULL OR lease_until <= ?5)"
-                ),
-                params_from_iter(params),
-            )?;
-            Ok(changed == 1)
-        })
-    }
-
-    /// Only a new POST is guarded: an answer or a release is recorded wherever the open file
-    /// went, since the POST already happened.
-    pub(super) fn fenced(
-        &self,
-        key: &Key,
-        token: &str,
-        op: &Fenced,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<Option<u32>, String> {
-        let (set, extra): (&str, Vec<Value>) = match op {
-            Fenced::Renew => (
-                "lease_until = ?6 WHERE state <> 'expired'",
-                vec![expiry(now, ttl).into()],
-            ),
-            Fenced::BeforePost => (
-                // Nothing goes out once the digest is given up, whoever still holds a lease.
-                "unanswered = unanswered + 1, lease_until = ?6 WHERE unanswered < ?7 AND state <> 'expired'",
-                vec![expiry(now, ttl).into(), MAX_UNANSWERED.into()],
-            ),
-            Fenced::Answered {
-                state,
-                answered,
-                error,
-                refused_url,
-            } => (
-                "state = COALESCE(?6, state),
-                 attempts = attempts + 1,
-                 unanswered = MAX(unanswered - ?7, 0),
-                 last_error = ?8,
-                 refused_url = COALESCE(?9, refused_url),
-                 delivered_at = CASE WHEN ?6 = 'delivered' THEN ?10 ELSE delivered_at END,
-                 next_attempt = NULL",
-                vec![
-                    state.map(|s| s.as_str().to_owned()).into(),
-                    (*answered).into(),
-                    error.clone().into(),
-                    refused_url.clone().into(),
-                    now.timestamp().into(),
-                ],
-            ),
-            Fenced::Finish {
-                next_attempt,
-                give_up,
-                error,
-            } => (
-                "next_attempt = ?6, state = COALESCE(?7, state),
-                 delivered_at = CASE WHEN ?7 = 'delivered' THEN COALESCE(delivered_at, ?8) ELSE delivered_at END,
-                 attempts = attempts + (?9 IS NOT NULL), last_error = COALESCE(?9, last_error),
-                 lease_owner = NULL, lease_until = NULL",
-                vec![
-                    (*next_attempt).into(),
-                    give_up.map(|s| s.as_str().to_owned()).into(),
-                    now.timestamp().into(),
-                    error.clone().into(),
-                ],
-            ),
-            Fenced::Release => ("lease_owner = NULL, lease_until = NULL", vec![]),
-        };
-        let (set, condition) = set.split_once(" WHERE ").unwrap_or((set, "1"));
-        let mut params = values(key);
-        params.push(token.to_owned().into());
-        params.extend(extra);
-        self.run(matches!(op, Fenced::BeforePost), |connection| {
-            connection
-                .query_row(
+            let (write, answer) = change(record, now);
+            if let Some(Record { entry, owner }) = write {
+                let seconds = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp());
+                let mut params = values(key);
+                params.extend([
+                    entry.state.as_str().to_owned().into(),
+                    entry.attempts.into(),
+                    entry.unanswered.into(),
+                    seconds(entry.next_attempt).into(),
+                    entry.last_error.into(),
+                    entry.refused_url.into(),
+                    seconds(entry.delivered_at).into(),
+                    owner.into(),
+                    seconds(entry.leased_until).into(),
+                ]);
+                tx.execute(
                     &format!(
-                        "UPDATE digests SET {set} WHERE {KEY} AND lease_owner = ?5 AND {condition}
-                         RETURNING unanswered"
+                        "INSERT INTO digests ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                         ON CONFLICT (team, first_day, last_day, webhook) DO UPDATE SET
+                             state = ?5, attempts = ?6, unanswered = ?7, next_attempt = ?8,
+                             last_error = ?9, refused_url = ?10, delivered_at = ?11,
+                             lease_owner = ?12, lease_until = ?13"
                     ),
                     params_from_iter(params),
-                    |row| row.get(0),
-                )
-                .optional()
-        })
+                )?;
+            }
+            tx.commit()?;
+            Ok(Ok(answer))
+        })?
     }
 }
 
@@ -333,10 +239,6 @@ fn values(key: &Key) -> Vec<Value> {
     ]
 }
 
-fn expiry(now: DateTime<Utc>, ttl: Duration) -> i64 {
-    now.timestamp() + ttl.as_secs() as i64
-}
-
 /// Reads a row of [`COLUMNS`]; a lease that expired by `now` reads as none.
 fn row(now: DateTime<Utc>) -> impl Fn(&rusqlite::Row) -> rusqlite::Result<Row> {
     move |row| {
@@ -352,9 +254,11 @@ fn row(now: DateTime<Utc>) -> impl Fn(&rusqlite::Row) -> rusqlite::Result<Row> {
             last_error: row.get(8)?,
             refused_url: row.get(9)?,
             delivered_at: row.get(10)?,
-            lease_until: row
-                .get::<_, Option<i64>>(11)?
-                .filter(|until| *until > now.timestamp()),
+            lease_owner: row.get(11)?,
+            lease_until_ms: row
+                .get::<_, Option<i64>>(12)?
+                .filter(|until| *until > now.timestamp())
+                .map(|until| until * 1000),
         })
     }
 }

@@ -48,11 +48,9 @@ impl Zone {
     /// (America/Santiago, Asia/Beirut) the first minute that exists. A date a zone skipped
     /// whole (Pacific/Apia's 2011-12-30) starts where the next one does.
     pub fn start_of_day(self, date: NaiveDate) -> DateTime<Utc> {
-        let Zone::Named(tz) = self else {
-            let Zone::Fixed(offset) = self else {
-                unreachable!()
-            };
-            return (date.and_time(NaiveTime::MIN) - offset).and_utc();
+        let tz = match self {
+            Zone::Named(tz) => tz,
+            Zone::Fixed(offset) => return (date.and_time(NaiveTime::MIN) - offset).and_utc(),
         };
         (0..=48 * 60)
             .find_map(|minute| {

@@ -47,24 +47,50 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Attempt<T, E>>,
     {
-        let started = tokio::time::Instant::now();
-        let mut delay = self.first_delay;
+        let mut backoff = self.start();
         loop {
             match attempt().await {
                 Attempt::Done(value) => return Ok(value),
                 Attempt::Fail(error) => return Err(error),
-                Attempt::Retry { error, after } => {
-                    // Full jitter spreads retries of many teams hitting the same outage.
-                    let backoff = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
-                    let wait = after.unwrap_or(backoff).max(backoff.min(self.first_delay));
-                    if started.elapsed() + wait > self.budget {
-                        return Err(error);
-                    }
-                    tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(self.max_delay);
-                }
+                Attempt::Retry { error, after } => match backoff.next(after) {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return Err(error),
+                },
             }
         }
+    }
+
+    /// The waits between attempts that start now.
+    pub fn start(&self) -> Backoff {
+        Backoff {
+            policy: *self,
+            started: tokio::time::Instant::now(),
+            delay: self.first_delay,
+        }
+    }
+}
+
+/// Where one series of attempts stands in its policy's budget.
+pub struct Backoff {
+    policy: RetryPolicy,
+    started: tokio::time::Instant,
+    delay: Duration,
+}
+
+impl Backoff {
+    /// How long to wait before the next attempt (at least `after` if the server said so), or
+    /// None when the budget is spent.
+    pub fn next(&mut self, after: Option<Duration>) -> Option<Duration> {
+        // Full jitter spreads retries of many teams hitting the same outage.
+        let backoff = self.delay.mul_f64(0.5 + fastrand::f64() * 0.5);
+        let wait = after
+            .unwrap_or(backoff)
+            .max(backoff.min(self.policy.first_delay));
+        if self.started.elapsed() + wait > self.policy.budget {
+            return None;
+        }
+        self.delay = (self.delay * 2).min(self.policy.max_delay);
+        Some(wait)
     }
 }
 

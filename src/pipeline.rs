@@ -7,8 +7,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,9 +15,8 @@ use serde_json::Value;
 use crate::clock::Clock;
 use crate::config::{Config, Team, Webhook};
 use crate::deliver::{Deliverer, Posted};
-use crate::fetch::DayReport;
-use crate::fetch::{self, FetchError};
-use crate::http::{Attempt, RetryPolicy};
+use crate::fetch::{self, DayReport, FetchError};
+use crate::http::RetryPolicy;
 use crate::ledger::{
     Answer, Claim, Entry, Finish, Key, Lease, Ledger, LedgerError, MAX_UNANSWERED, Permit,
     Requester, State,
@@ -198,10 +195,9 @@ impl fmt::Display for HookStatus {
 impl SpanReport {
     /// Whether the digest is everywhere it should be.
     pub fn is_ok(&self) -> bool {
-        match &self.outcome {
-            Ok(hooks) => hooks.iter().all(|h| h.status.is_done()),
-            Err(_) => false,
-        }
+        self.outcome
+            .as_ref()
+            .is_ok_and(|hooks| hooks.iter().all(|h| h.status.is_done()))
     }
 
     /// "team span webhook (host): what happened".
@@ -338,12 +334,9 @@ impl Pipeline {
         let digest = match self.digest(team, span).await {
             Ok(digest) => digest,
             Err(e) => {
-                let (error, retry_at) = (e.to_string(), self.next_attempt());
-                for (_, lease) in leased.into_iter() {
-                    if let Some(lease) = lease {
-                        let error = error.clone();
-                        let _ = lease.finish(Finish::FailedBefore { error, retry_at }).await;
-                    }
+                let (error, at) = (e.to_string(), self.next_attempt());
+                for (_, lease) in leased {
+                    failed_before(lease, &error, at).await;
                 }
                 return Err(e);
             }
@@ -368,13 +361,7 @@ impl Pipeline {
                     (Err(e), lease) => {
                         // A reload with a mended template gets it out at the next attempt.
                         let (error, at) = (format!("could not render: {e}"), self.next_attempt());
-                        if let Some(lease) = lease {
-                            let failed = Finish::FailedBefore {
-                                error: error.clone(),
-                                retry_at: at,
-                            };
-                            let _ = lease.finish(failed).await;
-                        }
+                        failed_before(lease, &error, at).await;
                         HookStatus::RetryAt { error, at }
                     }
                     // Without a ledger nothing may be posted: it is what keeps a post single.
@@ -507,107 +494,72 @@ impl Pipeline {
     /// POSTs under a lease: retries within the budget what did not arrive, resends an
     /// unanswered POST only while the ledger allows, records each answer as it comes.
     async fn send(&self, hook: &Webhook, body: &Value, lease: Lease) -> HookStatus {
-        enum Stop {
-            Refused(String),
-            /// Not delivered yet; the next round may.
-            Retry(String),
-            /// Two POSTs went unanswered.
-            Exhausted(String),
-            Lost,
-            Ledger(LedgerError),
-        }
-        let webhook_id = lease.key().webhook_id();
-        let refused_url = hook.url.fingerprint();
-        // Shared with each attempt's future, which must stay Send.
-        let last_error = std::sync::Mutex::new(String::new());
-        let unanswered = AtomicU32::new(0);
-        // The answer was fenced off: the lease expired and another process holds the digest.
-        let lost = AtomicBool::new(false);
-        let outcome = self
-            .retry
-            .run(|| async {
-                match lease.before_post().await {
-                    Ok(Permit::Go) => {}
-                    Ok(Permit::Exhausted) => {
-                        let last = last_error.lock().expect("last error").clone();
-                        return Attempt::Fail(Stop::Exhausted(last));
-                    }
-                    Ok(Permit::Lost) => return Attempt::Fail(Stop::Lost),
-                    Err(e) => return Attempt::Fail(Stop::Ledger(e)),
-                }
-                let key = lease.key();
-                let (team, span, webhook) = (&key.team, key.span.to_string(), &key.webhook);
-                tracing::debug!(%team, date = %span, %webhook, host = %hook.url, "posting");
-                let posted = self.deliverer.post(hook, body, &webhook_id).await;
-                let text = posted.to_string();
-                // A final answer is logged once, as the delivery's outcome; only the attempts
-                // before it are logged here.
-                if matches!(posted, Posted::NotDelivered { .. } | Posted::Unknown(_)) {
-                    tracing::debug!(%team, date = %span, %webhook, "POST attempt failed: {text}");
-                }
-                let answer = match &posted {
-                    Posted::Delivered => Answer::Delivered,
-                    Posted::Refused { .. } => Answer::Refused {
-                        error: &text,
-                        refused_url: &refused_url,
-                    },
-                    Posted::NotDelivered { .. } => Answer::NotDelivered(&text),
-                    Posted::Unknown(_) => Answer::Unknown(&text),
-                };
-                // A record that failed is made good by the finish below, which records a
-                // delivery again.
-                match lease.answered(answer).await {
-                    Ok(Some(count)) => unanswered.store(count, Relaxed),
-                    Ok(None) => lost.store(true, Relaxed),
-                    Err(_) => {}
-                }
-                last_error.lock().expect("last error").clone_from(&text);
-                match posted {
-                    Posted::Delivered => Attempt::Done(()),
-                    Posted::Refused { .. } => Attempt::Fail(Stop::Refused(text)),
-                    Posted::NotDelivered { after, .. } => Attempt::Retry {
-                        error: Stop::Retry(text),
-                        after,
-                    },
-                    Posted::Unknown(_) => Attempt::Retry {
-                        error: Stop::Retry(text),
-                        after: None,
-                    },
-                }
-            })
-            .await;
-        let outcome = match outcome {
-            // The budget ran out: if the last POSTs went unanswered, say so now rather than
-            // at the next round.
-            Err(Stop::Retry(e)) if unanswered.load(Relaxed) >= MAX_UNANSWERED => {
-                Err(Stop::Exhausted(e))
+        let key = lease.key();
+        let (team, span, webhook) = (&key.team, key.span.to_string(), &key.webhook);
+        let (webhook_id, refused_url) = (key.webhook_id(), hook.url.fingerprint());
+        let taken_over =
+            || HookStatus::NotRecorded("its lease expired and another process took it over".into());
+        let mut backoff = self.retry.start();
+        let (mut last_error, mut unanswered, mut lost) = (String::new(), 0, false);
+        let status = loop {
+            match lease.before_post().await {
+                Ok(Permit::Go) => {}
+                Ok(Permit::Exhausted) => break HookStatus::Unknown(last_error),
+                Ok(Permit::Lost) => break taken_over(),
+                Err(e) => break HookStatus::LedgerFailed(e),
             }
-            outcome => outcome,
+            tracing::debug!(%team, date = %span, %webhook, host = %hook.url, "posting");
+            let posted = self.deliverer.post(hook, body, &webhook_id).await;
+            let text = posted.to_string();
+            // A final answer is logged once, as the delivery's outcome; only the attempts
+            // before it are logged here.
+            if matches!(posted, Posted::NotDelivered { .. } | Posted::Unknown(_)) {
+                tracing::debug!(%team, date = %span, %webhook, "POST attempt failed: {text}");
+            }
+            let answer = match &posted {
+                Posted::Delivered => Answer::Delivered,
+                Posted::Refused { .. } => Answer::Refused {
+                    error: &text,
+                    refused_url: &refused_url,
+                },
+                Posted::NotDelivered { .. } => Answer::NotDelivered(&text),
+                Posted::Unknown(_) => Answer::Unknown(&text),
+            };
+            // A record that failed is made good by the finish below, which records a delivery
+            // again.
+            match lease.answered(answer).await {
+                Ok(Some(count)) => unanswered = count,
+                // Fenced off: the lease expired and another process holds the digest.
+                Ok(None) => lost = true,
+                Err(_) => {}
+            }
+            let after = match posted {
+                Posted::Delivered if lost => break taken_over(),
+                Posted::Delivered => break HookStatus::Delivered,
+                Posted::Refused { .. } => break HookStatus::Refused(text),
+                Posted::NotDelivered { after, .. } => after,
+                Posted::Unknown(_) => None,
+            };
+            match backoff.next(after) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                // If the last POSTs went unanswered, say so now rather than at the next round.
+                None if unanswered >= MAX_UNANSWERED => break HookStatus::Unknown(text),
+                None => {
+                    break HookStatus::RetryAt {
+                        error: text,
+                        at: self.next_attempt(),
+                    };
+                }
+            }
+            last_error = text;
         };
-        let (finish, status) = match outcome {
-            Ok(()) if lost.load(Relaxed) => (
-                Finish::Settled,
-                HookStatus::NotRecorded(
-                    "its lease expired and another process took it over".into(),
-                ),
-            ),
-            Ok(()) => (Finish::Delivered, HookStatus::Delivered),
-            Err(Stop::Refused(e)) => (Finish::Settled, HookStatus::Refused(e)),
-            Err(Stop::Exhausted(e)) => (Finish::GiveUp(State::Unknown), HookStatus::Unknown(e)),
-            Err(Stop::Retry(error)) => {
-                let at = self.next_attempt();
-                (Finish::RetryAt(at), HookStatus::RetryAt { error, at })
-            }
-            Err(Stop::Lost) => (
-                Finish::Settled,
-                HookStatus::NotRecorded(
-                    "its lease expired and another process took it over".into(),
-                ),
-            ),
-            Err(Stop::Ledger(e)) => (
-                Finish::RetryAt(self.next_attempt()),
-                HookStatus::LedgerFailed(e),
-            ),
+        let finish = match &status {
+            HookStatus::Delivered => Finish::Delivered,
+            HookStatus::RetryAt { at, .. } => Finish::RetryAt(*at),
+            HookStatus::LedgerFailed(_) => Finish::RetryAt(self.next_attempt()),
+            HookStatus::Unknown(_) => Finish::GiveUp(State::Unknown),
+            // Refused, or the lease was lost: the answer is recorded, or not ours to record.
+            _ => Finish::Settled,
         };
         match lease.finish(finish).await {
             Err(e) if matches!(status, HookStatus::Delivered) => {
@@ -619,6 +571,15 @@ impl Pipeline {
             }
             Ok(()) => status,
         }
+    }
+}
+
+/// Ends a lease on a failure before anything was posted. A finish that fails only leaves the
+/// lease to expire: nothing went out.
+async fn failed_before(lease: Option<Lease>, error: &str, retry_at: DateTime<Utc>) {
+    if let Some(lease) = lease {
+        let error = error.to_owned();
+        let _ = lease.finish(Finish::FailedBefore { error, retry_at }).await;
     }
 }
 

@@ -258,7 +258,13 @@ impl Pipeline {
                 ledger,
                 writable: true,
             }),
-            history_days: config.history_days,
+            // Reports are kept only for comparisons: with none asked for, nothing is kept and
+            // what was kept before is dropped.
+            history_days: if config.teams.iter().any(|t| !t.compare.is_empty()) {
+                config.history_days
+            } else {
+                0
+            },
             pruned: Arc::default(),
             ledger,
             retry: RetryPolicy::within(config.delivery_retry_budget),

@@ -498,3 +498,30 @@ async fn history_days_0_keeps_nothing() {
     let thursday = hooks.seen_at("/generic")[1].json();
     assert_eq!(thursday["compare"]["previous"]["totals"]["visitors"], 145);
 }
+
+/// Reports are kept only for comparisons: while no team compares, nothing is kept, so a
+/// config that starts comparing later asks for the earlier day again.
+#[tokio::test]
+async fn nothing_is_kept_while_no_team_compares() {
+    let (wed, thu) = (wednesday(), after(&wednesday()));
+    let mut days = tuesday_and_wednesday();
+    days.push((thu.clone(), Day::default()));
+    let api = Days::start(&days).await;
+    let hooks = Scripted::webhooks().await;
+    let comparing = |compare: &str| {
+        let team = team("apac", "acme", &[("generic", &hooks.url("/generic"))]);
+        let team = team.replace("schedule =", &format!("compare = {compare}\nschedule ="));
+        config(&api.base, &[team])
+    };
+    let work = Workspace::new(&comparing("[]"));
+    let output = once(&work, &["--date", &wed], &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(api.asked(&wed), 4);
+
+    std::fs::write(work.config(), comparing("[\"previous\"]")).unwrap();
+    let output = once(&work, &["--date", &thu], &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(api.asked(&wed), 8);
+    let thursday = hooks.seen_at("/generic")[1].json();
+    assert_eq!(thursday["compare"]["previous"]["totals"]["visitors"], 145);
+}

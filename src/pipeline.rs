@@ -37,22 +37,15 @@ pub struct Pipeline {
     pub deliverer: Deliverer,
     /// None for dry runs and the demo: nothing is recorded.
     pub ledger: Option<Ledger>,
-    /// Where fetched reports are kept for later comparisons.
-    history: Option<History>,
+    /// Where fetched reports are kept for later comparisons: the ledger, or for a dry run one
+    /// it only reads (with no ledger to record in, nothing is kept either).
+    history: Option<Ledger>,
     history_days: u32,
     /// When history was last pruned, shared by the clones one run or daemon makes.
     pruned: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
     retry: RetryPolicy,
     retry_every: Duration,
     clock: Arc<dyn Clock>,
-}
-
-/// The ledger's store of fetched reports, as a pipeline may use it.
-#[derive(Clone)]
-struct History {
-    ledger: Ledger,
-    /// False for a dry run: it reads what is kept but changes nothing.
-    writable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,10 +247,7 @@ impl Pipeline {
             ),
             renderer: Renderer::new(config.teams.iter().flat_map(|t| &t.webhooks)),
             deliverer: Deliverer::new(config.delivery_timeout),
-            history: ledger.clone().map(|ledger| History {
-                ledger,
-                writable: true,
-            }),
+            history: ledger.clone(),
             // Reports are kept only for comparisons: with none asked for, nothing is kept and
             // what was kept before is dropped.
             history_days: if config.teams.iter().any(|t| !t.compare.is_empty()) {
@@ -275,10 +265,7 @@ impl Pipeline {
 
     /// The pipeline reading kept reports from `ledger` without writing any: a dry run's.
     pub fn reading_history(mut self, ledger: Ledger) -> Pipeline {
-        self.history = Some(History {
-            ledger,
-            writable: false,
-        });
+        self.history = Some(ledger);
         self
     }
 
@@ -425,11 +412,7 @@ impl Pipeline {
     async fn earlier_report(&self, team: &Team, span: Span) -> Result<DayReport, FetchError> {
         let window = Window::for_span(team.zone, span);
         if let Some(history) = &self.history {
-            match history
-                .ledger
-                .recalled(team.account_id.as_str(), &window)
-                .await
-            {
+            match history.recalled(team.account_id.as_str(), &window).await {
                 Ok(Some(json)) => match serde_json::from_str(&json) {
                     Ok(report) => return Ok(report),
                     // An older version's shape: fetching it again replaces it.
@@ -450,16 +433,11 @@ impl Pipeline {
 
     /// Keeps a fetched report for the digests that will compare with it.
     async fn remember(&self, team: &Team, window: &Window, report: &DayReport) {
-        let Some(history) = self
-            .history
-            .as_ref()
-            .filter(|h| h.writable && self.history_days > 0)
-        else {
+        let Some(ledger) = self.ledger.as_ref().filter(|_| self.history_days > 0) else {
             return;
         };
         let json = serde_json::to_string(report).expect("a report serializes");
-        if let Err(e) = history
-            .ledger
+        if let Err(e) = ledger
             .remember(team.account_id.as_str(), window, json)
             .await
         {
@@ -469,7 +447,7 @@ impl Pipeline {
 
     /// Drops reports older than `history_days`, at most once an hour.
     async fn prune(&self) {
-        let Some(history) = self.history.as_ref().filter(|h| h.writable) else {
+        let Some(ledger) = &self.ledger else {
             return;
         };
         let now = self.clock.now();
@@ -486,7 +464,7 @@ impl Pipeline {
             0 => now.date_naive() + chrono::Days::new(2),
             _ => now.date_naive() - keep,
         };
-        match history.ledger.forget_before(cutoff).await {
+        match ledger.forget_before(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!("dropped {n} kept reports older than {cutoff}"),
             Err(e) => tracing::warn!("could not drop old kept reports: {e}"),

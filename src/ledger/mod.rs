@@ -1651,4 +1651,44 @@ mod tests {
             "{err}"
         );
     }
+
+    #[tokio::test]
+    async fn a_refused_password_is_named_as_such_and_never_shown() {
+        let (Some(server), Ok(role)) = (
+            test_database_url(),
+            std::env::var("ACQUIRE_DIGEST_TEST_PASSWORD_ROLE"),
+        ) else {
+            return;
+        };
+        let (admin, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        // Tests run in parallel and more than once per cluster: the role may be there already.
+        let _ = admin
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN PASSWORD 'the-right-one'"
+            ))
+            .await;
+        let with_password = |password: &str| {
+            let mut url = url::Url::parse(&server).unwrap();
+            url.set_username(&role).unwrap();
+            url.set_password(Some(password)).unwrap();
+            StateStore::Postgres(DatabaseUrl::parse(url.as_str()).unwrap())
+        };
+        let err = Ledger::open_to_read(&with_password("hunter2-wrong"), WallClock::new())
+            .await
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("refused the login") && err.contains("password authentication failed"),
+            "{err}"
+        );
+        // The same role with its password gets in: it was the password that was refused.
+        Ledger::open_to_read(&with_password("the-right-one"), WallClock::new())
+            .await
+            .unwrap();
+    }
 }

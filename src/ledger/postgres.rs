@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -115,10 +118,18 @@ impl Postgres {
     }
 
     async fn client(&self) -> Result<Object, String> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| format!("cannot reach the database: {}", causes(&e)))
+        self.pool.get().await.map_err(|e| {
+            let refused = [SqlState::INVALID_PASSWORD, SqlState::INVALID_AUTHORIZATION_SPECIFICATION];
+            match &e {
+                PoolError::Backend(e) if e.code().is_some_and(|code| refused.contains(code)) => {
+                    format!(
+                        "the database refused the login: {} (check the user and password in the URL)",
+                        causes(e)
+                    )
+                }
+                _ => format!("cannot reach the database: {}", causes(&e)),
+            }
+        })
     }
 
     async fn migrate(&self) -> Result<(), String> {
@@ -158,7 +169,7 @@ impl Postgres {
             )
             .await
             .map_err(|e| match e.code() {
-                Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                Some(&SqlState::UNDEFINED_TABLE) => {
                     "has no acquire-digest tables yet: nothing was delivered from it (`run` and `once` create them)".to_owned()
                 }
                 _ => causes(&e),

@@ -504,10 +504,29 @@ async fn kill_9_at_random_points_loses_nothing_and_resends_only_what_was_on_the_
     );
 }
 
+/// The ledger in a scratch PostgreSQL database: the config's text made to use it, and the
+/// environment that names it. None when the test has no PostgreSQL (outside CI).
+async fn on_a_scratch_database(text: String) -> Option<(String, String)> {
+    let server = crate::support::test_database_url()?;
+    let database = acquire_digest::ledger::scratch_database(&server)
+        .await
+        .unwrap();
+    Some((crate::support::on_postgres(text), database))
+}
+
 /// A POST that outlasts the lease: the holder renews it, so another process (an admin's
 /// `once`) stays off the digest the whole time instead of posting it again.
 #[tokio::test]
 async fn a_lease_is_renewed_while_a_slow_post_runs() {
+    lease_renewed_while_a_slow_post_runs(false).await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_lease_is_renewed_while_a_slow_post_runs() {
+    lease_renewed_while_a_slow_post_runs(true).await;
+}
+
+async fn lease_renewed_while_a_slow_post_runs(postgres: bool) {
     let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
@@ -524,8 +543,18 @@ async fn a_lease_is_renewed_while_a_slow_post_runs() {
         )],
     )
     .replace("[delivery]\n", "[delivery]\ntimeout_secs = 20\n");
+    let (text, database) = match postgres {
+        true => match on_a_scratch_database(text).await {
+            Some(on_postgres) => on_postgres,
+            None => return,
+        },
+        false => (text, String::new()),
+    };
     let work = Workspace::new(&text);
-    let lease = [("ACQUIRE_DIGEST_LEASE_SECS", "2")];
+    let lease = [
+        ("ACQUIRE_DIGEST_LEASE_SECS", "2"),
+        ("ACQUIRE_DIGEST_DATABASE_URL", database.as_str()),
+    ];
     let daemon = Daemon::start_with(&work, &[], &lease);
     wait_until("the daemon's POST", SECONDS, || hooks.seen().len() == 1).await;
     // Twice the lease's length later, it is still held.
@@ -533,8 +562,10 @@ async fn a_lease_is_renewed_while_a_slow_post_runs() {
     let yesterday =
         (Utc::now().with_timezone(&offset).date_naive() - chrono::Days::new(1)).to_string();
     let dir = work.dir.path().to_owned();
+    let env = lease.map(|(name, value)| (name, value.to_owned()));
     let admin = tokio::task::spawn_blocking(move || {
-        crate::support::run_in(&dir, &["once", "--date", &yesterday], &lease)
+        let env = env.each_ref().map(|(name, value)| (*name, value.as_str()));
+        crate::support::run_in(&dir, &["once", "--date", &yesterday], &env)
     })
     .await
     .unwrap();
@@ -557,6 +588,15 @@ async fn a_lease_is_renewed_while_a_slow_post_runs() {
 /// way out, so an admin's `once` right after delivers the digest instead of waiting it out.
 #[tokio::test]
 async fn sigterm_mid_post_releases_the_lease() {
+    sigterm_mid_post_releases(false).await;
+}
+
+#[tokio::test]
+async fn on_postgres_sigterm_mid_post_releases_the_lease() {
+    sigterm_mid_post_releases(true).await;
+}
+
+async fn sigterm_mid_post_releases(postgres: bool) {
     let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
@@ -573,8 +613,16 @@ async fn sigterm_mid_post_releases_the_lease() {
         )],
     )
     .replace("[delivery]\n", "[delivery]\ntimeout_secs = 120\n");
+    let (text, database) = match postgres {
+        true => match on_a_scratch_database(text).await {
+            Some(on_postgres) => on_postgres,
+            None => return,
+        },
+        false => (text, String::new()),
+    };
     let work = Workspace::new(&text);
-    let mut daemon = Daemon::start(&work);
+    let env = [("ACQUIRE_DIGEST_DATABASE_URL", database.clone())];
+    let mut daemon = Daemon::start_with(&work, &[], &[("ACQUIRE_DIGEST_DATABASE_URL", &database)]);
     wait_until("the daemon's POST", SECONDS, || hooks.seen().len() == 1).await;
     daemon.signal("TERM");
     let stopped = daemon
@@ -588,7 +636,8 @@ async fn sigterm_mid_post_releases_the_lease() {
         (Utc::now().with_timezone(&offset).date_naive() - chrono::Days::new(1)).to_string();
     let dir = work.dir.path().to_owned();
     let admin = tokio::task::spawn_blocking(move || {
-        crate::support::run_in(&dir, &["once", "--date", &yesterday], &[])
+        let env = env.each_ref().map(|(name, value)| (*name, value.as_str()));
+        crate::support::run_in(&dir, &["once", "--date", &yesterday], &env)
     })
     .await
     .unwrap();

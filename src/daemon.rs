@@ -263,7 +263,7 @@ impl Current {
             Some(before) => before.slots.clone(),
             None => Arc::new(tokio::sync::Semaphore::new(config.concurrency * 2)),
         };
-        crate::telemetry::ledger_in_use(&ledger);
+        crate::server::ledger_in_use(&ledger);
         let alerts = Alerts::new(
             config.alerts.clone(),
             ledger.clone(),

@@ -11,7 +11,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::mpsc;
 
+use crate::ledger::Ledger;
 use crate::telemetry;
+
+/// The ledger the daemon uses now, for `GET /-/ready` to probe.
+static LEDGER: std::sync::Mutex<Option<Ledger>> = std::sync::Mutex::new(None);
+
+/// The daemon opened (or kept, on a reload) this ledger.
+pub fn ledger_in_use(ledger: &Ledger) {
+    *LEDGER.lock().expect("ledger slot") = Some(ledger.clone());
+}
 
 /// How long `POST /-/reload` waits for the daemon to take the new config.
 const RELOAD_WAIT: Duration = Duration::from_secs(60);
@@ -49,7 +58,7 @@ async fn metrics() -> Response {
 /// asked now, so a file deleted or replaced under the daemon shows at once, not at its next
 /// wake-up.
 async fn ready() -> Response {
-    let Some(ledger) = telemetry::current_ledger() else {
+    let Some(ledger) = LEDGER.lock().expect("ledger slot").clone() else {
         return unavailable("not ready: the config is loaded but the ledger is not open yet");
     };
     // A read of nothing: a day after tomorrow holds no span yet, but the query still runs.

@@ -19,7 +19,6 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::Team;
-use crate::ledger::Ledger;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -225,18 +224,6 @@ pub fn config_loaded(outcome: Result<(), &str>) {
 /// Watches reload outcomes from now on.
 pub fn reloads() -> watch::Receiver<(u64, ReloadOutcome)> {
     RELOADS.subscribe()
-}
-
-/// The ledger the daemon uses now, for `GET /-/ready` to probe.
-static LEDGER: Mutex<Option<Ledger>> = Mutex::new(None);
-
-/// The daemon opened (or kept, on a reload) this ledger.
-pub fn ledger_in_use(ledger: &Ledger) {
-    *LEDGER.lock().expect("ledger slot") = Some(ledger.clone());
-}
-
-pub fn current_ledger() -> Option<Ledger> {
-    LEDGER.lock().expect("ledger slot").clone()
 }
 
 // ---- Logs ----

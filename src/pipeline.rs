@@ -503,11 +503,11 @@ impl Pipeline {
             let answer = match &posted {
                 Posted::Delivered => Answer::Delivered,
                 Posted::Refused { .. } => Answer::Refused {
-                    error: &text,
-                    refused_url: &refused_url,
+                    error: text.clone(),
+                    refused_url: refused_url.clone(),
                 },
-                Posted::NotDelivered { .. } => Answer::NotDelivered(&text),
-                Posted::Unknown(_) => Answer::Unknown(&text),
+                Posted::NotDelivered { .. } => Answer::NotDelivered(text.clone()),
+                Posted::Unknown(_) => Answer::Unknown(text.clone()),
             };
             // A record that failed is made good by the finish below, which records a delivery
             // again.

@@ -229,16 +229,17 @@ pub enum Permit {
 }
 
 /// What one POST's answer was.
-pub enum Answer<'a> {
+pub enum Answer {
     Delivered,
     Refused {
-        error: &'a str,
-        refused_url: &'a str,
+        error: String,
+        /// The fingerprint of the URL that refused.
+        refused_url: String,
     },
     /// Provably not delivered (connection refused, 429, 5xx).
-    NotDelivered(&'a str),
+    NotDelivered(String),
     /// Sent, but no answer came (timeout, reset).
-    Unknown(&'a str),
+    Unknown(String),
 }
 
 /// How a lease ends when its holder is done.
@@ -347,25 +348,25 @@ fn fenced(
             entry.unanswered += 1;
             entry.leased_until = Some(until);
         }
-        Fenced::Answered {
-            state,
-            answered,
-            error,
-            refused_url,
-        } => {
-            if let Some(state) = state {
-                entry.state = state;
-            }
-            if state == Some(State::Delivered) {
-                entry.delivered_at = Some(now);
-            }
+        Fenced::Answered(answer) => {
             entry.attempts = entry.attempts.saturating_add(1);
-            if answered {
+            entry.next_attempt = None;
+            if !matches!(answer, Answer::Unknown(_)) {
                 entry.unanswered = entry.unanswered.saturating_sub(1);
             }
-            entry.last_error = error;
-            entry.refused_url = refused_url.or(entry.refused_url.take());
-            entry.next_attempt = None;
+            entry.last_error = match answer {
+                Answer::Delivered => {
+                    entry.state = State::Delivered;
+                    entry.delivered_at = Some(now);
+                    None
+                }
+                Answer::Refused { error, refused_url } => {
+                    entry.state = State::Refused;
+                    entry.refused_url = Some(refused_url);
+                    Some(error)
+                }
+                Answer::NotDelivered(error) | Answer::Unknown(error) => Some(error),
+            };
         }
         Fenced::Finish(finish) => {
             let (next_attempt, settled, error) = match finish {
@@ -404,35 +405,10 @@ enum Fenced {
     Renew,
     /// Counts a POST as unanswered, unless [`MAX_UNANSWERED`] already are.
     BeforePost,
-    /// One POST's answer: the state it settles in (None keeps it), whether an answer came at
-    /// all, the error, and a refusal's URL fingerprint.
-    Answered {
-        state: Option<State>,
-        answered: bool,
-        error: Option<String>,
-        refused_url: Option<String>,
-    },
+    /// One POST's answer; one that never came leaves the POST counted as unanswered.
+    Answered(Answer),
     Finish(Finish),
     Release,
-}
-
-impl From<Answer<'_>> for Fenced {
-    fn from(answer: Answer<'_>) -> Fenced {
-        let (state, answered, error, refused_url) = match answer {
-            Answer::Delivered => (Some(State::Delivered), true, None, None),
-            Answer::Refused { error, refused_url } => {
-                (Some(State::Refused), true, Some(error), Some(refused_url))
-            }
-            Answer::NotDelivered(error) => (None, true, Some(error), None),
-            Answer::Unknown(error) => (None, false, Some(error), None),
-        };
-        Fenced::Answered {
-            state,
-            answered,
-            error: error.map(str::to_owned),
-            refused_url: refused_url.map(str::to_owned),
-        }
-    }
 }
 
 /// A row as both stores read it, before it is trusted. `lease_until_ms` is already None when
@@ -838,9 +814,9 @@ impl Lease {
 
     /// Records one POST's answer the moment it arrives. Returns how many POSTs of this digest
     /// are now unanswered, or None when the lease was lost and nothing was recorded.
-    pub async fn answered(&self, answer: Answer<'_>) -> Result<Option<u32>, LedgerError> {
+    pub async fn answered(&self, answer: Answer) -> Result<Option<u32>, LedgerError> {
         self.ledger
-            .fenced(&self.key, &self.token, answer.into())
+            .fenced(&self.key, &self.token, Fenced::Answered(answer))
             .await
     }
 
@@ -1222,8 +1198,8 @@ mod tests {
             panic!("the expired lease is taken over")
         };
         let late = Answer::Refused {
-            error: "late",
-            refused_url: "u",
+            error: "late".into(),
+            refused_url: "u".into(),
         };
         assert_eq!(stale.answered(late).await.unwrap(), None, "fenced off");
         assert_eq!(stale.before_post().await.unwrap(), Permit::Lost);
@@ -1248,7 +1224,10 @@ mod tests {
             let permit = lease.before_post().await.unwrap();
             if round < 2 {
                 assert_eq!(permit, Permit::Go, "round {round}");
-                lease.answered(Answer::Unknown("timed out")).await.unwrap();
+                lease
+                    .answered(Answer::Unknown("timed out".into()))
+                    .await
+                    .unwrap();
                 lease.finish(Finish::RetryAt(fx.clock.now())).await.unwrap();
             } else {
                 assert_eq!(permit, Permit::Exhausted);
@@ -1269,7 +1248,9 @@ mod tests {
         };
         assert_eq!(forced.before_post().await.unwrap(), Permit::Go);
         // An answered POST (even a 503) does not count as unanswered.
-        let answered = forced.answered(Answer::NotDelivered("HTTP 503")).await;
+        let answered = forced
+            .answered(Answer::NotDelivered("HTTP 503".into()))
+            .await;
         assert_eq!(answered.unwrap(), Some(0));
     }
 
@@ -1281,8 +1262,8 @@ mod tests {
         };
         l.before_post().await.unwrap();
         l.answered(Answer::Refused {
-            error: "HTTP 404: no_service",
-            refused_url: "url-1",
+            error: "HTTP 404: no_service".into(),
+            refused_url: "url-1".into(),
         })
         .await
         .unwrap();

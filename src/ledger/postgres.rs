@@ -202,24 +202,20 @@ impl Postgres {
         }
         let found = tx
             .query_opt(
-                &format!(
-                    "SELECT {}, {SERVER_NOW} FROM digests WHERE {KEY} FOR UPDATE",
-                    columns()
-                ),
+                &format!("SELECT {} FROM digests WHERE {KEY} FOR UPDATE", columns()),
                 &params,
             )
             .await
             .map_err(|e| causes(&e))?;
-        let (record, now_ms) = match found {
-            Some(found) => {
-                let now = found.try_get(13).map_err(|e| causes(&e))?;
-                (Some(row(&found)?.parse()?.1), now)
-            }
-            None => {
-                let now = tx.query_one(&format!("SELECT {SERVER_NOW}"), &[]).await;
-                (None, now.map_err(|e| causes(&e))?.get(0))
-            }
+        let record = match found {
+            Some(found) => Some(row(&found)?.parse()?.1),
+            None => None,
         };
+        let now_ms: i64 = tx
+            .query_one(&format!("SELECT {SERVER_NOW}"), &[])
+            .await
+            .map_err(|e| causes(&e))?
+            .get(0);
         let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
         let (write, answer) = change(record, now);
         if let Some(Record { entry, owner }) = write {

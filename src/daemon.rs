@@ -328,6 +328,7 @@ pub async fn serve(
     let mut cooling: HashMap<(String, Span), DateTime<Utc>> = HashMap::new();
     let mut ledger_down = false;
     let mut retry_now = false;
+    let mut retired: Vec<Ledger> = Vec::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -381,7 +382,12 @@ pub async fn serve(
                         for team in &new.config.teams {
                             tracing::info!(team = %team.name, "next digest {}", describe_next(team, now));
                         }
-                        current = new;
+                        // A moved [state] leaves jobs on the old ledger, whose releases the
+                        // exit waits for too.
+                        let old = std::mem::replace(&mut current, new);
+                        if *old.ledger.location() != current.config.state {
+                            retired.push(old.ledger);
+                        }
                         retry_now = true;
                         cooling.clear();
                     }
@@ -426,7 +432,9 @@ pub async fn serve(
         jobs.abort_all();
         while jobs.join_next().await.is_some() {}
     }
-    current.ledger.released().await;
+    for ledger in retired.iter().chain([&current.ledger]) {
+        ledger.released().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -147,7 +147,11 @@ fn span_status(span: Span, entry: Option<&crate::ledger::Entry>) -> SpanStatus {
         last_error: entry.last_error.clone(),
         next_attempt: entry.next_attempt,
         delivered_at: entry.delivered_at,
-        leased_until: entry.leased_until,
+        // PostgreSQL keeps leases to the millisecond; shown to the second, rounded up.
+        leased_until: entry.leased_until.and_then(|until| {
+            let rounded_up = until.timestamp() + i64::from(until.timestamp_subsec_nanos() > 0);
+            DateTime::from_timestamp(rounded_up, 0)
+        }),
     }
 }
 

@@ -833,9 +833,10 @@ impl Lease {
 
 impl Drop for Lease {
     /// A holder cancelled, aborted at shutdown or panicking frees the digest here; the
-    /// unanswered count it left says whether a POST may have gone out. The release runs on a
-    /// tracked task, never on the async worker dropping the lease, and [`Ledger::released`]
-    /// waits for it before the process exits.
+    /// unanswered count it left says whether a POST may have gone out. The release never runs
+    /// on the async worker dropping the lease: SQLite's on a thread of its own (a runtime
+    /// shutting down may never start a task or a blocking-pool job), PostgreSQL's on a task.
+    /// [`Ledger::released`] waits for both before the process exits.
     fn drop(&mut self) {
         self.renewal.abort();
         if self.ended {
@@ -845,18 +846,41 @@ impl Drop for Lease {
         let warn = move |e: &dyn std::fmt::Display| {
             tracing::warn!("could not release a lease ({e}); it expires within {ttl:?}")
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return warn(&"no runtime left to release it on");
-        };
-        let (ledger, key, token) = (self.ledger.clone(), self.key.clone(), self.token.clone());
-        self.ledger.inner.releases.spawn_on(
-            async move {
-                if let Err(e) = ledger.fenced(&key, &token, Fenced::Release).await {
+        let (key, token) = (self.key.clone(), self.token.clone());
+        let runtime = tokio::runtime::Handle::try_current();
+        match &self.ledger.inner.store {
+            Store::Sqlite(db) => {
+                let (db, now) = (db.clone(), self.ledger.inner.clock.now());
+                let (done, released) = tokio::sync::oneshot::channel::<()>();
+                let release = move || {
+                    let release = |record, now| fenced(record, &token, Fenced::Release, now, now);
+                    if let Err(e) = db.update(&key, Reach::Record, now, release) {
+                        warn(&e);
+                    }
+                    drop(done);
+                };
+                if let Ok(runtime) = runtime {
+                    let wait = async move { drop(released.await) };
+                    self.ledger.inner.releases.spawn_on(wait, &runtime);
+                }
+                let thread = std::thread::Builder::new().name("lease-release".into());
+                if let Err(e) = thread.spawn(release) {
                     warn(&e);
                 }
-            },
-            &runtime,
-        );
+            }
+            Store::Postgres(_) => {
+                let Ok(runtime) = runtime else {
+                    return warn(&"no runtime left to release it on");
+                };
+                let ledger = self.ledger.clone();
+                let release = async move {
+                    if let Err(e) = ledger.fenced(&key, &token, Fenced::Release).await {
+                        warn(&e);
+                    }
+                };
+                self.ledger.inner.releases.spawn_on(release, &runtime);
+            }
+        }
     }
 }
 
@@ -1671,5 +1695,129 @@ mod tests {
         Ledger::open_to_read(&with_password("the-right-one"), WallClock::new())
             .await
             .unwrap();
+    }
+
+    /// Another session holds the row's lock without writing it (as a transaction that only
+    /// looked does) until the returned sender fires.
+    async fn lock_row_without_writing(
+        fx: &Fixture,
+        webhook: &str,
+    ) -> tokio::sync::oneshot::Sender<()> {
+        let StateStore::Postgres(url) = &fx.location else {
+            unreachable!("PostgreSQL only")
+        };
+        let (mut client, connection) =
+            tokio_postgres::connect(url.expose().as_str(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let (locked_tx, locked) = tokio::sync::oneshot::channel();
+        let (unlock, unlocked) = tokio::sync::oneshot::channel::<()>();
+        let webhook = webhook.to_owned();
+        tokio::spawn(async move {
+            let tx = client.transaction().await.unwrap();
+            tx.query(
+                "SELECT 1 FROM digests WHERE webhook = $1 FOR UPDATE",
+                &[&webhook],
+            )
+            .await
+            .unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = unlocked.await;
+            tx.commit().await.unwrap();
+        });
+        locked.await.unwrap();
+        unlock
+    }
+
+    /// A lease taken after waiting longer than its ttl for the row's lock still runs its whole
+    /// ttl from when it was taken, so nobody else takes it at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_taken_after_a_lock_wait_runs_its_whole_ttl() {
+        let Some(fx) = Fixture::new(Kind::Postgres).await else {
+            return;
+        };
+        let (ours, theirs) = (fx.open().await, fx.open().await);
+        let slack = key("slack");
+        let Claim::Leased(first) = lease(&ours, &slack, Requester::Daemon).await else {
+            panic!()
+        };
+        drop(first);
+        ours.released().await;
+        let unlock = lock_row_without_writing(&fx, "slack").await;
+        let taking = {
+            let (ours, slack) = (ours.clone(), slack.clone());
+            tokio::spawn(async move { lease(&ours, &slack, Requester::Daemon).await })
+        };
+        tokio::time::sleep(POSTGRES_TTL + Duration::from_secs(1)).await;
+        unlock.send(()).unwrap();
+        let Claim::Leased(_held) = taking.await.unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            lease(&theirs, &slack, Requester::Daemon).await,
+            Claim::Busy(_)
+        ));
+    }
+
+    /// The same for the lease a POST's permit renews: no second holder while the POST is out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_post_permitted_after_a_lock_wait_is_not_posted_twice() {
+        let Some(fx) = Fixture::new(Kind::Postgres).await else {
+            return;
+        };
+        let (ours, theirs) = (fx.open().await, fx.open().await);
+        let slack = key("slack");
+        let Claim::Leased(held) = lease(&ours, &slack, Requester::Daemon).await else {
+            panic!()
+        };
+        held.renewal.abort();
+        let unlock = lock_row_without_writing(&fx, "slack").await;
+        let permit = tokio::spawn(async move { (held.before_post().await.unwrap(), held) });
+        tokio::time::sleep(POSTGRES_TTL + Duration::from_secs(1)).await;
+        unlock.send(()).unwrap();
+        let (permit, _held) = permit.await.unwrap();
+        assert_eq!(permit, Permit::Go);
+        if let Claim::Leased(second) = lease(&theirs, &slack, Requester::Daemon).await {
+            let permit = second.before_post().await.unwrap();
+            panic!("a second holder while our POST is out, its permit: {permit:?}");
+        }
+    }
+
+    /// A lease still held when its runtime shuts down (a panic out of `once` or the daemon)
+    /// is released on the way out, not left to expire.
+    #[test]
+    fn a_sqlite_lease_alive_at_runtime_shutdown_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StateStore::Sqlite(dir.path().join("l.db"));
+        let clock = WallClock::new();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let ledger = runtime
+            .block_on(Ledger::open(&location, clock.clone()))
+            .unwrap();
+        let slack = key("slack");
+        let Claim::Leased(held) = runtime.block_on(lease(&ledger, &slack, Requester::Daemon))
+        else {
+            panic!()
+        };
+        runtime.spawn(async move {
+            let _held = held;
+            std::future::pending::<()>().await
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        drop(runtime);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let other = runtime.block_on(Ledger::open(&location, clock)).unwrap();
+        // The release runs on a thread beside the shutdown: a moment, not the lease's 90 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match runtime.block_on(lease(&other, &slack, Requester::Daemon)) {
+                Claim::Leased(_) => break,
+                _ if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => panic!("the lease was left to expire"),
+            }
+        }
     }
 }

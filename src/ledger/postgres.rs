@@ -211,6 +211,9 @@ impl Postgres {
             Some(found) => Some(row(&found)?.parse()?.1),
             None => None,
         };
+        // Read after the lock is held, never with the locked row: PostgreSQL computes that
+        // row's columns before waiting for the lock, so a lease begun at that time could end
+        // before it is written, and another process take it while this one posts.
         let now_ms: i64 = tx
             .query_one(&format!("SELECT {SERVER_NOW}"), &[])
             .await

@@ -200,25 +200,27 @@ impl Postgres {
             .await
             .map_err(|e| causes(&e))?;
         }
-        let found = tx
-            .query_opt(
-                &format!("SELECT {} FROM digests WHERE {KEY} FOR UPDATE", columns()),
-                &params,
-            )
-            .await
-            .map_err(|e| causes(&e))?;
-        let record = match found {
-            Some(found) => Some(row(&found)?.parse()?.1),
-            None => None,
+        // The server's time is read once the row's lock is held: PostgreSQL computes a locked
+        // row's own columns before waiting for the lock, so a lease begun at that time could
+        // end before it is written and another process take it while this one posts. The
+        // outer SELECT runs on what the materialized one returns, after any wait.
+        let locked = format!(
+            "WITH locked AS MATERIALIZED (SELECT * FROM digests WHERE {KEY} FOR UPDATE)
+             SELECT {}, {SERVER_NOW} FROM locked",
+            columns()
+        );
+        let found = tx.query_opt(&locked, &params).await;
+        let (record, now_ms) = match found.map_err(|e| causes(&e))? {
+            Some(found) => {
+                let now = found.try_get(13).map_err(|e| causes(&e))?;
+                (Some(row(&found)?.parse()?.1), now)
+            }
+            // Only a lease makes a row, and it made one above: nothing to change.
+            None => {
+                let now = tx.query_one(&format!("SELECT {SERVER_NOW}"), &[]).await;
+                (None, now.map_err(|e| causes(&e))?.get(0))
+            }
         };
-        // Read after the lock is held, never with the locked row: PostgreSQL computes that
-        // row's columns before waiting for the lock, so a lease begun at that time could end
-        // before it is written, and another process take it while this one posts.
-        let now_ms: i64 = tx
-            .query_one(&format!("SELECT {SERVER_NOW}"), &[])
-            .await
-            .map_err(|e| causes(&e))?
-            .get(0);
         let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
         let (write, answer) = change(record, now);
         if let Some(Record { entry, owner }) = write {

@@ -191,14 +191,21 @@ impl Postgres {
         let tx = client.transaction().await.map_err(|e| causes(&e))?;
         let (first, last) = (day(key.span.first), day(key.span.last));
         let params: [&(dyn ToSql + Sync); 4] = [&key.team, &first, &last, &key.webhook];
+        // Prepared once per connection: a statement prepared afresh costs a round trip more.
+        let transaction = &tx;
+        let prepared = |sql: String| async move {
+            let prepared = transaction.prepare_cached(&sql).await;
+            prepared.map_err(|e| causes(&e))
+        };
         if reach == Reach::Lease {
-            tx.execute(
+            let insert = prepared(
                 "INSERT INTO digests (team, first_day, last_day, webhook, state)
-                 VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
-                &params,
-            )
-            .await
-            .map_err(|e| causes(&e))?;
+                 VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING"
+                    .into(),
+            );
+            tx.execute(&insert.await?, &params)
+                .await
+                .map_err(|e| causes(&e))?;
         }
         // The server's time is read once the row's lock is held: PostgreSQL computes a locked
         // row's own columns before waiting for the lock, so a lease begun at that time could
@@ -209,7 +216,7 @@ impl Postgres {
              SELECT {}, {SERVER_NOW} FROM locked",
             columns()
         );
-        let found = tx.query_opt(&locked, &params).await;
+        let found = tx.query_opt(&prepared(locked).await?, &params).await;
         let (record, now_ms) = match found.map_err(|e| causes(&e))? {
             Some(found) => {
                 let now = found.try_get(13).map_err(|e| causes(&e))?;
@@ -225,14 +232,15 @@ impl Postgres {
         let (write, answer) = change(record, now);
         if let Some(Record { entry, owner }) = write {
             let seconds = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp());
+            let upsert = prepared(format!(
+                "INSERT INTO digests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (team, first_day, last_day, webhook) DO UPDATE SET
+                     state = $5, attempts = $6, unanswered = $7, next_attempt = $8,
+                     last_error = $9, refused_url = $10, delivered_at = $11,
+                     lease_owner = $12, lease_until = $13"
+            ));
             tx.execute(
-                &format!(
-                    "INSERT INTO digests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                     ON CONFLICT (team, first_day, last_day, webhook) DO UPDATE SET
-                         state = $5, attempts = $6, unanswered = $7, next_attempt = $8,
-                         last_error = $9, refused_url = $10, delivered_at = $11,
-                         lease_owner = $12, lease_until = $13"
-                ),
+                &upsert.await?,
                 &[
                     &key.team,
                     &first,

@@ -504,9 +504,13 @@ async fn kill_9_at_random_points_loses_nothing_and_resends_only_what_was_on_the_
     );
 }
 
-/// The ledger in a scratch PostgreSQL database: the config's text made to use it, and the
-/// environment that names it. None when the test has no PostgreSQL (outside CI).
-async fn on_a_scratch_database(text: String) -> Option<(String, String)> {
+/// The config's text with its ledger in a scratch PostgreSQL database, if `postgres`, and the
+/// URL `ACQUIRE_DIGEST_DATABASE_URL` names it by (empty for SQLite). None when a test on
+/// PostgreSQL has none (outside CI).
+async fn with_ledger(postgres: bool, text: String) -> Option<(String, String)> {
+    if !postgres {
+        return Some((text, String::new()));
+    }
     let server = crate::support::test_database_url()?;
     let database = acquire_digest::ledger::scratch_database(&server)
         .await
@@ -543,12 +547,8 @@ async fn lease_renewed_while_a_slow_post_runs(postgres: bool) {
         )],
     )
     .replace("[delivery]\n", "[delivery]\ntimeout_secs = 20\n");
-    let (text, database) = match postgres {
-        true => match on_a_scratch_database(text).await {
-            Some(on_postgres) => on_postgres,
-            None => return,
-        },
-        false => (text, String::new()),
+    let Some((text, database)) = with_ledger(postgres, text).await else {
+        return;
     };
     let work = Workspace::new(&text);
     let lease = [
@@ -613,12 +613,8 @@ async fn sigterm_mid_post_releases(postgres: bool) {
         )],
     )
     .replace("[delivery]\n", "[delivery]\ntimeout_secs = 120\n");
-    let (text, database) = match postgres {
-        true => match on_a_scratch_database(text).await {
-            Some(on_postgres) => on_postgres,
-            None => return,
-        },
-        false => (text, String::new()),
+    let Some((text, database)) = with_ledger(postgres, text).await else {
+        return;
     };
     let work = Workspace::new(&text);
     let env = [("ACQUIRE_DIGEST_DATABASE_URL", database.clone())];

@@ -30,33 +30,17 @@ use crate::alerts::{Alerts, give_ups};
 pub use crate::clock::{Clock, WallClock};
 use crate::config::{self, Config, Team};
 use crate::deliver::Deliverer;
-use crate::ledger::{Entries, Key, Ledger, LedgerError, Requester, State};
+use crate::ledger::owed::{describe_next, owed};
+use crate::ledger::{Entries, Key, Ledger, LedgerError, State};
 use crate::pipeline::{HookReport, HookStatus, Mode, Pipeline, SpanReport};
 use crate::schedule::Span;
 
 /// How long in-flight deliveries may finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// With `catch_up = "0"` a firing is still delivered when the daemon wakes this close to it.
-pub const ON_TIME: Duration = Duration::from_secs(60);
 /// How often a digest another process holds is looked at again.
 const HELD_RECHECK: Duration = Duration::from_secs(15);
 /// How often an unusable ledger is looked at again.
 const LEDGER_RECHECK: Duration = Duration::from_secs(10);
-
-/// The spans a team's schedule makes due at `now`: what its firings in `(now − catch_up,
-/// now]` cover.
-pub fn live_spans(team: &Team, now: DateTime<Utc>) -> Vec<Span> {
-    let reach = chrono::Duration::from_std(team.catch_up.max(ON_TIME)).unwrap_or_default();
-    let mut spans: Vec<Span> = team
-        .schedule
-        .firing_dates(team.zone, now - reach, now)
-        .into_iter()
-        .map(|date| team.schedule.coverage_of(team.zone, date))
-        .filter(|span| span.ends(team.zone) <= now)
-        .collect();
-    spans.dedup();
-    spans
-}
 
 /// A team's span and the webhooks to deliver it to now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,61 +58,52 @@ pub struct Plan {
     pub expired: Vec<Key>,
     /// When to look again, if nothing else wakes the daemon first.
     pub wake: Option<DateTime<Utc>>,
+    /// Digests owed and not settled (delivered, skipped, refused or unknown), including those
+    /// in delivery and those waiting for a retry: `acquire_digest_pending_deliveries`.
+    pub pending: usize,
 }
-
-/// How many days back the ledger can hold a span still worth a look: `catch_up` is at most
-/// seven days, and a zone's date can differ from UTC's by one.
-pub const LOOKBACK_DAYS: u64 = 9;
 
 /// The decision, pure in (teams, now, ledger state). `retry_now` ignores next-attempt times,
 /// for the first look after a reload that may have mended a webhook or a key.
 pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bool) -> Plan {
     let mut plan = Plan::default();
     let mut wake = |at: DateTime<Utc>| plan.wake = Some(plan.wake.map_or(at, |w| w.min(at)));
-    let mut live = HashSet::new();
     for team in teams {
         if let Some(next) = team.schedule.next_new_date(team.zone, now) {
             wake(next);
         }
-        for span in live_spans(team, now) {
-            live.insert((team.name.as_str(), span));
-            let recorded = entries.get(&(team.name.clone(), span));
-            let webhooks: Vec<String> = team
-                .webhooks
-                .iter()
-                .filter(|hook| {
-                    let Some(entry) = recorded.and_then(|e| e.get(&hook.name)) else {
-                        return true;
-                    };
-                    if let Some(until) = entry.leased_until {
-                        // The holder may finish (or fail) long before its lease would expire.
-                        let soon =
-                            now + chrono::Duration::from_std(HELD_RECHECK).unwrap_or_default();
-                        wake(until.min(soon));
-                        return false;
-                    }
-                    if entry.settled_for(Requester::Daemon, &hook.url.fingerprint()) {
-                        return false;
-                    }
-                    match entry.next_attempt {
-                        Some(at) if entry.state == State::Pending && at > now && !retry_now => {
-                            wake(at);
-                            false
-                        }
-                        _ => true,
-                    }
-                })
-                .map(|hook| hook.name.clone())
-                .collect();
-            if !webhooks.is_empty() {
-                plan.due.push(Due {
-                    team: team.name.clone(),
-                    span,
-                    webhooks,
-                });
+    }
+    let owed = owed(teams, now, entries);
+    let mut live = HashSet::new();
+    for digest in &owed {
+        live.insert((digest.team.name.as_str(), digest.span));
+        if digest.settled() {
+            continue;
+        }
+        if let Some(entry) = digest.entry {
+            if let Some(until) = entry.leased_until {
+                // The holder may finish (or fail) long before its lease would expire.
+                let soon = now + chrono::Duration::from_std(HELD_RECHECK).unwrap_or_default();
+                wake(until.min(soon));
+                continue;
+            }
+            if let Some(at) = entry.next_attempt.filter(|at| *at > now && !retry_now) {
+                wake(at);
+                continue;
             }
         }
+        match plan.due.last_mut() {
+            Some(due) if due.team == digest.team.name && due.span == digest.span => {
+                due.webhooks.push(digest.hook.name.clone());
+            }
+            _ => plan.due.push(Due {
+                team: digest.team.name.clone(),
+                span: digest.span,
+                webhooks: vec![digest.hook.name.clone()],
+            }),
+        }
     }
+    plan.pending = owed.iter().filter(|digest| !digest.settled()).count();
     for ((team_name, span), hooks) in entries {
         let Some(team) = teams.iter().find(|t| &t.name == team_name) else {
             continue;
@@ -146,53 +121,6 @@ pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bo
     plan.expired
         .sort_by(|a, b| (&a.team, a.span, &a.webhook).cmp(&(&b.team, b.span, &b.webhook)));
     plan
-}
-
-/// Digests due and not settled, for `acquire_digest_pending_deliveries`: the ledger's pending
-/// ones for configured webhooks, less those this pass gives up, plus those due with no pending
-/// record (never tried, refused by an earlier URL, expired and live again).
-fn pending_count(teams: &[Team], entries: &Entries, plan: &Plan) -> usize {
-    let configured: HashSet<(&str, &str)> = teams
-        .iter()
-        .flat_map(|t| {
-            t.webhooks
-                .iter()
-                .map(move |h| (t.name.as_str(), h.name.as_str()))
-        })
-        .collect();
-    let recorded_pending = entries
-        .iter()
-        .flat_map(|((team, _), hooks)| hooks.iter().map(move |(hook, entry)| (team, hook, entry)))
-        .filter(|(team, hook, entry)| {
-            entry.state == State::Pending && configured.contains(&(team.as_str(), hook.as_str()))
-        })
-        .count();
-    let due_unrecorded = plan
-        .due
-        .iter()
-        .flat_map(|due| due.webhooks.iter().map(move |hook| (due, hook)))
-        .filter(|(due, hook)| {
-            entries
-                .get(&(due.team.clone(), due.span))
-                .and_then(|hooks| hooks.get(*hook))
-                .is_none_or(|entry| entry.state != State::Pending)
-        })
-        .count();
-    (recorded_pending + due_unrecorded).saturating_sub(plan.expired.len())
-}
-
-/// "Tue 24 Nov 09:00:00 Asia/Kolkata (03:30:00 UTC), covering 2026-11-23", or why there is none.
-pub fn describe_next(team: &Team, now: DateTime<Utc>) -> String {
-    match team.schedule.next_after(team.zone, now) {
-        Some(next) => format!(
-            "{} {} ({} UTC), covering {}",
-            team.zone.local(next).format("%a %-d %b %H:%M:%S"),
-            team.zone,
-            next.format("%a %-d %b %H:%M:%S"),
-            team.schedule.coverage(team.zone, next)
-        ),
-        None => "never (the schedule has no future firing)".to_owned(),
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when
@@ -324,18 +252,14 @@ pub async fn serve(
     }
     let mut jobs: JoinSet<SpanReport> = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, (String, Span)> = HashMap::new();
-    // A span whose delivery panicked waits a retry round rather than panicking in a loop.
-    let mut cooling: HashMap<(String, Span), DateTime<Utc>> = HashMap::new();
     let mut ledger_down = false;
     let mut retry_now = false;
-    let mut retired: Vec<Ledger> = Vec::new();
     tokio::pin!(shutdown);
 
     loop {
         let now = clock.now();
         crate::telemetry::next_digests(&current.config.teams, now);
-        cooling.retain(|_, until| *until > now);
-        let busy: HashSet<&(String, Span)> = running.values().chain(cooling.keys()).collect();
+        let busy: HashSet<&(String, Span)> = running.values().collect();
         let wake = match reconcile(&current, now, &busy, std::mem::take(&mut retry_now)).await {
             Ok((plan, mut start)) => {
                 // Replicas sharing a database each start what is due in their own order, so
@@ -360,8 +284,9 @@ pub async fn serve(
                     running.insert(job.id(), (due.team, due.span));
                 }
                 // A resync at least hourly, as level-triggered controllers do.
-                let soonest = cooling.values().copied().chain(plan.wake);
-                soonest.fold(now + chrono::Duration::hours(1), DateTime::min)
+                plan.wake
+                    .into_iter()
+                    .fold(now + chrono::Duration::hours(1), DateTime::min)
             }
             Err(e) => {
                 if !std::mem::replace(&mut ledger_down, true) {
@@ -382,14 +307,8 @@ pub async fn serve(
                         for team in &new.config.teams {
                             tracing::info!(team = %team.name, "next digest {}", describe_next(team, now));
                         }
-                        // A moved [state] leaves jobs on the old ledger, whose releases the
-                        // exit waits for too.
-                        let old = std::mem::replace(&mut current, new);
-                        if *old.ledger.location() != current.config.state {
-                            retired.push(old.ledger);
-                        }
+                        current = new;
                         retry_now = true;
-                        cooling.clear();
                     }
                     Err(errors) => {
                         crate::telemetry::config_loaded(Err(&errors));
@@ -404,10 +323,10 @@ pub async fn serve(
                         current.finished(&report);
                     }
                     Err(e) => {
+                        // Its leases stay until they expire, which holds the span off for that
+                        // long rather than panicking in a loop.
                         if let Some((team, span)) = running.remove(&e.id()) {
-                            let retry = clock.now() + chrono::Duration::from_std(current.config.retry_every).unwrap_or_default();
-                            tracing::error!(team = %team, date = %span, "a bug stopped this digest's delivery ({e}); its leases are released and it is tried again at {retry}");
-                            cooling.insert((team, span), retry);
+                            tracing::error!(team = %team, date = %span, "a bug stopped this digest's delivery ({e}); it is tried again once its leases expire, within {:?}", crate::ledger::lease_ttl());
                         }
                     }
                 }
@@ -426,14 +345,12 @@ pub async fn serve(
     .await;
     if drained.is_err() {
         tracing::warn!(
-            "{} deliveries still running after {SHUTDOWN_GRACE:?}; stopping them (their leases are released, so the next start finishes them)",
-            jobs.len()
+            "{} deliveries still running after {SHUTDOWN_GRACE:?}; stopping them (their leases expire within {:?}, and the next start or another replica finishes them)",
+            jobs.len(),
+            crate::ledger::lease_ttl()
         );
         jobs.abort_all();
         while jobs.join_next().await.is_some() {}
-    }
-    for ledger in retired.iter().chain([&current.ledger]) {
-        ledger.released().await;
     }
     tracing::info!("stopped");
     Ok(())
@@ -447,10 +364,11 @@ async fn reconcile(
     busy: &HashSet<&(String, Span)>,
     retry_now: bool,
 ) -> Result<(Plan, Vec<Due>), LedgerError> {
-    let since = now.date_naive() - chrono::Days::new(LOOKBACK_DAYS);
+    let since = now.date_naive() - chrono::Days::new(crate::ledger::owed::LOOKBACK_DAYS);
     let entries = current.ledger.recent(since).await?;
     let plan = plan(&current.config.teams, now, &entries, retry_now);
-    crate::telemetry::pending_deliveries(pending_count(&current.config.teams, &entries, &plan));
+    // A digest this pass gives up is no longer pending.
+    crate::telemetry::pending_deliveries(plan.pending);
     for key in &plan.expired {
         if current.ledger.expire(key).await? {
             let entry = &entries[&(key.team.clone(), key.span)][&key.webhook];
@@ -848,10 +766,7 @@ url = "http://127.0.0.1:9/b"
         let due: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
         let day = Span::day("2026-11-24".parse().unwrap());
         let teams = std::slice::from_ref(&team);
-        let pending = |now, entries: &Entries| {
-            let plan = plan(teams, now, entries, false);
-            pending_count(teams, entries, &plan)
-        };
+        let pending = |now, entries: &Entries| plan(teams, now, entries, false).pending;
         assert_eq!(pending(due, &Entries::new()), 2);
         let mut entries = Entries::new();
         let hooks = entries.entry(("t".into(), day)).or_default();

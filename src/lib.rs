@@ -18,8 +18,9 @@
 //!   (Slack, Discord, Teams, Google Chat, Mattermost, generic), one module per kind (pure);
 //!   [`check`] composes config and templates, [`trial`] is `test` and `preview`.
 //! - [`deliver`]: one POST and what its answer means; [`ledger`] records each (team, span,
-//!   webhook) and leases it to one process at a time, in a SQLite file or a PostgreSQL
-//!   database that replicas share.
+//!   webhook) and leases it to one process at a time, and [`history`] keeps fetched reports
+//!   for comparisons, both in [`db`]: a SQLite file or a PostgreSQL database that replicas
+//!   share.
 //! - [`pipeline`] runs the line for one team's span (`once`, `demo`, the daemon); [`daemon`]
 //!   is the reconciler that decides what is due (`run`).
 //! - Around the line, for operators: [`telemetry`] (metrics and log formats), [`server`]
@@ -31,9 +32,11 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod db;
 pub mod deliver;
 pub mod demo;
 pub mod fetch;
+pub mod history;
 pub mod http;
 pub mod ledger;
 pub mod pipeline;

@@ -340,7 +340,7 @@ fn check_report(path: &std::path::Path, config: &Config) -> String {
             team.name,
             team.schedule.as_str(),
             team.zone,
-            daemon::describe_next(team, now),
+            acquire_digest::ledger::owed::describe_next(team, now),
             hooks.join(", ")
         );
     }
@@ -459,7 +459,8 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let (which, since) = match args.date {
         Some(date) => (Which::Containing(date), date),
         None => {
-            let since = now.date_naive() - chrono::Days::new(daemon::LOOKBACK_DAYS);
+            let since =
+                now.date_naive() - chrono::Days::new(acquire_digest::ledger::owed::LOOKBACK_DAYS);
             (Which::Since(since), since)
         }
     };
@@ -589,9 +590,6 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
         for line in report.summary_lines() {
             let _ = writeln!(std::io::stderr(), "{line}");
         }
-    }
-    if let Some(ledger) = ledger {
-        ledger.released().await;
     }
     Ok(if ok {
         ExitCode::SUCCESS

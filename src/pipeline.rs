@@ -16,10 +16,10 @@ use crate::clock::Clock;
 use crate::config::{Config, Team, Webhook};
 use crate::deliver::{Deliverer, Posted};
 use crate::fetch::{self, DayReport, FetchError};
+use crate::history::History;
 use crate::http::RetryPolicy;
 use crate::ledger::{
-    Answer, Claim, Entry, Finish, Key, Lease, Ledger, LedgerError, MAX_UNANSWERED, Permit,
-    Requester, State,
+    Claim, Entry, Finish, Key, Lease, Ledger, LedgerError, Permit, Requester, State,
 };
 use crate::rank::{Audience, Digest, rank};
 use crate::render::Renderer;
@@ -37,9 +37,9 @@ pub struct Pipeline {
     pub deliverer: Deliverer,
     /// None for dry runs and the demo: nothing is recorded.
     pub ledger: Option<Ledger>,
-    /// Where fetched reports are kept for later comparisons: the ledger, or for a dry run one
-    /// it only reads (with no ledger to record in, nothing is kept either).
-    history: Option<Ledger>,
+    /// Where fetched reports are kept for later comparisons: beside the ledger, or for a dry
+    /// run beside one it only reads (with no ledger to record in, nothing is kept either).
+    history: Option<History>,
     history_days: u32,
     /// When history was last pruned, shared by the clones one run or daemon makes.
     pruned: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
@@ -97,6 +97,9 @@ pub enum HookStatus {
     LedgerFailed(LedgerError),
     /// Posted and answered, but the answer could not be recorded: it may be sent again.
     NotRecorded(String),
+    /// Its lease ran out while this process worked and another took the digest over (or it
+    /// was given up): this process recorded nothing, and counts nothing as delivered.
+    Superseded,
     /// Nobody visited and the team has `skip_empty`: nothing posted, now or later.
     Skipped,
 }
@@ -127,6 +130,7 @@ impl HookStatus {
         Some(match self {
             // Posted and answered; only the ledger's record of it failed.
             HookStatus::Delivered | HookStatus::NotRecorded(_) => "delivered",
+            HookStatus::Superseded => "superseded",
             HookStatus::Refused(_) => "refused",
             HookStatus::Unknown(_) => "unknown",
             HookStatus::AlreadyDelivered(_) | HookStatus::Busy(_) | HookStatus::Skipped => {
@@ -181,6 +185,9 @@ impl fmt::Display for HookStatus {
             HookStatus::NotRecorded(e) => {
                 write!(f, "delivered, but not recorded ({e}); it may be sent again")
             }
+            HookStatus::Superseded => f.write_str(
+                "superseded: its lease ran out while this process worked, and another process took the digest over (or it was given up); nothing recorded here",
+            ),
         }
     }
 }
@@ -247,7 +254,7 @@ impl Pipeline {
             ),
             renderer: Renderer::new(config.teams.iter().flat_map(|t| &t.webhooks)),
             deliverer: Deliverer::new(config.delivery_timeout),
-            history: ledger.clone(),
+            history: ledger.as_ref().map(Ledger::history),
             // Reports are kept only for comparisons: with none asked for, nothing is kept and
             // what was kept before is dropped.
             history_days: if config.teams.iter().any(|t| !t.compare.is_empty()) {
@@ -265,7 +272,7 @@ impl Pipeline {
 
     /// The pipeline reading kept reports from `ledger` without writing any: a dry run's.
     pub fn reading_history(mut self, ledger: Ledger) -> Pipeline {
-        self.history = Some(ledger);
+        self.history = Some(ledger.history());
         self
     }
 
@@ -433,11 +440,14 @@ impl Pipeline {
 
     /// Keeps a fetched report for the digests that will compare with it.
     async fn remember(&self, team: &Team, window: &Window, report: &DayReport) {
-        let Some(ledger) = self.ledger.as_ref().filter(|_| self.history_days > 0) else {
+        let Some(history) = self.history.as_ref().filter(|_| self.ledger.is_some()) else {
             return;
         };
+        if self.history_days == 0 {
+            return;
+        }
         let json = serde_json::to_string(report).expect("a report serializes");
-        if let Err(e) = ledger
+        if let Err(e) = history
             .remember(team.account_id.as_str(), window, json)
             .await
         {
@@ -447,7 +457,7 @@ impl Pipeline {
 
     /// Drops reports older than `history_days`, at most once an hour.
     async fn prune(&self) {
-        let Some(ledger) = &self.ledger else {
+        let Some(history) = self.history.as_ref().filter(|_| self.ledger.is_some()) else {
             return;
         };
         let now = self.clock.now();
@@ -464,7 +474,7 @@ impl Pipeline {
             0 => now.date_naive() + chrono::Days::new(2),
             _ => now.date_naive() - keep,
         };
-        match ledger.forget_before(cutoff).await {
+        match history.forget_before(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!("dropped {n} kept reports older than {cutoff}"),
             Err(e) => tracing::warn!("could not drop old kept reports: {e}"),
@@ -476,84 +486,48 @@ impl Pipeline {
     }
 
     /// POSTs under a lease: retries within the budget what did not arrive, resends an
-    /// unanswered POST only while the ledger allows, records each answer as it comes.
+    /// unanswered POST only while the ledger allows, records each answer as it comes and the
+    /// round's end once.
     async fn send(&self, hook: &Webhook, body: &Value, lease: Lease) -> HookStatus {
         let key = lease.key();
         let (team, span, webhook) = (&key.team, key.span.to_string(), &key.webhook);
-        let (webhook_id, refused_url) = (key.webhook_id(), hook.url.fingerprint());
-        let taken_over =
-            || HookStatus::NotRecorded("its lease expired and another process took it over".into());
+        let webhook_id = key.webhook_id();
         let mut backoff = self.retry.start();
-        let (mut last_error, mut unanswered, mut lost) = (String::new(), 0, false);
-        let status = loop {
+        let finish = loop {
             match lease.before_post().await {
                 Ok(Permit::Go) => {}
-                Ok(Permit::Exhausted) => break HookStatus::Unknown(last_error),
-                Ok(Permit::Lost) => break taken_over(),
-                Err(e) => break HookStatus::LedgerFailed(e),
+                Ok(Permit::Exhausted) => break Finish::Exhausted,
+                Ok(Permit::Lost) => return HookStatus::Superseded,
+                Err(e) => {
+                    failed_before(Some(lease), &e.to_string(), self.next_attempt()).await;
+                    return HookStatus::LedgerFailed(e);
+                }
             }
             tracing::debug!(%team, date = %span, %webhook, host = %hook.url, "posting");
             let posted = self.deliverer.post(hook, body, &webhook_id).await;
-            let text = posted.to_string();
-            // A final answer is logged once, as the delivery's outcome; only the attempts
-            // before it are logged here.
-            if matches!(posted, Posted::NotDelivered { .. } | Posted::Unknown(_)) {
-                tracing::debug!(%team, date = %span, %webhook, "POST attempt failed: {text}");
-            }
-            let answer = match &posted {
-                Posted::Delivered => Answer::Delivered,
-                Posted::Refused { .. } => Answer::Refused {
-                    error: text.clone(),
-                    refused_url: refused_url.clone(),
-                },
-                Posted::NotDelivered { .. } => Answer::NotDelivered(text.clone()),
-                Posted::Unknown(_) => Answer::Unknown(text.clone()),
+            let wait = match &posted {
+                Posted::NotDelivered { after, .. } => backoff.next(*after),
+                Posted::Unknown(_) => backoff.next(None),
+                Posted::Delivered | Posted::Refused { .. } => None,
             };
-            // A record that failed is made good by the finish below, which records a delivery
-            // again.
-            match lease.answered(answer).await {
-                Ok(Some(count)) => unanswered = count,
-                // Fenced off: the lease expired and another process holds the digest.
-                Ok(None) => lost = true,
-                Err(_) => {}
-            }
-            let after = match posted {
-                Posted::Delivered if lost => break taken_over(),
-                Posted::Delivered => break HookStatus::Delivered,
-                Posted::Refused { .. } => break HookStatus::Refused(text),
-                Posted::NotDelivered { after, .. } => after,
-                Posted::Unknown(_) => None,
+            let Some(wait) = wait else {
+                break Finish::Posted(posted, self.next_attempt());
             };
-            match backoff.next(after) {
-                Some(wait) => tokio::time::sleep(wait).await,
-                // If the last POSTs went unanswered, say so now rather than at the next round.
-                None if unanswered >= MAX_UNANSWERED => break HookStatus::Unknown(text),
-                None => {
-                    break HookStatus::RetryAt {
-                        error: text,
-                        at: self.next_attempt(),
-                    };
-                }
+            // The round's last answer is logged once, as its outcome; the ones before here.
+            tracing::debug!(%team, date = %span, %webhook, "POST attempt failed: {posted}");
+            // One that failed to record leaves the POST counted as unanswered: the cautious
+            // side of the bound.
+            if let Ok(false) = lease.answered(&posted).await {
+                return HookStatus::Superseded;
             }
-            last_error = text;
+            tokio::time::sleep(wait).await;
         };
-        let finish = match &status {
-            HookStatus::Delivered => Finish::Delivered,
-            HookStatus::RetryAt { at, .. } => Finish::RetryAt(*at),
-            HookStatus::LedgerFailed(_) => Finish::RetryAt(self.next_attempt()),
-            HookStatus::Unknown(_) => Finish::GiveUp(State::Unknown),
-            // Refused, or the lease was lost: the answer is recorded, or not ours to record.
-            _ => Finish::Settled,
-        };
+        let delivered = matches!(finish, Finish::Posted(Posted::Delivered, _));
         match lease.finish(finish).await {
-            Err(e) if matches!(status, HookStatus::Delivered) => {
-                HookStatus::NotRecorded(e.to_string())
-            }
-            Err(e) => {
-                tracing::warn!("could not end a lease: {e}");
-                status
-            }
-            Ok(()) => status,
+            Ok(Some(entry)) => finished(entry),
+            Ok(None) => HookStatus::Superseded,
+            Err(e) if delivered => HookStatus::NotRecorded(e.to_string()),
+            Err(e) => HookStatus::LedgerFailed(e),
         }
     }
 }
@@ -564,6 +538,20 @@ async fn failed_before(lease: Option<Lease>, error: &str, retry_at: DateTime<Utc
     if let Some(lease) = lease {
         let error = error.to_owned();
         let _ = lease.finish(Finish::FailedBefore { error, retry_at }).await;
+    }
+}
+
+/// What the round came to, as the ledger recorded it.
+fn finished(entry: Entry) -> HookStatus {
+    let error = entry.last_error.clone().unwrap_or_default();
+    match entry.state {
+        State::Delivered => HookStatus::Delivered,
+        State::Pending => HookStatus::RetryAt {
+            error,
+            at: entry.next_attempt.unwrap_or_default(),
+        },
+        State::Expired => HookStatus::Expired(entry.last_error),
+        _ => settled(entry),
     }
 }
 

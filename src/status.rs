@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::config::Team;
-use crate::daemon::{describe_next, live_spans};
+use crate::ledger::owed::{describe_next, owed};
 use crate::ledger::{Entries, State};
 use crate::schedule::Span;
 
@@ -75,7 +75,10 @@ pub fn report(teams: &[&Team], entries: &Entries, now: DateTime<Utc>, which: Whi
     let teams = teams
         .iter()
         .map(|team| {
-            let live: BTreeSet<Span> = live_spans(team, now).into_iter().collect();
+            let live: BTreeSet<Span> = owed(std::slice::from_ref(*team), now, entries)
+                .iter()
+                .map(|digest| digest.span)
+                .collect();
             let mut spans = live.clone();
             spans.extend(
                 entries

@@ -60,7 +60,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     // Counters are registered without `_total`: the encoder appends it.
     registry.register(
         "acquire_digest_deliveries",
-        "Deliveries of a digest to a webhook by outcome (delivered, failed, refused, unknown, skipped), one per delivery round",
+        "Deliveries of a digest to a webhook by outcome (delivered, failed, refused, unknown, skipped, superseded), one per delivery round",
         m.deliveries.clone(),
     );
     registry.register(
@@ -249,6 +249,11 @@ pub fn init_logs(format: LogFormat) {
         "tower",
         "axum",
         "handlebars",
+        // Its notices ("relation … already exists, skipping") are the migrator's chatter.
+        "sqlx",
+        "sqlx_postgres",
+        "sqlx_sqlite",
+        "sqlx_core",
     ] {
         filter = filter.add_directive(format!("{quiet}=warn").parse().expect("a valid directive"));
     }

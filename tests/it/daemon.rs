@@ -584,19 +584,20 @@ async fn lease_renewed_while_a_slow_post_runs(postgres: bool) {
     assert_eq!(hooks.seen().len(), 1, "{}", daemon.log());
 }
 
-/// SIGTERM cancels a POST still running after the grace period; its lease is released on the
-/// way out, so an admin's `once` right after delivers the digest instead of waiting it out.
+/// SIGTERM cancels a POST still running after the grace period. Its lease is not released
+/// (it may have arrived; the ledger counts it unanswered): an admin's `once` right after is
+/// told another process holds it, and delivers it once the lease has expired.
 #[tokio::test]
-async fn sigterm_mid_post_releases_the_lease() {
-    sigterm_mid_post_releases(false).await;
+async fn sigterm_mid_post_leaves_a_lease_that_expires() {
+    sigterm_mid_post_leaves_a_lease(false).await;
 }
 
 #[tokio::test]
-async fn on_postgres_sigterm_mid_post_releases_the_lease() {
-    sigterm_mid_post_releases(true).await;
+async fn on_postgres_sigterm_mid_post_leaves_a_lease_that_expires() {
+    sigterm_mid_post_leaves_a_lease(true).await;
 }
 
-async fn sigterm_mid_post_releases(postgres: bool) {
+async fn sigterm_mid_post_leaves_a_lease(postgres: bool) {
     let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
@@ -617,8 +618,12 @@ async fn sigterm_mid_post_releases(postgres: bool) {
         return;
     };
     let work = Workspace::new(&text);
-    let env = [("ACQUIRE_DIGEST_DATABASE_URL", database.clone())];
-    let mut daemon = Daemon::start_with(&work, &[], &[("ACQUIRE_DIGEST_DATABASE_URL", &database)]);
+    let env = [
+        ("ACQUIRE_DIGEST_DATABASE_URL", database.clone()),
+        ("ACQUIRE_DIGEST_LEASE_SECS", "3".to_owned()),
+    ];
+    let daemon_env = env.each_ref().map(|(name, value)| (*name, value.as_str()));
+    let mut daemon = Daemon::start_with(&work, &[], &daemon_env);
     wait_until("the daemon's POST", SECONDS, || hooks.seen().len() == 1).await;
     daemon.signal("TERM");
     let stopped = daemon
@@ -626,17 +631,28 @@ async fn sigterm_mid_post_releases(postgres: bool) {
         .await
         .expect("stops within the grace");
     assert!(stopped.success(), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("their leases expire within"),
+        "{}",
+        daemon.log()
+    );
 
     hooks.script("/slow", vec![Reply::new(200, "ok")]);
     let yesterday =
         (Utc::now().with_timezone(&offset).date_naive() - chrono::Days::new(1)).to_string();
-    let dir = work.dir.path().to_owned();
-    let admin = tokio::task::spawn_blocking(move || {
-        let env = env.each_ref().map(|(name, value)| (*name, value.as_str()));
-        crate::support::run_in(&dir, &["once", "--date", &yesterday], &env)
-    })
-    .await
-    .unwrap();
+    let once = || {
+        let (dir, env, date) = (work.dir.path().to_owned(), env.clone(), yesterday.clone());
+        tokio::task::spawn_blocking(move || {
+            let env = env.each_ref().map(|(name, value)| (*name, value.as_str()));
+            crate::support::run_in(&dir, &["once", "--date", &date], &env)
+        })
+    };
+    let held = once().await.unwrap();
+    let said = crate::support::stderr(&held);
+    assert!(!held.status.success(), "{said}");
+    assert!(said.contains("being delivered by another"), "{said}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let admin = once().await.unwrap();
     let said = crate::support::stderr(&admin);
     assert!(admin.status.success(), "{said}");
     assert!(said.contains(": delivered"), "{said}");

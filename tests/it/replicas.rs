@@ -99,10 +99,6 @@ async fn a_replica_without_its_database_posts_nothing_says_so_once_and_catches_u
         .await
         .unwrap();
     let name = database.rsplit('/').next().unwrap().to_owned();
-    let (admin, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
     let (noon, offset) = zone_at(12);
     // Far enough ahead for start-up on a loaded machine: the database goes away before.
     let due = (chrono::Utc::now() + chrono::Duration::seconds(15)).with_timezone(&offset);
@@ -124,13 +120,15 @@ async fn a_replica_without_its_database_posts_nothing_says_so_once_and_catches_u
     let env = [("ACQUIRE_DIGEST_DATABASE_URL", database.as_str())];
     let daemon = Daemon::start_with(&work, &[], &env);
     daemon.wait_for_log("next digest", SECONDS).await;
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
-        ))
-        .await
-        .unwrap();
+    let admin = |sql: String| {
+        let server = server.clone();
+        async move { acquire_digest::db::execute_at(&server, &sql).await.unwrap() }
+    };
+    admin(format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+    ))
+    .await;
     daemon.wait_for_log("deliveries stopped", SECONDS).await;
     // "Stopped" is said at the firing; this outlasts the next look at the database.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -141,10 +139,7 @@ async fn a_replica_without_its_database_posts_nothing_says_so_once_and_catches_u
         "{}",
         daemon.log()
     );
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .await
-        .unwrap();
+    admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
     wait_until("every digest after the outage", SECONDS, || {
         hooks.seen().len() >= 4
     })

@@ -119,17 +119,15 @@ async fn status_on_an_empty_database_says_so_and_creates_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no acquire-digest tables yet"), "{err}");
-    let (client, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let tables: i64 = client
-        .query_one(
+    let tables: i64 = {
+        use sqlx::Connection;
+        let mut client = sqlx::AnyConnection::connect(&database).await.unwrap();
+        sqlx::query_scalar(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
-            &[],
         )
+        .fetch_one(&mut client)
         .await
         .unwrap()
-        .get(0);
+    };
     assert_eq!(tables, 0, "status must not create the schema");
 }

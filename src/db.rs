@@ -1,0 +1,446 @@
+//! The database the ledger and the history keep their tables in: a SQLite file (the default,
+//! for one host) or a PostgreSQL database that any number of replicas share. Both are reached
+//! through sqlx's `Any` driver, so each statement is written once; where the dialects differ
+//! (how a row is locked, whose clock judges a lease) [`Dialect`] says so in one place.
+//!
+//! A SQLite file is guarded as the record of what was sent: it is created under a temporary
+//! name and linked into place once its schema is written, so a file at the path is never half
+//! made; one that is empty, damaged or not a ledger is refused rather than started afresh
+//! (that would re-send every digest within the catch-up window); one deleted or replaced under
+//! a running process stops deliveries until it is back.
+
+use std::borrow::Cow;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+use crate::config::StateStore;
+
+/// How long one call may take: a server that stops answering without closing the connection
+/// (a failover to a stale address, a partition dropping packets) must not hang the reconciler
+/// or a delivery for the kernel's quarter of an hour of retransmissions.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Each database's migrations, in the binary: `migrations/` for both, `migrations/sqlite/`
+/// for SQLite's own. Embedded by hand rather than by `migrate!`, whose proc macro would build
+/// SQLite and both drivers a second time; a test checks this list against the folders.
+const LEDGER: (i64, &str, &str) = (1, "ledger", include_str!("../migrations/1_ledger.sql"));
+const HISTORY: (i64, &str, &str) = (2, "history", include_str!("../migrations/2_history.sql"));
+const SQLITE: &[(i64, &str, &str)] = &[
+    LEDGER,
+    HISTORY,
+    (
+        3,
+        "earlier_ledgers",
+        include_str!("../migrations/sqlite/3_earlier_ledgers.sql"),
+    ),
+];
+const POSTGRES: &[(i64, &str, &str)] = &[LEDGER, HISTORY];
+
+/// How the two databases differ, and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Opens a transaction that will write: SQLite takes its write lock at once, so two
+    /// processes reading then writing one row wait for each other instead of failing.
+    pub(crate) fn begin(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        }
+    }
+
+    /// Locks the rows a SELECT reads (SQLite's transaction already holds the whole file).
+    pub(crate) fn lock(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => "FOR UPDATE",
+        }
+    }
+
+    /// The time leases are judged by, in Unix milliseconds: on SQLite the process's clock,
+    /// bound as parameter `$n`; on PostgreSQL the server's, so replicas whose clocks disagree
+    /// still agree on who holds what. Milliseconds, since a lease of a few seconds (crash
+    /// trials) must not lose one to rounding.
+    pub(crate) fn now_ms(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("${n}"),
+            Dialect::Postgres => {
+                "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint".into()
+            }
+        }
+    }
+
+    /// Whether statements using [`Dialect::now_ms`] take the time as a parameter.
+    pub(crate) fn binds_now(self) -> bool {
+        self == Dialect::Sqlite
+    }
+}
+
+/// Whether the database is opened to write (creating and migrating it) or only to read
+/// (`status`, a dry run): then nothing is created, and a read-only role will do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Write,
+    Read,
+}
+
+#[derive(Clone)]
+pub(crate) struct Db {
+    pub(crate) pool: AnyPool,
+    pub(crate) dialect: Dialect,
+    /// A SQLite file's path, device and inode when opened.
+    file: Option<(PathBuf, (u64, u64))>,
+}
+
+impl Db {
+    pub(crate) async fn open(location: &StateStore, access: Access) -> Result<Db, String> {
+        sqlx::any::install_default_drivers();
+        answered_in_time(async {
+            match location {
+                StateStore::Sqlite(path) => open_sqlite(path, access).await,
+                StateStore::Postgres(url) => {
+                    let url = url.expose().as_str();
+                    let pool = pool(16, Dialect::Postgres)
+                        .connect_with(options(url).map_err(login_failed)?)
+                        .await
+                        .map_err(login_failed)?;
+                    let db = Db {
+                        pool,
+                        dialect: Dialect::Postgres,
+                        file: None,
+                    };
+                    if access == Access::Write {
+                        db.migrate().await?;
+                    }
+                    Ok(db)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Fails when a SQLite file is no longer the one opened, so nothing new goes out while the
+    /// record of what went out is missing.
+    pub(crate) fn guard(&self) -> Result<(), String> {
+        let Some((path, identity)) = &self.file else {
+            return Ok(());
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == *identity => Ok(()),
+            Ok(_) => Err("was replaced by another file while running; deliveries stop until the original is back (or restart to use the new one)".into()),
+            Err(e) => Err(format!("has disappeared ({e}); deliveries stop until it is back")),
+        }
+    }
+
+    /// Runs one statement, within [`CALL_LIMIT`].
+    pub(crate) async fn execute<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<AnyQueryResult, String> {
+        answered_in_time(async { query.execute(&self.pool).await.map_err(|e| causes(&e)) }).await
+    }
+
+    pub(crate) async fn fetch_all<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Vec<AnyRow>, String> {
+        answered_in_time(async { query.fetch_all(&self.pool).await.map_err(|e| causes(&e)) }).await
+    }
+
+    /// Creates the schema, or brings an older one up to date; PostgreSQL's runs under an
+    /// advisory lock, so replicas starting together take turns. A schema newer than this
+    /// version knows is refused: its rows may mean what this version can't read.
+    async fn migrate(&self) -> Result<(), String> {
+        let embedded = match self.dialect {
+            Dialect::Sqlite => SQLITE,
+            Dialect::Postgres => POSTGRES,
+        };
+        let migrator = Migrator::new(Embedded(embedded))
+            .await
+            .map_err(|e| e.to_string())?;
+        let known = embedded.last().map_or(0, |(version, _, _)| *version);
+        let failed = |e: sqlx::migrate::MigrateError| match e {
+            sqlx::migrate::MigrateError::VersionMissing(version) => format!(
+                "has schema version {version}, newer than this version of acquire-digest knows ({known}): upgrade acquire-digest"
+            ),
+            e => format!("could not create or migrate its schema: {}", causes(&e)),
+        };
+        // Two processes upgrading one SQLite file at once: the second's transaction fails on
+        // the first's record of the migration, and looking again finds it done.
+        match migrator.run(&self.pool).await {
+            Err(_) if self.dialect == Dialect::Sqlite => migrator.run(&self.pool).await,
+            ran => ran,
+        }
+        .map_err(failed)
+    }
+}
+
+/// A SQLite file, created under a temporary name if it isn't there yet.
+async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
+    let damaged = |e: sqlx::Error| {
+        format!(
+            "cannot be read ({}); restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)",
+            causes(&e)
+        )
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 => {
+            return Err("the file exists but is empty, so it holds no record of what was delivered; restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)".into());
+        }
+        Ok(_) => {}
+        Err(_) if access == Access::Read => {
+            return Err("does not exist: nothing has been delivered from this config yet (`run` and `once` create it)".into());
+        }
+        Err(_) => create_sqlite(path).await?,
+    }
+    let mode = match access {
+        Access::Write => "rw",
+        Access::Read => "ro",
+    };
+    let pool = pool(4, Dialect::Sqlite)
+        .connect_with(options(&sqlite_url(path, mode)).map_err(damaged)?)
+        .await
+        .map_err(damaged)?;
+    let check: String = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_one(&pool)
+        .await
+        .map_err(damaged)?;
+    if check != "ok" {
+        return Err(format!(
+            "is damaged ({check}); restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)"
+        ));
+    }
+    let ours: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('digests', 'deliveries', '_sqlx_migrations')",
+    )
+    .fetch_one(&pool)
+    .await
+    .map_err(damaged)?;
+    if ours == 0 {
+        return Err(
+            "is not an acquire-digest ledger (it has none of its tables); check [state] path"
+                .into(),
+        );
+    }
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let db = Db {
+        pool,
+        dialect: Dialect::Sqlite,
+        file: Some((path.to_owned(), (meta.dev(), meta.ino()))),
+    };
+    if access == Access::Write {
+        db.migrate().await?;
+    }
+    Ok(db)
+}
+
+/// Writes a new ledger's schema under a temporary name and links it into place: a process
+/// killed meanwhile leaves no file at the path, and of two creating it at once, one's file
+/// wins whole and the other opens it.
+async fn create_sqlite(path: &Path) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create its folder: {e}"))?;
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{:016x}.new", fastrand::u64(..)));
+    let temporary = PathBuf::from(name);
+    let created = async {
+        let pool = pool(1, Dialect::Sqlite)
+            .connect_with(options(&sqlite_url(&temporary, "rwc")).map_err(|e| e.to_string())?)
+            .await
+            .map_err(|e| format!("cannot be created: {}", causes(&e)))?;
+        let db = Db {
+            pool: pool.clone(),
+            dialect: Dialect::Sqlite,
+            file: None,
+        };
+        let mut migrated = db.migrate().await;
+        // Everything into the file itself before it is linked: the log is found by name.
+        if migrated.is_ok() {
+            let checkpoint = pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
+            migrated = checkpoint.map(drop).map_err(|e| causes(&e));
+        }
+        pool.close().await;
+        migrated?;
+        match std::fs::hard_link(&temporary, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(format!("cannot be created: {e}"))
+            }
+            _ => Ok(()),
+        }
+    }
+    .await;
+    for leftover in ["", "-wal", "-shm"] {
+        let mut name = temporary.as_os_str().to_owned();
+        name.push(leftover);
+        let _ = std::fs::remove_file(name);
+    }
+    created
+}
+
+/// Statements aren't logged: what went wrong is said by the error that reaches the log.
+fn options(url: &str) -> Result<AnyConnectOptions, sqlx::Error> {
+    Ok(url
+        .parse::<AnyConnectOptions>()?
+        .disable_statement_logging())
+}
+
+fn sqlite_url(path: &Path, mode: &str) -> String {
+    let url = url::Url::from_file_path(path).map_or_else(
+        |()| format!("sqlite://{}", path.display()),
+        |url| url.as_str().replacen("file://", "sqlite://", 1),
+    );
+    format!("{url}?mode={mode}")
+}
+
+/// SQLite's settings, set on every connection: wait for another writer rather than fail, and
+/// keep a write-ahead log synced at checkpoints (a killed process loses no commit; a power
+/// loss can undo the last few, which costs a duplicate post, never a lost digest).
+fn pool(size: u32, dialect: Dialect) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(CALL_LIMIT);
+    match dialect {
+        Dialect::Postgres => options,
+        Dialect::Sqlite => options.after_connect(|connection, _| {
+            Box::pin(async move {
+                connection
+                    .execute("PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;")
+                    .await?;
+                // A read-only connection can't switch, and needn't: the file says WAL.
+                let _ = connection.execute("PRAGMA journal_mode = WAL;").await;
+                Ok(())
+            })
+        }),
+    }
+}
+
+/// A server that refused the login says so (with its reason, which never holds the
+/// password); anything else is "cannot reach".
+fn login_failed(e: sqlx::Error) -> String {
+    let refused = matches!(&e, sqlx::Error::Database(db)
+        if db.code().is_some_and(|code| code == "28P01" || code == "28000"));
+    if refused {
+        format!(
+            "the database refused the login: {} (check the user and password in the URL)",
+            causes(&e)
+        )
+    } else {
+        format!("cannot reach the database: {}", causes(&e))
+    }
+}
+
+/// An error and its causes in one line, without repeats.
+pub(crate) fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+pub(crate) async fn answered_in_time<T>(
+    call: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(CALL_LIMIT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the database did not answer within {} s",
+                CALL_LIMIT.as_secs()
+            ))
+        })
+}
+
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        let migration = |&(version, name, sql): &(i64, &'static str, &'static str)| {
+            let (name, sql) = (Cow::Borrowed(name), Cow::Borrowed(sql));
+            Migration::new(version, name, MigrationType::Simple, sql, false)
+        };
+        Box::pin(async move { Ok(self.0.iter().map(migration).collect()) })
+    }
+}
+
+/// A new, empty database on the server `url` names, for a test or a benchmark that needs a
+/// PostgreSQL ledger of its own; its URL is `url` with the new database's name.
+#[doc(hidden)]
+pub async fn scratch_database(url: &str) -> Result<String, String> {
+    let name = format!("scratch_{:016x}", fastrand::u64(..));
+    execute_at(url, &format!("CREATE DATABASE {name}")).await?;
+    let mut scratch = url::Url::parse(url).map_err(|e| e.to_string())?;
+    scratch.set_path(&name);
+    Ok(scratch.to_string())
+}
+
+/// Runs SQL on the database `url` names behind the ledger's back, as a person with a SQL shell
+/// would: for tests.
+#[doc(hidden)]
+pub async fn execute_at(url: &str, sql: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut connection = sqlx::AnyConnection::connect(url)
+        .await
+        .map_err(|e| format!("cannot reach the test database server: {}", causes(&e)))?;
+    connection
+        .execute(sql)
+        .await
+        .map(drop)
+        .map_err(|e| causes(&e))
+}
+
+/// A SQLite file's URL for [`execute_at`].
+#[doc(hidden)]
+pub fn sqlite_file_url(path: &Path) -> String {
+    sqlite_url(path, "rwc")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_in_the_folders_is_embedded() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let files = |dir: &Path| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.is_file())
+                .map(|path| path.strip_prefix(&root).unwrap().display().to_string())
+                .collect()
+        };
+        let mut on_disk = files(&root);
+        on_disk.extend(files(&root.join("sqlite")));
+        on_disk.sort();
+        let mut embedded: Vec<String> = SQLITE
+            .iter()
+            .map(|(version, name, _)| {
+                let shared = POSTGRES.iter().any(|(v, _, _)| v == version);
+                let folder = if shared { "" } else { "sqlite/" };
+                format!("{folder}{version}_{name}.sql")
+            })
+            .collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded);
+        assert!(POSTGRES.iter().all(|migration| SQLITE.contains(migration)));
+    }
+}

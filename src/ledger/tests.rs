@@ -1,0 +1,981 @@
+use super::*;
+use std::path::PathBuf;
+
+use crate::schedule::Window;
+
+use crate::clock::WallClock;
+use crate::config::DatabaseUrl;
+
+/// Every test here runs against both stores.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A PostgreSQL test lease is short, since only real time moves the server's clock.
+const POSTGRES_TTL: Duration = Duration::from_secs(4);
+
+struct Fixture {
+    kind: Kind,
+    _dir: tempfile::TempDir,
+    location: StateStore,
+    clock: Arc<WallClock>,
+}
+
+impl Fixture {
+    /// None when PostgreSQL isn't there outside CI (the tests say so and pass); in CI a
+    /// missing PostgreSQL fails them.
+    async fn new(kind: Kind) -> Option<Fixture> {
+        let dir = tempfile::tempdir().unwrap();
+        let location = match kind {
+            Kind::Sqlite => StateStore::Sqlite(dir.path().join("nested/l.db")),
+            Kind::Postgres => {
+                let url = test_database_url()?;
+                let scratch = scratch_database(&url).await.unwrap();
+                StateStore::Postgres(DatabaseUrl::parse(&scratch).unwrap())
+            }
+        };
+        Some(Fixture {
+            kind,
+            _dir: dir,
+            location,
+            clock: WallClock::new(),
+        })
+    }
+
+    /// Another process's handle on the same ledger.
+    async fn open(&self) -> Ledger {
+        let ttl = match self.kind {
+            Kind::Sqlite => lease_ttl(),
+            Kind::Postgres => POSTGRES_TTL,
+        };
+        Ledger::open_with(&self.location, self.clock.clone(), ttl, Access::Write)
+            .await
+            .unwrap()
+    }
+
+    fn ttl(&self) -> Duration {
+        match self.kind {
+            Kind::Sqlite => lease_ttl(),
+            Kind::Postgres => POSTGRES_TTL,
+        }
+    }
+
+    /// Lets `time` pass for the leases: SQLite's are judged by the process's clock, which
+    /// jumps; PostgreSQL's by the server's, so the test waits.
+    async fn pass(&self, time: Duration) {
+        match self.kind {
+            Kind::Sqlite => {
+                self.clock.jump(chrono::Duration::from_std(time).unwrap());
+                // Renewals wake on the jump; let them write.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Kind::Postgres => tokio::time::sleep(time).await,
+        }
+    }
+
+    /// Writes behind the ledger's back, as a person with a SQL shell would.
+    async fn tamper(&self, sql: &str) {
+        crate::db::execute_at(&url_of(&self.location), sql)
+            .await
+            .unwrap();
+    }
+}
+
+fn url_of(location: &StateStore) -> String {
+    match location {
+        StateStore::Sqlite(path) => crate::db::sqlite_file_url(path),
+        StateStore::Postgres(url) => url.expose().to_string(),
+    }
+}
+
+fn test_database_url() -> Option<String> {
+    match std::env::var("ACQUIRE_DIGEST_TEST_DATABASE_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").is_ok_and(|ci| ci == "true") => panic!(
+            "ACQUIRE_DIGEST_TEST_DATABASE_URL is not set: in CI the ledger tests need PostgreSQL (run them through scripts/with-postgres)"
+        ),
+        Err(_) => {
+            eprintln!(
+                "PostgreSQL ledger tests skipped: run through scripts/with-postgres to include them"
+            );
+            None
+        }
+    }
+}
+
+/// Each test, once per store.
+macro_rules! on_both_stores {
+        ($($test:ident),* $(,)?) => {
+            mod sqlite_store {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(fx) = super::Fixture::new(super::Kind::Sqlite).await {
+                        super::$test(fx).await
+                    }
+                })*
+            }
+            mod postgres_store {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(fx) = super::Fixture::new(super::Kind::Postgres).await {
+                        super::$test(fx).await
+                    }
+                })*
+            }
+        };
+    }
+
+on_both_stores!(
+    a_lease_keeps_others_off_until_finished_and_a_dead_holders_expires,
+    a_live_holder_keeps_its_lease_however_far_the_clock_moves,
+    a_live_holder_keeps_its_lease_when_the_clock_steps_back,
+    how_a_lease_ends_is_recorded,
+    a_stalled_holder_posts_nothing_once_the_digest_is_given_up,
+    a_state_this_version_does_not_know_is_an_error_not_pending,
+    a_panicking_holder_stops_renewing_and_its_lease_expires,
+    an_expired_holder_records_nothing_over_the_new_one,
+    at_most_two_posts_go_unanswered_whatever_asks,
+    a_refusal_holds_for_the_daemon_until_the_url_changes_and_never_for_once,
+    spans_and_webhooks_key_entries_apart,
+    processes_racing_for_one_digest_get_one_lease,
+    opening_a_new_ledger_is_safe_to_race,
+    reports_are_remembered_by_exact_window_and_forgotten_when_old,
+    each_alert_is_recorded_once_across_processes,
+    a_skipped_digest_is_settled_for_all_but_a_forced_admin,
+    a_schema_newer_than_this_version_is_refused_naming_both_versions,
+);
+
+fn not_delivered() -> Posted {
+    Posted::NotDelivered {
+        error: "HTTP 503: maintenance".into(),
+        after: None,
+    }
+}
+
+fn key(webhook: &str) -> Key {
+    Key::new("apac", Span::day("2021-03-18".parse().unwrap()), webhook)
+}
+
+async fn lease(ledger: &Ledger, key: &Key, requester: Requester) -> Claim {
+    ledger.lease(key, requester, "url-1").await.unwrap()
+}
+
+async fn entry(ledger: &Ledger, key: &Key) -> Option<Entry> {
+    let mut entries = ledger.recent(key.span.last).await.unwrap();
+    entries
+        .remove(&(key.team.clone(), key.span))?
+        .remove(&key.webhook)
+}
+
+async fn a_lease_keeps_others_off_until_finished_and_a_dead_holders_expires(fx: Fixture) {
+    let (ours, theirs) = (fx.open().await, fx.open().await);
+    let slack = key("slack");
+    let Claim::Leased(held) = lease(&ours, &slack, Requester::Daemon).await else {
+        panic!("the first lease")
+    };
+    assert!(matches!(
+        lease(&theirs, &slack, Requester::Daemon).await,
+        Claim::Busy(_)
+    ));
+    assert!(matches!(
+        lease(&theirs, &slack, Requester::Admin { force: true }).await,
+        Claim::Busy(_)
+    ));
+    let retry_at = fx.clock.now();
+    held.finish(Finish::Posted(not_delivered(), retry_at))
+        .await
+        .unwrap();
+    let Claim::Leased(held) = lease(&theirs, &slack, Requester::Daemon).await else {
+        panic!("freed by its finish")
+    };
+    // Killed mid-POST: no finish, no pid to look at; only the expiry frees it.
+    drop(held);
+    assert!(matches!(
+        lease(&ours, &slack, Requester::Daemon).await,
+        Claim::Busy(_)
+    ));
+    fx.pass(fx.ttl() + Duration::from_secs(1)).await;
+    match lease(&ours, &slack, Requester::Daemon).await {
+        Claim::Leased(_) => {}
+        Claim::Busy(until) => panic!("still held until {until}, now {}", fx.clock.now()),
+        Claim::Settled(entry) => panic!("settled: {entry:?}"),
+    }
+}
+
+async fn a_live_holder_keeps_its_lease_however_far_the_clock_moves(fx: Fixture) {
+    let ours = fx.open().await;
+    let slack = key("slack");
+    let Claim::Leased(_held) = lease(&ours, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    // Three steps of three quarters of the lease outlast it unless it is renewed.
+    for _ in 0..3 {
+        fx.pass(fx.ttl() * 3 / 4).await;
+        assert!(matches!(
+            lease(&ours, &slack, Requester::Daemon).await,
+            Claim::Busy(_)
+        ));
+    }
+}
+
+async fn a_live_holder_keeps_its_lease_when_the_clock_steps_back(fx: Fixture) {
+    let ours = fx.open().await;
+    let slack = key("slack");
+    let Claim::Leased(_held) = lease(&ours, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    fx.clock.jump(-chrono::Duration::seconds(600));
+    // Real time passes; on PostgreSQL the server's clock judges the lease. (On SQLite the
+    // step back lengthens the lease: that run holds whatever renewal does.)
+    tokio::time::sleep(POSTGRES_TTL + Duration::from_secs(1)).await;
+    fx.clock.jump(chrono::Duration::seconds(600));
+    assert!(matches!(
+        lease(&ours, &slack, Requester::Daemon).await,
+        Claim::Busy(_)
+    ));
+}
+
+async fn how_a_lease_ends_is_recorded(fx: Fixture) {
+    let ledger = fx.open().await;
+    // Delivered, but the answer's own record failed: the finish records it.
+    let slack = key("slack");
+    let Claim::Leased(l) = lease(&ledger, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    assert_eq!(l.before_post().await.unwrap(), Permit::Go);
+    l.finish(Finish::Posted(Posted::Delivered, fx.clock.now()))
+        .await
+        .unwrap();
+    let delivered = entry(&ledger, &slack).await.unwrap();
+    assert_eq!(delivered.state, State::Delivered);
+    assert!(delivered.delivered_at.is_some());
+    assert!(matches!(
+        lease(&ledger, &slack, Requester::Daemon).await,
+        Claim::Settled(_)
+    ));
+    // Failed before any POST: an attempt, with its reason, tried again later.
+    let generic = key("generic");
+    let Claim::Leased(l) = lease(&ledger, &generic, Requester::Daemon).await else {
+        panic!()
+    };
+    let retry_at = fx.clock.now() + chrono::Duration::minutes(10);
+    let error = "API key rejected (HTTP 401)".to_owned();
+    l.finish(Finish::FailedBefore { error, retry_at })
+        .await
+        .unwrap();
+    let failed = entry(&ledger, &generic).await.unwrap();
+    assert_eq!((failed.state, failed.attempts), (State::Pending, 1));
+    assert_eq!(
+        failed.last_error.as_deref(),
+        Some("API key rejected (HTTP 401)")
+    );
+    assert_eq!(
+        failed.next_attempt.map(|t| t.timestamp()),
+        Some(retry_at.timestamp())
+    );
+}
+
+async fn a_stalled_holder_posts_nothing_once_the_digest_is_given_up(fx: Fixture) {
+    let ledger = fx.open().await;
+    let slack = key("slack");
+    let Claim::Leased(stalled) = lease(&ledger, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    stalled.stall();
+    fx.pass(fx.ttl() + Duration::from_secs(1)).await;
+    // The reconciler finds its window closed and the lease run out. Looked at again for a
+    // moment: under a loaded CI this once read false (cause not found; see the session
+    // note), and the entry is printed if it stays so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !ledger.expire(&slack).await.unwrap() {
+        let now = fx.clock.now();
+        let found = entry(&ledger, &slack).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not expired at {now}: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stalled.before_post().await.unwrap(), Permit::Lost);
+    assert_eq!(entry(&ledger, &slack).await.unwrap().state, State::Expired);
+}
+
+async fn a_state_this_version_does_not_know_is_an_error_not_pending(fx: Fixture) {
+    let ledger = fx.open().await;
+    let Claim::Leased(l) = lease(&ledger, &key("slack"), Requester::Daemon).await else {
+        panic!()
+    };
+    l.finish(Finish::Skipped).await.unwrap();
+    fx.tamper("UPDATE digests SET state = 'done'").await;
+    let err = ledger
+        .recent("2021-01-01".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a digest state"), "{err}");
+    assert!(
+        ledger
+            .lease(&key("slack"), Requester::Daemon, "u")
+            .await
+            .is_err()
+    );
+}
+
+async fn a_panicking_holder_stops_renewing_and_its_lease_expires(fx: Fixture) {
+    let ledger = fx.open().await;
+    let slack = key("slack");
+    let (l, k) = (ledger.clone(), slack.clone());
+    let crashed = tokio::spawn(async move {
+        let _lease = lease(&l, &k, Requester::Daemon).await;
+        panic!("a bug mid-delivery");
+    })
+    .await;
+    assert!(crashed.unwrap_err().is_panic());
+    assert!(matches!(
+        lease(&ledger, &slack, Requester::Daemon).await,
+        Claim::Busy(_)
+    ));
+    // Longer than the lease: a heartbeat still running would have renewed it.
+    fx.pass(fx.ttl() * 3 / 4).await;
+    fx.pass(fx.ttl() * 3 / 4).await;
+    assert!(matches!(
+        lease(&ledger, &slack, Requester::Daemon).await,
+        Claim::Leased(_)
+    ));
+}
+
+async fn an_expired_holder_records_nothing_over_the_new_one(fx: Fixture) {
+    let ledger = fx.open().await;
+    let slack = key("slack");
+    let Claim::Leased(stale) = lease(&ledger, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    assert_eq!(stale.before_post().await.unwrap(), Permit::Go);
+    // Stalled: its renewals stop, as a process paused by the kernel or a debugger.
+    stale.stall();
+    fx.pass(fx.ttl() + Duration::from_secs(1)).await;
+    let Claim::Leased(fresh) = lease(&ledger, &slack, Requester::Daemon).await else {
+        panic!("the expired lease is taken over")
+    };
+    let late = Posted::Refused {
+        status: 404,
+        body: "late".into(),
+    };
+    assert!(!stale.answered(&late).await.unwrap(), "fenced off");
+    assert_eq!(stale.before_post().await.unwrap(), Permit::Lost);
+    assert!(fresh.answered(&not_delivered()).await.unwrap());
+    let now = fx.clock.now();
+    let recorded = fresh.finish(Finish::Posted(Posted::Delivered, now)).await;
+    assert_eq!(recorded.unwrap().unwrap().state, State::Delivered);
+    assert_eq!(stale.finish(Finish::Exhausted).await.unwrap(), None);
+    let entry = entry(&ledger, &slack).await.unwrap();
+    assert_eq!(entry.state, State::Delivered);
+    assert!(matches!(
+        lease(&ledger, &slack, Requester::Daemon).await,
+        Claim::Settled(_)
+    ));
+}
+
+async fn at_most_two_posts_go_unanswered_whatever_asks(fx: Fixture) {
+    let ledger = fx.open().await;
+    let hook = key("generic");
+    for round in 0..3 {
+        let Claim::Leased(lease) = lease(&ledger, &hook, Requester::Daemon).await else {
+            panic!("round {round}")
+        };
+        let permit = lease.before_post().await.unwrap();
+        if round < 2 {
+            assert_eq!(permit, Permit::Go, "round {round}");
+            let timed_out = Posted::Unknown("timed out".into());
+            let finished = lease
+                .finish(Finish::Posted(timed_out, fx.clock.now()))
+                .await;
+            let state = finished.unwrap().unwrap().state;
+            // The second unanswered POST settles it: it may have arrived.
+            let expected = [State::Pending, State::Unknown][round];
+            assert_eq!(state, expected, "round {round}");
+            if round == 1 {
+                // As a process killed after the first POST would leave it: still pending.
+                fx.tamper("UPDATE digests SET state = 'pending'").await;
+            }
+        } else {
+            assert_eq!(permit, Permit::Exhausted);
+            let finished = lease.finish(Finish::Exhausted).await.unwrap().unwrap();
+            assert_eq!(finished.state, State::Unknown);
+        }
+    }
+    assert!(
+        matches!(lease(&ledger, &hook, Requester::Daemon).await, Claim::Settled(e) if e.state == State::Unknown)
+    );
+    assert!(matches!(
+        lease(&ledger, &hook, Requester::Admin { force: false }).await,
+        Claim::Settled(_)
+    ));
+    // Only an admin's --force sends it again, and resets the count.
+    let Claim::Leased(forced) = lease(&ledger, &hook, Requester::Admin { force: true }).await
+    else {
+        panic!()
+    };
+    assert_eq!(forced.before_post().await.unwrap(), Permit::Go);
+    // An answered POST (even a 503) does not count as unanswered.
+    assert!(forced.answered(&not_delivered()).await.unwrap());
+    assert_eq!(entry(&ledger, &hook).await.unwrap().unanswered, 0);
+}
+
+async fn a_refusal_holds_for_the_daemon_until_the_url_changes_and_never_for_once(fx: Fixture) {
+    let ledger = fx.open().await;
+    let slack = key("slack");
+    let Claim::Leased(l) = lease(&ledger, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    l.before_post().await.unwrap();
+    let refused = Posted::Refused {
+        status: 404,
+        body: "no_service".into(),
+    };
+    l.finish(Finish::Posted(refused, fx.clock.now()))
+        .await
+        .unwrap();
+    // A new process: still refused with the same URL.
+    let reopened = fx.open().await;
+    assert!(
+        matches!(lease(&reopened, &slack, Requester::Daemon).await, Claim::Settled(e) if e.state == State::Refused)
+    );
+    assert!(matches!(
+        reopened
+            .lease(&slack, Requester::Daemon, "url-2")
+            .await
+            .unwrap(),
+        Claim::Leased(_)
+    ));
+    fx.pass(fx.ttl() + Duration::from_secs(1)).await;
+    assert!(matches!(
+        lease(&reopened, &slack, Requester::Admin { force: false }).await,
+        Claim::Leased(_)
+    ));
+}
+
+async fn a_skipped_digest_is_settled_for_all_but_a_forced_admin(fx: Fixture) {
+    let ledger = fx.open().await;
+    let slack = key("slack");
+    let Claim::Leased(l) = lease(&ledger, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    l.finish(Finish::Skipped).await.unwrap();
+    let recorded = entry(&ledger, &slack).await.unwrap();
+    assert_eq!(recorded.state, State::Skipped);
+    assert_eq!((recorded.attempts, recorded.leased_until), (0, None));
+    let reopened = fx.open().await;
+    for requester in [Requester::Daemon, Requester::Admin { force: false }] {
+        assert!(
+            matches!(lease(&reopened, &slack, requester).await, Claim::Settled(e) if e.state == State::Skipped)
+        );
+    }
+    assert!(matches!(
+        lease(&reopened, &slack, Requester::Admin { force: true }).await,
+        Claim::Leased(_)
+    ));
+}
+
+async fn spans_and_webhooks_key_entries_apart(fx: Fixture) {
+    let ledger = fx.open().await;
+    let day = key("slack");
+    let Claim::Leased(l) = lease(&ledger, &day, Requester::Daemon).await else {
+        panic!()
+    };
+    l.finish(Finish::Posted(Posted::Delivered, fx.clock.now()))
+        .await
+        .unwrap();
+    let weekend = Key::new(
+        "apac",
+        Span {
+            first: "2021-03-16".parse().unwrap(),
+            last: "2021-03-18".parse().unwrap(),
+        },
+        "slack",
+    );
+    assert!(matches!(
+        lease(&ledger, &weekend, Requester::Daemon).await,
+        Claim::Leased(_)
+    ));
+    assert!(matches!(
+        lease(&ledger, &key("generic"), Requester::Daemon).await,
+        Claim::Leased(_)
+    ));
+    let recent = ledger.recent(day.span.first).await.unwrap();
+    assert_eq!(recent[&("apac".to_owned(), day.span)].len(), 2);
+    assert_eq!(recent[&("apac".to_owned(), weekend.span)].len(), 1);
+    assert_ne!(day.webhook_id(), weekend.webhook_id());
+    assert_eq!(day.webhook_id(), key("slack").webhook_id());
+}
+
+async fn processes_racing_for_one_digest_get_one_lease(fx: Fixture) {
+    let mut ledgers = Vec::new();
+    for _ in 0..6 {
+        ledgers.push(fx.open().await);
+    }
+    for round in 0..20 {
+        let hook = key(&format!("hook-{round}"));
+        // Odd rounds race for a digest the ledger already has a row of (a retry).
+        if round % 2 == 1 {
+            let Claim::Leased(first) = lease(&ledgers[0], &hook, Requester::Daemon).await else {
+                panic!()
+            };
+            let now = fx.clock.now();
+            first
+                .finish(Finish::Posted(not_delivered(), now))
+                .await
+                .unwrap();
+        }
+        let claims = futures::future::join_all(
+            ledgers
+                .iter()
+                .map(|ledger| ledger.lease(&hook, Requester::Daemon, "u")),
+        )
+        .await;
+        let leased = claims
+            .into_iter()
+            .filter(|c| matches!(c.as_ref().unwrap(), Claim::Leased(_)))
+            .count();
+        assert_eq!(leased, 1, "round {round}");
+    }
+}
+
+async fn opening_a_new_ledger_is_safe_to_race(fx: Fixture) {
+    let opened = futures::future::join_all((0..8).map(|_| {
+        let (location, clock) = (fx.location.clone(), fx.clock.clone());
+        // Each on a thread of its own, as separate processes would.
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(Ledger::open(&location, clock))
+                .map(drop)
+        })
+    }))
+    .await;
+    for result in opened {
+        result.unwrap().unwrap();
+    }
+}
+
+async fn reports_are_remembered_by_exact_window_and_forgotten_when_old(fx: Fixture) {
+    use crate::schedule::Zone;
+    let ledger = fx.open().await.history();
+    let kolkata = Zone::parse("Asia/Kolkata").unwrap();
+    let day = |d: &str| Window::for_date(kolkata, d.parse().unwrap());
+    assert_eq!(
+        ledger.recalled("acme", &day("2026-11-20")).await.unwrap(),
+        None
+    );
+    ledger
+        .remember("acme", &day("2026-11-20"), "{\"v\":1}".into())
+        .await
+        .unwrap();
+    ledger
+        .remember("acme", &day("2026-11-20"), "{\"v\":2}".into())
+        .await
+        .unwrap();
+    ledger
+        .remember("acme", &day("2026-10-01"), "{}".into())
+        .await
+        .unwrap();
+    let recalled = ledger.recalled("acme", &day("2026-11-20")).await.unwrap();
+    assert_eq!(recalled.as_deref(), Some("{\"v\":2}"));
+    // Another account, another zone's window of the same date: not the same report.
+    assert_eq!(
+        ledger.recalled("globex", &day("2026-11-20")).await.unwrap(),
+        None
+    );
+    let utc = Window::for_date(
+        Zone::parse("+00:00").unwrap(),
+        "2026-11-20".parse().unwrap(),
+    );
+    assert_eq!(ledger.recalled("acme", &utc).await.unwrap(), None);
+    // Another process sees it too.
+    let other = fx.open().await.history();
+    assert!(
+        other
+            .recalled("acme", &day("2026-11-20"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let forgotten = ledger.forget_before("2026-11-01".parse().unwrap()).await;
+    assert_eq!(forgotten.unwrap(), 1);
+    assert_eq!(
+        ledger.recalled("acme", &day("2026-10-01")).await.unwrap(),
+        None
+    );
+    assert!(
+        ledger
+            .recalled("acme", &day("2026-11-20"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn each_alert_is_recorded_once_across_processes(fx: Fixture) {
+    let (ours, theirs) = (fx.open().await, fx.open().await);
+    let slack = key("slack");
+    assert!(ours.first_alert(&slack, "refused").await.unwrap());
+    assert!(!theirs.first_alert(&slack, "refused").await.unwrap());
+    assert!(!ours.first_alert(&slack, "refused").await.unwrap());
+    // Another reason, or another webhook, is another alert.
+    assert!(theirs.first_alert(&slack, "window_closed").await.unwrap());
+    assert!(
+        theirs
+            .first_alert(&key("generic"), "refused")
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn an_empty_damaged_or_foreign_sqlite_ledger_is_refused_not_started_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = WallClock::new();
+    let open = |path: PathBuf| {
+        let clock = clock.clone();
+        async move {
+            Ledger::open(&StateStore::Sqlite(path), clock)
+                .await
+                .map(drop)
+                .err()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let err = open(empty).await;
+    assert!(err.contains("empty") && err.contains("delete it"), "{err}");
+
+    let good = dir.path().join("good.db");
+    let ledger = Ledger::open(&StateStore::Sqlite(good.clone()), clock.clone()).await;
+    drop(ledger.unwrap());
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = dir.path().join("truncated.db");
+    std::fs::write(&truncated, &bytes[..100]).unwrap();
+    let err = open(truncated).await;
+    assert!(err.contains("truncated.db"), "{err}");
+
+    let foreign = dir.path().join("foreign.db");
+    let url = crate::db::sqlite_file_url(&foreign);
+    crate::db::execute_at(&url, "CREATE TABLE notes (x)")
+        .await
+        .unwrap();
+    let err = open(foreign).await;
+    assert!(err.contains("not an acquire-digest ledger"), "{err}");
+}
+
+#[tokio::test]
+async fn a_sqlite_ledger_deleted_or_replaced_under_a_running_process_stops_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let location = StateStore::Sqlite(path.clone());
+    let ledger = Ledger::open(&location, WallClock::new()).await.unwrap();
+    let since: NaiveDate = "2021-01-01".parse().unwrap();
+    ledger.recent(since).await.unwrap();
+    std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
+    let err = ledger
+        .lease(&key("slack"), Requester::Daemon, "u")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("disappeared"), "{err}");
+    drop(Ledger::open(&location, WallClock::new()).await.unwrap());
+    let err = ledger.recent(since).await.unwrap_err();
+    assert!(err.to_string().contains("replaced"), "{err}");
+    std::fs::rename(dir.path().join("moved.db"), &path).unwrap();
+    ledger.recent(since).await.unwrap();
+}
+
+async fn a_schema_newer_than_this_version_is_refused_naming_both_versions(fx: Fixture) {
+    drop(fx.open().await);
+    let checksum = match fx.kind {
+        Kind::Sqlite => "X'00'",
+        Kind::Postgres => "'\\x00'::bytea",
+    };
+    fx.tamper(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (99, 'from the future', true, {checksum}, 0)"
+    ))
+    .await;
+    let err = Ledger::open(&fx.location, fx.clock.clone())
+        .await
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("schema version 99") && err.contains("newer than this version"),
+        "{err}"
+    );
+    assert!(err.contains("upgrade acquire-digest"), "{err}");
+}
+
+/// A ledger of the last version before sqlx kept its schema version in `user_version`
+/// and SQLite's leases in seconds: adopted as it is, its rows kept, its lease read right.
+#[tokio::test]
+async fn a_sqlite_ledger_from_before_the_migrations_is_adopted_with_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.db");
+    let held_until = Utc::now().timestamp() + 1000;
+    let schema = include_str!("../../migrations/1_ledger.sql");
+    crate::db::execute_at(
+            &crate::db::sqlite_file_url(&path),
+            &format!(
+                "{schema}
+                 INSERT INTO digests (team, first_day, last_day, webhook, state, attempts, delivered_at)
+                     VALUES ('apac', '2021-03-18', '2021-03-18', 'slack', 'delivered', 1, 1616124600);
+                 INSERT INTO digests (team, first_day, last_day, webhook, state, lease_owner, lease_until)
+                     VALUES ('apac', '2021-03-18', '2021-03-18', 'generic', 'pending', 'x', {held_until});
+                 PRAGMA user_version = 3;"
+            ),
+        )
+        .await
+        .unwrap();
+    let ledger = Ledger::open(&StateStore::Sqlite(path), WallClock::new())
+        .await
+        .unwrap();
+    let delivered = entry(&ledger, &key("slack")).await.unwrap();
+    assert_eq!(delivered.state, State::Delivered);
+    let held = entry(&ledger, &key("generic")).await.unwrap();
+    assert_eq!(
+        held.leased_until.map(|t| t.timestamp()),
+        Some(held_until),
+        "a lease in seconds is read in milliseconds"
+    );
+}
+
+#[tokio::test]
+async fn a_version_1_sqlite_ledger_keeps_its_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    crate::db::execute_at(
+            &crate::db::sqlite_file_url(&path),
+            "CREATE TABLE deliveries (team TEXT, date TEXT, webhook TEXT, delivered_at TEXT, PRIMARY KEY (team, date, webhook));
+             INSERT INTO deliveries VALUES ('apac', '2021-03-18', 'slack', '2021-03-19T03:30:00+00:00');
+             CREATE TABLE claims (team TEXT);",
+        )
+        .await
+        .unwrap();
+    let ledger = Ledger::open(&StateStore::Sqlite(path), WallClock::new())
+        .await
+        .unwrap();
+    let entry = entry(&ledger, &key("slack")).await.unwrap();
+    assert_eq!(entry.state, State::Delivered);
+    assert_eq!(
+        entry.delivered_at,
+        Some("2021-03-19T03:30:00Z".parse().unwrap())
+    );
+    // Brought up to the current schema, alerts and history included.
+    assert!(ledger.first_alert(&key("slack"), "refused").await.unwrap());
+}
+
+#[tokio::test]
+async fn sslmode_require_encrypts_unverified_and_verify_full_refuses_an_unknown_certificate() {
+    let Some(server) = test_database_url() else {
+        return;
+    };
+    if std::env::var("ACQUIRE_DIGEST_TEST_DATABASE_TLS").is_err() {
+        eprintln!("skipped: the test server has no TLS (scripts/with-postgres needs openssl)");
+        return;
+    }
+    let scratch = scratch_database(&server).await.unwrap();
+    let name = scratch.rsplit('/').next().unwrap().to_owned();
+    let with = |mode: &str| {
+        StateStore::Postgres(DatabaseUrl::parse(&format!("{scratch}?sslmode={mode}")).unwrap())
+    };
+    let asked = |sql: &'static str| {
+        let (server, name) = (server.clone(), name.clone());
+        async move {
+            use sqlx::Connection;
+            let mut admin = sqlx::AnyConnection::connect(&server).await.unwrap();
+            let row = sqlx::query(sql)
+                .bind(name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            let count = row.try_get::<i64, _>(0).unwrap();
+            (count, row.try_get::<Option<bool>, _>(1).unwrap())
+        }
+    };
+    let encrypted = || {
+        asked(
+            "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s
+                 JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1",
+        )
+    };
+
+    // The server's certificate is self-signed: require takes it, and encrypts.
+    let ledger = Ledger::open(&with("require"), WallClock::new())
+        .await
+        .unwrap();
+    ledger.recent("2021-01-01".parse().unwrap()).await.unwrap();
+    let (connections, all_tls) = encrypted().await;
+    assert!(
+        connections >= 1 && all_tls == Some(true),
+        "{connections} {all_tls:?}"
+    );
+    drop(ledger);
+
+    // verify-full checks it against the system's roots, which don't know it.
+    let err = Ledger::open(&with("verify-full"), WallClock::new())
+        .await
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate"), "{err}");
+
+    // And disable is plain text.
+    let plain = Ledger::open(&with("disable"), WallClock::new())
+        .await
+        .unwrap();
+    plain.recent("2021-01-01".parse().unwrap()).await.unwrap();
+    let (_, any_tls) = asked(
+        "SELECT count(*), bool_or(s.ssl) FROM pg_stat_ssl s
+             JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1",
+    )
+    .await;
+    assert_eq!(any_tls, Some(false));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_without_its_password() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://digest:hunter2-secret@127.0.0.1:{port}/ledger");
+    let location = StateStore::Postgres(DatabaseUrl::parse(&url).unwrap());
+    let err = Ledger::open(&location, WallClock::new())
+        .await
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains(&format!("postgres://127.0.0.1:{port}/ledger"))
+            && err.contains("cannot reach the database"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_password_is_named_as_such_and_never_shown() {
+    let (Some(server), Ok(role)) = (
+        test_database_url(),
+        std::env::var("ACQUIRE_DIGEST_TEST_PASSWORD_ROLE"),
+    ) else {
+        return;
+    };
+    // Tests run in parallel and more than once per cluster: the role may be there already.
+    let create = format!("CREATE ROLE {role} LOGIN PASSWORD 'the-right-one'");
+    let _ = crate::db::execute_at(&server, &create).await;
+    let with_password = |password: &str| {
+        let mut url = url::Url::parse(&server).unwrap();
+        url.set_username(&role).unwrap();
+        url.set_password(Some(password)).unwrap();
+        StateStore::Postgres(DatabaseUrl::parse(url.as_str()).unwrap())
+    };
+    let err = Ledger::open_to_read(&with_password("hunter2-wrong"), WallClock::new())
+        .await
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains("refused the login") && err.contains("password authentication failed"),
+        "{err}"
+    );
+    // The same role with its password gets in: it was the password that was refused.
+    Ledger::open_to_read(&with_password("the-right-one"), WallClock::new())
+        .await
+        .unwrap();
+}
+
+/// Another session holds the row's lock without writing it (as a transaction that only
+/// looked does) until the returned sender fires.
+async fn lock_row_without_writing(fx: &Fixture, webhook: &str) -> tokio::sync::oneshot::Sender<()> {
+    let StateStore::Postgres(url) = &fx.location else {
+        unreachable!("PostgreSQL only")
+    };
+    use sqlx::Connection;
+    let mut client = sqlx::AnyConnection::connect(url.expose().as_str())
+        .await
+        .unwrap();
+    let (locked_tx, locked) = tokio::sync::oneshot::channel();
+    let (unlock, unlocked) = tokio::sync::oneshot::channel::<()>();
+    let webhook = webhook.to_owned();
+    tokio::spawn(async move {
+        let mut tx = client.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM digests WHERE webhook = $1 FOR UPDATE")
+            .bind(webhook)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = unlocked.await;
+        tx.commit().await.unwrap();
+    });
+    locked.await.unwrap();
+    unlock
+}
+
+/// A lease taken after waiting longer than its ttl for the row's lock still runs its whole
+/// ttl from when it was taken, so nobody else takes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_after_a_lock_wait_runs_its_whole_ttl() {
+    let Some(fx) = Fixture::new(Kind::Postgres).await else {
+        return;
+    };
+    let (ours, theirs) = (fx.open().await, fx.open().await);
+    let slack = key("slack");
+    let Claim::Leased(first) = lease(&ours, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    first.finish(Finish::Exhausted).await.unwrap();
+    fx.tamper("UPDATE digests SET state = 'pending'").await;
+    let unlock = lock_row_without_writing(&fx, "slack").await;
+    let taking = {
+        let (ours, slack) = (ours.clone(), slack.clone());
+        tokio::spawn(async move { lease(&ours, &slack, Requester::Daemon).await })
+    };
+    tokio::time::sleep(POSTGRES_TTL + Duration::from_secs(1)).await;
+    unlock.send(()).unwrap();
+    let Claim::Leased(_held) = taking.await.unwrap() else {
+        panic!()
+    };
+    assert!(matches!(
+        lease(&theirs, &slack, Requester::Daemon).await,
+        Claim::Busy(_)
+    ));
+}
+
+/// The same for the lease a POST's permit renews: no second holder while the POST is out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_permitted_after_a_lock_wait_is_not_posted_twice() {
+    let Some(fx) = Fixture::new(Kind::Postgres).await else {
+        return;
+    };
+    let (ours, theirs) = (fx.open().await, fx.open().await);
+    let slack = key("slack");
+    let Claim::Leased(held) = lease(&ours, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    held.stall();
+    let unlock = lock_row_without_writing(&fx, "slack").await;
+    let permit = tokio::spawn(async move { (held.before_post().await.unwrap(), held) });
+    tokio::time::sleep(POSTGRES_TTL + Duration::from_secs(1)).await;
+    unlock.send(()).unwrap();
+    let (permit, _held) = permit.await.unwrap();
+    assert_eq!(permit, Permit::Go);
+    if let Claim::Leased(second) = lease(&theirs, &slack, Requester::Daemon).await {
+        let permit = second.before_post().await.unwrap();
+        panic!("a second holder while our POST is out, its permit: {permit:?}");
+    }
+}

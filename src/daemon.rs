@@ -209,7 +209,7 @@ impl Current {
     /// A delivery round or an expiry is over: its log lines, and an alert for each give-up,
     /// sent beside the reconciler so a slow alerts webhook never holds it up.
     fn finished(&self, report: &SpanReport) {
-        log_report(report);
+        report.log(true);
         let give_ups = give_ups(report);
         if !give_ups.is_empty() {
             let alerts = self.alerts.clone();
@@ -397,31 +397,6 @@ async fn reconcile(
         .cloned()
         .collect();
     Ok((plan, start))
-}
-
-/// Each webhook's outcome, once: delivered at INFO, a retry at WARN, a give-up at ERROR.
-fn log_report(report: &SpanReport) {
-    let span = report.span.to_string();
-    match &report.outcome {
-        Ok(hooks) => {
-            for hook in hooks {
-                let line = report.hook_line(hook);
-                let (team, webhook) = (&report.team, &hook.webhook);
-                match &hook.status {
-                    status if status.is_done() => {
-                        tracing::info!(%team, date = %span, %webhook, "{line}")
-                    }
-                    status if status.is_given_up() => {
-                        tracing::error!(%team, date = %span, %webhook, "giving up: {line}")
-                    }
-                    _ => tracing::warn!(%team, date = %span, %webhook, "{line}"),
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(team = %report.team, date = %span, "{} {span}: FAILED, no digest sent: {e}; the daemon tries again within retry_every", report.team);
-        }
-    }
 }
 
 #[cfg(test)]

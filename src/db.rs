@@ -186,16 +186,16 @@ impl Db {
 }
 
 /// A SQLite file, created under a temporary name if it isn't there yet.
+/// What to do about a SQLite ledger that can't be used.
+const AFRESH: &str = "restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)";
+
 async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
-    let damaged = |e: sqlx::Error| {
-        format!(
-            "cannot be read ({}); restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)",
-            causes(&e)
-        )
-    };
+    let damaged = |e: sqlx::Error| format!("cannot be read ({}); {AFRESH}", causes(&e));
     match std::fs::metadata(path) {
         Ok(meta) if meta.len() == 0 => {
-            return Err("the file exists but is empty, so it holds no record of what was delivered; restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)".into());
+            return Err(format!(
+                "the file exists but is empty, so it holds no record of what was delivered; {AFRESH}"
+            ));
         }
         Ok(_) => {}
         Err(_) if access == Access::Read => {
@@ -216,9 +216,7 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
         .await
         .map_err(damaged)?;
     if check != "ok" {
-        return Err(format!(
-            "is damaged ({check}); restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)"
-        ));
+        return Err(format!("is damaged ({check}); {AFRESH}"));
     }
     let ours: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM sqlite_master WHERE name IN ('digests', 'deliveries', '_sqlx_migrations')",

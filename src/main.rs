@@ -584,7 +584,7 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
         if json {
-            report.log_summary();
+            report.log(false);
             continue;
         }
         for line in report.summary_lines() {

@@ -222,24 +222,32 @@ impl SpanReport {
         }
     }
 
-    /// `once` in the JSON log format: its summary, one event per webhook (or per team when
-    /// nothing could be sent), with `team`, `date` and `webhook` as fields.
-    pub fn log_summary(&self) {
+    /// Each webhook's outcome as one event: done at INFO, a give-up at ERROR, the rest at
+    /// WARN, with `team`, `date`, `webhook` and `host` as fields. The daemon's lines also name
+    /// what they are about in the message; `once`'s JSON format puts only the outcome there.
+    pub fn log(&self, by_daemon: bool) {
         let (team, date) = (&self.team, self.span.to_string());
-        match &self.outcome {
-            Ok(hooks) => {
-                for hook in hooks {
-                    let (webhook, host, status) = (&hook.webhook, &hook.host, &hook.status);
-                    if status.is_done() {
-                        tracing::info!(%team, %date, %webhook, %host, "{status}");
-                    } else if status.is_given_up() {
-                        tracing::error!(%team, %date, %webhook, %host, "{status}");
-                    } else {
-                        tracing::warn!(%team, %date, %webhook, %host, "{status}");
-                    }
-                }
+        let hooks = match &self.outcome {
+            Ok(hooks) => hooks,
+            Err(e) if by_daemon => {
+                return tracing::warn!(%team, %date, "{team} {date}: FAILED, no digest sent: {e}; the daemon tries again within retry_every");
             }
-            Err(e) => tracing::error!(%team, %date, "FAILED, no digest sent: {e}"),
+            Err(e) => return tracing::error!(%team, %date, "FAILED, no digest sent: {e}"),
+        };
+        for hook in hooks {
+            let (webhook, host, status) = (&hook.webhook, &hook.host, &hook.status);
+            let line = match by_daemon {
+                true => self.hook_line(hook),
+                false => status.to_string(),
+            };
+            if status.is_done() {
+                tracing::info!(%team, %date, %webhook, %host, "{line}");
+            } else if status.is_given_up() {
+                let giving_up = if by_daemon { "giving up: " } else { "" };
+                tracing::error!(%team, %date, %webhook, %host, "{giving_up}{line}");
+            } else {
+                tracing::warn!(%team, %date, %webhook, %host, "{line}");
+            }
         }
     }
 }

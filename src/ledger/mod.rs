@@ -410,62 +410,55 @@ fn read_columns(db: &Db, n: usize) -> String {
 /// error, never a guess: read as pending, a digest someone marked otherwise would be sent
 /// again.
 fn parse(row: &sqlx::any::AnyRow) -> Result<(Key, Record), String> {
-    let read = || -> Result<_, sqlx::Error> {
-        Ok((
-            [0, 1, 2, 3, 4].map(|i| row.try_get::<String, _>(i)),
-            [5, 6].map(|i| row.try_get::<i64, _>(i)),
-            [7, 10, 12].map(|i| row.try_get::<Option<i64>, _>(i)),
-            [8, 9, 11].map(|i| row.try_get::<Option<String>, _>(i)),
-        ))
-    };
-    let (texts, counts, times, optional) = read().map_err(|e| causes(&e))?;
-    let [team, first, last, webhook, state] = texts;
-    let [attempts, unanswered] = counts;
-    let [next_attempt, delivered_at, lease_until] = times;
-    let [last_error, refused_url, owner] = optional;
-    let sql = |e: sqlx::Error| causes(&e);
-    let team = team.map_err(sql)?;
-    let state = state.map_err(sql)?;
-    let date = |text: Result<String, sqlx::Error>| -> Result<NaiveDate, String> {
-        let text = text.map_err(sql)?;
+    fn get<'r, T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>>(
+        row: &'r sqlx::any::AnyRow,
+        column: usize,
+    ) -> Result<T, String> {
+        row.try_get(column).map_err(|e| causes(&e))
+    }
+    let team: String = get(row, 0)?;
+    let date = |column| -> Result<NaiveDate, String> {
+        let text: String = get(row, column)?;
         text.parse()
             .map_err(|e| format!("a row for team {team:?} has a bad date {text:?} ({e})"))
     };
     let span = Span {
-        first: date(first)?,
-        last: date(last)?,
+        first: date(1)?,
+        last: date(2)?,
     };
-    let state = State::ALL
-        .into_iter()
-        .find(|known| known.as_str() == state)
-        .ok_or_else(|| {
-            format!("a row for team {team:?} has {state:?}, not a digest state this version knows")
-        })?;
-    let seconds = |t: Result<Option<i64>, sqlx::Error>| -> Result<_, String> {
-        Ok(t.map_err(sql)?.and_then(|s| DateTime::from_timestamp(s, 0)))
+    let state: String = get(row, 4)?;
+    let state = State::ALL.into_iter().find(|known| known.as_str() == state);
+    let state = state.ok_or_else(|| {
+        let state: String = get(row, 4).unwrap_or_default();
+        format!("a row for team {team:?} has {state:?}, not a digest state this version knows")
+    })?;
+    let seconds = |column| -> Result<_, String> {
+        Ok(get::<Option<i64>>(row, column)?.and_then(|s| DateTime::from_timestamp(s, 0)))
     };
-    let count = |n: Result<i64, sqlx::Error>| -> Result<u32, String> {
-        Ok(u32::try_from(n.map_err(sql)?).unwrap_or(u32::MAX))
-    };
+    let count =
+        |column| Ok::<_, String>(u32::try_from(get::<i64>(row, column)?).unwrap_or(u32::MAX));
     let entry = Entry {
         state,
-        attempts: count(attempts)?,
-        unanswered: count(unanswered)?,
-        next_attempt: seconds(next_attempt)?,
-        last_error: last_error.map_err(sql)?,
-        refused_url: refused_url.map_err(sql)?,
-        delivered_at: seconds(delivered_at)?,
-        leased_until: lease_until
-            .map_err(sql)?
-            .and_then(DateTime::from_timestamp_millis),
+        attempts: count(5)?,
+        unanswered: count(6)?,
+        next_attempt: seconds(7)?,
+        last_error: get(row, 8)?,
+        refused_url: get(row, 9)?,
+        delivered_at: seconds(10)?,
+        leased_until: get::<Option<i64>>(row, 12)?.and_then(DateTime::from_timestamp_millis),
     };
     let key = Key {
         team,
         span,
-        webhook: webhook.map_err(sql)?,
+        webhook: get(row, 3)?,
     };
-    let owner = owner.map_err(sql)?;
-    Ok((key, Record { entry, owner }))
+    Ok((
+        key,
+        Record {
+            entry,
+            owner: get(row, 11)?,
+        },
+    ))
 }
 
 fn day(date: NaiveDate) -> String {

@@ -239,7 +239,7 @@ async fn a_live_holder_keeps_its_lease_when_the_clock_steps_back(fx: Fixture) {
 
 async fn how_a_lease_ends_is_recorded(fx: Fixture) {
     let ledger = fx.open().await;
-    // Delivered, but the answer's own record failed: the finish records it.
+    // The round's last answer is recorded by its finish, and settles the digest.
     let slack = key("slack");
     let Claim::Leased(l) = lease(&ledger, &slack, Requester::Daemon).await else {
         panic!()

@@ -175,7 +175,7 @@ async fn replicas(
     receiver: &str,
     received: &Received,
 ) -> Duration {
-    let database = acquire_digest::ledger::scratch_database(server)
+    let database = acquire_digest::db::testing::scratch_database(server)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -25,14 +25,15 @@ use chrono::{DateTime, Utc};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use crate::alerts::{Alerts, give_ups};
 pub use crate::clock::{Clock, WallClock};
 use crate::config::{self, Config, Team};
 use crate::deliver::Deliverer;
 use crate::ledger::owed::{describe_next, owed};
-use crate::ledger::{Entries, Key, Ledger, LedgerError, State};
-use crate::pipeline::{HookReport, HookStatus, Mode, Pipeline, SpanReport};
+use crate::ledger::{Entries, Key, Ledger, LedgerError, Requester, State};
+use crate::pipeline::{HookReport, HookStatus, Pipeline, SpanReport};
 use crate::schedule::Span;
 
 /// How long in-flight deliveries may finish after SIGTERM.
@@ -61,6 +62,8 @@ pub struct Plan {
     /// Digests owed and not settled (delivered, skipped, refused or unknown), including those
     /// in delivery and those waiting for a retry: `acquire_digest_pending_deliveries`.
     pub pending: usize,
+    /// Digests a lease keeps off, and until when: this process's own deliveries or another's.
+    pub held: Vec<(Key, DateTime<Utc>)>,
 }
 
 /// The decision, pure in (teams, now, ledger state). `retry_now` ignores next-attempt times,
@@ -82,6 +85,8 @@ pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bo
         }
         if let Some(entry) = digest.entry {
             if let Some(until) = entry.leased_until {
+                let key = Key::new(&digest.team.name, digest.span, &digest.hook.name);
+                plan.held.push((key, until));
                 // The holder may finish (or fail) long before its lease would expire.
                 let soon = now + chrono::Duration::from_std(HELD_RECHECK).unwrap_or_default();
                 wake(until.min(soon));
@@ -170,6 +175,8 @@ struct Current {
     /// others, instead of one replica leasing every team due at 09:00.
     slots: Arc<tokio::sync::Semaphore>,
     alerts: Alerts,
+    /// Alerts being sent, waited for at shutdown: the ledger already records them as sent.
+    alerting: TaskTracker,
 }
 
 impl Current {
@@ -191,6 +198,7 @@ impl Current {
             Some(before) => before.slots.clone(),
             None => Arc::new(tokio::sync::Semaphore::new(config.concurrency * 2)),
         };
+        let alerting = before.map_or_else(TaskTracker::new, |b| b.alerting.clone());
         crate::server::ledger_in_use(&ledger);
         let alerts = Alerts::new(
             config.alerts.clone(),
@@ -203,6 +211,7 @@ impl Current {
             pipeline,
             slots,
             alerts,
+            alerting,
         })
     }
 
@@ -213,7 +222,8 @@ impl Current {
         let give_ups = give_ups(report);
         if !give_ups.is_empty() {
             let alerts = self.alerts.clone();
-            tokio::spawn(async move { alerts.raise(give_ups).await });
+            self.alerting
+                .spawn(async move { alerts.raise(give_ups).await });
         }
     }
 
@@ -254,6 +264,8 @@ pub async fn serve(
     let mut running: HashMap<tokio::task::Id, (String, Span)> = HashMap::new();
     let mut ledger_down = false;
     let mut retry_now = false;
+    // Digests held by another process, each said once while it holds them.
+    let mut waiting: HashSet<Key> = HashSet::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -262,6 +274,16 @@ pub async fn serve(
         let busy: HashSet<&(String, Span)> = running.values().collect();
         let wake = match reconcile(&current, now, &busy, std::mem::take(&mut retry_now)).await {
             Ok((plan, mut start)) => {
+                let held: Vec<&(Key, DateTime<Utc>)> = (plan.held.iter())
+                    .filter(|(key, _)| !busy.contains(&(key.team.clone(), key.span)))
+                    .collect();
+                waiting.retain(|key| held.iter().any(|(k, _)| k == key));
+                for (key, until) in held {
+                    if waiting.insert(key.clone()) {
+                        let (team, date, webhook) = (&key.team, key.span, &key.webhook);
+                        tracing::info!(%team, %date, %webhook, "{key}: another acquire-digest process holds its lease until {} (a replica delivering it, or one that stopped, whose lease then expires); waiting", until.format("%H:%M:%S UTC"));
+                    }
+                }
                 // Replicas sharing a database each start what is due in their own order, so
                 // their leases spread the work instead of all racing for the same team first.
                 fastrand::shuffle(&mut start);
@@ -279,7 +301,7 @@ pub async fn serve(
                     let span = due.span;
                     let job = jobs.spawn(async move {
                         let _slot = slots.acquire_owned().await;
-                        pipeline.run(&team, span, Mode::Daemon).await
+                        pipeline.run(&team, span, Requester::Daemon).await
                     });
                     running.insert(job.id(), (due.team, due.span));
                 }
@@ -341,12 +363,15 @@ pub async fn serve(
                 current.finished(&report);
             }
         }
+        current.alerting.close();
+        current.alerting.wait().await;
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
-            "{} deliveries still running after {SHUTDOWN_GRACE:?}; stopping them (their leases expire within {:?}, and the next start or another replica finishes them)",
+            "{} deliveries and {} alerts still running after {SHUTDOWN_GRACE:?}; stopping them (their leases expire within {:?}, and the next start or another replica finishes them)",
             jobs.len(),
+            current.alerting.len(),
             crate::ledger::lease_ttl()
         );
         jobs.abort_all();

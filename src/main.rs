@@ -14,8 +14,8 @@ use futures::StreamExt;
 
 use acquire_digest::clock::{Clock, WallClock};
 use acquire_digest::config::{self, Config, StateStore, Team};
-use acquire_digest::ledger::Ledger;
-use acquire_digest::pipeline::{HookStatus, Mode, Pipeline};
+use acquire_digest::ledger::{Ledger, Requester};
+use acquire_digest::pipeline::{HookStatus, Pipeline};
 use acquire_digest::schedule::{Span, Window};
 use acquire_digest::status::{self, Which};
 use acquire_digest::telemetry::{self, LogFormat};
@@ -532,11 +532,7 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
     {
         pipeline = pipeline.reading_history(history);
     }
-    let mode = if args.dry_run {
-        Mode::DryRun
-    } else {
-        Mode::Admin { force: args.force }
-    };
+    let requester = Requester::Admin { force: args.force };
     let runs = teams.into_iter().map(|team| {
         let span = args
             .date
@@ -546,7 +542,7 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
         // Spawned, not polled here: on the worker threads teams use every core, and
         // malloc there doesn't wade through what parsing a large config.toml left behind
         // in the main thread's heap (a third of the CPU at 10,000 teams).
-        let run = tokio::spawn(async move { pipeline.run(&team, span, mode).await });
+        let run = tokio::spawn(async move { pipeline.run(&team, span, requester).await });
         // A bug in one team's run is that team's failure; the others still report.
         async move {
             run.await.map_err(|e| {

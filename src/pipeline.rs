@@ -48,17 +48,6 @@ pub struct Pipeline {
     clock: Arc<dyn Clock>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Render and return the bodies; post and record nothing.
-    DryRun,
-    /// `once`: an admin's explicit request.
-    Admin {
-        force: bool,
-    },
-    Daemon,
-}
-
 /// What happened to one team's span.
 #[derive(Debug)]
 pub struct SpanReport {
@@ -284,12 +273,13 @@ impl Pipeline {
         self
     }
 
-    /// Builds and delivers one team's digest of `span` to each of `team.webhooks` that needs it.
-    pub async fn run(&self, team: &Team, span: Span, mode: Mode) -> SpanReport {
+    /// Builds and delivers one team's digest of `span` to each of `team.webhooks` that needs it
+    /// from `requester`; without a ledger (a dry run) renders the bodies and posts nothing.
+    pub async fn run(&self, team: &Team, span: Span, requester: Requester) -> SpanReport {
         let report = SpanReport {
             team: team.name.clone(),
             span,
-            outcome: self.deliver_span(team, span, mode).await,
+            outcome: self.deliver_span(team, span, requester).await,
         };
         let outcomes: Vec<(&str, &str)> = match &report.outcome {
             Ok(hooks) => hooks
@@ -311,16 +301,12 @@ impl Pipeline {
         &self,
         team: &Team,
         span: Span,
-        mode: Mode,
+        requester: Requester,
     ) -> Result<Vec<HookReport>, FetchError> {
         let mut reports = Vec::new();
         let mut leased = Vec::new();
-        match (&self.ledger, mode) {
-            (Some(ledger), Mode::Admin { .. } | Mode::Daemon) => {
-                let requester = match mode {
-                    Mode::Admin { force } => Requester::Admin { force },
-                    _ => Requester::Daemon,
-                };
+        match &self.ledger {
+            Some(ledger) => {
                 for hook in &team.webhooks {
                     let key = Key::new(&team.name, span, &hook.name);
                     match ledger.lease(&key, requester, &hook.url.fingerprint()).await {
@@ -333,7 +319,7 @@ impl Pipeline {
                     }
                 }
             }
-            _ => leased.extend(team.webhooks.iter().map(|hook| (hook, None))),
+            None => leased.extend(team.webhooks.iter().map(|hook| (hook, None))),
         }
         // Nothing to send: don't spend four API calls on it.
         if leased.is_empty() {
@@ -350,7 +336,7 @@ impl Pipeline {
             }
         };
         // Forced by an admin, even an empty day goes out.
-        if team.skip_empty && digest.is_empty && mode != (Mode::Admin { force: true }) {
+        if team.skip_empty && digest.is_empty && requester != (Requester::Admin { force: true }) {
             for (hook, lease) in leased {
                 if let Some(lease) = lease
                     && let Err(e) = lease.finish(Finish::Skipped).await
@@ -558,16 +544,16 @@ fn finished(entry: Entry) -> HookStatus {
             error,
             at: entry.next_attempt.unwrap_or_default(),
         },
-        State::Expired => HookStatus::Expired(entry.last_error),
         _ => settled(entry),
     }
 }
 
-/// What a settled entry means to the one who asked. A lease settles only delivered, skipped,
-/// refused and unknown digests; pending and expired ones are leased.
+/// What a settled entry means to the one who asked. A lease settles every state but
+/// pending (and, for an admin, expired).
 fn settled(entry: Entry) -> HookStatus {
-    let error = entry.last_error.unwrap_or_default();
+    let error = entry.last_error.clone().unwrap_or_default();
     match entry.state {
+        State::Expired => HookStatus::Expired(entry.last_error),
         State::Refused => HookStatus::Refused(error),
         State::Unknown => HookStatus::Unknown(error),
         State::Skipped => HookStatus::Skipped,

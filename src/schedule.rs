@@ -343,9 +343,22 @@ impl Schedule {
     /// fires once, at the first instant after the gap; one that a fall-back change repeats
     /// fires once, at its first occurrence.
     pub fn next_after(&self, zone: Zone, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match zone {
-            Zone::Named(tz) => self.next_in(&after.with_timezone(&tz)),
-            Zone::Fixed(offset) => self.next_in(&after.with_timezone(&offset)),
+        let tz = match zone {
+            Zone::Named(tz) => tz,
+            Zone::Fixed(offset) => return self.next_in(&after.with_timezone(&offset)),
+        };
+        let mut from = after;
+        loop {
+            // croner places a repeated local time at its first occurrence, which is in the
+            // past when asked from the second: that time fired already, so look past it.
+            let next = self.next_in(&from.with_timezone(&tz))?;
+            if next > after {
+                return Some(next);
+            }
+            let second = tz.from_local_datetime(&zone.local(next)).latest()?;
+            from = second
+                .with_timezone(&Utc)
+                .max(from + chrono::Duration::seconds(1));
         }
     }
 
@@ -663,6 +676,38 @@ mod tests {
         assert_eq!(first, utc("2026-04-04T15:30:00Z"));
         let second = next("30 2 * * *", "Australia/Sydney", "2026-04-04T15:30:00Z");
         assert_eq!(second, utc("2026-04-05T16:30:00Z"));
+    }
+
+    #[test]
+    fn asked_inside_a_repeated_hour_the_next_firing_is_in_the_future() {
+        // New York 2026-11-01, 01:00-01:59 twice: EDT (05:00Z-05:59Z), then EST (06:00Z-06:59Z).
+        // Asked in the second pass, every local time of the hour already fired in the first.
+        for (schedule, now, expected) in [
+            ("30 1 * * *", "2026-11-01T06:40:00Z", "2026-11-02T06:30:00Z"),
+            ("50 1 * * *", "2026-11-01T06:40:00Z", "2026-11-02T06:50:00Z"),
+            ("0 * * * *", "2026-11-01T06:10:00Z", "2026-11-01T07:00:00Z"),
+            (
+                "*/15 * * * *",
+                "2026-11-01T06:20:00Z",
+                "2026-11-01T07:00:00Z",
+            ),
+            (
+                "*/20 * * * * *",
+                "2026-11-01T06:20:00Z",
+                "2026-11-01T07:00:00Z",
+            ),
+            // In the first pass, the hour's later minutes are still ahead.
+            ("50 1 * * *", "2026-11-01T05:40:00Z", "2026-11-01T05:50:00Z"),
+        ] {
+            let found = next(schedule, "America/New_York", now);
+            assert_eq!(found, utc(expected), "{schedule} at {now}");
+        }
+        // Santiago: at 2026-04-05 00:00 -03 (03:00Z) clocks go back to 23:00 -04, so 23:00-23:59
+        // of 4 April happens at 02:00Z-02:59Z and again at 03:00Z-03:59Z.
+        let found = next("30 23 * * *", "America/Santiago", "2026-04-05T03:45:00Z");
+        assert_eq!(found, utc("2026-04-06T03:30:00Z"));
+        let found = next("45 23 * * *", "America/Santiago", "2026-04-05T03:15:00Z");
+        assert_eq!(found, utc("2026-04-06T03:45:00Z"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod owed;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -32,12 +32,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::clock::Clock;
 use crate::config::{StateStore, sha256_hex};
-use crate::db::{Access, Db, causes};
+use crate::db::{Access, Db, Dialect, causes};
 use crate::deliver::Posted;
 use crate::history::History;
 use crate::schedule::Span;
-
-pub use crate::db::scratch_database;
 
 /// How long a lease outlives its holder's last renewal: 90 s, or `ACQUIRE_DIGEST_LEASE_SECS`
 /// (2 to 120), which lets crash trials run in seconds. It is renewed four times as often.
@@ -113,6 +111,9 @@ pub enum State {
     /// Nobody visited and the team has `skip_empty`: nothing was posted, and nothing will be
     /// unless an admin forces it.
     Skipped,
+    /// A row this version can't read (edited by hand, or written by a newer version): left
+    /// alone by everyone, and shown with what is wrong with it. Never written.
+    Unreadable,
 }
 
 impl State {
@@ -134,6 +135,7 @@ impl State {
             State::Unknown => "unknown",
             State::Expired => "expired",
             State::Skipped => "skipped",
+            State::Unreadable => "unreadable",
         }
     }
 }
@@ -155,11 +157,14 @@ pub struct Entry {
 
 impl Entry {
     /// Whether `requester` has nothing to do for this digest: it is delivered, skipped or
-    /// unknown (unless an admin forces it), or it was refused at this same URL and the daemon
-    /// asks. `url` is the fingerprint of the webhook's URL now.
+    /// unknown (unless an admin forces it), it was given up and the daemon asks (a job queued
+    /// before the give-up must not post it after the alert), or it was refused at this same
+    /// URL and the daemon asks. `url` is the fingerprint of the webhook's URL now.
     pub fn settled_for(&self, requester: Requester, url: &str) -> bool {
         match self.state {
-            State::Pending | State::Expired => false,
+            State::Pending => false,
+            State::Unreadable => true,
+            State::Expired => requester == Requester::Daemon,
             State::Delivered | State::Skipped | State::Unknown => {
                 requester != Requester::Admin { force: true }
             }
@@ -180,18 +185,6 @@ impl Entry {
             refused_url: None,
             delivered_at: None,
             leased_until: None,
-        }
-    }
-
-    /// An entry nobody holds, for the tests of what is decided from one.
-    #[cfg(test)]
-    pub(crate) fn settled_as(state: State, attempts: u32, last_error: Option<&str>) -> Entry {
-        let last_error = last_error.map(str::to_owned);
-        Entry {
-            state,
-            attempts,
-            last_error,
-            ..Entry::pending()
         }
     }
 }
@@ -398,10 +391,10 @@ const COLUMNS: &str = "team, first_day, last_day, webhook, state, attempts, unan
 const KEY: &str = "team = $1 AND first_day = $2 AND last_day = $3 AND webhook = $4";
 
 /// [`COLUMNS`] as read: a lease shows only while it runs (now is parameter `$n` on SQLite).
-fn read_columns(db: &Db, n: usize) -> String {
+fn read_columns(dialect: Dialect, n: usize) -> String {
     let live = format!(
         "CASE WHEN lease_until > {} THEN lease_until END",
-        db.dialect.now_ms(n)
+        dialect.now_ms(n)
     );
     COLUMNS.replace("lease_until", &live)
 }
@@ -410,55 +403,62 @@ fn read_columns(db: &Db, n: usize) -> String {
 /// error, never a guess: read as pending, a digest someone marked otherwise would be sent
 /// again.
 fn parse(row: &sqlx::any::AnyRow) -> Result<(Key, Record), String> {
-    fn get<'r, T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>>(
-        row: &'r sqlx::any::AnyRow,
-        column: usize,
-    ) -> Result<T, String> {
-        row.try_get(column).map_err(|e| causes(&e))
-    }
-    let team: String = get(row, 0)?;
-    let date = |column| -> Result<NaiveDate, String> {
-        let text: String = get(row, column)?;
-        text.parse()
-            .map_err(|e| format!("a row for team {team:?} has a bad date {text:?} ({e})"))
+    let text = |column| {
+        row.try_get::<Option<String>, _>(column)
+            .map_err(|e| causes(&e))
     };
-    let span = Span {
-        first: date(1)?,
-        last: date(2)?,
+    let number = |column| {
+        row.try_get::<Option<i64>, _>(column)
+            .map_err(|e| causes(&e))
     };
-    let state: String = get(row, 4)?;
-    let state = State::ALL.into_iter().find(|known| known.as_str() == state);
-    let state = state.ok_or_else(|| {
-        let state: String = get(row, 4).unwrap_or_default();
-        format!("a row for team {team:?} has {state:?}, not a digest state this version knows")
-    })?;
-    let seconds = |column| -> Result<_, String> {
-        Ok(get::<Option<i64>>(row, column)?.and_then(|s| DateTime::from_timestamp(s, 0)))
-    };
+    let key = key_of(row)?;
+    let state = text(4)?.unwrap_or_default();
+    let state = (State::ALL.into_iter().find(|known| known.as_str() == state))
+        .ok_or_else(|| format!("{key}: state {state:?} is not one this version knows"))?;
     let count =
-        |column| Ok::<_, String>(u32::try_from(get::<i64>(row, column)?).unwrap_or(u32::MAX));
+        |column| Ok::<_, String>(number(column)?.map_or(0, |n| n.clamp(0, u32::MAX.into()) as u32));
+    let seconds =
+        |column| Ok::<_, String>(number(column)?.and_then(|s| DateTime::from_timestamp(s, 0)));
     let entry = Entry {
         state,
         attempts: count(5)?,
         unanswered: count(6)?,
         next_attempt: seconds(7)?,
-        last_error: get(row, 8)?,
-        refused_url: get(row, 9)?,
+        last_error: text(8)?,
+        refused_url: text(9)?,
         delivered_at: seconds(10)?,
-        leased_until: get::<Option<i64>>(row, 12)?.and_then(DateTime::from_timestamp_millis),
-    };
-    let key = Key {
-        team,
-        span,
-        webhook: get(row, 3)?,
+        leased_until: number(12)?.and_then(DateTime::from_timestamp_millis),
     };
     Ok((
         key,
         Record {
             entry,
-            owner: get(row, 11)?,
+            owner: text(11)?,
         },
     ))
+}
+
+/// What a row is about: its first four columns.
+fn key_of(row: &sqlx::any::AnyRow) -> Result<Key, String> {
+    let text = |column| {
+        row.try_get::<Option<String>, _>(column)
+            .map_err(|e| causes(&e))
+    };
+    let team = text(0)?.unwrap_or_default();
+    let date = |column| -> Result<NaiveDate, String> {
+        let day = text(column)?.unwrap_or_default();
+        (day.parse()).map_err(|e| format!("a row for team {team:?} has a bad date {day:?} ({e})"))
+    };
+    let span = Span {
+        first: date(1)?,
+        last: date(2)?,
+    };
+    let webhook = text(3)?.unwrap_or_default();
+    Ok(Key {
+        team,
+        span,
+        webhook,
+    })
 }
 
 fn day(date: NaiveDate) -> String {
@@ -476,6 +476,8 @@ struct Inner {
     location: StateStore,
     clock: Arc<dyn Clock>,
     ttl: Duration,
+    /// Rows this version can't read, each said once.
+    unreadable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Ledger {
@@ -506,12 +508,18 @@ impl Ledger {
                 place: location.to_string(),
                 problem,
             })?;
+        if db.created {
+            tracing::warn!(
+                "delivery ledger {location} is new: nothing is recorded as delivered yet, so digests due within each team's catch_up are sent now, even any a lost earlier ledger had delivered"
+            );
+        }
         Ok(Ledger {
             inner: Arc::new(Inner {
                 db,
                 location: location.clone(),
                 clock,
                 ttl,
+                unreadable: Default::default(),
             }),
         })
     }
@@ -540,7 +548,7 @@ impl Ledger {
         db.guard().map_err(|e| self.fail(e))?;
         let sql = format!(
             "SELECT {} FROM digests WHERE last_day >= $1",
-            read_columns(db, 2)
+            read_columns(db.dialect, 2)
         );
         let mut query = sqlx::query(&sql).bind(day(since));
         if db.dialect.binds_now() {
@@ -555,11 +563,34 @@ impl Ledger {
         })?;
         let mut entries = Entries::new();
         for row in rows {
-            let (key, record) = parse(&row).map_err(|e| self.fail(e))?;
+            // A row this version can't read stops nothing but itself.
+            let (key, entry) = match parse(&row) {
+                Ok((key, record)) => (key, record.entry),
+                Err(problem) => {
+                    let mut said = self.inner.unreadable.lock().expect("unreadable rows");
+                    if said.insert(problem.clone()) {
+                        tracing::warn!(
+                            "delivery ledger {}: {problem}; that row is left alone (a newer acquire-digest wrote it, or someone edited it)",
+                            self.inner.location
+                        );
+                    }
+                    let Ok(key) = key_of(&row) else { continue };
+                    let last_error = Some(problem);
+                    let state = State::Unreadable;
+                    (
+                        key,
+                        Entry {
+                            state,
+                            last_error,
+                            ..Entry::pending()
+                        },
+                    )
+                }
+            };
             entries
                 .entry((key.team, key.span))
                 .or_default()
-                .insert(key.webhook, record.entry);
+                .insert(key.webhook, entry);
         }
         Ok(entries)
     }
@@ -645,8 +676,8 @@ impl Ledger {
         // columns before waiting for the lock, so a lease begun at that time could end before
         // it is written. The outer SELECT runs on what the materialized one returns.
         let locked: &'static str = match db.dialect {
-            crate::db::Dialect::Sqlite => &LOCKED_SQLITE,
-            crate::db::Dialect::Postgres => &LOCKED_POSTGRES,
+            Dialect::Sqlite => &LOCKED_SQLITE,
+            Dialect::Postgres => &LOCKED_POSTGRES,
         };
         let work = async {
             let mut tx = db.pool.begin_with(db.dialect.begin()).await.map_err(sql)?;
@@ -721,11 +752,9 @@ impl Ledger {
     }
 }
 
-static LOCKED_SQLITE: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| locked(crate::db::Dialect::Sqlite));
-static LOCKED_POSTGRES: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| locked(crate::db::Dialect::Postgres));
-static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+static LOCKED_SQLITE: LazyLock<String> = LazyLock::new(|| locked(Dialect::Sqlite));
+static LOCKED_POSTGRES: LazyLock<String> = LazyLock::new(|| locked(Dialect::Postgres));
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
     let updates: Vec<String> = COLUMNS
         .split(", ")
         .skip(4)
@@ -739,15 +768,12 @@ static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// The row of [`KEY`], locked, and the time after the lock was taken.
-fn locked(dialect: crate::db::Dialect) -> String {
-    let db_now = dialect.now_ms(5);
-    let columns = COLUMNS.replace(
-        "lease_until",
-        &format!("CASE WHEN lease_until > {db_now} THEN lease_until END"),
-    );
+fn locked(dialect: Dialect) -> String {
     format!(
-        "WITH locked AS MATERIALIZED (SELECT * FROM digests WHERE {KEY} {}) SELECT {columns}, {db_now} FROM locked",
-        dialect.lock()
+        "WITH locked AS MATERIALIZED (SELECT * FROM digests WHERE {KEY} {}) SELECT {}, {} FROM locked",
+        dialect.lock(),
+        read_columns(dialect, 5),
+        dialect.now_ms(5)
     )
 }
 

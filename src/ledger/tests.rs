@@ -5,6 +5,20 @@ use crate::schedule::Window;
 
 use crate::clock::WallClock;
 use crate::config::DatabaseUrl;
+use crate::db::testing::{execute_at, scratch_database, sqlite_file_url};
+
+impl Entry {
+    /// An entry nobody holds, for the tests of what is decided from one.
+    pub(crate) fn settled_as(state: State, attempts: u32, last_error: Option<&str>) -> Entry {
+        let last_error = last_error.map(str::to_owned);
+        Entry {
+            state,
+            attempts,
+            last_error,
+            ..Entry::pending()
+        }
+    }
+}
 
 /// Every test here runs against both stores.
 #[derive(Clone, Copy, PartialEq)]
@@ -77,15 +91,13 @@ impl Fixture {
 
     /// Writes behind the ledger's back, as a person with a SQL shell would.
     async fn tamper(&self, sql: &str) {
-        crate::db::execute_at(&url_of(&self.location), sql)
-            .await
-            .unwrap();
+        execute_at(&url_of(&self.location), sql).await.unwrap();
     }
 }
 
 fn url_of(location: &StateStore) -> String {
     match location {
-        StateStore::Sqlite(path) => crate::db::sqlite_file_url(path),
+        StateStore::Sqlite(path) => sqlite_file_url(path),
         StateStore::Postgres(url) => url.expose().to_string(),
     }
 }
@@ -133,7 +145,7 @@ on_both_stores!(
     a_live_holder_keeps_its_lease_when_the_clock_steps_back,
     how_a_lease_ends_is_recorded,
     a_stalled_holder_posts_nothing_once_the_digest_is_given_up,
-    a_state_this_version_does_not_know_is_an_error_not_pending,
+    a_row_this_version_cannot_read_stops_only_itself,
     a_panicking_holder_stops_renewing_and_its_lease_expires,
     an_expired_holder_records_nothing_over_the_new_one,
     at_most_two_posts_go_unanswered_whatever_asks,
@@ -285,41 +297,57 @@ async fn a_stalled_holder_posts_nothing_once_the_digest_is_given_up(fx: Fixture)
     };
     stalled.stall();
     fx.pass(fx.ttl() + Duration::from_secs(1)).await;
-    // The reconciler finds its window closed and the lease run out. Looked at again for a
-    // moment: under a loaded CI this once read false (cause not found; see the session
-    // note), and the entry is printed if it stays so.
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while !ledger.expire(&slack).await.unwrap() {
-        let now = fx.clock.now();
-        let found = entry(&ledger, &slack).await;
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not expired at {now}: {found:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The reconciler finds its window closed and the lease run out: the stopped heartbeat
+    // renewed nothing since.
+    assert!(
+        ledger.expire(&slack).await.unwrap(),
+        "{:?}",
+        entry(&ledger, &slack).await
+    );
     assert_eq!(stalled.before_post().await.unwrap(), Permit::Lost);
     assert_eq!(entry(&ledger, &slack).await.unwrap().state, State::Expired);
+    // A job that was queued for a slot when it was given up finds it settled, not due...
+    let queued = lease(&ledger, &slack, Requester::Daemon).await;
+    assert!(
+        matches!(&queued, Claim::Settled(e) if e.state == State::Expired),
+        "a given-up digest was leased to the daemon"
+    );
+    // ...while an admin's `once` may still send it.
+    let admin = lease(&ledger, &slack, Requester::Admin { force: false }).await;
+    assert!(matches!(admin, Claim::Leased(_)));
 }
 
-async fn a_state_this_version_does_not_know_is_an_error_not_pending(fx: Fixture) {
+async fn a_row_this_version_cannot_read_stops_only_itself(fx: Fixture) {
     let ledger = fx.open().await;
-    let Claim::Leased(l) = lease(&ledger, &key("slack"), Requester::Daemon).await else {
-        panic!()
-    };
-    l.finish(Finish::Skipped).await.unwrap();
-    fx.tamper("UPDATE digests SET state = 'done'").await;
-    let err = ledger
-        .recent("2021-01-01".parse().unwrap())
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("not a digest state"), "{err}");
+    for webhook in ["slack", "generic"] {
+        let Claim::Leased(l) = lease(&ledger, &key(webhook), Requester::Daemon).await else {
+            panic!()
+        };
+        l.finish(Finish::Skipped).await.unwrap();
+    }
+    fx.tamper("UPDATE digests SET state = 'done' WHERE webhook = 'slack'")
+        .await;
+    let entries = ledger.recent("2021-01-01".parse().unwrap()).await.unwrap();
+    let hooks = &entries[&("apac".to_owned(), key("slack").span)];
+    // Never read as pending: that would send again what a newer version marked otherwise.
+    let foreign = &hooks["slack"];
+    assert_eq!(foreign.state, State::Unreadable);
+    let said = foreign.last_error.as_deref().unwrap();
     assert!(
-        ledger
-            .lease(&key("slack"), Requester::Daemon, "u")
-            .await
-            .is_err()
+        said.contains("\"done\"") && said.contains("not one this version knows"),
+        "{said}"
     );
+    assert!(foreign.settled_for(Requester::Admin { force: true }, "u"));
+    assert_eq!(hooks["generic"].state, State::Skipped);
+    // Nobody may lease it, while the row beside it is still served.
+    let refused = ledger
+        .lease(&key("slack"), Requester::Admin { force: true }, "u")
+        .await;
+    assert!(refused.is_err());
+    let other = ledger
+        .lease(&key("generic"), Requester::Admin { force: true }, "u")
+        .await;
+    assert!(matches!(other, Ok(Claim::Leased(_))));
 }
 
 async fn a_panicking_holder_stops_renewing_and_its_lease_expires(fx: Fixture) {
@@ -662,12 +690,49 @@ async fn an_empty_damaged_or_foreign_sqlite_ledger_is_refused_not_started_afresh
     assert!(err.contains("truncated.db"), "{err}");
 
     let foreign = dir.path().join("foreign.db");
-    let url = crate::db::sqlite_file_url(&foreign);
-    crate::db::execute_at(&url, "CREATE TABLE notes (x)")
-        .await
-        .unwrap();
+    let url = sqlite_file_url(&foreign);
+    execute_at(&url, "CREATE TABLE notes (x)").await.unwrap();
     let err = open(foreign).await;
     assert!(err.contains("not an acquire-digest ledger"), "{err}");
+}
+
+#[tokio::test]
+async fn a_ledger_that_cannot_be_opened_names_the_cause_and_is_never_advised_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |path: PathBuf| async move {
+        let opened = Ledger::open(&StateStore::Sqlite(path), WallClock::new()).await;
+        opened.map(drop).err().unwrap().to_string()
+    };
+    let folder = dir.path().join("folder.db");
+    std::fs::create_dir(&folder).unwrap();
+    let err = open(folder).await;
+    assert!(
+        err.contains("cannot be opened") && err.contains("directory"),
+        "{err}"
+    );
+    assert!(!err.contains("delete"), "{err}");
+
+    let locked = dir.path().join("locked.db");
+    drop(
+        Ledger::open(&StateStore::Sqlite(locked.clone()), WallClock::new())
+            .await
+            .unwrap(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o400)).unwrap();
+    // Root reads and writes whatever the mode says: nothing to see there.
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .open(&locked)
+        .is_err()
+    {
+        let err = open(locked).await;
+        assert!(
+            err.contains("Permission denied") && err.contains("access"),
+            "{err}"
+        );
+        assert!(!err.contains("delete"), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -723,8 +788,8 @@ async fn a_sqlite_ledger_from_before_the_migrations_is_adopted_with_its_rows() {
     let path = dir.path().join("v3.db");
     let held_until = Utc::now().timestamp() + 1000;
     let schema = include_str!("../../migrations/1_ledger.sql");
-    crate::db::execute_at(
-            &crate::db::sqlite_file_url(&path),
+    execute_at(
+            &sqlite_file_url(&path),
             &format!(
                 "{schema}
                  INSERT INTO digests (team, first_day, last_day, webhook, state, attempts, delivered_at)
@@ -753,8 +818,8 @@ async fn a_sqlite_ledger_from_before_the_migrations_is_adopted_with_its_rows() {
 async fn a_version_1_sqlite_ledger_keeps_its_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    crate::db::execute_at(
-            &crate::db::sqlite_file_url(&path),
+    execute_at(
+            &sqlite_file_url(&path),
             "CREATE TABLE deliveries (team TEXT, date TEXT, webhook TEXT, delivered_at TEXT, PRIMARY KEY (team, date, webhook));
              INSERT INTO deliveries VALUES ('apac', '2021-03-18', 'slack', '2021-03-19T03:30:00+00:00');
              CREATE TABLE claims (team TEXT);",
@@ -875,7 +940,7 @@ async fn a_refused_password_is_named_as_such_and_never_shown() {
     };
     // Tests run in parallel and more than once per cluster: the role may be there already.
     let create = format!("CREATE ROLE {role} LOGIN PASSWORD 'the-right-one'");
-    let _ = crate::db::execute_at(&server, &create).await;
+    let _ = execute_at(&server, &create).await;
     let with_password = |password: &str| {
         let mut url = url::Url::parse(&server).unwrap();
         url.set_username(&role).unwrap();

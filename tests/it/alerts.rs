@@ -111,3 +111,35 @@ async fn a_rejected_api_key_raises_one_alert_naming_the_team() {
     assert!(said.contains("apac") && said.contains("API key"), "{said}");
     assert!(!said.contains("test-key-apac"), "{said}");
 }
+
+#[tokio::test]
+async fn an_alert_in_flight_at_sigterm_is_sent_before_exit() {
+    let (noon, _) = zone_at(12);
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    hooks.script("/refuses", vec![Reply::new(404, "no_service")]);
+    // A slow alerts receiver: the alert is still on the wire when the daemon is told to stop.
+    hooks.script(
+        "/ops",
+        vec![Reply::new(200, "ok").delay(Duration::from_secs(3))],
+    );
+    let teams = [team("apac", "acme", &[("slack", &hooks.url("/refuses"))])
+        .replace("0 9 * * *", "* * * * * *")
+        .replace("Asia/Kolkata", &noon)];
+    let text = format!(
+        "{}\n[alerts]\nwebhooks = [{{ kind = \"slack\", url = \"{}\" }}]\n",
+        config(&sim.base_url(), &teams),
+        hooks.url("/ops"),
+    );
+    let work = Workspace::new(&text);
+    let mut daemon = Daemon::start(&work);
+    wait_until("the alert", SECONDS, || !hooks.seen_at("/ops").is_empty()).await;
+    daemon.signal("TERM");
+    daemon.wait_exit(SECONDS).await.unwrap();
+    assert!(
+        hooks.seen_at("/ops")[0].answered.is_some(),
+        "the alert was dropped at exit: {}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("alert sent to"), "{}", daemon.log());
+}

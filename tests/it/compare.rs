@@ -325,7 +325,7 @@ async fn on_postgres_too_a_kept_day_is_not_asked_again() {
     let Some(server) = test_database_url() else {
         return;
     };
-    let database = acquire_digest::ledger::scratch_database(&server)
+    let database = acquire_digest::db::testing::scratch_database(&server)
         .await
         .unwrap();
     ranks_and_a_failed_comparison_then_nothing_refetched(

@@ -512,7 +512,7 @@ async fn with_ledger(postgres: bool, text: String) -> Option<(String, String)> {
         return Some((text, String::new()));
     }
     let server = crate::support::test_database_url()?;
-    let database = acquire_digest::ledger::scratch_database(&server)
+    let database = acquire_digest::db::testing::scratch_database(&server)
         .await
         .unwrap();
     Some((crate::support::on_postgres(text), database))
@@ -657,4 +657,51 @@ async fn sigterm_mid_post_leaves_a_lease(postgres: bool) {
     assert!(admin.status.success(), "{said}");
     assert!(said.contains(": delivered"), "{said}");
     assert_eq!(hooks.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn a_row_a_newer_version_wrote_leaves_every_other_digest_delivered() {
+    use acquire_digest::{clock::WallClock, config::StateStore, db::testing, ledger::Ledger};
+
+    let (noon, noon_offset) = zone_at(12);
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let every_second = |name: &str, account: &str| {
+        let url = hooks.url(&format!("/{name}"));
+        with_schedule(team(name, account, &[("slack", &url)]), EVERY_SECOND, &noon)
+    };
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[every_second("apac", "acme"), every_second("us", "initech")],
+    ));
+    // A newer version recorded apac's yesterday in a state this one doesn't know.
+    let path = work.path("ledger.db");
+    drop(
+        Ledger::open(&StateStore::Sqlite(path.clone()), WallClock::new())
+            .await
+            .unwrap(),
+    );
+    let yesterday =
+        (Utc::now().with_timezone(&noon_offset).date_naive() - chrono::Days::new(1)).to_string();
+    let insert = format!(
+        "INSERT INTO digests (team, first_day, last_day, webhook, state)
+         VALUES ('apac', '{yesterday}', '{yesterday}', 'slack', 'archived')"
+    );
+    testing::execute_at(&testing::sqlite_file_url(&path), &insert)
+        .await
+        .unwrap();
+
+    let daemon = Daemon::start(&work);
+    wait_until("us's digest", SECONDS, || !hooks.seen_at("/us").is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(hooks.seen_at("/apac").is_empty(), "{}", daemon.log());
+    assert_eq!(hooks.seen_at("/us").len(), 1);
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("\"archived\" is not one this version knows")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("deliveries stopped"), "{log}");
 }

@@ -322,16 +322,15 @@ async fn a_delivered_digest_is_not_sent_again_unless_forced() {
         &sim.base_url(),
         &[team("apac", "acme", &[("slack", &hooks.url("/slack"))])],
     ));
-    assert!(
-        run(&work, &["once", "--date", REFERENCE_DAY])
-            .await
-            .status
-            .success()
-    );
+    let first = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(first.status.success());
+    // A new ledger says what it may send again; an existing one says nothing of the kind.
+    let new = "is new: nothing is recorded as delivered yet";
+    assert!(stderr(&first).contains(new), "{}", stderr(&first));
     let again = run(&work, &["once", "--date", REFERENCE_DAY]).await;
     assert!(again.status.success());
     assert!(
-        stderr(&again).contains("already delivered"),
+        stderr(&again).contains("already delivered") && !stderr(&again).contains(new),
         "{}",
         stderr(&again)
     );
@@ -862,4 +861,59 @@ async fn a_query_token_echoed_by_the_receiver_is_redacted() {
         "the error is recorded"
     );
     assert!(!raw.contains("s3cr3t"));
+}
+
+#[tokio::test]
+async fn a_kill_while_a_fresh_ledger_is_created_never_stops_the_next_start() {
+    use acquire_digest::clock::WallClock;
+    use acquire_digest::config::StateStore;
+    use acquire_digest::ledger::Ledger;
+
+    let teams = [team(
+        "apac",
+        "acme",
+        &[("slack", "http://127.0.0.1:9/hook")],
+    )];
+    let text = config("http://127.0.0.1:9", &teams);
+    let start = |work: &Workspace| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_acquire-digest"))
+            .arg("once")
+            .current_dir(work.dir.path())
+            .env_remove("ACQUIRE_DIGEST_CONFIG")
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How long this machine takes to a ledger file, so the kills fall before and after it.
+    let work = Workspace::new(&text);
+    let (mut child, started) = (start(&work), std::time::Instant::now());
+    while !work.path("ledger.db").exists() && started.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let step = started.elapsed() / 50;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut with_file, mut without) = (0, 0);
+    for trial in 0..100u32 {
+        let work = Workspace::new(&text);
+        let mut child = start(&work);
+        std::thread::sleep(step * trial);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let path = work.path("ledger.db");
+        if !path.exists() {
+            without += 1;
+            continue;
+        }
+        with_file += 1;
+        let opened = Ledger::open(&StateStore::Sqlite(path), WallClock::new()).await;
+        assert!(opened.is_ok(), "trial {trial}: {}", opened.err().unwrap());
+    }
+    // Both sides of the creation were reached, or the trials proved nothing.
+    assert!(
+        with_file > 0 && without > 0,
+        "{with_file} with a file, {without} without"
+    );
 }

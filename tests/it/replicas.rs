@@ -30,7 +30,7 @@ async fn three_replicas_one_killed_deliver_everything_once_and_resend_only_what_
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
     for trial in 0..trials {
-        let database = acquire_digest::ledger::scratch_database(&server)
+        let database = acquire_digest::db::testing::scratch_database(&server)
             .await
             .unwrap();
         let env = [
@@ -95,7 +95,7 @@ async fn a_replica_without_its_database_posts_nothing_says_so_once_and_catches_u
     let Some(server) = test_database_url() else {
         return;
     };
-    let database = acquire_digest::ledger::scratch_database(&server)
+    let database = acquire_digest::db::testing::scratch_database(&server)
         .await
         .unwrap();
     let name = database.rsplit('/').next().unwrap().to_owned();
@@ -122,7 +122,11 @@ async fn a_replica_without_its_database_posts_nothing_says_so_once_and_catches_u
     daemon.wait_for_log("next digest", SECONDS).await;
     let admin = |sql: String| {
         let server = server.clone();
-        async move { acquire_digest::db::execute_at(&server, &sql).await.unwrap() }
+        async move {
+            acquire_digest::db::testing::execute_at(&server, &sql)
+                .await
+                .unwrap()
+        }
     };
     admin(format!(
         "ALTER DATABASE {name} ALLOW_CONNECTIONS false;

@@ -76,7 +76,7 @@ async fn status_reports_a_failed_webhooks_reason_and_exits_1_on_postgres() {
     let Some(server) = test_database_url() else {
         return;
     };
-    let database = acquire_digest::ledger::scratch_database(&server)
+    let database = acquire_digest::db::testing::scratch_database(&server)
         .await
         .unwrap();
     a_failed_webhook_is_reported_with_its_reason(
@@ -107,7 +107,7 @@ async fn status_on_an_empty_database_says_so_and_creates_nothing() {
     let Some(server) = test_database_url() else {
         return;
     };
-    let database = acquire_digest::ledger::scratch_database(&server)
+    let database = acquire_digest::db::testing::scratch_database(&server)
         .await
         .unwrap();
     let work = Workspace::new(&on_postgres(config(

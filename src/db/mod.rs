@@ -21,6 +21,9 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 use crate::config::StateStore;
 
+#[doc(hidden)]
+pub mod testing;
+
 /// How long one call may take: a server that stops answering without closing the connection
 /// (a failover to a stale address, a partition dropping packets) must not hang the reconciler
 /// or a delivery for the kernel's quarter of an hour of retransmissions.
@@ -29,15 +32,15 @@ const CALL_LIMIT: Duration = Duration::from_secs(30);
 /// Each database's migrations, in the binary: `migrations/` for both, `migrations/sqlite/`
 /// for SQLite's own. Embedded by hand rather than by `migrate!`, whose proc macro would build
 /// SQLite and both drivers a second time; a test checks this list against the folders.
-const LEDGER: (i64, &str, &str) = (1, "ledger", include_str!("../migrations/1_ledger.sql"));
-const HISTORY: (i64, &str, &str) = (2, "history", include_str!("../migrations/2_history.sql"));
+const LEDGER: (i64, &str, &str) = (1, "ledger", include_str!("../../migrations/1_ledger.sql"));
+const HISTORY: (i64, &str, &str) = (2, "history", include_str!("../../migrations/2_history.sql"));
 const SQLITE: &[(i64, &str, &str)] = &[
     LEDGER,
     HISTORY,
     (
         3,
         "earlier_ledgers",
-        include_str!("../migrations/sqlite/3_earlier_ledgers.sql"),
+        include_str!("../../migrations/sqlite/3_earlier_ledgers.sql"),
     ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[LEDGER, HISTORY];
@@ -100,6 +103,8 @@ pub(crate) struct Db {
     pub(crate) dialect: Dialect,
     /// A SQLite file's path, device and inode when opened.
     file: Option<(PathBuf, (u64, u64))>,
+    /// Whether this open created the schema: nothing was recorded before.
+    pub(crate) created: bool,
 }
 
 impl Db {
@@ -114,12 +119,18 @@ impl Db {
                         .connect_with(options(url).map_err(login_failed)?)
                         .await
                         .map_err(login_failed)?;
-                    let db = Db {
+                    let mut db = Db {
                         pool,
                         dialect: Dialect::Postgres,
                         file: None,
+                        created: false,
                     };
                     if access == Access::Write {
+                        let existing = sqlx::query("SELECT to_regclass('digests') IS NULL");
+                        let fresh = db.fetch_all(existing).await?;
+                        db.created = fresh.first().is_some_and(|row| {
+                            sqlx::Row::try_get::<bool, _>(row, 0).unwrap_or(false)
+                        });
                         db.migrate().await?;
                     }
                     Ok(db)
@@ -185,12 +196,25 @@ impl Db {
     }
 }
 
-/// A SQLite file, created under a temporary name if it isn't there yet.
-/// What to do about a SQLite ledger that can't be used.
+/// What to do about a SQLite ledger whose contents are damaged; never said of one that only
+/// can't be opened, which deleting would turn into a re-send of everything.
+const LEFT_AS_IT_IS: &str = "the file is left as it is: mend the cause (disk space, permissions, a read-only mount) and start again";
 const AFRESH: &str = "restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)";
 
+/// A SQLite file, created under a temporary name if it isn't there yet.
 async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
-    let damaged = |e: sqlx::Error| format!("cannot be read ({}); {AFRESH}", causes(&e));
+    let damaged = |e: sqlx::Error| {
+        // SQLITE_CORRUPT and SQLITE_NOTADB, whatever their extended code.
+        let code = match &e {
+            sqlx::Error::Database(e) => e.code().and_then(|c| c.parse::<i32>().ok()),
+            _ => None,
+        };
+        match code.map(|c| c & 0xff) {
+            Some(11 | 26) => format!("is damaged ({}); {AFRESH}", causes(&e)),
+            _ => format!("cannot be used ({}); {LEFT_AS_IT_IS}", causes(&e)),
+        }
+    };
+    let mut created = false;
     match std::fs::metadata(path) {
         Ok(meta) if meta.len() == 0 => {
             return Err(format!(
@@ -201,7 +225,24 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
         Err(_) if access == Access::Read => {
             return Err("does not exist: nothing has been delivered from this config yet (`run` and `once` create it)".into());
         }
-        Err(_) => create_sqlite(path).await?,
+        Err(_) => created = create_sqlite(path).await?,
+    }
+    // Reading and writing it as the database will, for a cause in the words of the system.
+    let probe = std::fs::OpenOptions::new()
+        .read(true)
+        .write(access == Access::Write)
+        .open(path);
+    if let Err(e) = probe {
+        let hint = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                "give the user acquire-digest runs as read and write access to it and its folder"
+            }
+            std::io::ErrorKind::ReadOnlyFilesystem => "mount its filesystem read-write",
+            _ => "mend the cause and start again",
+        };
+        return Err(format!(
+            "cannot be opened ({e}): {hint}; the file is left as it is"
+        ));
     }
     let mode = match access {
         Access::Write => "rw",
@@ -235,6 +276,7 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
         pool,
         dialect: Dialect::Sqlite,
         file: Some((path.to_owned(), (meta.dev(), meta.ino()))),
+        created,
     };
     if access == Access::Write {
         db.migrate().await?;
@@ -244,8 +286,8 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
 
 /// Writes a new ledger's schema under a temporary name and links it into place: a process
 /// killed meanwhile leaves no file at the path, and of two creating it at once, one's file
-/// wins whole and the other opens it.
-async fn create_sqlite(path: &Path) -> Result<(), String> {
+/// wins whole and the other opens it. True when this one's won.
+async fn create_sqlite(path: &Path) -> Result<bool, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create its folder: {e}"))?;
     }
@@ -261,6 +303,7 @@ async fn create_sqlite(path: &Path) -> Result<(), String> {
             pool: pool.clone(),
             dialect: Dialect::Sqlite,
             file: None,
+            created: true,
         };
         let mut migrated = db.migrate().await;
         // Everything into the file itself before it is linked: the log is found by name.
@@ -271,10 +314,9 @@ async fn create_sqlite(path: &Path) -> Result<(), String> {
         pool.close().await;
         migrated?;
         match std::fs::hard_link(&temporary, path) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                Err(format!("cannot be created: {e}"))
-            }
-            _ => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(format!("cannot be created: {e}")),
         }
     }
     .await;
@@ -376,39 +418,6 @@ impl MigrationSource<'static> for Embedded {
         };
         Box::pin(async move { Ok(self.0.iter().map(migration).collect()) })
     }
-}
-
-/// A new, empty database on the server `url` names, for a test or a benchmark that needs a
-/// PostgreSQL ledger of its own; its URL is `url` with the new database's name.
-#[doc(hidden)]
-pub async fn scratch_database(url: &str) -> Result<String, String> {
-    let name = format!("scratch_{:016x}", fastrand::u64(..));
-    execute_at(url, &format!("CREATE DATABASE {name}")).await?;
-    let mut scratch = url::Url::parse(url).map_err(|e| e.to_string())?;
-    scratch.set_path(&name);
-    Ok(scratch.to_string())
-}
-
-/// Runs SQL on the database `url` names behind the ledger's back, as a person with a SQL shell
-/// would: for tests.
-#[doc(hidden)]
-pub async fn execute_at(url: &str, sql: &str) -> Result<(), String> {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let mut connection = sqlx::AnyConnection::connect(url)
-        .await
-        .map_err(|e| format!("cannot reach the test database server: {}", causes(&e)))?;
-    connection
-        .execute(sql)
-        .await
-        .map(drop)
-        .map_err(|e| causes(&e))
-}
-
-/// A SQLite file's URL for [`execute_at`].
-#[doc(hidden)]
-pub fn sqlite_file_url(path: &Path) -> String {
-    sqlite_url(path, "rwc")
 }
 
 #[cfg(test)]

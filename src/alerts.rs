@@ -19,6 +19,7 @@ use crate::render;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     WindowClosed,
+    Missed,
     Refused,
     OutcomeUnknown,
     ApiKeyRejected,
@@ -29,6 +30,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::WindowClosed => "window_closed",
+            Reason::Missed => "missed",
             Reason::Refused => "refused",
             Reason::OutcomeUnknown => "outcome_unknown",
             Reason::ApiKeyRejected => "api_key_rejected",
@@ -38,6 +40,9 @@ impl Reason {
     fn describe(self) -> &'static str {
         match self {
             Reason::WindowClosed => "its catch_up window closed before it could be delivered",
+            Reason::Missed => {
+                "no acquire-digest process was running when it was due, and its catch_up window had closed when one looked (`once --date` sends it)"
+            }
             Reason::Refused => "the webhook refused it",
             Reason::OutcomeUnknown => {
                 "two POSTs went unanswered, so it is not resent (outcome unknown)"
@@ -69,6 +74,14 @@ pub fn give_ups(report: &SpanReport) -> Vec<GiveUp> {
             .filter_map(|hook| match &hook.status {
                 HookStatus::Refused(e) => Some(give_up(&hook.webhook, Reason::Refused, e)),
                 HookStatus::Unknown(e) => Some(give_up(&hook.webhook, Reason::OutcomeUnknown, e)),
+                HookStatus::Missed(firing) => Some(give_up(
+                    &hook.webhook,
+                    Reason::Missed,
+                    &firing.map_or_else(
+                        || "it was due while nothing ran".to_owned(),
+                        |at| format!("it was due at {}", at.format("%Y-%m-%d %H:%M:%S UTC")),
+                    ),
+                )),
                 HookStatus::Expired(e) => Some(give_up(
                     &hook.webhook,
                     Reason::WindowClosed,

@@ -15,7 +15,7 @@
 //! not the timer, is the record of what ran. (tokio-cron-scheduler's cron jobs capture the
 //! zone's offset when created, its issue #107; we keep croner, its cron engine.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,11 +27,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
-use crate::alerts::{Alerts, give_ups};
+use crate::alerts::{Alerts, GiveUp, Reason, give_ups};
 pub use crate::clock::{Clock, WallClock};
 use crate::config::{self, Config, Team};
 use crate::deliver::Deliverer;
-use crate::ledger::owed::{describe_next, owed};
+use crate::ledger::owed::{Missed, describe_next, owed, unseen};
 use crate::ledger::{Entries, Key, Ledger, LedgerError, Requester, State};
 use crate::pipeline::{HookReport, HookStatus, Pipeline, SpanReport};
 use crate::schedule::Span;
@@ -42,6 +42,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const HELD_RECHECK: Duration = Duration::from_secs(15);
 /// How often an unusable ledger is looked at again.
 const LEDGER_RECHECK: Duration = Duration::from_secs(10);
+/// Missed digests of one team reported one by one; beyond, in one line and one alert.
+const MISSED_ONE_BY_ONE: usize = 100;
 
 /// A team's span and the webhooks to deliver it to now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,16 +217,93 @@ impl Current {
         })
     }
 
-    /// A delivery round or an expiry is over: its log lines, and an alert for each give-up,
-    /// sent beside the reconciler so a slow alerts webhook never holds it up.
+    /// A delivery round or a give-up is over: its log lines, and an alert for each give-up.
     fn finished(&self, report: &SpanReport) {
         report.log(true);
-        let give_ups = give_ups(report);
+        self.alert(give_ups(report));
+    }
+
+    /// Alerts sent beside the reconciler, so a slow alerts webhook never holds it up.
+    fn alert(&self, give_ups: Vec<GiveUp>) {
         if !give_ups.is_empty() {
             let alerts = self.alerts.clone();
             self.alerting
                 .spawn(async move { alerts.raise(give_ups).await });
         }
+    }
+
+    /// A configured webhook's scheme and host, for a report the pipeline didn't make.
+    fn host(&self, key: &Key) -> String {
+        (self.config.teams.iter())
+            .find(|t| t.name == key.team)
+            .and_then(|t| t.webhooks.iter().find(|h| h.name == key.webhook))
+            .map_or_else(String::new, |h| h.url.to_string())
+    }
+
+    /// Records each missed digest, once across processes, and reports what this process
+    /// recorded: one line and one alert per digest, or per team beyond [`MISSED_ONE_BY_ONE`].
+    async fn record_missed(
+        &self,
+        missed: Vec<Missed>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let mut recorded: BTreeMap<String, Vec<Missed>> = BTreeMap::new();
+        for missed in missed {
+            if self.ledger.miss(&missed.key).await? {
+                recorded
+                    .entry(missed.key.team.clone())
+                    .or_default()
+                    .push(missed);
+            }
+        }
+        for (team, missed) in recorded {
+            let webhooks = missed.iter().map(|m| (m.key.webhook.as_str(), "missed"));
+            crate::telemetry::delivery_round(&team, webhooks, now);
+            let spans: BTreeSet<(Span, DateTime<Utc>)> =
+                missed.iter().map(|m| (m.key.span, m.firing)).collect();
+            if spans.len() <= MISSED_ONE_BY_ONE {
+                for Missed { key, firing } in missed {
+                    let host = self.host(&key);
+                    let status = HookStatus::Missed(Some(firing));
+                    let (webhook, span, team) = (key.webhook, key.span, key.team);
+                    let hooks = vec![HookReport {
+                        webhook,
+                        host,
+                        status,
+                    }];
+                    self.finished(&SpanReport {
+                        team,
+                        span,
+                        outcome: Ok(hooks),
+                    });
+                }
+                continue;
+            }
+            let (first, last) = (spans.first().expect("many"), spans.last().expect("many"));
+            let detail = format!(
+                "{} digests, due from {} to {}",
+                spans.len(),
+                first.1.format("%Y-%m-%d %H:%M:%S UTC"),
+                last.1.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            let all = Span {
+                first: first.0.first,
+                last: last.0.last,
+            };
+            tracing::error!(%team, date = %all, "giving up: {team} {all}: MISSED {detail}: no acquire-digest process was running when they were due, and their catch_up window had closed when one looked; `status` lists them, `once --date` sends one");
+            let webhooks: BTreeSet<&str> = missed.iter().map(|m| m.key.webhook.as_str()).collect();
+            self.alert(
+                webhooks
+                    .into_iter()
+                    .map(|webhook| GiveUp {
+                        key: Key::new(&team, all, webhook),
+                        reason: Reason::Missed,
+                        detail: detail.clone(),
+                    })
+                    .collect(),
+            );
+        }
+        Ok(())
     }
 
     /// A reload: reading the config and its templates is file I/O, done off the async
@@ -264,6 +343,8 @@ pub async fn serve(
     let mut running: HashMap<tokio::task::Id, (String, Span)> = HashMap::new();
     let mut ledger_down = false;
     let mut retry_now = false;
+    // Each team's watermark, read from the ledger at the first pass and kept here after.
+    let mut watermarks = None;
     // Digests held by another process, each said once while it holds them.
     let mut waiting: HashSet<Key> = HashSet::new();
     tokio::pin!(shutdown);
@@ -272,7 +353,8 @@ pub async fn serve(
         let now = clock.now();
         crate::telemetry::next_digests(&current.config.teams, now);
         let busy: HashSet<&(String, Span)> = running.values().collect();
-        let wake = match reconcile(&current, now, &busy, std::mem::take(&mut retry_now)).await {
+        let retry = std::mem::take(&mut retry_now);
+        let wake = match reconcile(&current, now, &busy, retry, &mut watermarks).await {
             Ok((plan, mut start)) => {
                 let held: Vec<&(Key, DateTime<Utc>)> = (plan.held.iter())
                     .filter(|(key, _)| !busy.contains(&(key.team.clone(), key.span)))
@@ -328,6 +410,9 @@ pub async fn serve(
                         tracing::info!(teams = new.config.teams.len(), "SIGHUP: config reloaded; failed digests are tried again now");
                         for team in &new.config.teams {
                             tracing::info!(team = %team.name, "next digest {}", describe_next(team, now));
+                        }
+                        if new.ledger.location() != current.ledger.location() {
+                            watermarks = None;
                         }
                         current = new;
                         retry_now = true;
@@ -388,22 +473,36 @@ async fn reconcile(
     now: DateTime<Utc>,
     busy: &HashSet<&(String, Span)>,
     retry_now: bool,
+    watermarks: &mut Option<HashMap<String, DateTime<Utc>>>,
 ) -> Result<(Plan, Vec<Due>), LedgerError> {
-    let since = now.date_naive() - chrono::Days::new(crate::ledger::owed::LOOKBACK_DAYS);
-    let entries = current.ledger.recent(since).await?;
-    let plan = plan(&current.config.teams, now, &entries, retry_now);
+    let (ledger, teams) = (&current.ledger, &current.config.teams);
+    let marks = match watermarks {
+        Some(marks) => marks,
+        None => watermarks.insert(ledger.watermarks().await?),
+    };
+    // After a long stop, back to the firings the watermarks say are unaccounted for.
+    let since = (teams.iter().filter_map(|t| marks.get(&t.name)))
+        .map(|mark| mark.date_naive() - chrono::Days::new(1))
+        .fold(
+            now.date_naive() - chrono::Days::new(crate::ledger::owed::LOOKBACK_DAYS),
+            std::cmp::min,
+        );
+    let entries = ledger.recent(since).await?;
+    // Recorded before the watermarks move past them: a crash between repeats nothing.
+    let (missed, moved) = unseen(teams, now, &entries, marks);
+    current.record_missed(missed, now).await?;
+    for (team, until) in moved {
+        ledger.advance(&team, until).await?;
+        let mark = marks.entry(team).or_insert(until);
+        *mark = (*mark).max(until);
+    }
+    let plan = plan(teams, now, &entries, retry_now);
     // A digest this pass gives up is no longer pending.
     crate::telemetry::pending_deliveries(plan.pending);
     for key in &plan.expired {
         if current.ledger.expire(key).await? {
             let entry = &entries[&(key.team.clone(), key.span)][&key.webhook];
-            let host = current
-                .config
-                .teams
-                .iter()
-                .find(|t| t.name == key.team)
-                .and_then(|t| t.webhooks.iter().find(|h| h.name == key.webhook))
-                .map_or_else(String::new, |h| h.url.to_string());
+            let host = current.host(key);
             current.finished(&SpanReport {
                 team: key.team.clone(),
                 span: key.span,
@@ -479,6 +578,71 @@ url = "http://127.0.0.1:9/"
             }
         }
         sent
+    }
+
+    #[test]
+    fn firings_between_the_watermark_and_the_window_are_missed_unless_recorded() {
+        use crate::ledger::owed::{Missed, unseen};
+        // 09:00 in Kolkata is 03:30Z; at 06:30Z with a one-hour catch_up, today's is past.
+        let kolkata = team("Asia/Kolkata", "0 9 * * *", "1h");
+        let teams = std::slice::from_ref(&kolkata);
+        let now = utc("2026-11-25T06:30:00Z");
+        let window = utc("2026-11-25T05:30:00Z");
+        let marks = |at: &str| HashMap::from([("t".to_owned(), utc(at))]);
+        let missed = |entries: &Entries, mark: &str| unseen(teams, now, entries, &marks(mark));
+
+        // Seen for the first time: nothing of its past, and the watermark starts at the window.
+        let (none, moved) = unseen(teams, now, &Entries::new(), &HashMap::new());
+        assert_eq!((none, moved), (vec![], vec![("t".to_owned(), window)]));
+
+        // Last looked three days ago: each day's firing since, once, with its time.
+        let (found, moved) = missed(&Entries::new(), "2026-11-22T06:30:00Z");
+        let at = |day: &str, firing: &str| Missed {
+            key: Key::new("t", self::day(day), "generic"),
+            firing: utc(firing),
+        };
+        assert_eq!(
+            found,
+            [
+                at("2026-11-22", "2026-11-23T03:30:00Z"),
+                at("2026-11-23", "2026-11-24T03:30:00Z"),
+                at("2026-11-24", "2026-11-25T03:30:00Z"),
+            ]
+        );
+        assert_eq!(moved, [("t".to_owned(), window)]);
+
+        // What any process recorded (delivered by `once`, given up, tried) is not missed.
+        let mut entries = Entries::new();
+        let recorded = Entry::settled_as(State::Pending, 1, None);
+        for (span, entry) in [("2026-11-22", delivered()), ("2026-11-24", recorded)] {
+            let hooks = entries.entry(("t".into(), day(span))).or_default();
+            hooks.insert("generic".into(), entry);
+        }
+        let (found, _) = missed(&entries, "2026-11-22T06:30:00Z");
+        assert_eq!(found, [at("2026-11-23", "2026-11-24T03:30:00Z")]);
+
+        // Nothing fired since the watermark (or the clock went back): nothing moves.
+        assert_eq!(
+            missed(&Entries::new(), "2026-11-25T05:00:00Z"),
+            (vec![], vec![])
+        );
+        assert_eq!(
+            missed(&Entries::new(), "2026-11-26T00:00:00Z"),
+            (vec![], vec![])
+        );
+
+        // A span still inside a longer catch_up is due, not missed.
+        let patient = team("Asia/Kolkata", "0 9 * * *", "2d");
+        let (found, _) = unseen(
+            std::slice::from_ref(&patient),
+            now,
+            &Entries::new(),
+            &marks("2026-11-20T00:00:00Z"),
+        );
+        // Its window opens at 11-23 06:30Z: the firings of 11-24 and 11-25 are still due.
+        let days: Vec<Span> = found.iter().map(|m| m.key.span).collect();
+        let before = ["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-22"];
+        assert_eq!(days, before.map(day));
     }
 
     fn every(step: chrono::Duration, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {

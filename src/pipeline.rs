@@ -82,6 +82,9 @@ pub enum HookStatus {
     Busy(DateTime<Utc>),
     /// Its catch-up window closed before it could be delivered.
     Expired(Option<String>),
+    /// Its firing (then) went by while no process was running, and its catch-up window had
+    /// closed when one looked: given up without an attempt.
+    Missed(Option<DateTime<Utc>>),
     /// Not posted: the ledger, which keeps it from being sent twice, could not be used.
     LedgerFailed(LedgerError),
     /// Posted and answered, but the answer could not be recorded: it may be sent again.
@@ -109,7 +112,10 @@ impl HookStatus {
     pub fn is_given_up(&self) -> bool {
         matches!(
             self,
-            HookStatus::Refused(_) | HookStatus::Unknown(_) | HookStatus::Expired(_)
+            HookStatus::Refused(_)
+                | HookStatus::Unknown(_)
+                | HookStatus::Expired(_)
+                | HookStatus::Missed(_)
         )
     }
 
@@ -120,6 +126,7 @@ impl HookStatus {
             // Posted and answered; only the ledger's record of it failed.
             HookStatus::Delivered | HookStatus::NotRecorded(_) => "delivered",
             HookStatus::Superseded => "superseded",
+            HookStatus::Missed(_) => "missed",
             HookStatus::Refused(_) => "refused",
             HookStatus::Unknown(_) => "unknown",
             HookStatus::AlreadyDelivered(_) | HookStatus::Busy(_) | HookStatus::Skipped => {
@@ -168,6 +175,13 @@ impl fmt::Display for HookStatus {
                     write!(f, " (last error: {e})")?;
                 }
                 Ok(())
+            }
+            HookStatus::Missed(firing) => {
+                f.write_str("MISSED: no acquire-digest process was running when it was due")?;
+                if let Some(at) = firing {
+                    write!(f, " at {}", at.format("%Y-%m-%d %H:%M:%S UTC"))?;
+                }
+                f.write_str(", and its catch_up window had closed when one looked (`once --date` with its first day sends it)")
             }
             HookStatus::LedgerFailed(e) => write!(f, "FAILED, not sent: {e}"),
             HookStatus::Skipped => f.write_str("skipped: no visitors"),
@@ -554,6 +568,7 @@ fn settled(entry: Entry) -> HookStatus {
     let error = entry.last_error.clone().unwrap_or_default();
     match entry.state {
         State::Expired => HookStatus::Expired(entry.last_error),
+        State::Missed => HookStatus::Missed(None),
         State::Refused => HookStatus::Refused(error),
         State::Unknown => HookStatus::Unknown(error),
         State::Skipped => HookStatus::Skipped,

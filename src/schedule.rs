@@ -399,20 +399,20 @@ impl Schedule {
         Span { first, last }
     }
 
-    /// The local dates on which the schedule fires in `(after, until]`. One croner step per
-    /// date, however often the schedule fires in a day, so a seconds-level schedule costs no
-    /// more than a daily one.
+    /// The local dates on which the schedule fires in `(after, until]`, each with its first
+    /// firing there. One croner step per date, however often the schedule fires in a day, so
+    /// a seconds-level schedule costs no more than a daily one.
     pub fn firing_dates(
         &self,
         zone: Zone,
         after: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Vec<NaiveDate> {
+    ) -> Vec<(NaiveDate, DateTime<Utc>)> {
         let mut dates = Vec::new();
         let mut cursor = after;
         while let Some(firing) = self.next_after(zone, cursor).filter(|t| *t <= until) {
             let date = zone.local(firing).date();
-            dates.push(date);
+            dates.push((date, firing));
             let tomorrow = zone.start_of_day(next_day(date)) - chrono::Duration::seconds(1);
             if tomorrow <= cursor {
                 break;
@@ -884,13 +884,17 @@ mod tests {
     fn firing_dates_step_a_day_at_a_time_forward() {
         let berlin = zone("Europe/Berlin");
         let every_second = Schedule::parse("* * * * * *").unwrap();
-        let dates = every_second.firing_dates(
-            berlin,
-            utc("2026-10-23T12:00:00Z"),
-            utc("2026-10-26T12:00:00Z"),
+        let dates = |schedule: &Schedule, after: &str, until: &str| -> Vec<NaiveDate> {
+            let firings = schedule.firing_dates(berlin, utc(after), utc(until));
+            firings.into_iter().map(|(date, _)| date).collect()
+        };
+        let dates_every_second = dates(
+            &every_second,
+            "2026-10-23T12:00:00Z",
+            "2026-10-26T12:00:00Z",
         );
         assert_eq!(
-            dates,
+            dates_every_second,
             [
                 date("2026-10-23"),
                 date("2026-10-24"),
@@ -899,12 +903,8 @@ mod tests {
             ]
         );
         let weekdays = Schedule::parse("30 8 * * 1-5").unwrap();
-        let dates = weekdays.firing_dates(
-            berlin,
-            utc("2026-11-20T12:00:00Z"),
-            utc("2026-11-24T12:00:00Z"),
-        );
-        assert_eq!(dates, [date("2026-11-23"), date("2026-11-24")]);
+        let weekday_dates = dates(&weekdays, "2026-11-20T12:00:00Z", "2026-11-24T12:00:00Z");
+        assert_eq!(weekday_dates, [date("2026-11-23"), date("2026-11-24")]);
         // The next new span of a seconds-level schedule is tomorrow's first firing.
         let next = every_second
             .next_new_date(berlin, utc("2026-11-24T12:00:00Z"))

@@ -45,7 +45,8 @@ pub struct SpanStatus {
     pub date: NaiveDate,
     pub end_date: NaiveDate,
     /// delivered, failed (tried, tried again later), pending (not tried yet), refused,
-    /// unknown (outcome unknown), expired (its catch-up window closed).
+    /// unknown (outcome unknown), expired (its catch-up window closed), missed (its firing
+    /// went by while nothing ran), skipped, unreadable (a row this version can't read).
     pub state: &'static str,
     pub attempts: u32,
     pub last_error: Option<String>,
@@ -193,6 +194,12 @@ impl fmt::Display for Status {
                         "skipped" => write!(line, "skipped: no visitors"),
                         "refused" => write!(line, "REFUSED (not sent again until its URL changes)"),
                         "unknown" => write!(line, "OUTCOME UNKNOWN (two POSTs went unanswered)"),
+                        "missed" => write!(
+                            line,
+                            "MISSED: nothing was running when it was due (`once --date {}` sends it)",
+                            span.date
+                        ),
+                        "unreadable" => write!(line, "UNREADABLE by this version"),
                         _ => write!(line, "GIVEN UP: its catch_up window closed"),
                     };
                     if span.state != "delivered"

@@ -60,7 +60,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     // Counters are registered without `_total`: the encoder appends it.
     registry.register(
         "acquire_digest_deliveries",
-        "Deliveries of a digest to a webhook by outcome (delivered, failed, refused, unknown, skipped, superseded), one per delivery round",
+        "Deliveries of a digest to a webhook by outcome (delivered, failed, refused, unknown, skipped, superseded, missed), one per delivery round or missed firing",
         m.deliveries.clone(),
     );
     registry.register(

@@ -34,6 +34,11 @@ const CALL_LIMIT: Duration = Duration::from_secs(30);
 /// SQLite and both drivers a second time; a test checks this list against the folders.
 const LEDGER: (i64, &str, &str) = (1, "ledger", include_str!("../../migrations/1_ledger.sql"));
 const HISTORY: (i64, &str, &str) = (2, "history", include_str!("../../migrations/2_history.sql"));
+const WATERMARKS: (i64, &str, &str) = (
+    4,
+    "watermarks",
+    include_str!("../../migrations/4_watermarks.sql"),
+);
 const SQLITE: &[(i64, &str, &str)] = &[
     LEDGER,
     HISTORY,
@@ -42,8 +47,9 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "earlier_ledgers",
         include_str!("../../migrations/sqlite/3_earlier_ledgers.sql"),
     ),
+    WATERMARKS,
 ];
-const POSTGRES: &[(i64, &str, &str)] = &[LEDGER, HISTORY];
+const POSTGRES: &[(i64, &str, &str)] = &[LEDGER, HISTORY, WATERMARKS];
 
 /// How the two databases differ, and nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

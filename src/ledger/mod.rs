@@ -108,6 +108,9 @@ pub enum State {
     Unknown,
     /// Its catch-up window closed before it could be delivered.
     Expired,
+    /// Its firing went by while no process was looking, and its catch-up window had closed
+    /// by the time one did: given up without an attempt.
+    Missed,
     /// Nobody visited and the team has `skip_empty`: nothing was posted, and nothing will be
     /// unless an admin forces it.
     Skipped,
@@ -117,12 +120,13 @@ pub enum State {
 }
 
 impl State {
-    const ALL: [State; 6] = [
+    const ALL: [State; 7] = [
         State::Pending,
         State::Delivered,
         State::Refused,
         State::Unknown,
         State::Expired,
+        State::Missed,
         State::Skipped,
     ];
 
@@ -134,6 +138,7 @@ impl State {
             State::Refused => "refused",
             State::Unknown => "unknown",
             State::Expired => "expired",
+            State::Missed => "missed",
             State::Skipped => "skipped",
             State::Unreadable => "unreadable",
         }
@@ -164,7 +169,7 @@ impl Entry {
         match self.state {
             State::Pending => false,
             State::Unreadable => true,
-            State::Expired => requester == Requester::Daemon,
+            State::Expired | State::Missed => requester == Requester::Daemon,
             State::Delivered | State::Skipped | State::Unknown => {
                 requester != Requester::Admin { force: true }
             }
@@ -270,7 +275,7 @@ fn take(
     }
     if matches!(
         entry.state,
-        State::Refused | State::Unknown | State::Expired
+        State::Refused | State::Unknown | State::Expired | State::Missed
     ) {
         entry.state = State::Pending;
     }
@@ -465,6 +470,17 @@ fn day(date: NaiveDate) -> String {
     date.format("%Y-%m-%d").to_string()
 }
 
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// A statement about one digest: its key as parameters $1 to $4.
+fn bind_key<'q>(query: Query<'q>, key: &Key) -> Query<'q> {
+    query
+        .bind(key.team.clone())
+        .bind(day(key.span.first))
+        .bind(day(key.span.last))
+        .bind(key.webhook.clone())
+}
+
 /// A handle to the ledger; clones share one pool.
 #[derive(Clone)]
 pub struct Ledger {
@@ -631,19 +647,65 @@ impl Ledger {
             .await
     }
 
+    /// Records a digest nothing was recorded of as missed: true the first time, from any
+    /// process, so it is reported once.
+    pub async fn miss(&self, key: &Key) -> Result<bool, LedgerError> {
+        let query = sqlx::query(
+            "INSERT INTO digests (team, first_day, last_day, webhook, state)
+             VALUES ($1, $2, $3, $4, 'missed') ON CONFLICT DO NOTHING",
+        );
+        let inserted = self.inner.db.execute(bind_key(query, key)).await;
+        inserted
+            .map(|done| done.rows_affected() == 1)
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Each team's watermark: the instant up to which its firings are accounted for.
+    pub async fn watermarks(&self) -> Result<HashMap<String, DateTime<Utc>>, LedgerError> {
+        let query = sqlx::query("SELECT team, planned_until FROM watermarks");
+        let rows = self
+            .inner
+            .db
+            .fetch_all(query)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let mut marks = HashMap::new();
+        for row in rows {
+            let team: String = row.try_get(0).map_err(|e| self.fail(causes(&e)))?;
+            let until: i64 = row.try_get(1).map_err(|e| self.fail(causes(&e)))?;
+            marks.extend(DateTime::from_timestamp_millis(until).map(|until| (team, until)));
+        }
+        Ok(marks)
+    }
+
+    /// Moves a team's watermark to `until`, never back: another process may be further on.
+    pub async fn advance(&self, team: &str, until: DateTime<Utc>) -> Result<(), LedgerError> {
+        let query = sqlx::query(
+            "INSERT INTO watermarks (team, planned_until) VALUES ($1, $2)
+             ON CONFLICT (team) DO UPDATE SET planned_until = CASE
+                 WHEN excluded.planned_until > watermarks.planned_until
+                 THEN excluded.planned_until ELSE watermarks.planned_until END",
+        )
+        .bind(team.to_owned())
+        .bind(until.timestamp_millis());
+        self.inner
+            .db
+            .execute(query)
+            .await
+            .map(drop)
+            .map_err(|e| self.fail(e))
+    }
+
     /// Records an alert about a digest given up for `reason`: true the first time, from any
     /// process, so each alert is sent once however often the give-up is seen.
     pub async fn first_alert(&self, key: &Key, reason: &str) -> Result<bool, LedgerError> {
         let query = sqlx::query(
             "INSERT INTO alerts (team, first_day, last_day, webhook, reason, raised_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(key.team.clone())
-        .bind(day(key.span.first))
-        .bind(day(key.span.last))
-        .bind(key.webhook.clone())
-        .bind(reason.to_owned())
-        .bind(self.inner.clock.now().timestamp());
+        );
+        let query = bind_key(query, key)
+            .bind(reason.to_owned())
+            .bind(self.inner.clock.now().timestamp());
         let inserted = self.inner.db.execute(query).await;
         inserted
             .map(|done| done.rows_affected() == 1)
@@ -664,14 +726,7 @@ impl Ledger {
             db.guard().map_err(|e| self.fail(e))?;
         }
         let sql = |e: sqlx::Error| causes(&e);
-        let (first, last) = (day(key.span.first), day(key.span.last));
-        let keyed = |text: &'static str| {
-            sqlx::query(text)
-                .bind(key.team.clone())
-                .bind(first.clone())
-                .bind(last.clone())
-                .bind(key.webhook.clone())
-        };
+        let keyed = |text: &'static str| bind_key(sqlx::query(text), key);
         // The time is read once the row's lock is held: PostgreSQL computes a locked row's own
         // columns before waiting for the lock, so a lease begun at that time could end before
         // it is written. The outer SELECT runs on what the materialized one returns.

@@ -1,11 +1,12 @@
 //! What each team is owed now: the one derivation the reconciler's plan, the pending gauge and
 //! `status` all ask, so they can't disagree about what is due.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Entries, Entry, Requester};
+use super::{Entries, Entry, Key, Requester};
 use crate::config::{Team, Webhook};
 use crate::schedule::Span;
 
@@ -52,15 +53,19 @@ pub fn owed<'a>(teams: &'a [Team], now: DateTime<Utc>, entries: &'a Entries) -> 
     owed
 }
 
+/// Where a team's catch-up window starts at `now`: firings before it are no longer due.
+fn window_start(team: &Team, now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(team.catch_up.max(ON_TIME)).unwrap_or_default()
+}
+
 /// The spans a team's schedule makes due at `now`: what its firings in `(now − catch_up,
 /// now]` cover.
 pub fn live_spans(team: &Team, now: DateTime<Utc>) -> Vec<Span> {
-    let reach = chrono::Duration::from_std(team.catch_up.max(ON_TIME)).unwrap_or_default();
     let mut spans: Vec<Span> = team
         .schedule
-        .firing_dates(team.zone, now - reach, now)
+        .firing_dates(team.zone, window_start(team, now), now)
         .into_iter()
-        .map(|date| team.schedule.coverage_of(team.zone, date))
+        .map(|(date, _)| team.schedule.coverage_of(team.zone, date))
         .filter(|span| span.ends(team.zone) <= now)
         .collect();
     spans.dedup();
@@ -79,4 +84,54 @@ pub fn describe_next(team: &Team, now: DateTime<Utc>) -> String {
         ),
         None => "never (the schedule has no future firing)".to_owned(),
     }
+}
+
+/// A digest whose firing went by unseen: its catch-up window had closed before any process
+/// recorded anything of it (the host was down, the daemon crash-looped, the clock jumped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missed {
+    pub key: Key,
+    /// The span's firing (its date's first, when the schedule fires more often).
+    pub firing: DateTime<Utc>,
+}
+
+/// The firings between each team's watermark (the instant up to which its firings are
+/// accounted for) and the start of its catch-up window at `now`: the digests of theirs the
+/// ledger holds nothing of are missed. Also where each watermark moves: a team seen for the
+/// first time starts at its window, so adding a team never reports its past; a watermark
+/// never moves back.
+pub fn unseen(
+    teams: &[Team],
+    now: DateTime<Utc>,
+    entries: &Entries,
+    watermarks: &HashMap<String, DateTime<Utc>>,
+) -> (Vec<Missed>, Vec<(String, DateTime<Utc>)>) {
+    let (mut missed, mut moved) = (Vec::new(), Vec::new());
+    for team in teams {
+        let start = window_start(team, now);
+        let Some(&mark) = watermarks.get(&team.name) else {
+            moved.push((team.name.clone(), start));
+            continue;
+        };
+        let firings = team.schedule.firing_dates(team.zone, mark, start);
+        if firings.is_empty() {
+            continue;
+        }
+        moved.push((team.name.clone(), start));
+        let live = live_spans(team, now);
+        for (date, firing) in firings {
+            let span = team.schedule.coverage_of(team.zone, date);
+            if live.contains(&span) {
+                continue;
+            }
+            let recorded = entries.get(&(team.name.clone(), span));
+            for hook in &team.webhooks {
+                if recorded.is_none_or(|hooks| !hooks.contains_key(&hook.name)) {
+                    let key = Key::new(&team.name, span, &hook.name);
+                    missed.push(Missed { key, firing });
+                }
+            }
+        }
+    }
+    (missed, moved)
 }

@@ -146,6 +146,8 @@ on_both_stores!(
     how_a_lease_ends_is_recorded,
     a_stalled_holder_posts_nothing_once_the_digest_is_given_up,
     a_row_this_version_cannot_read_stops_only_itself,
+    a_missed_digest_is_recorded_once_and_sent_only_by_an_admin,
+    watermarks_only_move_forward,
     a_panicking_holder_stops_renewing_and_its_lease_expires,
     an_expired_holder_records_nothing_over_the_new_one,
     at_most_two_posts_go_unanswered_whatever_asks,
@@ -348,6 +350,61 @@ async fn a_row_this_version_cannot_read_stops_only_itself(fx: Fixture) {
         .lease(&key("generic"), Requester::Admin { force: true }, "u")
         .await;
     assert!(matches!(other, Ok(Claim::Leased(_))));
+}
+
+async fn a_missed_digest_is_recorded_once_and_sent_only_by_an_admin(fx: Fixture) {
+    let (ledger, other) = (fx.open().await, fx.open().await);
+    let slack = key("slack");
+    assert!(ledger.miss(&slack).await.unwrap());
+    assert!(
+        !other.miss(&slack).await.unwrap(),
+        "reported by one process only"
+    );
+    // Only a digest nothing was recorded of can be missed.
+    let Claim::Leased(l) = lease(&ledger, &key("generic"), Requester::Daemon).await else {
+        panic!()
+    };
+    l.finish(Finish::Skipped).await.unwrap();
+    assert!(!ledger.miss(&key("generic")).await.unwrap());
+    assert_eq!(
+        entry(&ledger, &key("generic")).await.unwrap().state,
+        State::Skipped
+    );
+
+    let daemon = lease(&ledger, &slack, Requester::Daemon).await;
+    assert!(matches!(&daemon, Claim::Settled(e) if e.state == State::Missed));
+    let admin = lease(&ledger, &slack, Requester::Admin { force: false }).await;
+    let Claim::Leased(admin) = admin else {
+        panic!("`once --date` sends a missed digest")
+    };
+    admin.before_post().await.unwrap();
+    let posted = Finish::Posted(Posted::Delivered, fx.clock.now());
+    assert_eq!(
+        admin.finish(posted).await.unwrap().unwrap().state,
+        State::Delivered
+    );
+}
+
+async fn watermarks_only_move_forward(fx: Fixture) {
+    let (ledger, other) = (fx.open().await, fx.open().await);
+    assert!(ledger.watermarks().await.unwrap().is_empty());
+    let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+    ledger
+        .advance("apac", at("2026-11-25T05:30:00.250Z"))
+        .await
+        .unwrap();
+    // A replica that is behind (its own copy older) can't move it back.
+    other
+        .advance("apac", at("2026-11-24T05:30:00Z"))
+        .await
+        .unwrap();
+    other
+        .advance("emea", at("2026-11-24T05:30:00Z"))
+        .await
+        .unwrap();
+    let marks = other.watermarks().await.unwrap();
+    assert_eq!(marks["apac"], at("2026-11-25T05:30:00.250Z"));
+    assert_eq!(marks["emea"], at("2026-11-24T05:30:00Z"));
 }
 
 async fn a_panicking_holder_stops_renewing_and_its_lease_expires(fx: Fixture) {

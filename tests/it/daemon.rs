@@ -705,3 +705,107 @@ async fn a_row_a_newer_version_wrote_leaves_every_other_digest_delivered() {
     );
     assert!(!log.contains("deliveries stopped"), "{log}");
 }
+
+/// Issue 18: a firing the daemon never saw (down from before it until past its catch_up) is
+/// reported missed once, whichever process and however many starts see it; a team seen for
+/// the first time reports nothing of its past.
+#[tokio::test]
+async fn a_firing_missed_while_down_is_reported_once() {
+    missed_while_down_is_reported_once(false).await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_firing_missed_by_two_replicas_is_reported_once() {
+    missed_while_down_is_reported_once(true).await;
+}
+
+async fn missed_while_down_is_reported_once(postgres: bool) {
+    use acquire_digest::{clock::WallClock, config, db::testing, ledger::Ledger};
+
+    let (noon, offset) = zone_at(12);
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    // Fired 10 minutes ago, and yesterday: both past a 5-minute catch_up.
+    let stale = |name: &str| {
+        with_schedule(
+            team(
+                name,
+                "acme",
+                &[("generic", &hooks.url(&format!("/{name}")))],
+            ),
+            &once_a_day_in(-600, offset),
+            &noon,
+        )
+        .replace("schedule =", "catch_up = \"5m\"\nschedule =")
+    };
+    let text = format!(
+        "{}\n[alerts]\nwebhooks = [{{ kind = \"generic\", url = \"{}\" }}]\n",
+        config(&sim.base_url(), &[stale("apac"), stale("newcomer")]),
+        hooks.url("/ops"),
+    );
+    let Some((text, database)) = with_ledger(postgres, text).await else {
+        return;
+    };
+    let work = Workspace::new(&text);
+    // The ledger as a daemon that last looked two days ago left it.
+    let (location, url) = if postgres {
+        let location = config::StateStore::Postgres(config::DatabaseUrl::parse(&database).unwrap());
+        (location, database.clone())
+    } else {
+        let path = work.path("ledger.db");
+        (
+            config::StateStore::Sqlite(path.clone()),
+            testing::sqlite_file_url(&path),
+        )
+    };
+    drop(Ledger::open(&location, WallClock::new()).await.unwrap());
+    let two_days_ago = (Utc::now() - chrono::Duration::days(2)).timestamp_millis();
+    let mark =
+        format!("INSERT INTO watermarks (team, planned_until) VALUES ('apac', {two_days_ago})");
+    testing::execute_at(&url, &mark).await.unwrap();
+
+    let env = [("ACQUIRE_DIGEST_DATABASE_URL", database.as_str())];
+    let replicas: Vec<Daemon> = (0..if postgres { 2 } else { 1 })
+        .map(|_| Daemon::start_with(&work, &[], &env))
+        .collect();
+    wait_until("two alerts", SECONDS, || hooks.seen_at("/ops").len() >= 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log: String = replicas.iter().map(Daemon::log).collect();
+    let alerts: Vec<serde_json::Value> = hooks.seen_at("/ops").iter().map(|s| s.json()).collect();
+    assert_eq!(alerts.len(), 2, "one per span: {alerts:?}\n{log}");
+    let today = Utc::now().with_timezone(&offset).date_naive();
+    let mut days: Vec<String> = alerts
+        .iter()
+        .map(|a| a["date"].as_str().unwrap().to_owned())
+        .collect();
+    days.sort();
+    let day = |back: u64| (today - chrono::Days::new(back)).to_string();
+    assert_eq!(days, [day(2), day(1)], "{alerts:?}");
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["team"] == "apac" && a["reason"] == "missed")
+    );
+    assert_eq!(log.matches("MISSED").count(), 2, "{log}");
+    assert!(log.contains("giving up: apac"), "{log}");
+    assert!(hooks.seen_at("/apac").is_empty() && hooks.seen_at("/newcomer").is_empty());
+
+    let status = crate::support::run_beside(work.dir.path(), &["status"], &env).await;
+    assert_eq!(
+        status.status.code(),
+        Some(1),
+        "{}",
+        crate::support::stdout(&status)
+    );
+    assert_eq!(crate::support::stdout(&status).matches("MISSED").count(), 2);
+
+    for mut replica in replicas {
+        replica.signal("TERM");
+        replica.wait_exit(SECONDS).await.unwrap();
+    }
+    let again = Daemon::start_with(&work, &[], &env);
+    again.wait_for_log("next digest", SECONDS).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hooks.seen_at("/ops").len(), 2, "{}", again.log());
+    assert!(!again.log().contains("MISSED"), "{}", again.log());
+}

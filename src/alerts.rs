@@ -22,6 +22,7 @@ pub enum Reason {
     Missed,
     Refused,
     OutcomeUnknown,
+    TooManyAttempts,
     ApiKeyRejected,
 }
 
@@ -33,6 +34,7 @@ impl Reason {
             Reason::Missed => "missed",
             Reason::Refused => "refused",
             Reason::OutcomeUnknown => "outcome_unknown",
+            Reason::TooManyAttempts => "too_many_attempts",
             Reason::ApiKeyRejected => "api_key_rejected",
         }
     }
@@ -46,6 +48,9 @@ impl Reason {
             Reason::Refused => "the webhook refused it",
             Reason::OutcomeUnknown => {
                 "two POSTs went unanswered, so it is not resent (outcome unknown)"
+            }
+            Reason::TooManyAttempts => {
+                "the most POSTs a digest may send reached the receiver without one delivering it"
             }
             Reason::ApiKeyRejected => "Acquire rejected the team's API key",
         }
@@ -74,6 +79,9 @@ pub fn give_ups(report: &SpanReport) -> Vec<GiveUp> {
             .filter_map(|hook| match &hook.status {
                 HookStatus::Refused(e) => Some(give_up(&hook.webhook, Reason::Refused, e)),
                 HookStatus::Unknown(e) => Some(give_up(&hook.webhook, Reason::OutcomeUnknown, e)),
+                HookStatus::TooManyAttempts(e) => {
+                    Some(give_up(&hook.webhook, Reason::TooManyAttempts, e))
+                }
                 HookStatus::Missed(firing) => Some(give_up(
                     &hook.webhook,
                     Reason::Missed,

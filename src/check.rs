@@ -52,7 +52,7 @@ mod tests {
 [[teams]]
 name = "support-apac"
 account_id = "acme"
-api_key = "k"
+api_key = "key-1234"
 timezone = "Asia/Kolkata"
 schedule = "0 9 * * *"
 

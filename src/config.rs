@@ -858,6 +858,22 @@ fn signing_secret(secret: &str) -> Result<Secret, String> {
     Ok(Secret::new(secret))
 }
 
+/// API keys too short to keep out of logs: one that short turns up inside ordinary words, so
+/// no redaction can tell an echo of it from text. `check` refuses them; `run` and `once` say
+/// so and carry on, so an upgrade never stops a deployment that worked.
+pub fn short_api_keys(config: &Config) -> Vec<Problem> {
+    (config.teams.iter())
+        .filter(|team| team.api_key.expose().chars().count() < 8)
+        .map(|team| Problem {
+            place: format!("team {:?}.api_key", team.name),
+            message: format!(
+                "is {} characters long: an API key has at least 8 (check it was copied whole), and a shorter one can't be kept out of logs",
+                team.api_key.expose().chars().count()
+            ),
+        })
+        .collect()
+}
+
 /// Reads a credential given inline (`key`) or through an environment variable (`key_env`).
 fn secret_from(
     place: &str,
@@ -1193,7 +1209,7 @@ url = "https://example.com/hook"
 
     fn env(name: &str) -> Option<String> {
         match name {
-            "ACME_KEY" => Some("k-123".into()),
+            "ACME_KEY" => Some("k-1234567".into()),
             "APAC_SLACK" => Some("https://hooks.slack.com/services/T0/B0/SECRET".into()),
             "EMPTY" => Some("  ".into()),
             _ => None,
@@ -1230,7 +1246,7 @@ url = "https://example.com/hook"
         let team = &config.teams[0];
         assert_eq!(team.name, "support-apac");
         assert_eq!(team.api_base.as_str(), "https://acme.acquire.io/api");
-        assert_eq!(team.api_key.expose(), "k-123");
+        assert_eq!(team.api_key.expose(), "k-1234567");
         assert_eq!(team.zone.to_string(), "Asia/Kolkata");
         assert_eq!(team.top, 5);
         assert_eq!(team.catch_up, Duration::from_secs(12 * 3600));
@@ -1249,9 +1265,25 @@ url = "https://example.com/hook"
     fn secrets_never_print_themselves() {
         let config = parse(VALID, Path::new("."), &env).unwrap();
         let debug = format!("{:?}", config.teams);
-        assert!(!debug.contains("k-123"), "{debug}");
+        assert!(!debug.contains("k-1234567"), "{debug}");
         assert!(!debug.contains("SECRET"), "{debug}");
         assert!(!debug.contains("/services/"), "{debug}");
+    }
+
+    #[test]
+    fn an_api_key_too_short_to_keep_out_of_logs_is_named() {
+        let with_key = |key: &str| {
+            let key = format!("api_key = \"{key}\"");
+            let text = VALID.replace("api_key_env = \"ACME_KEY\"", &key);
+            short_api_keys(&parse(&text, Path::new("."), &env).unwrap())
+        };
+        let shown = format!("{:?}", with_key("abc"));
+        assert!(
+            shown.contains(".api_key") && shown.contains("is 3 characters long"),
+            "{shown}"
+        );
+        assert!(!shown.contains("abc\""), "the key is not echoed: {shown}");
+        assert!(with_key("abcd1234").is_empty());
     }
 
     #[test]

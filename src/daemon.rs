@@ -40,8 +40,6 @@ use crate::schedule::Span;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often a digest another process holds is looked at again.
 const HELD_RECHECK: Duration = Duration::from_secs(15);
-/// How often an unusable ledger is looked at again.
-const LEDGER_RECHECK: Duration = Duration::from_secs(10);
 /// Missed digests of one team reported one by one; beyond, in one line and one alert.
 const MISSED_ONE_BY_ONE: usize = 100;
 
@@ -324,6 +322,88 @@ impl Current {
     }
 }
 
+/// The ledger failing: a pass that could not read it (or record a give-up), or a delivery
+/// that could not take or record a lease though the ledger reads (a failover to a read-only
+/// node, a revoked role, a full disk). Deliveries wait, 1 s doubling up to `retry_every`,
+/// then one digest tries it before the rest follow: a few lines a minute, not a spin.
+struct Outage {
+    /// Only a delivery that writes ends an outage its deliveries began; a pass, one of its own.
+    writes: bool,
+    wait: Duration,
+    /// When the next digest may try; None while one is trying.
+    retry_at: Option<DateTime<Utc>>,
+}
+
+impl Outage {
+    /// A failure. The first of an outage is one ERROR line; a failed try (a pass, or the one
+    /// digest let through) doubles the wait, while deliveries begun before it just end.
+    fn failed(
+        outage: &mut Option<Outage>,
+        writes: bool,
+        error: &str,
+        now: DateTime<Utc>,
+        cap: Duration,
+    ) {
+        let after = |wait| Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
+        let Some(o) = outage else {
+            tracing::error!("deliveries stopped: {error}; trying again in 1 s, then less often");
+            crate::server::ledger_writes_failing(Some(error.to_owned()));
+            let wait = Duration::from_secs(1);
+            *outage = Some(Outage {
+                writes,
+                wait,
+                retry_at: after(wait),
+            });
+            return;
+        };
+        o.writes |= writes;
+        // `/-/ready` says the latest cause: a failover's first error is often the old
+        // connection's end, its next the read-only node's refusal.
+        crate::server::ledger_writes_failing(Some(error.to_owned()));
+        if o.retry_at.is_none() || !writes {
+            o.wait = (o.wait * 2).min(cap.max(Duration::from_secs(1)));
+            o.retry_at = after(o.wait);
+            tracing::debug!(
+                "the delivery ledger still fails ({error}); trying again in {:?}",
+                o.wait
+            );
+        }
+    }
+
+    /// The ledger did what the outage kept failing at.
+    fn ended(outage: &mut Option<Outage>, by_a_write: bool) {
+        if outage.as_ref().is_some_and(|o| by_a_write || !o.writes) {
+            *outage = None;
+            crate::server::ledger_writes_failing(None);
+            tracing::info!("the delivery ledger is usable again: deliveries resume");
+        }
+    }
+
+    /// The digest let through ended without saying whether writes work: another may try
+    /// after the same wait.
+    fn undecided(outage: &mut Option<Outage>, now: DateTime<Utc>) {
+        if let Some(o) = outage.as_mut().filter(|o| o.retry_at.is_none()) {
+            o.retry_at = Some(now + chrono::Duration::from_std(o.wait).unwrap_or_default());
+        }
+    }
+}
+
+/// Whether a delivery round could write the ledger: Some(Err) with the error when a lease or
+/// a record failed, None when it says nothing either way (the data could not be fetched).
+fn ledger_writes(report: &SpanReport) -> Option<Result<(), String>> {
+    let hooks = report
+        .outcome
+        .as_ref()
+        .ok()
+        .filter(|hooks| !hooks.is_empty())?;
+    let failed = hooks.iter().find_map(|hook| match &hook.status {
+        HookStatus::LedgerFailed(e) => Some(e.to_string()),
+        HookStatus::NotRecorded(e) => Some(e.clone()),
+        _ => None,
+    });
+    Some(failed.map_or(Ok(()), Err))
+}
+
 /// The daemon with its clock and its reload and shutdown triggers passed in, for tests.
 pub async fn serve(
     path: &Path,
@@ -341,7 +421,7 @@ pub async fn serve(
     }
     let mut jobs: JoinSet<SpanReport> = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, (String, Span)> = HashMap::new();
-    let mut ledger_down = false;
+    let mut outage: Option<Outage> = None;
     let mut retry_now = false;
     // Each team's watermark, read from the ledger at the first pass and kept here after.
     let mut watermarks = None;
@@ -354,8 +434,18 @@ pub async fn serve(
         crate::telemetry::next_digests(&current.config.teams, now);
         let busy: HashSet<&(String, Span)> = running.values().collect();
         let retry = std::mem::take(&mut retry_now);
-        let wake = match reconcile(&current, now, &busy, retry, &mut watermarks).await {
-            Ok((plan, mut start)) => {
+        // A ledger that failed a pass is not asked again before its wait is over.
+        let resting = (outage.as_ref().filter(|o| !o.writes))
+            .and_then(|o| o.retry_at)
+            .filter(|at| *at > now);
+        let passed = match resting {
+            Some(at) => Err(at),
+            None => Ok(reconcile(&current, now, &busy, retry, &mut watermarks).await),
+        };
+        let wake = match passed {
+            Err(resting) => resting,
+            Ok(Ok((plan, mut start))) => {
+                Outage::ended(&mut outage, false);
                 let held: Vec<&(Key, DateTime<Utc>)> = (plan.held.iter())
                     .filter(|(key, _)| !busy.contains(&(key.team.clone(), key.span)))
                     .collect();
@@ -369,8 +459,13 @@ pub async fn serve(
                 // Replicas sharing a database each start what is due in their own order, so
                 // their leases spread the work instead of all racing for the same team first.
                 fastrand::shuffle(&mut start);
-                if std::mem::take(&mut ledger_down) {
-                    tracing::info!("the delivery ledger is usable again: deliveries resume");
+                // While writes fail, one digest at a time tries, once its wait is over.
+                if let Some(o) = &mut outage {
+                    let tries = o.retry_at.is_some_and(|at| at <= now) && !start.is_empty();
+                    start.truncate(usize::from(tries));
+                    if tries {
+                        o.retry_at = None;
+                    }
                 }
                 for due in start {
                     let Some(team) = current.config.teams.iter().find(|t| t.name == due.team)
@@ -388,15 +483,14 @@ pub async fn serve(
                     running.insert(job.id(), (due.team, due.span));
                 }
                 // A resync at least hourly, as level-triggered controllers do.
-                plan.wake
-                    .into_iter()
+                (plan.wake.into_iter())
+                    .chain(outage.as_ref().and_then(|o| o.retry_at))
                     .fold(now + chrono::Duration::hours(1), DateTime::min)
             }
-            Err(e) => {
-                if !std::mem::replace(&mut ledger_down, true) {
-                    tracing::error!("deliveries stopped: {e}");
-                }
-                now + chrono::Duration::from_std(LEDGER_RECHECK).unwrap_or_default()
+            Ok(Err(e)) => {
+                let cap = current.config.retry_every;
+                Outage::failed(&mut outage, false, &e.to_string(), now, cap);
+                outage.as_ref().and_then(|o| o.retry_at).unwrap_or(now)
             }
         };
 
@@ -427,9 +521,27 @@ pub async fn serve(
                 match done {
                     Ok((id, report)) => {
                         running.remove(&id);
-                        current.finished(&report);
+                        match ledger_writes(&report) {
+                            Some(Err(e)) => {
+                                // Said once for the outage, not once per digest.
+                                if outage.is_none() {
+                                    current.finished(&report);
+                                }
+                                let cap = current.config.retry_every;
+                                Outage::failed(&mut outage, true, &e, clock.now(), cap);
+                            }
+                            Some(Ok(())) => {
+                                Outage::ended(&mut outage, true);
+                                current.finished(&report);
+                            }
+                            None => {
+                                Outage::undecided(&mut outage, clock.now());
+                                current.finished(&report);
+                            }
+                        }
                     }
                     Err(e) => {
+                        Outage::undecided(&mut outage, clock.now());
                         // Its leases stay until they expire, which holds the span off for that
                         // long rather than panicking in a loop.
                         if let Some((team, span)) = running.remove(&e.id()) {
@@ -536,7 +648,7 @@ mod tests {
 [[teams]]
 name = "t"
 account_id = "acme"
-api_key = "k"
+api_key = "key-1234"
 timezone = "{timezone}"
 schedule = "{schedule}"
 catch_up = "{catch_up}"
@@ -907,7 +1019,7 @@ url = "http://127.0.0.1:9/"
 [[teams]]
 name = "t"
 account_id = "acme"
-api_key = "k"
+api_key = "key-1234"
 timezone = "UTC"
 schedule = "0 9 * * *"
 [[teams.webhooks]]

@@ -27,8 +27,14 @@ pub enum Posted {
         body: String,
     },
     /// Nothing arrived (connection refused, DNS, TLS before sending) or the receiver asked
-    /// for another try (429, 5xx), after `after` if it said so.
+    /// for another try before taking it (429), after `after` if it said so.
     NotDelivered {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// The request reached a server that answered 5xx: worth another try, but a gateway may
+    /// have forwarded it, so it counts toward the ledger's bound on copies.
+    ServerError {
         error: String,
         after: Option<Duration>,
     },
@@ -41,7 +47,9 @@ impl std::fmt::Display for Posted {
         match self {
             Posted::Delivered => f.write_str("delivered"),
             Posted::Refused { status, body } => write!(f, "rejected with HTTP {status}: {body}"),
-            Posted::NotDelivered { error, .. } => f.write_str(error),
+            Posted::NotDelivered { error, .. } | Posted::ServerError { error, .. } => {
+                f.write_str(error)
+            }
             Posted::Unknown(error) => f.write_str(error),
         }
     }
@@ -133,12 +141,12 @@ fn url_secrets(hook: &Webhook) -> Vec<&str> {
             .flat_map(|query| query.split('&'))
             .filter_map(|pair| pair.split_once('=').map(|(_, value)| value)),
     );
-    secrets.extend(
-        url.path_segments()
-            .into_iter()
-            .flatten()
-            .filter(|s| s.len() >= 12 || (s.len() >= 6 && s.bytes().any(|b| b.is_ascii_digit()))),
-    );
+    secrets.extend(url.path_segments().into_iter().flatten().filter(|s| {
+        let marked = s
+            .bytes()
+            .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
+        s.len() >= 12 || (s.len() >= 6 && marked)
+    }));
     // Longest first, so a whole URL is replaced before a part of it.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.retain(|s| *s != "/");
@@ -176,11 +184,11 @@ async fn classify(
     } else {
         body
     };
-    if http::is_transient(status) {
-        Posted::NotDelivered {
-            error: format!("HTTP {}: {body}", status.as_u16()),
-            after,
-        }
+    let error = format!("HTTP {}: {body}", status.as_u16());
+    if status.is_server_error() {
+        Posted::ServerError { error, after }
+    } else if http::is_transient(status) {
+        Posted::NotDelivered { error, after }
     } else {
         Posted::Refused {
             status: status.as_u16(),

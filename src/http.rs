@@ -147,13 +147,34 @@ pub enum BodyError {
     Read(reqwest::Error),
 }
 
+/// What stands for an excerpt that echoed a secret in a form no replacement can find.
+pub const WITHHELD: &str = "(excerpt withheld: it echoed a secret)";
+
 /// `text` with every credential in `secrets` replaced, for a body that a server may have
-/// echoed a request into ("Cannot POST /services/T0/B0/XXXX", "invalid key abc123").
+/// echoed a request into ("Cannot POST /services/T0/B0/XXXX", "invalid key abc123"). One
+/// echoed in another form (upper-cased, percent-encoded or decoded, JSON-escaped) can't be
+/// cut out of the original, so the whole text is withheld.
 pub fn redact(text: &str, secrets: &[&str]) -> String {
     let secrets: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 4).collect();
     let text = secrets.iter().fold(text.to_owned(), |text, secret| {
         text.replace(secret, "[redacted]")
     });
+    let forms = |text: &str| {
+        let decoded = percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned();
+        let unescaped = json_unescaped(text);
+        let both = json_unescaped(&decoded);
+        [text.to_owned(), decoded, unescaped, both].map(|form| form.to_lowercase())
+    };
+    let echoed = forms(&text);
+    if secrets
+        .iter()
+        .flat_map(|s| forms(s))
+        .any(|secret| echoed.iter().any(|form| form.contains(&secret)))
+    {
+        return WITHHELD.to_owned();
+    }
     // An excerpt cut in the middle of a secret ends with its first characters.
     let Some(kept) = text.strip_suffix('…') else {
         return text;
@@ -166,6 +187,31 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
         Some(i) => format!("{}[redacted]…", &kept[..i]),
         None => text,
     }
+}
+
+/// `text` with JSON's string escapes (`\u005f`, `\/`, `\"`) read back; anything else as it is.
+fn json_unescaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let escape = &rest[at..];
+        let (read, len) = match escape.as_bytes().get(1) {
+            Some(b'u') => match escape
+                .get(2..6)
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+            {
+                Some(code) => (char::from_u32(code), 6),
+                None => (Some('\\'), 1),
+            },
+            Some(&c @ (b'/' | b'\\' | b'"')) => (Some(char::from(c)), 2),
+            _ => (Some('\\'), 1),
+        };
+        out.extend(read);
+        rest = &escape[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A short, single-line excerpt of a body for an error message.
@@ -276,6 +322,32 @@ mod tests {
         assert!(cut.ends_with('…') && cut.contains("Bearer sk_"), "{cut}");
         assert!(redact(&cut, &[key]).ends_with("Bearer [redacted]…"));
         assert_eq!(redact("abc", &["abc"]), "abc", "too short to be a secret");
+    }
+
+    #[test]
+    fn a_secret_echoed_in_another_form_withholds_the_whole_excerpt() {
+        let key = "sk_live_0123/abc+def";
+        for echoed in [
+            "invalid key SK_LIVE_0123/ABC+DEF",
+            "invalid key sk_live_0123%2Fabc%2Bdef",
+            "invalid key sk%5Flive%5F0123%2fabc%2bdef",
+            r#"{"error": "invalid key sk\u005flive\u005f0123\/abc+def"}"#,
+            r#"{"error": "invalid key SK\u005FLIVE_0123\/ABC%2BDEF"}"#,
+        ] {
+            assert_eq!(redact(echoed, &[key]), WITHHELD, "{echoed}");
+        }
+        // A token the URL carries percent-encoded, echoed decoded.
+        assert_eq!(
+            redact("unknown token a+b/c==", &["a%2Bb%2Fc%3D%3D"]),
+            WITHHELD
+        );
+        // Text that only looks like part of one stays.
+        let kept = "invalid key sk_live_0123, try again";
+        assert_eq!(redact(kept, &[key]), kept);
+        assert_eq!(
+            json_unescaped(r#"a\u005fb\/c\"d\q\u12"#),
+            r#"a_b/c"d\q\u12"#
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use acquire_digest::clock::{Clock, WallClock};
 use acquire_digest::config::{self, Config, StateStore, Team};
 use acquire_digest::ledger::{Ledger, Requester};
 use acquire_digest::pipeline::{HookStatus, Pipeline};
-use acquire_digest::schedule::{Span, Window};
+use acquire_digest::schedule::Span;
 use acquire_digest::status::{self, Which};
 use acquire_digest::telemetry::{self, LogFormat};
 use acquire_digest::{check, daemon, demo, server, simulator};
@@ -300,11 +300,25 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    check::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
+    let config = check::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    for short in config::short_api_keys(&config) {
+        let (file, place, message) = (path.display(), short.place, short.message);
+        tracing::warn!("{file}: {place}: {message} (`check` refuses it)");
+    }
+    Ok(config)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
     match check::load(path) {
+        Ok(config) if !config::short_api_keys(&config).is_empty() => {
+            let problems = config::short_api_keys(&config);
+            let errors = config::ConfigErrors {
+                file: path.to_owned(),
+                problems,
+            };
+            let _ = write!(std::io::stderr(), "{errors}");
+            ExitCode::FAILURE
+        }
         Ok(config) => {
             // Written whole and errors ignored: `check | head` closes the pipe early.
             let _ = std::io::stdout().write_all(check_report(path, &config).as_bytes());
@@ -494,7 +508,13 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|team| args.teams.is_empty() || args.teams.contains(&team.name))
         .collect();
-    // A day that hasn't ended yet would be posted partial, recorded, and the real digest
+    // The digest the daemon sends for that day, under the same ledger key and webhook-id, so
+    // a span never goes out in two shapes: the one containing --date, or the latest.
+    let span_of = |team: &Team| match args.date {
+        Some(date) => team.schedule.span_containing(team.zone, date),
+        None => team.schedule.latest_span(team.zone, now),
+    };
+    // A span that hasn't ended yet would be posted partial, recorded, and the real digest
     // skipped: refuse before anything is sent.
     if let Some(date) = args.date {
         // The API and the ledger both start long after; far-off years overflow date arithmetic.
@@ -503,20 +523,22 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
         }
         let unfinished: Vec<String> = teams
             .iter()
-            .filter(|team| Span::day(date).ends(team.zone) > now)
+            .filter(|team| span_of(team).ends(team.zone) > now)
             .map(|team| {
-                let ends = Span::day(date).ends(team.zone);
+                let span = span_of(team);
                 format!(
-                    "{} ({}: it ends at {} local time)",
+                    "{} (its digest covers {span}, which ends at {} {} local time)",
                     team.name,
+                    team.zone
+                        .local(span.ends(team.zone))
+                        .format("%Y-%m-%d %H:%M"),
                     team.zone,
-                    team.zone.local(ends).format("%Y-%m-%d %H:%M")
                 )
             })
             .collect();
         if !unfinished.is_empty() {
             bail!(
-                "--date {date} has not ended yet for {}; a digest of part of a day would be recorded and the real one skipped: pick a day that has ended",
+                "--date {date} has not ended yet for {}; a digest of part of it would be recorded and the real one skipped: pick a day that has ended",
                 unfinished.join(", ")
             );
         }
@@ -534,9 +556,7 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
     }
     let requester = Requester::Admin { force: args.force };
     let runs = teams.into_iter().map(|team| {
-        let span = args
-            .date
-            .map_or_else(|| Window::yesterday(team.zone, now).span, Span::day);
+        let span = span_of(team);
         let (pipeline, team) = (pipeline.clone(), team.clone());
         let name = team.name.clone();
         // Spawned, not polled here: on the worker threads teams use every core, and

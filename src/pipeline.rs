@@ -18,12 +18,16 @@ use crate::deliver::{Deliverer, Posted};
 use crate::fetch::{self, DayReport, FetchError};
 use crate::history::History;
 use crate::http::RetryPolicy;
+use crate::ledger::owed::{live_spans, window_closes};
 use crate::ledger::{
     Claim, Entry, Finish, Key, Lease, Ledger, LedgerError, Permit, Requester, State,
 };
 use crate::rank::{Audience, Digest, rank};
 use crate::render::Renderer;
 use crate::schedule::{Comparison, Span, Window};
+
+/// Quick retries of a 5xx within one round.
+const QUICK_5XX_RETRIES: u32 = 2;
 
 /// How often the daemon drops old history: pruning is a cheap delete, but not worth doing
 /// for every digest.
@@ -71,13 +75,17 @@ pub enum HookStatus {
     DryRun(Value),
     /// The webhook refused it for good, now or before (with this URL).
     Refused(String),
-    /// Not delivered this time; the daemon tries again then.
+    /// Not delivered this time; the daemon tries again then, or (None) not at all: by then
+    /// the team's catch-up window has closed, and it is given up.
     RetryAt {
         error: String,
-        at: DateTime<Utc>,
+        at: Option<DateTime<Utc>>,
     },
     /// Two POSTs went unanswered; not resent automatically.
     Unknown(String),
+    /// [`crate::ledger::MAX_POSTS`] reached the receiver, none delivering it: not resent
+    /// automatically.
+    TooManyAttempts(String),
     /// Another process holds its lease until then.
     Busy(DateTime<Utc>),
     /// Its catch-up window closed before it could be delivered.
@@ -114,6 +122,7 @@ impl HookStatus {
             self,
             HookStatus::Refused(_)
                 | HookStatus::Unknown(_)
+                | HookStatus::TooManyAttempts(_)
                 | HookStatus::Expired(_)
                 | HookStatus::Missed(_)
         )
@@ -129,6 +138,7 @@ impl HookStatus {
             HookStatus::Missed(_) => "missed",
             HookStatus::Refused(_) => "refused",
             HookStatus::Unknown(_) => "unknown",
+            HookStatus::TooManyAttempts(_) => "too_many_attempts",
             HookStatus::AlreadyDelivered(_) | HookStatus::Busy(_) | HookStatus::Skipped => {
                 "skipped"
             }
@@ -155,14 +165,26 @@ impl fmt::Display for HookStatus {
                 f,
                 "FAILED: {e}; not sent again until its URL changes (`once` tries it again)"
             ),
-            HookStatus::RetryAt { error, at } => write!(
+            HookStatus::RetryAt {
+                error,
+                at: Some(at),
+            } => write!(
                 f,
                 "FAILED: {error}; the daemon tries again at {}",
                 at.format("%Y-%m-%d %H:%M:%S UTC")
             ),
+            HookStatus::RetryAt { error, at: None } => write!(
+                f,
+                "FAILED: {error}; the daemon does not try again, since the team's catch_up window closes first (`once` sends it)"
+            ),
             HookStatus::Unknown(e) => write!(
                 f,
                 "FAILED, outcome unknown: {e}; two POSTs went unanswered, so it is not resent automatically (check the receiver; `once --force` sends it again)"
+            ),
+            HookStatus::TooManyAttempts(e) => write!(
+                f,
+                "FAILED: {e}; {} POSTs reached the receiver without one delivering it (a gateway that forwards and answers 5xx may have delivered some), so it is not resent automatically (`once --force` sends one more)",
+                crate::ledger::MAX_POSTS
             ),
             HookStatus::Busy(until) => write!(
                 f,
@@ -290,10 +312,19 @@ impl Pipeline {
     /// Builds and delivers one team's digest of `span` to each of `team.webhooks` that needs it
     /// from `requester`; without a ledger (a dry run) renders the bodies and posts nothing.
     pub async fn run(&self, team: &Team, span: Span, requester: Requester) -> SpanReport {
+        let mut outcome = self.deliver_span(team, span, requester).await;
+        // "The daemon tries again at" only if the reconciler will still find it due then.
+        for hook in outcome.iter_mut().flatten() {
+            if let HookStatus::RetryAt { at, .. } = &mut hook.status
+                && at.is_some_and(|t| !live_spans(team, t).contains(&span))
+            {
+                *at = None;
+            }
+        }
         let report = SpanReport {
             team: team.name.clone(),
             span,
-            outcome: self.deliver_span(team, span, requester).await,
+            outcome,
         };
         let outcomes: Vec<(&str, &str)> = match &report.outcome {
             Ok(hooks) => hooks
@@ -370,11 +401,14 @@ impl Pipeline {
                         // A reload with a mended template gets it out at the next attempt.
                         let (error, at) = (format!("could not render: {e}"), self.next_attempt());
                         failed_before(lease, &error, at).await;
-                        HookStatus::RetryAt { error, at }
+                        HookStatus::RetryAt {
+                            error,
+                            at: Some(at),
+                        }
                     }
                     // Without a ledger nothing may be posted: it is what keeps a post single.
                     (Ok(body), None) => HookStatus::DryRun(body),
-                    (Ok(body), Some(lease)) => self.send(hook, &body, lease).await,
+                    (Ok(body), Some(lease)) => self.send(team, hook, &body, lease).await,
                 };
                 report(hook, status)
             }
@@ -493,14 +527,23 @@ impl Pipeline {
         self.clock.now() + chrono::Duration::from_std(self.retry_every).unwrap_or_default()
     }
 
+    /// The next round after one that ended on a 5xx: `retry_every`, then twice that, and so
+    /// on (a round spends up to three posts), within what is left of the team's catch-up
+    /// window, so the bounded posts are spread over a long outage instead of spent at once.
+    fn after_server_errors(&self, team: &Team, span: Span, posts: u32) -> DateTime<Utc> {
+        let every = chrono::Duration::from_std(self.retry_every).unwrap_or_default();
+        spaced_retry(self.clock.now(), every, posts, window_closes(team, span))
+    }
+
     /// POSTs under a lease: retries within the budget what did not arrive, resends an
     /// unanswered POST only while the ledger allows, records each answer as it comes and the
     /// round's end once.
-    async fn send(&self, hook: &Webhook, body: &Value, lease: Lease) -> HookStatus {
+    async fn send(&self, team: &Team, hook: &Webhook, body: &Value, lease: Lease) -> HookStatus {
         let key = lease.key();
-        let (team, span, webhook) = (&key.team, key.span.to_string(), &key.webhook);
+        let (span, webhook) = (key.span.to_string(), &key.webhook);
         let webhook_id = key.webhook_id();
         let mut backoff = self.retry.start();
+        let mut server_errors = 0;
         let finish = loop {
             match lease.before_post().await {
                 Ok(Permit::Go) => {}
@@ -511,18 +554,29 @@ impl Pipeline {
                     return HookStatus::LedgerFailed(e);
                 }
             }
-            tracing::debug!(%team, date = %span, %webhook, host = %hook.url, "posting");
+            tracing::debug!(team = %key.team, date = %span, %webhook, host = %hook.url, "posting");
             let posted = self.deliverer.post(hook, body, &webhook_id).await;
             let wait = match &posted {
                 Posted::NotDelivered { after, .. } => backoff.next(*after),
+                // A blip is retried at once, but a gateway may forward each: twice a round.
+                Posted::ServerError { after, .. } if server_errors < QUICK_5XX_RETRIES => {
+                    server_errors += 1;
+                    backoff.next(*after)
+                }
                 Posted::Unknown(_) => backoff.next(None),
-                Posted::Delivered | Posted::Refused { .. } => None,
+                Posted::Delivered | Posted::Refused { .. } | Posted::ServerError { .. } => None,
             };
             let Some(wait) = wait else {
-                break Finish::Posted(posted, self.next_attempt());
+                let retry_at = match posted {
+                    Posted::ServerError { .. } => {
+                        self.after_server_errors(team, key.span, lease.posts())
+                    }
+                    _ => self.next_attempt(),
+                };
+                break Finish::Posted(posted, retry_at);
             };
             // The round's last answer is logged once, as its outcome; the ones before here.
-            tracing::debug!(%team, date = %span, %webhook, "POST attempt failed: {posted}");
+            tracing::debug!(team = %key.team, date = %span, %webhook, "POST attempt failed: {posted}");
             // One that failed to record leaves the POST counted as unanswered: the cautious
             // side of the bound.
             if let Ok(false) = lease.answered(&posted).await {
@@ -538,6 +592,20 @@ impl Pipeline {
             Err(e) => HookStatus::LedgerFailed(e),
         }
     }
+}
+
+/// [`Pipeline::after_server_errors`], pure: `every` doubled for each round the `posts` spent
+/// so far, but at most half of what is left before the window `closes`, and at least `every`.
+fn spaced_retry(
+    now: DateTime<Utc>,
+    every: chrono::Duration,
+    posts: u32,
+    closes: Option<DateTime<Utc>>,
+) -> DateTime<Utc> {
+    let rounds = posts.div_ceil(QUICK_5XX_RETRIES + 1).clamp(1, 16);
+    let spaced = every * 2i32.pow(rounds - 1);
+    let left = closes.map_or(spaced, |closes| (closes - now) / 2);
+    now + spaced.min(left).max(every)
 }
 
 /// Ends a lease on a failure before anything was posted. A finish that fails only leaves the
@@ -556,7 +624,7 @@ fn finished(entry: Entry) -> HookStatus {
         State::Delivered => HookStatus::Delivered,
         State::Pending => HookStatus::RetryAt {
             error,
-            at: entry.next_attempt.unwrap_or_default(),
+            at: entry.next_attempt,
         },
         _ => settled(entry),
     }
@@ -571,6 +639,7 @@ fn settled(entry: Entry) -> HookStatus {
         State::Missed => HookStatus::Missed(None),
         State::Refused => HookStatus::Refused(error),
         State::Unknown => HookStatus::Unknown(error),
+        State::TooManyAttempts => HookStatus::TooManyAttempts(error),
         State::Skipped => HookStatus::Skipped,
         _ => HookStatus::AlreadyDelivered(entry.delivered_at),
     }
@@ -589,6 +658,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rounds_after_a_5xx_spread_the_bounded_posts_over_a_long_outage() {
+        let start: DateTime<Utc> = "2026-11-25T03:30:00Z".parse().unwrap();
+        let every = chrono::Duration::minutes(10);
+        let closes = Some(start + chrono::Duration::hours(12));
+        // A receiver answering 503 for an hour: three posts a round, rounds 10, 20, 40 min
+        // apart; the fourth round, 70 min in, finds it answering again with a post to spare.
+        let (mut now, mut posts, mut rounds) = (start, 0, vec![]);
+        while now < start + chrono::Duration::hours(1) {
+            rounds.push((now - start).num_minutes());
+            posts += 3;
+            now = spaced_retry(now, every, posts, closes);
+        }
+        assert_eq!(rounds, [0, 10, 30]);
+        assert_eq!(((now - start).num_minutes(), posts), (70, 9));
+        assert!(posts < crate::ledger::MAX_POSTS);
+        // Near the window's end, half of what is left, but never sooner than retry_every.
+        let soon = Some(start + chrono::Duration::minutes(30));
+        let at = spaced_retry(start, every, 9, soon);
+        assert_eq!(at - start, chrono::Duration::minutes(15));
+        let at = spaced_retry(start, every, 9, Some(start + chrono::Duration::minutes(4)));
+        assert_eq!(at - start, every);
+    }
+
+    #[test]
     fn outcomes_use_the_documented_names() {
         assert_eq!(HookStatus::Delivered.outcome(), Some("delivered"));
         assert_eq!(HookStatus::Refused("x".into()).outcome(), Some("refused"));
@@ -596,7 +689,7 @@ mod tests {
         assert_eq!(HookStatus::Busy(Utc::now()).outcome(), Some("skipped"));
         let retry = HookStatus::RetryAt {
             error: "x".into(),
-            at: Utc::now(),
+            at: Some(Utc::now()),
         };
         assert_eq!(retry.outcome(), Some("failed"));
         assert_eq!(HookStatus::Expired(None).outcome(), None);

@@ -399,6 +399,35 @@ impl Schedule {
         Span { first, last }
     }
 
+    /// The span that contains local date `date`: the one the first firing on a later date
+    /// covers (Friday to Sunday for a Saturday of a weekday schedule), or the day alone for a
+    /// schedule that fires on no later date within four years.
+    pub fn span_containing(&self, zone: Zone, date: NaiveDate) -> Span {
+        let mut firing = next_day(date);
+        for _ in 0..MAX_LOOKBACK_DAYS {
+            if self.fires_on(zone, firing) {
+                return self.coverage_of(zone, firing);
+            }
+            firing = next_day(firing);
+        }
+        Span::day(date)
+    }
+
+    /// The span the schedule's last firing at or before `now` covered: the latest digest a
+    /// team could have had.
+    pub fn latest_span(&self, zone: Zone, now: DateTime<Utc>) -> Span {
+        let mut date = zone.local(now).date();
+        for _ in 0..MAX_LOOKBACK_DAYS {
+            let first =
+                self.next_after(zone, zone.start_of_day(date) - chrono::Duration::seconds(1));
+            if first.is_some_and(|t| t <= now && zone.local(t).date() == date) {
+                return self.coverage_of(zone, date);
+            }
+            date = previous_day(date);
+        }
+        Span::day(previous_day(zone.local(now).date()))
+    }
+
     /// The local dates on which the schedule fires in `(after, until]`, each with its first
     /// firing there. One croner step per date, however often the schedule fires in a day, so
     /// a seconds-level schedule costs no more than a daily one.
@@ -708,6 +737,43 @@ mod tests {
         assert_eq!(found, utc("2026-04-06T03:30:00Z"));
         let found = next("45 23 * * *", "America/Santiago", "2026-04-05T03:15:00Z");
         assert_eq!(found, utc("2026-04-06T03:45:00Z"));
+    }
+
+    #[test]
+    fn once_finds_the_span_a_day_is_in_and_the_latest_one() {
+        let berlin = zone("Europe/Berlin");
+        let weekdays = Schedule::parse("30 8 * * 1-5").unwrap();
+        // Friday 2026-11-20 to Sunday 2026-11-22 go out on Monday; Thursday on Friday.
+        for day in ["2026-11-20", "2026-11-21", "2026-11-22"] {
+            let found = weekdays.span_containing(berlin, date(day));
+            assert_eq!(found, span("2026-11-20", "2026-11-22"), "{day}");
+        }
+        let thursday = weekdays.span_containing(berlin, date("2026-11-19"));
+        assert_eq!(thursday, Span::day(date("2026-11-19")));
+        let weekly = Schedule::parse("0 9 * * 1").unwrap();
+        let week = weekly.span_containing(berlin, date("2026-11-18"));
+        assert_eq!(week, span("2026-11-16", "2026-11-22"));
+        let monthly = Schedule::parse("0 9 1 * *").unwrap();
+        let december = monthly.span_containing(berlin, date("2026-12-31"));
+        assert_eq!(december, span("2026-12-01", "2026-12-31"));
+
+        // On Monday before 08:30 the last firing was Friday's (Thursday); after, Friday-Sunday.
+        let early = weekdays.latest_span(berlin, utc("2026-11-23T07:00:00Z"));
+        assert_eq!(early, Span::day(date("2026-11-19")));
+        let later = weekdays.latest_span(berlin, utc("2026-11-23T07:31:00Z"));
+        assert_eq!(later, span("2026-11-20", "2026-11-22"));
+        // Sunday: still Thursday, the last span a firing covered.
+        let sunday = weekdays.latest_span(berlin, utc("2026-11-22T12:00:00Z"));
+        assert_eq!(sunday, Span::day(date("2026-11-19")));
+        let daily = Schedule::parse("0 9 * * *").unwrap();
+        let kolkata = zone("Asia/Kolkata");
+        let after_nine = daily.latest_span(kolkata, utc("2026-11-25T04:00:00Z"));
+        assert_eq!(after_nine, Span::day(date("2026-11-24")));
+        let before_nine = daily.latest_span(kolkata, utc("2026-11-25T03:00:00Z"));
+        assert_eq!(before_nine, Span::day(date("2026-11-23")));
+        // Year end: 1 January's firing covers December.
+        let new_year = monthly.latest_span(berlin, utc("2027-01-05T00:00:00Z"));
+        assert_eq!(new_year, span("2026-12-01", "2026-12-31"));
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub fn ledger_in_use(ledger: &Ledger) {
     *LEDGER.lock().expect("ledger slot") = Some(ledger.clone());
 }
 
+/// Why the daemon can't write its ledger now, while it can't.
+static WRITES_FAILING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The daemon found it can't write its ledger (Some, with the error), or can again (None).
+pub fn ledger_writes_failing(error: Option<String>) {
+    *WRITES_FAILING.lock().expect("writes slot") = error;
+}
+
 /// How long `POST /-/reload` waits for the daemon to take the new config.
 const RELOAD_WAIT: Duration = Duration::from_secs(60);
 
@@ -54,13 +62,16 @@ async fn metrics() -> Response {
         .into_response()
 }
 
-/// Ready when the daemon has its config and a ledger that answers a read; the ledger is
-/// asked now, so a file deleted or replaced under the daemon shows at once, not at its next
-/// wake-up.
+/// Ready when the daemon has its config and a ledger that answers a read and took its last
+/// write; the ledger is asked now, so a file deleted or replaced under the daemon shows at
+/// once, not at its next wake-up.
 async fn ready() -> Response {
     let Some(ledger) = LEDGER.lock().expect("ledger slot").clone() else {
         return unavailable("not ready: the config is loaded but the ledger is not open yet");
     };
+    if let Some(error) = WRITES_FAILING.lock().expect("writes slot").clone() {
+        return unavailable(&format!("not ready: deliveries wait: {error}"));
+    }
     // A read of nothing: a day after tomorrow holds no span yet, but the query still runs.
     let tomorrow = chrono::Utc::now().date_naive() + chrono::Days::new(2);
     match ledger.recent(tomorrow).await {

@@ -45,7 +45,7 @@ pub struct SpanStatus {
     pub date: NaiveDate,
     pub end_date: NaiveDate,
     /// delivered, failed (tried, tried again later), pending (not tried yet), refused,
-    /// unknown (outcome unknown), expired (its catch-up window closed), missed (its firing
+    /// unknown (outcome unknown), too_many_attempts (the bound on POSTs spent), expired (its catch-up window closed), missed (its firing
     /// went by while nothing ran), skipped, unreadable (a row this version can't read).
     pub state: &'static str,
     pub attempts: u32,
@@ -194,6 +194,11 @@ impl fmt::Display for Status {
                         "skipped" => write!(line, "skipped: no visitors"),
                         "refused" => write!(line, "REFUSED (not sent again until its URL changes)"),
                         "unknown" => write!(line, "OUTCOME UNKNOWN (two POSTs went unanswered)"),
+                        "too_many_attempts" => write!(
+                            line,
+                            "GIVEN UP after {} POSTs reached the receiver",
+                            crate::ledger::MAX_POSTS
+                        ),
                         "missed" => write!(
                             line,
                             "MISSED: nothing was running when it was due (`once --date {}` sends it)",
@@ -233,7 +238,7 @@ mod tests {
 [[teams]]
 name = "apac"
 account_id = "acme"
-api_key = "k"
+api_key = "key-1234"
 timezone = "+05:30"
 schedule = "0 9 * * *"
 [[teams.webhooks]]

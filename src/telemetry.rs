@@ -34,6 +34,7 @@ struct Metrics {
     last_delivery: Family<Labels, FloatGauge>,
     next_digest: Family<Labels, FloatGauge>,
     pending: Gauge,
+    ledger_errors: Family<Labels, Counter>,
     reload_ok: Gauge,
     reload_at: FloatGauge,
 }
@@ -54,13 +55,14 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         last_delivery: Family::default(),
         next_digest: Family::default(),
         pending: Gauge::default(),
+        ledger_errors: Family::default(),
         reload_ok: Gauge::default(),
         reload_at: FloatGauge::default(),
     };
     // Counters are registered without `_total`: the encoder appends it.
     registry.register(
         "acquire_digest_deliveries",
-        "Deliveries of a digest to a webhook by outcome (delivered, failed, refused, unknown, skipped, superseded, missed), one per delivery round or missed firing",
+        "Deliveries of a digest to a webhook by outcome (delivered, failed, refused, unknown, too_many_attempts, skipped, superseded, missed), one per delivery round or missed firing",
         m.deliveries.clone(),
     );
     registry.register(
@@ -92,6 +94,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "acquire_digest_pending_deliveries",
         "Digests due to a webhook and not yet settled (delivered, refused or unknown)",
         m.pending.clone(),
+    );
+    registry.register(
+        "acquire_digest_ledger_errors",
+        "Operations on the delivery ledger that failed, by op (read, lease, record)",
+        m.ledger_errors.clone(),
     );
     registry.register(
         "acquire_digest_config_last_reload_successful",
@@ -134,6 +141,12 @@ pub fn delivery_round<'a>(
         labels.push(("outcome", outcome.to_owned()));
         m.deliveries.get_or_create(&labels).inc();
     }
+}
+
+/// One operation on the delivery ledger failed.
+pub fn ledger_error(op: &'static str) {
+    let labels = vec![("op", op.to_owned())];
+    METRICS.ledger_errors.get_or_create(&labels).inc();
 }
 
 /// One request to the Acquire API; `status` is None when no HTTP answer came.

@@ -51,6 +51,10 @@ pub fn lease_ttl() -> Duration {
 }
 /// POSTs of one digest that may be sent without an answer: the first, and one resend.
 pub const MAX_UNANSWERED: u32 = 2;
+/// POSTs of one digest that may reach its receiver in all, whatever it answers, across
+/// rounds, processes and `once` runs: a gateway that forwards each and answers 5xx gets no
+/// more copies than this (an admin's `--force` may send one more).
+pub const MAX_POSTS: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 #[error("delivery ledger {place}: {problem}")]
@@ -106,6 +110,8 @@ pub enum State {
     Refused,
     /// Two POSTs went unanswered: it may have arrived twice already, so nothing resends it.
     Unknown,
+    /// [`MAX_POSTS`] reached the receiver without one delivering it: nothing resends it.
+    TooManyAttempts,
     /// Its catch-up window closed before it could be delivered.
     Expired,
     /// Its firing went by while no process was looking, and its catch-up window had closed
@@ -120,11 +126,12 @@ pub enum State {
 }
 
 impl State {
-    const ALL: [State; 7] = [
+    const ALL: [State; 8] = [
         State::Pending,
         State::Delivered,
         State::Refused,
         State::Unknown,
+        State::TooManyAttempts,
         State::Expired,
         State::Missed,
         State::Skipped,
@@ -137,6 +144,7 @@ impl State {
             State::Delivered => "delivered",
             State::Refused => "refused",
             State::Unknown => "unknown",
+            State::TooManyAttempts => "too_many_attempts",
             State::Expired => "expired",
             State::Missed => "missed",
             State::Skipped => "skipped",
@@ -151,6 +159,8 @@ pub struct Entry {
     pub state: State,
     pub attempts: u32,
     pub unanswered: u32,
+    /// POSTs that may have reached the receiver, all told: bounded by [`MAX_POSTS`].
+    pub posts: u32,
     pub next_attempt: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     /// The URL fingerprint of the webhook that refused.
@@ -170,7 +180,7 @@ impl Entry {
             State::Pending => false,
             State::Unreadable => true,
             State::Expired | State::Missed => requester == Requester::Daemon,
-            State::Delivered | State::Skipped | State::Unknown => {
+            State::Delivered | State::Skipped | State::Unknown | State::TooManyAttempts => {
                 requester != Requester::Admin { force: true }
             }
             State::Refused => {
@@ -185,6 +195,7 @@ impl Entry {
             state: State::Pending,
             attempts: 0,
             unanswered: 0,
+            posts: 0,
             next_attempt: None,
             last_error: None,
             refused_url: None,
@@ -216,7 +227,7 @@ pub enum Claim {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Permit {
     Go,
-    /// [`MAX_UNANSWERED`] POSTs already went unanswered.
+    /// [`MAX_UNANSWERED`] POSTs already went unanswered, or [`MAX_POSTS`] reached the receiver.
     Exhausted,
     /// The lease expired and someone else holds the digest now, or it was given up.
     Lost,
@@ -231,7 +242,8 @@ pub enum Finish {
         error: String,
         retry_at: DateTime<Utc>,
     },
-    /// The ledger permitted no POST: [`MAX_UNANSWERED`] already went unanswered.
+    /// The ledger permitted no POST: [`MAX_UNANSWERED`] already went unanswered, or
+    /// [`MAX_POSTS`] reached the receiver.
     Exhausted,
     /// Nothing to post (an empty day under `skip_empty`): settled without a POST.
     Skipped,
@@ -265,7 +277,7 @@ fn take(
     url: &str,
     token: String,
     until: DateTime<Utc>,
-) -> (Option<Record>, Result<(), Claim>) {
+) -> (Option<Record>, Result<u32, Claim>) {
     let mut entry = record.map_or_else(Entry::pending, |record| record.entry);
     if let Some(until) = entry.leased_until {
         return (None, Err(Claim::Busy(until)));
@@ -275,17 +287,20 @@ fn take(
     }
     if matches!(
         entry.state,
-        State::Refused | State::Unknown | State::Expired | State::Missed
+        State::Refused | State::Unknown | State::TooManyAttempts | State::Expired | State::Missed
     ) {
         entry.state = State::Pending;
     }
-    // An admin's `--force` also forgets the POSTs that went unanswered.
+    // An admin's `--force` also forgets the POSTs that went unanswered, and may send one
+    // more than the bound.
+    let mut post_limit = MAX_POSTS;
     if requester == (Requester::Admin { force: true }) {
         entry.unanswered = 0;
+        post_limit = post_limit.max(entry.posts + 1);
     }
     entry.leased_until = Some(until);
     let owner = Some(token);
-    (Some(Record { entry, owner }), Ok(()))
+    (Some(Record { entry, owner }), Ok(post_limit))
 }
 
 /// A pending digest nobody holds, whose catch-up window closed, is given up.
@@ -304,8 +319,9 @@ fn expire(record: Option<Record>) -> (Option<Record>, bool) {
 /// A write by a lease holder.
 enum Fenced<'a> {
     Renew,
-    /// Counts a POST as unanswered, unless [`MAX_UNANSWERED`] already are.
-    BeforePost,
+    /// Counts a POST as unanswered and as posted, unless [`MAX_UNANSWERED`] already are
+    /// unanswered or the holder's limit of posts is reached.
+    BeforePost(u32),
     /// An answer before the round's last; one that never came leaves the POST counted.
     Answered(&'a Posted),
     Finish(Finish),
@@ -328,11 +344,16 @@ fn fenced(
     let entry = &mut record.entry;
     match op {
         // Nothing goes out once the digest is given up, whoever still holds a lease.
-        Fenced::Renew | Fenced::BeforePost if entry.state == State::Expired => return (None, None),
-        Fenced::BeforePost if entry.unanswered >= MAX_UNANSWERED => return (None, None),
+        Fenced::Renew | Fenced::BeforePost(_) if entry.state == State::Expired => {
+            return (None, None);
+        }
+        Fenced::BeforePost(limit) if entry.unanswered >= MAX_UNANSWERED || entry.posts >= limit => {
+            return (None, None);
+        }
         Fenced::Renew => entry.leased_until = Some(until),
-        Fenced::BeforePost => {
+        Fenced::BeforePost(_) => {
             entry.unanswered += 1;
+            entry.posts += 1;
             entry.leased_until = Some(until);
         }
         Fenced::Answered(posted) => answered(entry, posted, url, now),
@@ -353,9 +374,12 @@ fn fenced(
                     None
                 }
             };
-            // Two POSTs unanswered: it may have arrived, so nothing resends it on its own.
+            // Two POSTs unanswered: it may have arrived, so nothing resends it on its own; nor
+            // once the bound on posts that reached the receiver is spent.
             if entry.state == State::Pending && entry.unanswered >= MAX_UNANSWERED {
                 entry.state = State::Unknown;
+            } else if entry.state == State::Pending && entry.posts >= MAX_POSTS {
+                entry.state = State::TooManyAttempts;
             }
             if entry.state != State::Pending {
                 entry.next_attempt = None;
@@ -374,6 +398,10 @@ fn answered(entry: &mut Entry, posted: &Posted, url: &str, now: DateTime<Utc>) {
     if !matches!(posted, Posted::Unknown(_)) {
         entry.unanswered = entry.unanswered.saturating_sub(1);
     }
+    // Nothing reached the receiver, or it asked for another try before reading (429).
+    if matches!(posted, Posted::NotDelivered { .. }) {
+        entry.posts = entry.posts.saturating_sub(1);
+    }
     entry.last_error = match posted {
         Posted::Delivered => {
             entry.state = State::Delivered;
@@ -385,13 +413,15 @@ fn answered(entry: &mut Entry, posted: &Posted, url: &str, now: DateTime<Utc>) {
             entry.refused_url = Some(url.to_owned());
             Some(posted.to_string())
         }
-        Posted::NotDelivered { .. } | Posted::Unknown(_) => Some(posted.to_string()),
+        Posted::NotDelivered { .. } | Posted::ServerError { .. } | Posted::Unknown(_) => {
+            Some(posted.to_string())
+        }
     };
 }
 
 /// The columns of a row, in the order they are read and written.
 const COLUMNS: &str = "team, first_day, last_day, webhook, state, attempts, unanswered, \
-    next_attempt, last_error, refused_url, delivered_at, lease_owner, lease_until";
+    next_attempt, last_error, refused_url, delivered_at, lease_owner, lease_until, posts";
 /// One (team, span, webhook): parameters $1 to $4.
 const KEY: &str = "team = $1 AND first_day = $2 AND last_day = $3 AND webhook = $4";
 
@@ -433,6 +463,7 @@ fn parse(row: &sqlx::any::AnyRow) -> Result<(Key, Record), String> {
         refused_url: text(9)?,
         delivered_at: seconds(10)?,
         leased_until: number(12)?.and_then(DateTime::from_timestamp_millis),
+        posts: count(13)?,
     };
     Ok((
         key,
@@ -550,7 +581,9 @@ impl Ledger {
         History::new(self.inner.db.clone(), self.inner.clock.clone())
     }
 
-    fn fail(&self, problem: String) -> LedgerError {
+    /// An error of an operation (`read`, `lease` or `record`), counted for the operator.
+    fn fail(&self, op: &'static str, problem: String) -> LedgerError {
+        crate::telemetry::ledger_error(op);
         LedgerError {
             place: self.inner.location.to_string(),
             problem,
@@ -561,7 +594,7 @@ impl Ledger {
     /// pass, in one query.
     pub async fn recent(&self, since: NaiveDate) -> Result<Entries, LedgerError> {
         let db = &self.inner.db;
-        db.guard().map_err(|e| self.fail(e))?;
+        db.guard().map_err(|e| self.fail("read", e))?;
         let sql = format!(
             "SELECT {} FROM digests WHERE last_day >= $1",
             read_columns(db.dialect, 2)
@@ -572,9 +605,9 @@ impl Ledger {
         }
         let rows = db.fetch_all(query).await.map_err(|e| {
             if e.contains("digests") && e.contains("exist") {
-                self.fail("has no acquire-digest tables yet: nothing was delivered from it (`run` and `once` create them)".into())
+                self.fail("read", "has no acquire-digest tables yet: nothing was delivered from it (`run` and `once` create them)".into())
             } else {
-                self.fail(e)
+                self.fail("read", e)
             }
         })?;
         let mut entries = Entries::new();
@@ -629,11 +662,12 @@ impl Ledger {
             .await?;
         Ok(match taken {
             Err(claim) => claim,
-            Ok(()) => {
+            Ok(post_limit) => {
                 let url = url.to_owned();
                 let holder = Holder {
                     key: key.clone(),
                     token,
+                    post_limit,
                     url,
                 };
                 Claim::Leased(Lease::new(self.clone(), holder))
@@ -657,7 +691,7 @@ impl Ledger {
         let inserted = self.inner.db.execute(bind_key(query, key)).await;
         inserted
             .map(|done| done.rows_affected() == 1)
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail("record", e))
     }
 
     /// Each team's watermark: the instant up to which its firings are accounted for.
@@ -668,11 +702,11 @@ impl Ledger {
             .db
             .fetch_all(query)
             .await
-            .map_err(|e| self.fail(e))?;
+            .map_err(|e| self.fail("read", e))?;
         let mut marks = HashMap::new();
         for row in rows {
-            let team: String = row.try_get(0).map_err(|e| self.fail(causes(&e)))?;
-            let until: i64 = row.try_get(1).map_err(|e| self.fail(causes(&e)))?;
+            let team: String = row.try_get(0).map_err(|e| self.fail("read", causes(&e)))?;
+            let until: i64 = row.try_get(1).map_err(|e| self.fail("read", causes(&e)))?;
             marks.extend(DateTime::from_timestamp_millis(until).map(|until| (team, until)));
         }
         Ok(marks)
@@ -693,7 +727,7 @@ impl Ledger {
             .execute(query)
             .await
             .map(drop)
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail("record", e))
     }
 
     /// Records an alert about a digest given up for `reason`: true the first time, from any
@@ -709,7 +743,7 @@ impl Ledger {
         let inserted = self.inner.db.execute(query).await;
         inserted
             .map(|done| done.rows_affected() == 1)
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail("record", e))
     }
 
     /// Runs one of the rules on a row, holding its lock from reading it to writing it back.
@@ -722,8 +756,13 @@ impl Ledger {
         change: impl FnOnce(Option<Record>, DateTime<Utc>) -> (Option<Record>, T),
     ) -> Result<T, LedgerError> {
         let db = &self.inner.db;
+        let op = if reach == Reach::Lease {
+            "lease"
+        } else {
+            "record"
+        };
         if reach != Reach::Record {
-            db.guard().map_err(|e| self.fail(e))?;
+            db.guard().map_err(|e| self.fail(op, e))?;
         }
         let sql = |e: sqlx::Error| causes(&e);
         let keyed = |text: &'static str| bind_key(sqlx::query(text), key);
@@ -754,7 +793,7 @@ impl Ledger {
             // No row: only a lease makes one, so no rule reads the time.
             let (record, now) = match found {
                 Some(row) => {
-                    let now = row.try_get::<i64, _>(13).map_err(sql)?;
+                    let now = row.try_get::<i64, _>(14).map_err(sql)?;
                     let now = DateTime::from_timestamp_millis(now).unwrap_or(process_now);
                     (Some(parse(&row)?.1), now)
                 }
@@ -773,6 +812,7 @@ impl Ledger {
                     .bind(seconds(entry.delivered_at))
                     .bind(owner)
                     .bind(entry.leased_until.map(|t| t.timestamp_millis()))
+                    .bind(i64::from(entry.posts))
                     .execute(&mut *tx)
                     .await
                     .map_err(sql)?;
@@ -782,7 +822,7 @@ impl Ledger {
         };
         crate::db::answered_in_time(work)
             .await
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(op, e))
     }
 
     async fn fenced(
@@ -793,7 +833,7 @@ impl Ledger {
     ) -> Result<Option<Entry>, LedgerError> {
         let ttl = self.inner.ttl;
         let reach = match op {
-            Fenced::BeforePost => Reach::Post,
+            Fenced::BeforePost(_) => Reach::Post,
             _ => Reach::Record,
         };
         self.update(&holder.key, reach, |record, now| {
@@ -816,7 +856,7 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
         .map(|column| format!("{column} = excluded.{column}"))
         .collect();
     format!(
-        "INSERT INTO digests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        "INSERT INTO digests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT (team, first_day, last_day, webhook) DO UPDATE SET {}",
         updates.join(", ")
     )
@@ -837,6 +877,8 @@ fn locked(dialect: Dialect) -> String {
 struct Holder {
     key: Key,
     token: String,
+    /// How many POSTs may have reached the receiver when this holder stops: [`MAX_POSTS`].
+    post_limit: u32,
     /// The fingerprint of the webhook's URL when leased, recorded with a refusal.
     url: String,
 }
@@ -847,6 +889,8 @@ struct Holder {
 pub struct Lease {
     ledger: Ledger,
     holder: Holder,
+    /// POSTs that may have reached the receiver, as of this holder's last one.
+    posts: std::sync::atomic::AtomicU32,
     heartbeat: CancellationToken,
     _stops_heartbeat: DropGuard,
 }
@@ -858,6 +902,7 @@ impl Lease {
         Lease {
             ledger,
             holder,
+            posts: Default::default(),
             _stops_heartbeat: heartbeat.clone().drop_guard(),
             heartbeat,
         }
@@ -873,15 +918,19 @@ impl Lease {
         &self.holder.key
     }
 
+    /// POSTs of this digest that may have reached the receiver, counting this holder's last.
+    pub fn posts(&self) -> u32 {
+        self.posts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Counts a POST as unanswered before it goes out (renewing the lease); refuses when too
     /// many already went unanswered or the lease was lost.
     pub async fn before_post(&self) -> Result<Permit, LedgerError> {
         let (ledger, holder) = (&self.ledger, &self.holder);
-        if ledger
-            .fenced(holder, Fenced::BeforePost, None)
-            .await?
-            .is_some()
-        {
+        let counted = ledger.fenced(holder, Fenced::BeforePost(holder.post_limit), None);
+        if let Some(entry) = counted.await? {
+            self.posts
+                .store(entry.posts, std::sync::atomic::Ordering::Relaxed);
             return Ok(Permit::Go);
         }
         // A renewal tells whether the lease is still ours.

@@ -58,6 +58,17 @@ fn window_start(team: &Team, now: DateTime<Utc>) -> DateTime<Utc> {
     now - chrono::Duration::from_std(team.catch_up.max(ON_TIME)).unwrap_or_default()
 }
 
+/// When a span stops being due: its firing's catch-up window closes (None for a span no
+/// firing of the schedule covers).
+pub fn window_closes(team: &Team, span: Span) -> Option<DateTime<Utc>> {
+    let date = span.last.succ_opt()?;
+    let before = team.zone.start_of_day(date) - chrono::Duration::seconds(1);
+    let firing = team.schedule.next_after(team.zone, before)?;
+    let covered = team.schedule.coverage(team.zone, firing) == span;
+    let reach = chrono::Duration::from_std(team.catch_up.max(ON_TIME)).unwrap_or_default();
+    covered.then_some(firing + reach)
+}
+
 /// The spans a team's schedule makes due at `now`: what its firings in `(now − catch_up,
 /// now]` cover.
 pub fn live_spans(team: &Team, now: DateTime<Utc>) -> Vec<Span> {

@@ -148,6 +148,7 @@ on_both_stores!(
     a_row_this_version_cannot_read_stops_only_itself,
     a_missed_digest_is_recorded_once_and_sent_only_by_an_admin,
     watermarks_only_move_forward,
+    a_digest_gets_at_most_ten_posts_that_reached_the_receiver,
     a_panicking_holder_stops_renewing_and_its_lease_expires,
     an_expired_holder_records_nothing_over_the_new_one,
     at_most_two_posts_go_unanswered_whatever_asks,
@@ -405,6 +406,64 @@ async fn watermarks_only_move_forward(fx: Fixture) {
     let marks = other.watermarks().await.unwrap();
     assert_eq!(marks["apac"], at("2026-11-25T05:30:00.250Z"));
     assert_eq!(marks["emea"], at("2026-11-24T05:30:00Z"));
+}
+
+async fn a_digest_gets_at_most_ten_posts_that_reached_the_receiver(fx: Fixture) {
+    let ledger = fx.open().await;
+    let slack = key("slack");
+    let bad_gateway = || Posted::ServerError {
+        error: "HTTP 502: bad gateway".into(),
+        after: None,
+    };
+    let refused_connection = || Posted::NotDelivered {
+        error: "could not connect (nothing was sent)".into(),
+        after: None,
+    };
+    // Fourteen `once` runs of three POSTs each against a gateway that forwards and answers
+    // 502: ten go out in all; the rounds after the limit post nothing.
+    let mut posted = 0;
+    for _ in 0..14 {
+        let claim = lease(&ledger, &slack, Requester::Admin { force: false }).await;
+        let Claim::Leased(round) = claim else {
+            continue;
+        };
+        let mut last = None;
+        for _ in 0..3 {
+            if round.before_post().await.unwrap() != Permit::Go {
+                break;
+            }
+            // What never reached the receiver gives its post back.
+            round.answered(&refused_connection()).await.unwrap();
+            assert_eq!(round.before_post().await.unwrap(), Permit::Go);
+            posted += 1;
+            if let Some(previous) = last.replace(bad_gateway()) {
+                round.answered(&previous).await.unwrap();
+            }
+        }
+        let finish = match last {
+            Some(answer) => Finish::Posted(answer, fx.clock.now()),
+            None => Finish::Exhausted,
+        };
+        round.finish(finish).await.unwrap();
+    }
+    assert_eq!(posted, MAX_POSTS);
+    let given_up = entry(&ledger, &slack).await.unwrap();
+    assert_eq!(
+        (given_up.state, given_up.posts),
+        (State::TooManyAttempts, MAX_POSTS)
+    );
+    let daemon = lease(&ledger, &slack, Requester::Daemon).await;
+    assert!(matches!(daemon, Claim::Settled(e) if e.state == State::TooManyAttempts));
+    // An admin's --force may send one more, and only one.
+    let Claim::Leased(forced) = lease(&ledger, &slack, Requester::Admin { force: true }).await
+    else {
+        panic!("--force sends one more")
+    };
+    assert_eq!(forced.before_post().await.unwrap(), Permit::Go);
+    forced.answered(&bad_gateway()).await.unwrap();
+    assert_eq!(forced.before_post().await.unwrap(), Permit::Exhausted);
+    let finished = forced.finish(Finish::Exhausted).await.unwrap().unwrap();
+    assert_eq!(finished.state, State::TooManyAttempts);
 }
 
 async fn a_panicking_holder_stops_renewing_and_its_lease_expires(fx: Fixture) {

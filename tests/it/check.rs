@@ -22,7 +22,7 @@ fn a_valid_config_passes_and_shows_the_next_digest() {
     let work = Workspace::new(GOOD);
     let output = work.run(
         &["check"],
-        &[("ACME_KEY", "key-abc"), ("APAC_SLACK", SECRET_URL)],
+        &[("ACME_KEY", "key-abc-123"), ("APAC_SLACK", SECRET_URL)],
     );
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
@@ -79,7 +79,7 @@ fn syntax_errors_point_at_the_line() {
 #[test]
 fn the_config_path_comes_from_the_flag_or_the_environment() {
     let work = Workspace::new(GOOD);
-    let env = [("ACME_KEY", "k"), ("APAC_SLACK", SECRET_URL)];
+    let env = [("ACME_KEY", "key-12345"), ("APAC_SLACK", SECRET_URL)];
     std::fs::rename(work.config(), work.path("elsewhere.toml")).unwrap();
     let missing = work.run(&["check"], &env);
     assert!(!missing.status.success());
@@ -119,7 +119,7 @@ fn two_unnamed_webhooks_of_one_kind_fail_where_the_names_go() {
     let work = Workspace::new(&format!("{GOOD}{second}"));
     let output = work.run(
         &["check", "--config", "config.toml"],
-        &[("ACME_KEY", "k"), ("APAC_SLACK", SECRET_URL)],
+        &[("ACME_KEY", "key-12345"), ("APAC_SLACK", SECRET_URL)],
     );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{}{err}", stdout(&output));
@@ -138,7 +138,7 @@ fn two_unnamed_webhooks_of_one_kind_fail_where_the_names_go() {
     let work = Workspace::new(&named);
     let output = work.run(
         &["check", "--config", "config.toml"],
-        &[("ACME_KEY", "k"), ("APAC_SLACK", SECRET_URL)],
+        &[("ACME_KEY", "key-12345"), ("APAC_SLACK", SECRET_URL)],
     );
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
@@ -154,7 +154,7 @@ fn a_catch_up_of_a_million_years_fails_check() {
     let work = Workspace::new(&format!("catch_up = \"1000000y\"\n{GOOD}"));
     let output = work.run(
         &["check", "--config", "config.toml"],
-        &[("ACME_KEY", "k"), ("APAC_SLACK", SECRET_URL)],
+        &[("ACME_KEY", "key-12345"), ("APAC_SLACK", SECRET_URL)],
     );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{}{err}", stdout(&output));
@@ -163,4 +163,20 @@ fn a_catch_up_of_a_million_years_fails_check() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn check_refuses_an_api_key_too_short_to_keep_out_of_logs() {
+    let work = Workspace::new(GOOD);
+    let output = work.run(
+        &["check"],
+        &[("ACME_KEY", "abc"), ("APAC_SLACK", SECRET_URL)],
+    );
+    assert!(!output.status.success());
+    let said = stderr(&output);
+    assert!(
+        said.contains("team \"support-apac\".api_key: is 3 characters long"),
+        "{said}"
+    );
+    assert!(!said.contains("abc"), "the key is not echoed: {said}");
 }

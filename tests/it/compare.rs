@@ -313,7 +313,7 @@ async fn ranks_and_a_failed_comparison_then_nothing_refetched(
     assert_eq!(thursday["countries"][0]["previous_rank"], 3);
 }
 
-const TWO_HOOKS: &str = "[acquire]\nbase_url = \"{api}\"\nretry_budget_secs = 1\n\n[delivery]\nretry_budget_secs = 2\n\n[state]\npath = \"ledger.db\"\n\n[[teams]]\nname = \"apac\"\naccount_id = \"acme\"\napi_key = \"k\"\ntimezone = \"Asia/Kolkata\"\nschedule = \"0 9 * * *\"\n\n[[teams.webhooks]]\nkind = \"generic\"\nurl = \"{generic}\"\n\n[[teams.webhooks]]\nkind = \"slack\"\nurl = \"{slack}\"\n";
+const TWO_HOOKS: &str = "[acquire]\nbase_url = \"{api}\"\nretry_budget_secs = 1\n\n[delivery]\nretry_budget_secs = 2\n\n[state]\npath = \"ledger.db\"\n\n[[teams]]\nname = \"apac\"\naccount_id = \"acme\"\napi_key = \"key-1234\"\ntimezone = \"Asia/Kolkata\"\nschedule = \"0 9 * * *\"\n\n[[teams.webhooks]]\nkind = \"generic\"\nurl = \"{generic}\"\n\n[[teams.webhooks]]\nkind = \"slack\"\nurl = \"{slack}\"\n";
 
 #[tokio::test]
 async fn ranks_move_a_failed_comparison_is_null_and_a_kept_day_is_not_asked_again() {

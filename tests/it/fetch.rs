@@ -231,6 +231,29 @@ async fn an_error_page_that_echoes_the_key_is_scrubbed() {
 }
 
 #[tokio::test]
+async fn a_key_echoed_in_another_form_withholds_the_excerpt() {
+    // The key is "test-key-t": upper-cased, percent-encoded, JSON-escaped.
+    for echoed in [
+        "Bad token 'Bearer TEST-KEY-T'",
+        "Bad token 'Bearer test%2Dkey%2Dt'",
+        r#"{"error": "bad token test\u002dkey\u002dt"}"#,
+    ] {
+        let server = acquire().await;
+        server.script("visitor-reference", vec![Reply::new(400, echoed)]);
+        let error = failure(&server).await;
+        assert!(
+            error.contains("HTTP 400: (excerpt withheld: it echoed a secret)"),
+            "{error}"
+        );
+        assert!(!error.to_lowercase().contains("key-t"), "{error}");
+        assert!(
+            !error.contains("2Dkey") && !error.contains("u002d"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn not_found_and_other_4xx_are_not_retried() {
     let server = acquire().await;
     server.script("visitor-reference", vec![Reply::new(404, "")]);

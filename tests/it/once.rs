@@ -917,3 +917,90 @@ async fn a_kill_while_a_fresh_ledger_is_created_never_stops_the_next_start() {
         "{with_file} with a file, {without} without"
     );
 }
+
+#[tokio::test]
+async fn once_sends_the_span_the_schedule_puts_a_day_in_and_never_another_shape_of_it() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    let weekdays = team("emea", "acme", &[("generic", &hooks.url("/emea"))])
+        .replace("0 9 * * *", "30 8 * * 1-5")
+        .replace("Asia/Kolkata", "Europe/Berlin");
+    let work = Workspace::new(&config(&sim.base_url(), &[weekdays]));
+    // Saturday 2021-03-13 goes out on Monday, with Friday and Sunday.
+    let saturday = run(&work, &["once", "--date", "2021-03-13"]).await;
+    assert!(saturday.status.success(), "{}", stderr(&saturday));
+    let body = hooks.seen_at("/emea")[0].json();
+    let days = (&body["date"], &body["end_date"], &body["days"]);
+    assert_eq!(
+        days,
+        (&json!("2021-03-12"), &json!("2021-03-14"), &json!(3))
+    );
+    // Asked for the Friday, it is the same digest, under the same key: already delivered.
+    let friday = run(&work, &["once", "--date", "2021-03-12"]).await;
+    assert!(friday.status.success());
+    assert!(
+        stderr(&friday).contains("already delivered"),
+        "{}",
+        stderr(&friday)
+    );
+    assert_eq!(hooks.seen_at("/emea").len(), 1);
+    // Thursday went out on Friday, alone.
+    let thursday = run(&work, &["once", "--date", "2021-03-11"]).await;
+    assert!(thursday.status.success());
+    let body = hooks.seen_at("/emea")[1].json();
+    assert_eq!(
+        (&body["date"], &body["end_date"]),
+        (&json!("2021-03-11"), &json!("2021-03-11"))
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_answering_5xx_after_reading_gets_at_most_ten_posts_in_all() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    hooks.script("/gateway", vec![Reply::new(502, "bad gateway")]);
+    hooks.script(
+        "/blip",
+        vec![
+            Reply::new(500, "oops"),
+            Reply::new(503, "busy"),
+            Reply::new(200, "ok"),
+        ],
+    );
+    let work = Workspace::new(&config(
+        &sim.base_url(),
+        &[team(
+            "apac",
+            "acme",
+            &[
+                ("generic", &hooks.url("/gateway")),
+                ("mattermost", &hooks.url("/blip")),
+            ],
+        )],
+    ));
+    let first = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    // A blip of two 5xx is still delivered at once, by the quick retries.
+    assert_eq!(hooks.seen_at("/blip").len(), 3, "{}", stderr(&first));
+    let said = stderr(&first);
+    assert!(
+        said.contains("mattermost") && said.contains("delivered"),
+        "{said}"
+    );
+    for _ in 1..14 {
+        run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    }
+    assert_eq!(hooks.seen_at("/gateway").len(), 10);
+    let last = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    assert!(!last.status.success());
+    assert!(
+        stderr(&last).contains("10 POSTs reached the receiver"),
+        "{}",
+        stderr(&last)
+    );
+    assert_eq!(hooks.seen_at("/gateway").len(), 10);
+    assert_eq!(
+        hooks.seen_at("/blip").len(),
+        3,
+        "delivered once, never again"
+    );
+}

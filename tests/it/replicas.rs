@@ -152,3 +152,113 @@ async fn a_replica_without_its_database_posts_nothing_says_so_once_and_catches_u
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(hooks.seen().len(), 4, "{}", daemon.log());
 }
+
+/// Issue 18: the database fails over to a read-only node while digests fall due. Reads work,
+/// leases don't: the replica says so once, waits longer each time instead of spinning, is not
+/// ready, and delivers everything once writes work again.
+#[tokio::test]
+async fn a_read_only_database_is_waited_out_in_a_few_lines_then_everything_is_delivered() {
+    use chrono::Timelike;
+    let Some(server) = test_database_url() else {
+        return;
+    };
+    let database = acquire_digest::db::testing::scratch_database(&server)
+        .await
+        .unwrap();
+    let name = database.rsplit('/').next().unwrap().to_owned();
+    let (noon, offset) = zone_at(12);
+    let due = (chrono::Utc::now() + chrono::Duration::seconds(12)).with_timezone(&offset);
+    let schedule = format!("{} {} {} * * *", due.second(), due.minute(), due.hour());
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let teams: Vec<String> = (0..20)
+        .map(|i| {
+            team(
+                &format!("t{i}"),
+                "acme",
+                &[("generic", &hooks.url(&format!("/{i}")))],
+            )
+            .replace("0 9 * * *", &schedule)
+            .replace("Asia/Kolkata", &noon)
+        })
+        .collect();
+    let text = format!(
+        "retry_every = \"10s\"\n{}\n[server]\nlisten = \"127.0.0.1:0\"\n",
+        on_postgres(config(&sim.base_url(), &teams))
+    );
+    let work = Workspace::new(&text);
+    let env = [("ACQUIRE_DIGEST_DATABASE_URL", database.as_str())];
+    let daemon = Daemon::start_with(&work, &[], &env);
+    let marker = "/-/reload on http://";
+    daemon.wait_for_log(marker, SECONDS).await;
+    let log = daemon.log();
+    let at = log.find(marker).unwrap() + marker.len();
+    let addr: String = log[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    let ready = || {
+        let url = format!("http://{addr}/-/ready");
+        async move {
+            let answer = reqwest::get(url).await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    // Ready once the ledger is open, a moment after the endpoint is up.
+    let deadline = std::time::Instant::now() + SECONDS;
+    while ready().await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", ready().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read_only = |on: &str| {
+        format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {on};
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        )
+    };
+    acquire_digest::db::testing::execute_at(&server, &read_only("on"))
+        .await
+        .unwrap();
+    daemon.wait_for_log("deliveries stopped", SECONDS).await;
+    let stopped = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let log = daemon.log();
+    assert!(hooks.seen().is_empty(), "{log}");
+    assert_eq!(log.matches("deliveries stopped").count(), 1, "{log}");
+    assert!(log.contains("read-only"), "the cause is named: {log}");
+    // Twenty digests failing for 15 s: a spin logs thousands of lines; waiting, a handful.
+    let loud = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+    assert!(
+        loud <= 25,
+        "{loud} lines in {:?}:\n{log}",
+        stopped.elapsed()
+    );
+    let (status, said) = ready().await;
+    assert_eq!(status, 503, "{said}");
+    assert!(said.contains("read-only"), "{said}");
+
+    acquire_digest::db::testing::execute_at(&server, &read_only("off"))
+        .await
+        .unwrap();
+    wait_until("every digest once writes work", SECONDS, || {
+        hooks.seen().len() >= 20
+    })
+    .await;
+    daemon.wait_for_log("usable again", SECONDS).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hooks.seen().len(), 20, "{}", daemon.log());
+    assert_eq!(ready().await.0, 200);
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    // Counted as they failed: the leases, or the records of a round that got its lease in.
+    assert!(
+        metrics.contains("acquire_digest_ledger_errors_total{op=\"lease\"}")
+            || metrics.contains("acquire_digest_ledger_errors_total{op=\"record\"}"),
+        "{metrics}"
+    );
+}

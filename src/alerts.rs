@@ -43,7 +43,7 @@ impl Reason {
         match self {
             Reason::WindowClosed => "its catch_up window closed before it could be delivered",
             Reason::Missed => {
-                "no acquire-digest process was running when it was due, and its catch_up window had closed when one looked (`once --date` sends it)"
+                "its catch_up window closed with nothing recorded of it: no acquire-digest process was running when it was due, or none could record it (`once --date` sends it)"
             }
             Reason::Refused => "the webhook refused it",
             Reason::OutcomeUnknown => {

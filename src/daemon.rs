@@ -31,7 +31,7 @@ use crate::alerts::{Alerts, GiveUp, Reason, give_ups};
 pub use crate::clock::{Clock, WallClock};
 use crate::config::{self, Config, Team};
 use crate::deliver::Deliverer;
-use crate::ledger::owed::{Missed, describe_next, owed, unseen};
+use crate::ledger::owed::{Missed, describe_next, owed, unseen, unseen_since};
 use crate::ledger::{Entries, Key, Ledger, LedgerError, Requester, State};
 use crate::pipeline::{HookReport, HookStatus, Pipeline, SpanReport};
 use crate::schedule::Span;
@@ -246,12 +246,19 @@ impl Current {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         let mut recorded: BTreeMap<String, Vec<Missed>> = BTreeMap::new();
+        let mut failed = None;
         for missed in missed {
-            if self.ledger.miss(&missed.key).await? {
-                recorded
+            match self.ledger.miss(&missed.key).await {
+                Ok(true) => recorded
                     .entry(missed.key.team.clone())
                     .or_default()
-                    .push(missed);
+                    .push(missed),
+                Ok(false) => {}
+                // What was recorded is still reported: the next pass finds it settled.
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
         for (team, missed) in recorded {
@@ -288,7 +295,7 @@ impl Current {
                 first: first.0.first,
                 last: last.0.last,
             };
-            tracing::error!(%team, date = %all, "giving up: {team} {all}: MISSED {detail}: no acquire-digest process was running when they were due, and their catch_up window had closed when one looked; `status` lists them, `once --date` sends one");
+            tracing::error!(%team, date = %all, "giving up: {team} {all}: MISSED {detail}: their catch_up windows closed with nothing recorded of them (no acquire-digest process was running, or none could record them); `status` lists them, `once --date` sends one");
             let webhooks: BTreeSet<&str> = missed.iter().map(|m| m.key.webhook.as_str()).collect();
             self.alert(
                 webhooks
@@ -301,7 +308,7 @@ impl Current {
                     .collect(),
             );
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// A reload: reading the config and its templates is file I/O, done off the async
@@ -330,39 +337,44 @@ struct Outage {
     /// Only a delivery that writes ends an outage its deliveries began; a pass, one of its own.
     writes: bool,
     wait: Duration,
-    /// When the next digest may try; None while one is trying.
-    retry_at: Option<DateTime<Utc>>,
+    /// When the next try may start.
+    retry_at: DateTime<Utc>,
+    /// The one digest let through to try, while it runs.
+    trying: Option<tokio::task::Id>,
 }
 
 impl Outage {
-    /// A failure. The first of an outage is one ERROR line; a failed try (a pass, or the one
-    /// digest let through) doubles the wait, while deliveries begun before it just end.
+    /// A failure: of a try (`tried`: a pass, or the digest let through), which doubles the
+    /// wait, or of a delivery begun before the outage, which only ends. The first of an
+    /// outage is its one ERROR line.
     fn failed(
         outage: &mut Option<Outage>,
         writes: bool,
         error: &str,
         now: DateTime<Utc>,
         cap: Duration,
+        tried: bool,
     ) {
-        let after = |wait| Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
+        let after = |wait| now + chrono::Duration::from_std(wait).unwrap_or_default();
+        // `/-/ready` says the latest cause: a failover's first error is often the old
+        // connection's end, its next the read-only node's refusal.
+        crate::server::ledger_writes_failing(Some(error.to_owned()));
         let Some(o) = outage else {
             tracing::error!("deliveries stopped: {error}; trying again in 1 s, then less often");
-            crate::server::ledger_writes_failing(Some(error.to_owned()));
             let wait = Duration::from_secs(1);
+            let (retry_at, trying) = (after(wait), None);
             *outage = Some(Outage {
                 writes,
                 wait,
-                retry_at: after(wait),
+                retry_at,
+                trying,
             });
             return;
         };
         o.writes |= writes;
-        // `/-/ready` says the latest cause: a failover's first error is often the old
-        // connection's end, its next the read-only node's refusal.
-        crate::server::ledger_writes_failing(Some(error.to_owned()));
-        if o.retry_at.is_none() || !writes {
+        if tried {
             o.wait = (o.wait * 2).min(cap.max(Duration::from_secs(1)));
-            o.retry_at = after(o.wait);
+            (o.retry_at, o.trying) = (after(o.wait), None);
             tracing::debug!(
                 "the delivery ledger still fails ({error}); trying again in {:?}",
                 o.wait
@@ -379,11 +391,12 @@ impl Outage {
         }
     }
 
-    /// The digest let through ended without saying whether writes work: another may try
+    /// The digest let through ended without telling whether writes work: another may try
     /// after the same wait.
-    fn undecided(outage: &mut Option<Outage>, now: DateTime<Utc>) {
-        if let Some(o) = outage.as_mut().filter(|o| o.retry_at.is_none()) {
-            o.retry_at = Some(now + chrono::Duration::from_std(o.wait).unwrap_or_default());
+    fn undecided(outage: &mut Option<Outage>, job: tokio::task::Id, now: DateTime<Utc>) {
+        if let Some(o) = outage.as_mut().filter(|o| o.trying == Some(job)) {
+            o.retry_at = now + chrono::Duration::from_std(o.wait).unwrap_or_default();
+            o.trying = None;
         }
     }
 }
@@ -433,14 +446,16 @@ pub async fn serve(
         let now = clock.now();
         crate::telemetry::next_digests(&current.config.teams, now);
         let busy: HashSet<&(String, Span)> = running.values().collect();
-        let retry = std::mem::take(&mut retry_now);
         // A ledger that failed a pass is not asked again before its wait is over.
-        let resting = (outage.as_ref().filter(|o| !o.writes))
-            .and_then(|o| o.retry_at)
-            .filter(|at| *at > now);
+        let resting = (outage.as_ref())
+            .filter(|o| !o.writes && o.retry_at > now)
+            .map(|o| o.retry_at);
         let passed = match resting {
             Some(at) => Err(at),
-            None => Ok(reconcile(&current, now, &busy, retry, &mut watermarks).await),
+            None => {
+                let retry = std::mem::take(&mut retry_now);
+                Ok(reconcile(&current, now, &busy, retry, &mut watermarks).await)
+            }
         };
         let wake = match passed {
             Err(resting) => resting,
@@ -460,12 +475,11 @@ pub async fn serve(
                 // their leases spread the work instead of all racing for the same team first.
                 fastrand::shuffle(&mut start);
                 // While writes fail, one digest at a time tries, once its wait is over.
-                if let Some(o) = &mut outage {
-                    let tries = o.retry_at.is_some_and(|at| at <= now) && !start.is_empty();
-                    start.truncate(usize::from(tries));
-                    if tries {
-                        o.retry_at = None;
-                    }
+                let trying = outage
+                    .as_ref()
+                    .map(|o| o.trying.is_none() && o.retry_at <= now);
+                if let Some(may) = trying {
+                    start.truncate(usize::from(may));
                 }
                 for due in start {
                     let Some(team) = current.config.teams.iter().find(|t| t.name == due.team)
@@ -480,17 +494,23 @@ pub async fn serve(
                         let _slot = slots.acquire_owned().await;
                         pipeline.run(&team, span, Requester::Daemon).await
                     });
+                    if let Some(o) = outage.as_mut() {
+                        o.trying = Some(job.id());
+                    }
                     running.insert(job.id(), (due.team, due.span));
                 }
-                // A resync at least hourly, as level-triggered controllers do.
-                (plan.wake.into_iter())
-                    .chain(outage.as_ref().and_then(|o| o.retry_at))
+                // A resync at least hourly, as level-triggered controllers do; while writes
+                // fail, also when the next digest may try.
+                let next_try = (outage.as_ref())
+                    .filter(|o| o.trying.is_none() && o.retry_at > now)
+                    .map(|o| o.retry_at);
+                (plan.wake.into_iter().chain(next_try))
                     .fold(now + chrono::Duration::hours(1), DateTime::min)
             }
             Ok(Err(e)) => {
                 let cap = current.config.retry_every;
-                Outage::failed(&mut outage, false, &e.to_string(), now, cap);
-                outage.as_ref().and_then(|o| o.retry_at).unwrap_or(now)
+                Outage::failed(&mut outage, false, &e.to_string(), now, cap, true);
+                outage.as_ref().map_or(now, |o| o.retry_at)
             }
         };
 
@@ -519,29 +539,32 @@ pub async fn serve(
             }
             Some(done) = jobs.join_next_with_id(), if !jobs.is_empty() => {
                 match done {
-                    Ok((id, report)) => {
+                    Ok((id, mut report)) => {
                         running.remove(&id);
                         match ledger_writes(&report) {
                             Some(Err(e)) => {
-                                // Said once for the outage, not once per digest.
-                                if outage.is_none() {
-                                    current.finished(&report);
+                                // The ledger's failure is said once for the outage, not once
+                                // per digest; the rest of the round as always.
+                                if let (Some(_), Ok(hooks)) = (&outage, &mut report.outcome) {
+                                    hooks.retain(|h| !matches!(h.status, HookStatus::LedgerFailed(_)));
                                 }
+                                current.finished(&report);
+                                let tried = outage.as_ref().is_some_and(|o| o.trying == Some(id));
                                 let cap = current.config.retry_every;
-                                Outage::failed(&mut outage, true, &e, clock.now(), cap);
+                                Outage::failed(&mut outage, true, &e, clock.now(), cap, tried);
                             }
                             Some(Ok(())) => {
                                 Outage::ended(&mut outage, true);
                                 current.finished(&report);
                             }
                             None => {
-                                Outage::undecided(&mut outage, clock.now());
+                                Outage::undecided(&mut outage, id, clock.now());
                                 current.finished(&report);
                             }
                         }
                     }
                     Err(e) => {
-                        Outage::undecided(&mut outage, clock.now());
+                        Outage::undecided(&mut outage, e.id(), clock.now());
                         // Its leases stay until they expire, which holds the span off for that
                         // long rather than panicking in a loop.
                         if let Some((team, span)) = running.remove(&e.id()) {
@@ -592,16 +615,23 @@ async fn reconcile(
         Some(marks) => marks,
         None => watermarks.insert(ledger.watermarks().await?),
     };
+    // A team no longer configured is forgotten: added again later, it is a new team, whose
+    // absence is not a run of missed digests.
+    let gone: Vec<String> = (marks.keys())
+        .filter(|name| !teams.iter().any(|t| &t.name == *name))
+        .cloned()
+        .collect();
+    for team in gone {
+        ledger.forget_watermark(&team).await?;
+        marks.remove(&team);
+    }
     // After a long stop, back to the firings the watermarks say are unaccounted for.
-    let since = (teams.iter().filter_map(|t| marks.get(&t.name)))
-        .map(|mark| mark.date_naive() - chrono::Days::new(1))
-        .fold(
-            now.date_naive() - chrono::Days::new(crate::ledger::owed::LOOKBACK_DAYS),
-            std::cmp::min,
-        );
+    let lookback = now.date_naive() - chrono::Days::new(crate::ledger::owed::LOOKBACK_DAYS);
+    let since = unseen_since(teams, now, marks).map_or(lookback, |first| first.min(lookback));
     let entries = ledger.recent(since).await?;
     // Recorded before the watermarks move past them: a crash between repeats nothing.
-    let (missed, moved) = unseen(teams, now, &entries, marks);
+    let running = |team: &str, span: Span| busy.contains(&(team.to_owned(), span));
+    let (missed, moved) = unseen(teams, now, &entries, marks, &running);
     current.record_missed(missed, now).await?;
     for (team, until) in moved {
         ledger.advance(&team, until).await?;
@@ -694,17 +724,19 @@ url = "http://127.0.0.1:9/"
 
     #[test]
     fn firings_between_the_watermark_and_the_window_are_missed_unless_recorded() {
-        use crate::ledger::owed::{Missed, unseen};
+        use crate::ledger::owed::{Missed, unseen, unseen_since};
+        let idle = |_: &str, _: Span| false;
         // 09:00 in Kolkata is 03:30Z; at 06:30Z with a one-hour catch_up, today's is past.
         let kolkata = team("Asia/Kolkata", "0 9 * * *", "1h");
         let teams = std::slice::from_ref(&kolkata);
         let now = utc("2026-11-25T06:30:00Z");
         let window = utc("2026-11-25T05:30:00Z");
         let marks = |at: &str| HashMap::from([("t".to_owned(), utc(at))]);
-        let missed = |entries: &Entries, mark: &str| unseen(teams, now, entries, &marks(mark));
+        let missed =
+            |entries: &Entries, mark: &str| unseen(teams, now, entries, &marks(mark), &idle);
 
         // Seen for the first time: nothing of its past, and the watermark starts at the window.
-        let (none, moved) = unseen(teams, now, &Entries::new(), &HashMap::new());
+        let (none, moved) = unseen(teams, now, &Entries::new(), &HashMap::new(), &idle);
         assert_eq!((none, moved), (vec![], vec![("t".to_owned(), window)]));
 
         // Last looked three days ago: each day's firing since, once, with its time.
@@ -722,6 +754,24 @@ url = "http://127.0.0.1:9/"
             ]
         );
         assert_eq!(moved, [("t".to_owned(), window)]);
+        // The ledger is read back to the first of them; with nothing to walk, not at all.
+        let since = unseen_since(teams, now, &marks("2026-11-22T06:30:00Z"));
+        assert_eq!(since, Some("2026-11-22".parse().unwrap()));
+        assert_eq!(
+            unseen_since(teams, now, &marks("2026-11-25T05:00:00Z")),
+            None
+        );
+        // One this process is delivering (queued for a slot) is not missed, whatever its row.
+        let queued = |_: &str, span: Span| span == day("2026-11-23");
+        let (found, _) = unseen(
+            teams,
+            now,
+            &Entries::new(),
+            &marks("2026-11-22T06:30:00Z"),
+            &queued,
+        );
+        assert_eq!(found.len(), 2);
+        assert!(found.iter().all(|m| m.key.span != day("2026-11-23")));
 
         // What any process recorded (delivered by `once`, given up, tried) is not missed.
         let mut entries = Entries::new();
@@ -750,6 +800,7 @@ url = "http://127.0.0.1:9/"
             now,
             &Entries::new(),
             &marks("2026-11-20T00:00:00Z"),
+            &idle,
         );
         // Its window opens at 11-23 06:30Z: the firings of 11-24 and 11-25 are still due.
         let days: Vec<Span> = found.iter().map(|m| m.key.span).collect();

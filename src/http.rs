@@ -167,21 +167,19 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
         let both = json_unescaped(&decoded);
         [text.to_owned(), decoded, unescaped, both].map(|form| form.to_lowercase())
     };
+    let secret_forms: Vec<String> = secrets.iter().flat_map(|s| forms(s)).collect();
     let echoed = forms(&text);
-    if secrets
-        .iter()
-        .flat_map(|s| forms(s))
-        .any(|secret| echoed.iter().any(|form| form.contains(&secret)))
-    {
+    if (secret_forms.iter()).any(|secret| echoed.iter().any(|form| form.contains(secret))) {
         return WITHHELD.to_owned();
     }
-    // An excerpt cut in the middle of a secret ends with its first characters.
+    // An excerpt cut in the middle of a secret ends with its first characters, in any form.
     let Some(kept) = text.strip_suffix('…') else {
         return text;
     };
     let cut = kept.char_indices().map(|(i, _)| i).find(|&i| {
         let tail = &kept[i..];
-        tail.len() >= 4 && secrets.iter().any(|s| s.starts_with(tail))
+        let starts = |form: &String| secret_forms.iter().any(|s| s.starts_with(form.as_str()));
+        tail.len() >= 4 && forms(tail).iter().any(starts)
     });
     match cut {
         Some(i) => format!("{}[redacted]…", &kept[..i]),
@@ -336,6 +334,12 @@ mod tests {
         ] {
             assert_eq!(redact(echoed, &[key]), WITHHELD, "{echoed}");
         }
+        // Cut off in the middle of an upper-cased echo.
+        let page = format!("{} bad key SK_LIVE_0123/ABC+DEF rejected", "x".repeat(100));
+        let cut = excerpt(page.as_bytes());
+        assert!(cut.ends_with('…') && cut.contains("SK_LI"), "{cut}");
+        let redacted = redact(&cut, &[key]);
+        assert!(redacted.ends_with("bad key [redacted]…"), "{redacted}");
         // A token the URL carries percent-encoded, echoed decoded.
         assert_eq!(
             redact("unknown token a+b/c==", &["a%2Bb%2Fc%3D%3D"]),

@@ -199,11 +199,11 @@ impl fmt::Display for HookStatus {
                 Ok(())
             }
             HookStatus::Missed(firing) => {
-                f.write_str("MISSED: no acquire-digest process was running when it was due")?;
+                f.write_str("MISSED: its catch_up window closed with nothing recorded of it (no acquire-digest process was running when it was due")?;
                 if let Some(at) = firing {
                     write!(f, " at {}", at.format("%Y-%m-%d %H:%M:%S UTC"))?;
                 }
-                f.write_str(", and its catch_up window had closed when one looked (`once --date` with its first day sends it)")
+                f.write_str(", or none could record it); `once --date` with its first day sends it")
             }
             HookStatus::LedgerFailed(e) => write!(f, "FAILED, not sent: {e}"),
             HookStatus::Skipped => f.write_str("skipped: no visitors"),

@@ -201,7 +201,7 @@ impl fmt::Display for Status {
                         ),
                         "missed" => write!(
                             line,
-                            "MISSED: nothing was running when it was due (`once --date {}` sends it)",
+                            "MISSED: nothing recorded of it within its catch_up window (`once --date {}` sends it)",
                             span.date
                         ),
                         "unreadable" => write!(line, "UNREADABLE by this version"),

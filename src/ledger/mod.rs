@@ -730,6 +730,13 @@ impl Ledger {
             .map_err(|e| self.fail("record", e))
     }
 
+    /// Forgets a team's watermark: the team is no longer configured.
+    pub async fn forget_watermark(&self, team: &str) -> Result<(), LedgerError> {
+        let query = sqlx::query("DELETE FROM watermarks WHERE team = $1").bind(team.to_owned());
+        let deleted = self.inner.db.execute(query).await;
+        deleted.map(drop).map_err(|e| self.fail("record", e))
+    }
+
     /// Records an alert about a digest given up for `reason`: true the first time, from any
     /// process, so each alert is sent once however often the give-up is seen.
     pub async fn first_alert(&self, key: &Key, reason: &str) -> Result<bool, LedgerError> {

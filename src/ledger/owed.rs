@@ -108,31 +108,23 @@ pub struct Missed {
 
 /// The firings between each team's watermark (the instant up to which its firings are
 /// accounted for) and the start of its catch-up window at `now`: the digests of theirs the
-/// ledger holds nothing of are missed. Also where each watermark moves: a team seen for the
-/// first time starts at its window, so adding a team never reports its past; a watermark
-/// never moves back.
+/// ledger holds nothing of, and this process isn't delivering (`busy`), are missed. Also
+/// where each watermark moves: a team seen for the first time starts at its window, so adding
+/// a team never reports its past; a watermark never moves back.
 pub fn unseen(
     teams: &[Team],
     now: DateTime<Utc>,
     entries: &Entries,
     watermarks: &HashMap<String, DateTime<Utc>>,
+    busy: &dyn Fn(&str, Span) -> bool,
 ) -> (Vec<Missed>, Vec<(String, DateTime<Utc>)>) {
     let (mut missed, mut moved) = (Vec::new(), Vec::new());
-    for team in teams {
-        let start = window_start(team, now);
-        let Some(&mark) = watermarks.get(&team.name) else {
-            moved.push((team.name.clone(), start));
-            continue;
-        };
-        let firings = team.schedule.firing_dates(team.zone, mark, start);
-        if firings.is_empty() {
-            continue;
-        }
-        moved.push((team.name.clone(), start));
+    for (team, firings) in walk(teams, now, watermarks) {
+        moved.push((team.name.clone(), window_start(team, now)));
         let live = live_spans(team, now);
         for (date, firing) in firings {
             let span = team.schedule.coverage_of(team.zone, date);
-            if live.contains(&span) {
+            if live.contains(&span) || busy(&team.name, span) {
                 continue;
             }
             let recorded = entries.get(&(team.name.clone(), span));
@@ -145,4 +137,43 @@ pub fn unseen(
         }
     }
     (missed, moved)
+}
+
+/// The first day [`unseen`] will look at, if any: how far back the ledger must be read.
+pub fn unseen_since(
+    teams: &[Team],
+    now: DateTime<Utc>,
+    watermarks: &HashMap<String, DateTime<Utc>>,
+) -> Option<chrono::NaiveDate> {
+    (walk(teams, now, watermarks).into_iter())
+        .flat_map(|(team, firings)| {
+            (firings.into_iter()).map(|(date, _)| team.schedule.coverage_of(team.zone, date).first)
+        })
+        .min()
+}
+
+/// Local dates a schedule fires on, each with its first firing there.
+type Firings = Vec<(chrono::NaiveDate, DateTime<Utc>)>;
+
+/// Each team whose watermark is to move, with the firings from it to its window's start
+/// (none for a team seen for the first time).
+fn walk<'a>(
+    teams: &'a [Team],
+    now: DateTime<Utc>,
+    watermarks: &HashMap<String, DateTime<Utc>>,
+) -> Vec<(&'a Team, Firings)> {
+    let mut walks = Vec::new();
+    for team in teams {
+        let start = window_start(team, now);
+        match watermarks.get(&team.name) {
+            None => walks.push((team, Vec::new())),
+            Some(&mark) => {
+                let firings = team.schedule.firing_dates(team.zone, mark, start);
+                if !firings.is_empty() {
+                    walks.push((team, firings));
+                }
+            }
+        }
+    }
+    walks
 }

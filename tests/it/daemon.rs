@@ -809,3 +809,73 @@ async fn missed_while_down_is_reported_once(postgres: bool) {
     assert_eq!(hooks.seen_at("/ops").len(), 2, "{}", again.log());
     assert!(!again.log().contains("MISSED"), "{}", again.log());
 }
+
+/// Issue 18: a SQLite ledger that reads but won't take a write (another process holds its
+/// write lock, as a full disk refuses writes): the daemon waits in a few lines, is not ready,
+/// and delivers everything once writes work again.
+#[tokio::test]
+async fn a_sqlite_ledger_that_reads_but_cannot_write_is_waited_out() {
+    use sqlx::{Connection, Executor};
+
+    let (noon, offset) = zone_at(12);
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let teams: Vec<String> = (0..5)
+        .map(|i| {
+            let url = hooks.url(&format!("/{i}"));
+            with_schedule(
+                team(&format!("t{i}"), "acme", &[("generic", &url)]),
+                &once_a_day_in(8, offset),
+                &noon,
+            )
+        })
+        .collect();
+    let text = format!(
+        "retry_every = \"10s\"\n{}\n[server]\nlisten = \"127.0.0.1:0\"\n",
+        config(&sim.base_url(), &teams)
+    );
+    let work = Workspace::new(&text);
+    let daemon = Daemon::start(&work);
+    let marker = "/-/reload on http://";
+    daemon.wait_for_log(marker, SECONDS).await;
+    daemon.wait_for_log("next digest", SECONDS).await;
+    let log = daemon.log();
+    let at = log.find(marker).unwrap() + marker.len();
+    let addr: String = (log[at..].chars())
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    let ready = || {
+        let url = format!("http://{addr}/-/ready");
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+
+    sqlx::any::install_default_drivers();
+    let url = acquire_digest::db::testing::sqlite_file_url(&work.path("ledger.db"));
+    let mut writer = sqlx::AnyConnection::connect(&url).await.unwrap();
+    writer.execute("BEGIN IMMEDIATE").await.unwrap();
+    daemon
+        .wait_for_log("deliveries stopped", Duration::from_secs(40))
+        .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let log = daemon.log();
+    assert!(hooks.seen().is_empty(), "{log}");
+    assert_eq!(log.matches("deliveries stopped").count(), 1, "{log}");
+    let loud = (log.lines())
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+    assert!(loud <= 8, "{loud} lines:\n{log}");
+    assert_eq!(ready().await, 503);
+
+    writer.execute("ROLLBACK").await.unwrap();
+    drop(writer);
+    wait_until(
+        "every digest once writes work",
+        Duration::from_secs(40),
+        || hooks.seen().len() >= 5,
+    )
+    .await;
+    daemon.wait_for_log("usable again", SECONDS).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(hooks.seen().len(), 5, "{}", daemon.log());
+    assert_eq!(ready().await, 200);
+}

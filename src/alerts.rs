@@ -27,6 +27,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    const ALL: [Reason; 6] = [
+        Reason::WindowClosed,
+        Reason::Missed,
+        Reason::Refused,
+        Reason::OutcomeUnknown,
+        Reason::TooManyAttempts,
+        Reason::ApiKeyRejected,
+    ];
+
     /// As recorded in the ledger and sent to generic receivers.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -128,9 +137,13 @@ impl Alerts {
             return;
         }
         for give_up in give_ups {
-            let GiveUp { key, reason, .. } = &give_up;
+            let GiveUp {
+                key,
+                reason,
+                detail,
+            } = &give_up;
             let (team, date, webhook) = (&key.team, key.span.to_string(), &key.webhook);
-            match self.ledger.first_alert(key, reason.as_str()).await {
+            match self.ledger.first_alert(key, reason.as_str(), detail).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -139,9 +152,43 @@ impl Alerts {
                     continue;
                 }
             }
-            for hook in &self.webhooks {
-                self.send(hook, &give_up).await;
-            }
+            self.send_all(&give_up).await;
+        }
+    }
+
+    /// Sends the alerts recorded but never sent: their process stopped before (a kill, or a
+    /// shutdown whose grace ran out). Only those older than a lease, whose sender is gone.
+    pub async fn send_unsent(&self) {
+        if self.webhooks.is_empty() {
+            return;
+        }
+        let unsent = match self.ledger.unsent_alerts(crate::ledger::lease_ttl()).await {
+            Ok(unsent) => unsent,
+            Err(e) => return tracing::error!("could not look for alerts left unsent: {e}"),
+        };
+        for (key, reason, detail) in unsent {
+            // One a later version raised, for a reason this one doesn't know, is left to it.
+            let Some(reason) = Reason::ALL.into_iter().find(|r| r.as_str() == reason) else {
+                continue;
+            };
+            self.send_all(&GiveUp {
+                key,
+                reason,
+                detail,
+            })
+            .await;
+        }
+    }
+
+    /// To every alerts webhook, then recorded as sent.
+    async fn send_all(&self, give_up: &GiveUp) {
+        for hook in &self.webhooks {
+            self.send(hook, give_up).await;
+        }
+        let (key, reason) = (&give_up.key, give_up.reason.as_str());
+        if let Err(e) = self.ledger.alert_sent(key, reason).await {
+            let (team, date) = (&key.team, key.span.to_string());
+            tracing::warn!(%team, %date, "the alert was sent, but not recorded as sent ({e}): the next start may send it again");
         }
     }
 

@@ -432,6 +432,8 @@ pub async fn serve(
     for team in &current.config.teams {
         tracing::info!(team = %team.name, schedule = team.schedule.as_str(), "next digest {}", describe_next(team, now));
     }
+    let alerts = current.alerts.clone();
+    (current.alerting).spawn(async move { alerts.send_unsent().await });
     let mut jobs: JoinSet<SpanReport> = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, (String, Span)> = HashMap::new();
     let mut outage: Option<Outage> = None;

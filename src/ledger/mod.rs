@@ -739,18 +739,67 @@ impl Ledger {
 
     /// Records an alert about a digest given up for `reason`: true the first time, from any
     /// process, so each alert is sent once however often the give-up is seen.
-    pub async fn first_alert(&self, key: &Key, reason: &str) -> Result<bool, LedgerError> {
+    pub async fn first_alert(
+        &self,
+        key: &Key,
+        reason: &str,
+        detail: &str,
+    ) -> Result<bool, LedgerError> {
         let query = sqlx::query(
-            "INSERT INTO alerts (team, first_day, last_day, webhook, reason, raised_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO alerts (team, first_day, last_day, webhook, reason, raised_at, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         );
         let query = bind_key(query, key)
             .bind(reason.to_owned())
-            .bind(self.inner.clock.now().timestamp());
+            .bind(self.inner.clock.now().timestamp())
+            .bind(detail.to_owned());
         let inserted = self.inner.db.execute(query).await;
         inserted
             .map(|done| done.rows_affected() == 1)
             .map_err(|e| self.fail("record", e))
+    }
+
+    /// Records that an alert went out (or was tried: a failed one is not tried again).
+    pub async fn alert_sent(&self, key: &Key, reason: &str) -> Result<(), LedgerError> {
+        let query = sqlx::query(
+            "UPDATE alerts SET sent_at = $6 WHERE team = $1 AND first_day = $2 AND last_day = $3
+             AND webhook = $4 AND reason = $5",
+        );
+        let query = bind_key(query, key)
+            .bind(reason.to_owned())
+            .bind(self.inner.clock.now().timestamp());
+        let updated = self.inner.db.execute(query).await;
+        updated.map(drop).map_err(|e| self.fail("record", e))
+    }
+
+    /// Alerts recorded longer than `age` ago and never sent: their process stopped first.
+    /// Each with its reason and detail.
+    pub async fn unsent_alerts(
+        &self,
+        age: Duration,
+    ) -> Result<Vec<(Key, String, String)>, LedgerError> {
+        let age = chrono::Duration::from_std(age).unwrap_or_default();
+        let raised_before = self.inner.clock.now() - age;
+        let query = sqlx::query(
+            "SELECT team, first_day, last_day, webhook, reason, detail FROM alerts
+             WHERE sent_at IS NULL AND raised_at < $1",
+        )
+        .bind(raised_before.timestamp());
+        let rows = self.inner.db.fetch_all(query).await;
+        let rows = rows.map_err(|e| self.fail("read", e))?;
+        let mut unsent = Vec::new();
+        for row in rows {
+            let key = key_of(&row).map_err(|e| self.fail("read", e))?;
+            let text = |i| row.try_get::<Option<String>, _>(i).map_err(|e| causes(&e));
+            let reason = text(4)
+                .map_err(|e| self.fail("read", e))?
+                .unwrap_or_default();
+            let detail = text(5)
+                .map_err(|e| self.fail("read", e))?
+                .unwrap_or_default();
+            unsent.push((key, reason, detail));
+        }
+        Ok(unsent)
     }
 
     /// Runs one of the rules on a row, holding its lock from reading it to writing it back.

@@ -763,14 +763,19 @@ async fn reports_are_remembered_by_exact_window_and_forgotten_when_old(fx: Fixtu
 async fn each_alert_is_recorded_once_across_processes(fx: Fixture) {
     let (ours, theirs) = (fx.open().await, fx.open().await);
     let slack = key("slack");
-    assert!(ours.first_alert(&slack, "refused").await.unwrap());
-    assert!(!theirs.first_alert(&slack, "refused").await.unwrap());
-    assert!(!ours.first_alert(&slack, "refused").await.unwrap());
+    assert!(ours.first_alert(&slack, "refused", "").await.unwrap());
+    assert!(!theirs.first_alert(&slack, "refused", "").await.unwrap());
+    assert!(!ours.first_alert(&slack, "refused", "").await.unwrap());
     // Another reason, or another webhook, is another alert.
-    assert!(theirs.first_alert(&slack, "window_closed").await.unwrap());
     assert!(
         theirs
-            .first_alert(&key("generic"), "refused")
+            .first_alert(&slack, "window_closed", "")
+            .await
+            .unwrap()
+    );
+    assert!(
+        theirs
+            .first_alert(&key("generic"), "refused", "")
             .await
             .unwrap()
     );
@@ -952,7 +957,12 @@ async fn a_version_1_sqlite_ledger_keeps_its_deliveries() {
         Some("2021-03-19T03:30:00Z".parse().unwrap())
     );
     // Brought up to the current schema, alerts and history included.
-    assert!(ledger.first_alert(&key("slack"), "refused").await.unwrap());
+    assert!(
+        ledger
+            .first_alert(&key("slack"), "refused", "")
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]

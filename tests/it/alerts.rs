@@ -114,24 +114,9 @@ async fn a_rejected_api_key_raises_one_alert_naming_the_team() {
 
 #[tokio::test]
 async fn an_alert_in_flight_at_sigterm_is_sent_before_exit() {
-    let (noon, _) = zone_at(12);
-    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
-    let hooks = Scripted::webhooks().await;
-    hooks.script("/refuses", vec![Reply::new(404, "no_service")]);
     // A slow alerts receiver: the alert is still on the wire when the daemon is told to stop.
-    hooks.script(
-        "/ops",
-        vec![Reply::new(200, "ok").delay(Duration::from_secs(3))],
-    );
-    let teams = [team("apac", "acme", &[("slack", &hooks.url("/refuses"))])
-        .replace("0 9 * * *", "* * * * * *")
-        .replace("Asia/Kolkata", &noon)];
-    let text = format!(
-        "{}\n[alerts]\nwebhooks = [{{ kind = \"slack\", url = \"{}\" }}]\n",
-        config(&sim.base_url(), &teams),
-        hooks.url("/ops"),
-    );
-    let work = Workspace::new(&text);
+    let slow = Reply::new(200, "ok").delay(Duration::from_secs(3));
+    let (work, hooks, _sim) = refused_with_alerts("slack", slow).await;
     let mut daemon = Daemon::start(&work);
     wait_until("the alert", SECONDS, || !hooks.seen_at("/ops").is_empty()).await;
     daemon.signal("TERM");
@@ -142,4 +127,64 @@ async fn an_alert_in_flight_at_sigterm_is_sent_before_exit() {
         daemon.log()
     );
     assert!(daemon.log().contains("alert sent to"), "{}", daemon.log());
+}
+
+#[tokio::test]
+async fn an_alert_cut_off_by_a_kill_is_sent_at_the_next_start() {
+    let hanging = Reply::new(200, "ok").delay(Duration::from_secs(60));
+    let (work, hooks, _sim) = refused_with_alerts("generic", hanging).await;
+    // A lease of 2 s: an unsent alert older than that has lost its sender.
+    let env = [("ACQUIRE_DIGEST_LEASE_SECS", "2")];
+    let mut killed = Daemon::start_with(&work, &[], &env);
+    wait_until("the alert on the wire", SECONDS, || {
+        !hooks.seen_at("/ops").is_empty()
+    })
+    .await;
+    killed.child.kill().unwrap();
+    killed.wait_exit(SECONDS).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    hooks.script("/ops", vec![Reply::new(200, "ok")]);
+    let restarted = Daemon::start_with(&work, &[], &env);
+    wait_until("the alert again", SECONDS, || {
+        hooks.seen_at("/ops").len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = hooks.seen_at("/ops");
+    assert_eq!(sent.len(), 2, "{}", restarted.log());
+    assert_eq!(sent[1].json()["reason"], "refused");
+    assert_eq!(sent[0].body, sent[1].body, "the same alert, detail and all");
+    assert!(
+        restarted.log().contains("alert sent to"),
+        "{}",
+        restarted.log()
+    );
+    assert_eq!(
+        hooks.seen_at("/refuses").len(),
+        1,
+        "the refusal is not resent"
+    );
+}
+
+/// A team firing every second whose Slack webhook refuses, with one `kind` alerts webhook at
+/// `/ops` answering `ops`: its config, and the receiver.
+async fn refused_with_alerts(
+    kind: &str,
+    ops: Reply,
+) -> (Workspace, Scripted, simulator::RunningSimulator) {
+    let (noon, _) = zone_at(12);
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    hooks.script("/refuses", vec![Reply::new(404, "no_service")]);
+    hooks.script("/ops", vec![ops]);
+    let teams = [team("apac", "acme", &[("slack", &hooks.url("/refuses"))])
+        .replace("0 9 * * *", "* * * * * *")
+        .replace("Asia/Kolkata", &noon)];
+    let text = format!(
+        "{}\n[alerts]\nwebhooks = [{{ kind = \"{kind}\", url = \"{}\" }}]\n",
+        config(&sim.base_url(), &teams),
+        hooks.url("/ops"),
+    );
+    (Workspace::new(&text), hooks, sim)
 }

@@ -394,33 +394,11 @@ async fn a_day_another_process_holds_is_delivered_when_that_process_fails() {
 /// delivers the day due now, not the oldest missed one.
 #[tokio::test]
 async fn a_weekday_team_gets_the_weekend_on_monday_and_the_right_day_after_a_suspend() {
-    use acquire_digest::daemon::{Clock, WallClock, serve};
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
-    let text = config(
-        &sim.base_url(),
-        &[with_schedule(
-            team("berlin", "acme", &[("generic", &hooks.url("/berlin"))]),
-            "30 8 * * 1-5",
-            "Europe/Berlin",
-        )],
-    );
-    let work = Workspace::new(&text);
-    let loaded = acquire_digest::config::load(&work.config()).unwrap();
+    let work = berlin(&sim.base_url(), &hooks, "30 8 * * 1-5");
     // Monday 23 Nov 2026, 08:29:58 in Berlin.
-    let clock = WallClock::starting_at("2026-11-23T07:29:58Z".parse().unwrap());
-    let (_reload_tx, reloads) = tokio::sync::mpsc::channel(1);
-    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
-    let path = work.config();
-    let daemon = tokio::spawn({
-        let clock: std::sync::Arc<dyn Clock> = clock.clone();
-        async move {
-            serve(&path, loaded, clock, reloads, async {
-                let _ = stop.await;
-            })
-            .await
-        }
-    });
+    let (clock, stop) = InProcess::start(&work, "2026-11-23T07:29:58Z".parse().unwrap());
     wait_until("Monday's digest", SECONDS, || hooks.seen().len() == 1).await;
     let monday = hooks.seen()[0].json();
     assert_eq!(
@@ -446,8 +424,7 @@ async fn a_weekday_team_gets_the_weekend_on_monday_and_the_right_day_after_a_sus
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].json()["date"], json!("2026-11-25"));
     assert_eq!(seen[1].json()["days"], json!(1));
-    stop_tx.send(()).unwrap();
-    daemon.await.unwrap().unwrap();
+    stop.finish().await;
 }
 
 /// Issue 9, section 7: kill -9 at a random moment, restart, and check every digest: none lost,
@@ -836,16 +813,10 @@ async fn a_sqlite_ledger_that_reads_but_cannot_write_is_waited_out() {
     );
     let work = Workspace::new(&text);
     let daemon = Daemon::start(&work);
-    let marker = "/-/reload on http://";
-    daemon.wait_for_log(marker, SECONDS).await;
+    let base = crate::support::endpoint(&daemon).await;
     daemon.wait_for_log("next digest", SECONDS).await;
-    let log = daemon.log();
-    let at = log.find(marker).unwrap() + marker.len();
-    let addr: String = (log[at..].chars())
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-        .collect();
     let ready = || {
-        let url = format!("http://{addr}/-/ready");
+        let url = format!("{base}/-/ready");
         async move { reqwest::get(url).await.unwrap().status().as_u16() }
     };
 
@@ -878,4 +849,128 @@ async fn a_sqlite_ledger_that_reads_but_cannot_write_is_waited_out() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(hooks.seen().len(), 5, "{}", daemon.log());
     assert_eq!(ready().await, 200);
+}
+
+/// Issue 18: a receiver that answers 503 for an hour, then 200, still gets its digest from the
+/// daemon: rounds after a 5xx are spaced `retry_every`, then twice that, so the ten POSTs
+/// a digest may spend are not gone in the first minutes.
+#[tokio::test]
+async fn a_receiver_down_for_an_hour_still_gets_its_digest_within_ten_posts() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let mut replies = vec![Reply::new(503, "maintenance"); 9];
+    replies.push(Reply::new(200, "ok"));
+    hooks.script("/berlin", replies);
+    let work = berlin(&sim.base_url(), &hooks, "0 9 * * *");
+    // Wednesday 25 Nov 2026, 08:59:58 in Berlin; retry_every is its default, 10 minutes.
+    let start: chrono::DateTime<Utc> = "2026-11-25T07:59:58Z".parse().unwrap();
+    let (clock, stop) = InProcess::start(&work, start);
+    let posts = || hooks.seen_at("/berlin").len();
+    wait_until("the first round", SECONDS, || posts() == 3).await;
+    // A blip gets two quick retries, then the round ends: nothing more for now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(posts(), 3);
+    // Five minutes on, nothing; each further step of five minutes may start a round.
+    let mut minutes = 0;
+    while !hooks
+        .seen_at("/berlin")
+        .iter()
+        .any(|s| s.answered.is_some() && posts() == 10)
+    {
+        clock.jump(chrono::Duration::minutes(5));
+        minutes += 5;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            minutes <= 180,
+            "not delivered after 3 hours: {} POSTs",
+            posts()
+        );
+    }
+    // The receiver came back after an hour (nine 503s); the digest arrived on the tenth POST.
+    assert!(
+        minutes >= 60,
+        "all ten POSTs went out within {minutes} minutes"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(posts(), 10);
+    clock.jump(chrono::Duration::hours(2));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(posts(), 10, "delivered: nothing more");
+    stop.finish().await;
+}
+
+/// Issue 18: `once` for a day of a weekday team's weekend sends the daemon's digest, Friday to
+/// Sunday, under the daemon's own key: the daemon's Monday firing then has nothing to send.
+#[tokio::test]
+async fn once_sends_the_weekend_as_the_daemon_would_and_the_daemon_sends_nothing_more() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let work = berlin(&sim.base_url(), &hooks, "30 8 * * 1-5");
+    let once =
+        crate::support::run_beside(work.dir.path(), &["once", "--date", "2026-11-21"], &[]).await;
+    assert!(once.status.success(), "{}", crate::support::stderr(&once));
+    let sent = hooks.seen_at("/berlin");
+    assert_eq!(sent.len(), 1);
+    let body = sent[0].json();
+    assert_eq!(
+        (&body["date"], &body["end_date"]),
+        (&json!("2026-11-20"), &json!("2026-11-22"))
+    );
+
+    // Monday 23 Nov 2026, 08:29:58 in Berlin: the firing that covers Friday to Sunday.
+    let (_clock, stop) = InProcess::start(&work, "2026-11-23T07:29:58Z".parse().unwrap());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        hooks.seen_at("/berlin").len(),
+        1,
+        "the weekend went out twice"
+    );
+    stop.finish().await;
+}
+
+/// The daemon in this test's process, on a wall clock that starts at `at` and that the test
+/// can jump.
+struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    fn start(
+        work: &Workspace,
+        at: chrono::DateTime<Utc>,
+    ) -> (std::sync::Arc<acquire_digest::daemon::WallClock>, InProcess) {
+        use acquire_digest::daemon::{Clock, WallClock, serve};
+        let loaded = acquire_digest::config::load(&work.config()).unwrap();
+        let clock = WallClock::starting_at(at);
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let path = work.config();
+        let daemon = tokio::spawn({
+            let clock: std::sync::Arc<dyn Clock> = clock.clone();
+            async move {
+                let _reloads_open = reload_tx;
+                serve(&path, loaded, clock, reloads, async {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
+        (clock, InProcess { stop, daemon })
+    }
+
+    async fn finish(self) {
+        self.stop.send(()).unwrap();
+        self.daemon.await.unwrap().unwrap();
+    }
+}
+
+/// A team in Berlin on `schedule`, posting to `/berlin` on `hooks`.
+fn berlin(api: &str, hooks: &Scripted, schedule: &str) -> Workspace {
+    let url = hooks.url("/berlin");
+    let berlin = team("berlin", "acme", &[("generic", &url)]);
+    Workspace::new(&config(
+        api,
+        &[with_schedule(berlin, schedule, "Europe/Berlin")],
+    ))
 }

@@ -8,8 +8,8 @@ use acquire_digest::simulator::{self, SimulatorOptions};
 use serde_json::Value;
 
 use crate::support::{
-    Daemon, Reply, Scripted, Workspace, config, report, run_in, stderr, stdout, team, wait_until,
-    zone_at,
+    Daemon, Reply, Scripted, Workspace, config, endpoint, report, run_in, stderr, stdout, team,
+    wait_until, zone_at,
 };
 
 const SECONDS: Duration = Duration::from_secs(20);
@@ -29,19 +29,6 @@ fn ops_config(base_url: &str, teams: &[String]) -> String {
         "retry_every = \"1h\"\n{}\n[server]\nlisten = \"127.0.0.1:0\"\n",
         config(base_url, &teams)
     )
-}
-
-/// The endpoint's base URL, from the line the daemon logs when it starts serving.
-async fn endpoint(daemon: &Daemon) -> String {
-    let marker = "/-/reload on http://";
-    daemon.wait_for_log(marker, SECONDS).await;
-    let log = daemon.log();
-    let at = log.find(marker).unwrap() + marker.len();
-    let addr: String = log[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-        .collect();
-    format!("http://{addr}")
 }
 
 async fn get(url: &str) -> (u16, String) {

@@ -189,16 +189,9 @@ async fn a_read_only_database_is_waited_out_in_a_few_lines_then_everything_is_de
     let work = Workspace::new(&text);
     let env = [("ACQUIRE_DIGEST_DATABASE_URL", database.as_str())];
     let daemon = Daemon::start_with(&work, &[], &env);
-    let marker = "/-/reload on http://";
-    daemon.wait_for_log(marker, SECONDS).await;
-    let log = daemon.log();
-    let at = log.find(marker).unwrap() + marker.len();
-    let addr: String = log[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-        .collect();
+    let base = crate::support::endpoint(&daemon).await;
     let ready = || {
-        let url = format!("http://{addr}/-/ready");
+        let url = format!("{base}/-/ready");
         async move {
             let answer = reqwest::get(url).await.unwrap();
             (answer.status().as_u16(), answer.text().await.unwrap())
@@ -251,9 +244,7 @@ async fn a_read_only_database_is_waited_out_in_a_few_lines_then_everything_is_de
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(hooks.seen().len(), 20, "{}", daemon.log());
     assert_eq!(ready().await.0, 200);
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap();
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
     let metrics = metrics.text().await.unwrap();
     // Counted as they failed: the leases, or the records of a round that got its lease in.
     assert!(

@@ -460,6 +460,18 @@ pub fn zone_at(hour: i64) -> (String, chrono::FixedOffset) {
     (format!("{sign}{:02}:00", hours.abs()), offset)
 }
 
+/// The daemon's HTTP endpoint's base URL, from the line it logs when it starts serving.
+pub async fn endpoint(daemon: &Daemon) -> String {
+    let marker = "/-/reload on http://";
+    daemon.wait_for_log(marker, Duration::from_secs(20)).await;
+    let log = daemon.log();
+    let at = log.find(marker).unwrap() + marker.len();
+    let addr: String = (log[at..].chars())
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    format!("http://{addr}")
+}
+
 /// The test PostgreSQL server `scripts/with-postgres` started. Outside CI, None (the test
 /// says it skipped); in CI its absence fails the test.
 pub fn test_database_url() -> Option<String> {

@@ -8,7 +8,7 @@ use chrono::{Timelike, Utc};
 use serde_json::json;
 
 use crate::support::{
-    Daemon, Reply, Scripted, Workspace, config, shown, team, wait_until, zone_at,
+    Daemon, InProcess, Reply, Scripted, Workspace, config, shown, team, wait_until, zone_at,
 };
 
 const EVERY_SECOND: &str = "* * * * * *";
@@ -926,43 +926,6 @@ async fn once_sends_the_weekend_as_the_daemon_would_and_the_daemon_sends_nothing
         "the weekend went out twice"
     );
     stop.finish().await;
-}
-
-/// The daemon in this test's process, on a wall clock that starts at `at` and that the test
-/// can jump.
-struct InProcess {
-    stop: tokio::sync::oneshot::Sender<()>,
-    daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl InProcess {
-    fn start(
-        work: &Workspace,
-        at: chrono::DateTime<Utc>,
-    ) -> (std::sync::Arc<acquire_digest::daemon::WallClock>, InProcess) {
-        use acquire_digest::daemon::{Clock, WallClock, serve};
-        let loaded = acquire_digest::config::load(&work.config()).unwrap();
-        let clock = WallClock::starting_at(at);
-        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let path = work.config();
-        let daemon = tokio::spawn({
-            let clock: std::sync::Arc<dyn Clock> = clock.clone();
-            async move {
-                let _reloads_open = reload_tx;
-                serve(&path, loaded, clock, reloads, async {
-                    let _ = stopped.await;
-                })
-                .await
-            }
-        });
-        (clock, InProcess { stop, daemon })
-    }
-
-    async fn finish(self) {
-        self.stop.send(()).unwrap();
-        self.daemon.await.unwrap().unwrap();
-    }
 }
 
 /// A team in Berlin on `schedule`, posting to `/berlin` on `hooks`.

@@ -2,9 +2,12 @@
 //! the simulator never serves) and a loopback webhook receiver.
 
 use acquire_digest::simulator::{self, RunningSimulator, SimulatorOptions};
+use chrono::Timelike;
 use serde_json::{Value, json};
 
-use crate::support::{Reply, Scripted, Workspace, config, report, shown, stderr, stdout, team};
+use crate::support::{
+    InProcess, Reply, Scripted, Workspace, config, report, shown, stderr, stdout, team,
+};
 
 const REFERENCE_DAY: &str = "2021-03-18";
 
@@ -967,18 +970,25 @@ async fn a_gateway_answering_5xx_after_reading_gets_at_most_ten_posts_in_all() {
             Reply::new(200, "ok"),
         ],
     );
-    let work = Workspace::new(&config(
-        &sim.base_url(),
-        &[team(
-            "apac",
-            "acme",
-            &[
-                ("generic", &hooks.url("/gateway")),
-                ("mattermost", &hooks.url("/blip")),
-            ],
-        )],
-    ));
-    let first = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    // A team whose firing was five minutes ago, in UTC, so a daemon after the `once` runs is
+    // inside its catch_up and past the ten minutes a 5xx round is spaced by.
+    let now = chrono::Utc::now();
+    let firing = now - chrono::Duration::minutes(5);
+    let schedule = format!("{} {} * * *", firing.minute(), firing.hour());
+    let day = (firing.date_naive() - chrono::Days::new(1)).to_string();
+    let apac = team(
+        "apac",
+        "acme",
+        &[
+            ("generic", &hooks.url("/gateway")),
+            ("mattermost", &hooks.url("/blip")),
+        ],
+    );
+    let apac = apac
+        .replace("0 9 * * *", &schedule)
+        .replace("Asia/Kolkata", "UTC");
+    let work = Workspace::new(&config(&sim.base_url(), &[apac]));
+    let first = run(&work, &["once", "--date", &day]).await;
     // A blip of two 5xx is still delivered at once, by the quick retries.
     assert_eq!(hooks.seen_at("/blip").len(), 3, "{}", stderr(&first));
     let said = stderr(&first);
@@ -987,16 +997,23 @@ async fn a_gateway_answering_5xx_after_reading_gets_at_most_ten_posts_in_all() {
         "{said}"
     );
     for _ in 1..14 {
-        run(&work, &["once", "--date", REFERENCE_DAY]).await;
+        run(&work, &["once", "--date", &day]).await;
     }
     assert_eq!(hooks.seen_at("/gateway").len(), 10);
-    let last = run(&work, &["once", "--date", REFERENCE_DAY]).await;
+    let last = run(&work, &["once", "--date", &day]).await;
     assert!(!last.status.success());
     assert!(
         stderr(&last).contains("10 POSTs reached the receiver"),
         "{}",
         stderr(&last)
     );
+    assert_eq!(hooks.seen_at("/gateway").len(), 10);
+    // A daemon after them, half an hour on and again an hour later: still ten.
+    let (clock, daemon) = InProcess::start(&work, now + chrono::Duration::minutes(30));
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    clock.jump(chrono::Duration::hours(1));
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    daemon.finish().await;
     assert_eq!(hooks.seen_at("/gateway").len(), 10);
     assert_eq!(
         hooks.seen_at("/blip").len(),

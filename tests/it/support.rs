@@ -496,3 +496,40 @@ pub fn on_postgres(config: String) -> String {
         "[state]\nurl_env = \"ACQUIRE_DIGEST_DATABASE_URL\"",
     )
 }
+
+/// The daemon in this test's process, on a wall clock that starts at `at` and that the test
+/// can jump.
+pub struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    pub fn start(
+        work: &Workspace,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> (std::sync::Arc<acquire_digest::daemon::WallClock>, InProcess) {
+        use acquire_digest::daemon::{Clock, WallClock, serve};
+        let loaded = acquire_digest::config::load(&work.config()).unwrap();
+        let clock = WallClock::starting_at(at);
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let path = work.config();
+        let daemon = tokio::spawn({
+            let clock: std::sync::Arc<dyn Clock> = clock.clone();
+            async move {
+                let _reloads_open = reload_tx;
+                serve(&path, loaded, clock, reloads, async {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
+        (clock, InProcess { stop, daemon })
+    }
+
+    pub async fn finish(self) {
+        self.stop.send(()).unwrap();
+        self.daemon.await.unwrap().unwrap();
+    }
+}

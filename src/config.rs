@@ -28,6 +28,9 @@ const CATCH_UP_ADVICE: &str =
 /// Faster would hammer a webhook or Acquire while it is down; slower than a day would miss
 /// every retry within a catch-up window.
 const RETRY_EVERY: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(24 * 3600));
+const RECHECK: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(3600));
+const RECHECK_ADVICE: &str =
+    "use at least 10 seconds and at most 1 hour, e.g. \"15m\", or \"0\" to send at once";
 const RETRY_EVERY_ADVICE: &str = "use at least 10 seconds and at most 1 day, e.g. \"10m\"";
 /// A request that has not answered in 10 minutes has hung.
 const MAX_TIMEOUT_SECS: u64 = 600;
@@ -255,9 +258,47 @@ pub struct Team {
     pub catch_up: Duration,
     /// The earlier spans each digest is compared with (`compare`, default both).
     pub compare: Vec<Comparison>,
+    /// What the digest says beyond the figures (`insights`, default both).
+    pub insights: Insights,
+    /// How long the daemon waits before reading again data that looked incomplete; zero
+    /// sends it at once, marked provisional.
+    pub recheck: Duration,
     /// A span with no visitors posts nothing and is recorded as skipped.
     pub skip_empty: bool,
     pub webhooks: Vec<Webhook>,
+}
+
+/// `insights`: which lines a digest adds to its figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Insights {
+    /// "What moved": the rows that drove a total's change against the previous span.
+    pub moved: bool,
+    /// "Unusual": a total far from what its weekday usually has (and the wait for data that
+    /// looks incomplete).
+    pub unusual: bool,
+}
+
+impl Insights {
+    pub const NONE: Insights = Insights {
+        moved: false,
+        unusual: false,
+    };
+
+    fn with(self, name: &str) -> Result<Insights, String> {
+        match name {
+            "moved" => Ok(Insights {
+                moved: true,
+                ..self
+            }),
+            "unusual" => Ok(Insights {
+                unusual: true,
+                ..self
+            }),
+            other => Err(format!(
+                "unknown insight {other:?}: use \"moved\" and/or \"unusual\", or [] for none"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -370,6 +411,8 @@ struct RawTeam {
     top: Option<i64>,
     catch_up: Option<String>,
     compare: Option<Vec<String>>,
+    insights: Option<Vec<String>>,
+    recheck: Option<String>,
     skip_empty: Option<bool>,
     #[serde(default)]
     webhooks: Vec<RawWebhook>,
@@ -680,6 +723,32 @@ fn parse_team(
             Some(compare)
         }
     };
+    let previous = (compare.as_ref()).is_some_and(|c| c.contains(&Comparison::Previous));
+    let insights = match &raw.insights {
+        // "What moved" is said against the previous span: without it, there is nothing to say.
+        None => Some(Insights {
+            moved: previous,
+            unusual: true,
+        }),
+        Some(names) => names.iter().try_fold(Insights::NONE, |insights, name| {
+            problems.check(place, "insights", insights.with(name))
+        }),
+    };
+    let recheck = match raw.recheck.as_deref().map(str::trim) {
+        None => Some(Duration::from_secs(15 * 60)),
+        Some("0") => Some(Duration::ZERO),
+        Some(text) => {
+            let (min, max) = RECHECK;
+            let parsed = parse_duration("recheck", text, min, max, RECHECK_ADVICE);
+            problems.check(place, "recheck", parsed)
+        }
+    };
+    if insights.is_some_and(|i| i.moved) && compare.is_some() && !previous {
+        problems.add(
+            format!("{place}.insights"),
+            "\"moved\" names the rows that changed against the previous span, but compare leaves \"previous\" out: add it to compare, or drop \"moved\"",
+        );
+    }
     if raw.webhooks.is_empty() {
         problems.add(
             format!("{place}.webhooks"),
@@ -697,6 +766,8 @@ fn parse_team(
         top: top?,
         catch_up: catch_up?,
         compare: compare?,
+        insights: insights?,
+        recheck: recheck?,
         skip_empty: raw.skip_empty.unwrap_or(false),
         webhooks,
     })
@@ -872,6 +943,27 @@ pub fn short_api_keys(config: &Config) -> Vec<Problem> {
             ),
         })
         .collect()
+}
+
+/// Settings that work but don't do what their author likely meant: `check` prints them and
+/// still passes, `run` logs them at start.
+pub fn warnings(config: &Config) -> Vec<Problem> {
+    let mut warnings = Vec::new();
+    let unusual: Vec<&str> = (config.teams.iter())
+        .filter(|team| team.insights.unusual)
+        .map(|team| team.name.as_str())
+        .collect();
+    if !unusual.is_empty() && config.history_days <= crate::insight::BASELINE_DAYS {
+        warnings.push(Problem {
+            place: "history_days".into(),
+            message: format!(
+                "{} keeps too little for the \"unusual\" line, which judges a day against the 8 weeks before it: {} won't get one. Set history_days = 60 (the default), or insights = [\"moved\"] for those teams",
+                config.history_days,
+                unusual.join(", ")
+            ),
+        });
+    }
+    warnings
 }
 
 /// Reads a credential given inline (`key`) or through an environment variable (`key_env`).
@@ -1214,6 +1306,79 @@ url = "https://example.com/hook"
             "EMPTY" => Some("  ".into()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn insights_default_to_both_and_moved_needs_the_previous_span() {
+        let with = |lines: &str| VALID.replace("schedule =", &format!("{lines}\nschedule ="));
+        let insights = |text: &str| parse(text, Path::new("."), &env).unwrap().teams[0].insights;
+        assert_eq!(
+            insights(VALID),
+            Insights {
+                moved: true,
+                unusual: true
+            }
+        );
+        assert_eq!(insights(&with("insights = []")), Insights::NONE);
+        assert_eq!(
+            insights(&with("insights = [\"unusual\"]")),
+            Insights {
+                moved: false,
+                unusual: true
+            }
+        );
+        // Without the previous span "moved" has nothing to say: off by default, refused if asked.
+        let last_week = with("compare = [\"last_week\"]");
+        assert_eq!(
+            insights(&last_week),
+            Insights {
+                moved: false,
+                unusual: true
+            }
+        );
+        assert_problem(
+            &with("compare = []\ninsights = [\"moved\"]"),
+            "team \"support-apac\".insights",
+            "add it to compare",
+        );
+        assert_problem(
+            &with("insights = [\"moves\"]"),
+            "team \"support-apac\".insights",
+            "use \"moved\" and/or \"unusual\"",
+        );
+    }
+
+    #[test]
+    fn recheck_is_fifteen_minutes_by_default_zero_or_ten_seconds_to_an_hour() {
+        let with = |line: &str| VALID.replace("schedule =", &format!("{line}\nschedule ="));
+        let recheck = |text: &str| parse(text, Path::new("."), &env).unwrap().teams[0].recheck;
+        assert_eq!(recheck(VALID), Duration::from_secs(900));
+        assert_eq!(recheck(&with("recheck = \"0\"")), Duration::ZERO);
+        assert_eq!(recheck(&with("recheck = \"10s\"")), Duration::from_secs(10));
+        assert_eq!(
+            recheck(&with("recheck = \"1h\"")),
+            Duration::from_secs(3600)
+        );
+        for bad in ["9s", "61m", "soon"] {
+            assert_problem(
+                &with(&format!("recheck = \"{bad}\"")),
+                "team \"support-apac\".recheck",
+                "at most 1 hour",
+            );
+        }
+    }
+
+    #[test]
+    fn history_too_short_for_unusual_days_is_a_warning_naming_the_teams() {
+        let config = |text: &str| parse(text, Path::new("."), &env).unwrap();
+        assert!(warnings(&config(VALID)).is_empty());
+        let short = format!("history_days = 56\n{VALID}");
+        let said = warnings(&config(&short));
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].message.contains("support-apac") && said[0].message.contains("60"));
+        assert!(warnings(&config(&format!("history_days = 57\n{VALID}"))).is_empty());
+        let off = short.replace("schedule =", "insights = [\"moved\"]\nschedule =");
+        assert!(warnings(&config(&off)).is_empty());
     }
 
     fn problems(text: &str) -> Vec<Problem> {

@@ -38,6 +38,7 @@ pub mod demo;
 pub mod fetch;
 pub mod history;
 pub mod http;
+pub mod insight;
 pub mod ledger;
 pub mod pipeline;
 pub mod rank;

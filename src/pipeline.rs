@@ -16,8 +16,9 @@ use crate::clock::Clock;
 use crate::config::{Config, Team, Webhook};
 use crate::deliver::{Deliverer, Posted};
 use crate::fetch::{self, DayReport, FetchError};
-use crate::history::History;
+use crate::history::{History, Totals};
 use crate::http::RetryPolicy;
+use crate::insight::{self, Direction, Metric, Unusual};
 use crate::ledger::owed::{live_spans, window_closes};
 use crate::ledger::{
     Claim, Entry, Finish, Key, Lease, Ledger, LedgerError, Permit, Requester, State,
@@ -25,6 +26,13 @@ use crate::ledger::{
 use crate::rank::{Audience, Digest, rank};
 use crate::render::Renderer;
 use crate::schedule::{Comparison, Span, Window};
+
+/// Reads again of data that looked incomplete, before it is sent as it is.
+const MAX_RECHECKS: u32 = 3;
+
+/// Baseline days (or weeks) one digest may fetch: a new team's line appears within days
+/// without a burst of requests.
+const BASELINE_FETCHES: usize = 14;
 
 /// Quick retries of a 5xx within one round.
 const QUICK_5XX_RETRIES: u32 = 2;
@@ -102,6 +110,9 @@ pub enum HookStatus {
     Superseded,
     /// Nobody visited and the team has `skip_empty`: nothing posted, now or later.
     Skipped,
+    /// The data looked incomplete (a zero or unusually low total): nothing posted, and it is
+    /// read again then.
+    Waiting(DateTime<Utc>),
 }
 
 impl HookStatus {
@@ -143,8 +154,11 @@ impl HookStatus {
                 "skipped"
             }
             HookStatus::RetryAt { .. } | HookStatus::LedgerFailed(_) => "failed",
-            // A give-up of rounds already counted as failed, and a body only shown.
-            HookStatus::Expired(_) | HookStatus::DryRun(_) => return None,
+            // A give-up of rounds already counted as failed, a body only shown, and a wait
+            // for data (counted as a recheck).
+            HookStatus::Expired(_) | HookStatus::DryRun(_) | HookStatus::Waiting(_) => {
+                return None;
+            }
         })
     }
 }
@@ -213,6 +227,11 @@ impl fmt::Display for HookStatus {
             HookStatus::Superseded => f.write_str(
                 "superseded: its lease ran out while this process worked, and another process took the digest over (or it was given up); nothing recorded here",
             ),
+            HookStatus::Waiting(at) => write!(
+                f,
+                "waiting for data: a total looked incomplete (zero, or unusually low); read again at {}",
+                at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
         }
     }
 }
@@ -265,7 +284,7 @@ impl SpanReport {
                 true => self.hook_line(hook),
                 false => status.to_string(),
             };
-            if status.is_done() {
+            if status.is_done() || matches!(status, HookStatus::Waiting(_)) {
                 tracing::info!(%team, %date, %webhook, %host, "{line}");
             } else if status.is_given_up() {
                 let giving_up = if by_daemon { "giving up: " } else { "" };
@@ -288,9 +307,13 @@ impl Pipeline {
             renderer: Renderer::new(config.teams.iter().flat_map(|t| &t.webhooks)),
             deliverer: Deliverer::new(config.delivery_timeout),
             history: ledger.as_ref().map(Ledger::history),
-            // Reports are kept only for comparisons: with none asked for, nothing is kept and
-            // what was kept before is dropped.
-            history_days: if config.teams.iter().any(|t| !t.compare.is_empty()) {
+            // Reports are kept only for comparisons and baselines: with none asked for, nothing
+            // is kept and what was kept before is dropped.
+            history_days: if config
+                .teams
+                .iter()
+                .any(|t| !t.compare.is_empty() || t.insights.unusual)
+            {
                 config.history_days
             } else {
                 0
@@ -380,6 +403,49 @@ impl Pipeline {
                 return Err(e);
             }
         };
+        let mut digest = digest;
+        if incomplete(&digest) {
+            let read = fingerprint(&digest);
+            let reads = (leased.iter())
+                .find_map(|(_, lease)| lease.as_ref().map(|l| l.reads().clone()))
+                .unwrap_or_default();
+            if reads.count > 0 {
+                crate::telemetry::data_recheck(&team.name);
+            }
+            let settled = reads.last.as_deref() == Some(read.as_str());
+            let recheck = chrono::Duration::from_std(team.recheck).unwrap_or_default();
+            let again = self.clock.now() + recheck;
+            let may_wait = requester == Requester::Daemon
+                && !recheck.is_zero()
+                && reads.count < MAX_RECHECKS
+                && window_closes(team, span).is_some_and(|closes| again < closes);
+            if !settled {
+                // Neither kept as a baseline nor as a comparison: fetched again when needed.
+                self.forget_provisional(team, span, &digest).await;
+            }
+            if !settled && may_wait {
+                for (hook, lease) in leased {
+                    let Some(lease) = lease else { continue };
+                    let finish = Finish::Waiting {
+                        read: read.clone(),
+                        retry_at: again,
+                    };
+                    reports.push(report(
+                        hook,
+                        match lease.finish(finish).await {
+                            Ok(Some(_)) => HookStatus::Waiting(again),
+                            Ok(None) => HookStatus::Superseded,
+                            Err(e) => HookStatus::LedgerFailed(e),
+                        },
+                    ));
+                }
+                return Ok(reports);
+            }
+            if !settled {
+                digest.provisional = true;
+                tracing::warn!(team = %team.name, date = %span, "the data looks incomplete (a zero or unusually low total) and was still changing: sent marked provisional");
+            }
+        }
         // Forced by an admin, even an empty day goes out.
         if team.skip_empty && digest.is_empty && requester != (Requester::Admin { force: true }) {
             for (hook, lease) in leased {
@@ -443,7 +509,12 @@ impl Pipeline {
         .await;
         for ((which, earlier), report) in earlier.into_iter().zip(reports) {
             match report {
-                Ok(report) => crate::rank::compare(&mut digest, which, earlier, &report),
+                Ok(report) => {
+                    crate::rank::compare(&mut digest, which, earlier, &report);
+                    if which == Comparison::Previous && team.insights.moved {
+                        digest.moved = insight::moved(&day, &report);
+                    }
+                }
                 Err(e) => tracing::warn!(
                     team = %team.name,
                     date = %span,
@@ -452,6 +523,9 @@ impl Pipeline {
                     which.as_str()
                 ),
             }
+        }
+        if team.insights.unusual && self.history_days > insight::BASELINE_DAYS {
+            digest.unusual = self.unusual(team, span, &day).await;
         }
         self.prune().await;
         Ok(digest)
@@ -480,6 +554,126 @@ impl Pipeline {
         Ok(report)
     }
 
+    /// Which of the span's totals are unusual against the days (or weeks) before it, in the
+    /// team's zone: from the kept totals, and those missing fetched now from one report each,
+    /// at most [`BASELINE_FETCHES`] per digest, the same weekday first, so a new team's digest
+    /// can judge from its first day. A day that can't be had is left out, never an error.
+    async fn unusual(&self, team: &Team, span: Span, day: &DayReport) -> Vec<Unusual> {
+        let account = team.account_id.as_str();
+        let mut earlier: Vec<Span> = match span.days() {
+            1 => (1..=insight::BASELINE_DAYS)
+                .filter_map(|k| span.first.checked_sub_days(chrono::Days::new(k.into())))
+                .map(Span::day)
+                .collect(),
+            7 => (1..=insight::BASELINE_WEEKS)
+                .filter_map(|k| {
+                    let back = chrono::Days::new(7 * u64::from(k));
+                    Some(Span {
+                        first: span.first.checked_sub_days(back)?,
+                        last: span.last.checked_sub_days(back)?,
+                    })
+                })
+                .collect(),
+            _ => return Vec::new(),
+        };
+        earlier.sort_by_key(|e| {
+            (
+                (span.first - e.first).num_days() % 7 != 0,
+                span.first - e.first,
+            )
+        });
+        let windows: Vec<Window> = earlier
+            .iter()
+            .map(|&e| Window::for_span(team.zone, e))
+            .collect();
+        let mut known = match &self.history {
+            Some(history) => history.totals(account, &windows).await.unwrap_or_else(|e| {
+                tracing::warn!(team = %team.name, date = %span, "kept totals could not be read ({e}); fetching them again");
+                vec![None; windows.len()]
+            }),
+            None => vec![None; windows.len()],
+        };
+        let missing: Vec<usize> = (0..windows.len())
+            .filter(|&i| known[i].is_none())
+            .take(BASELINE_FETCHES)
+            .collect();
+        let fetches = missing.iter().map(|&i| {
+            let window = &windows[i];
+            async move { (i, self.client.fetch_countries(team, window).await) }
+        });
+        for (i, countries) in futures::future::join_all(fetches).await {
+            match countries {
+                Ok(countries) => {
+                    let (visitors, chats) = insight::headline(&DayReport {
+                        countries,
+                        ..DayReport::default()
+                    });
+                    let totals = Totals { visitors, chats };
+                    self.remember_totals(team, &windows[i], totals, false).await;
+                    known[i] = Some(totals);
+                }
+                Err(e) => {
+                    tracing::debug!(team = %team.name, date = %earlier[i], "a baseline day could not be had: {e}")
+                }
+            }
+        }
+        let (visitors, chats) = insight::headline(day);
+        Metric::BOTH
+            .into_iter()
+            .filter_map(|metric| {
+                let value = metric.of(visitors, chats);
+                let values = earlier.iter().zip(&known).filter_map(|(e, totals)| {
+                    totals.map(|t| (e.first, metric.of(t.visitors, t.chats)))
+                });
+                if span.days() == 1 {
+                    let history: Vec<_> = values.collect();
+                    insight::unusual_day(metric, span.first, value, &history)
+                } else {
+                    let weeks: Vec<u64> = values.map(|(_, v)| v).collect();
+                    insight::unusual_week(metric, value, &weeks)
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets what was kept of the span's own window, whose data looked incomplete: a later
+    /// baseline or comparison fetches it again. Its totals stay, marked provisional.
+    async fn forget_provisional(&self, team: &Team, span: Span, digest: &Digest) {
+        let window = Window::for_span(team.zone, span);
+        let totals = Totals {
+            visitors: digest.totals.visitors,
+            chats: digest.totals.chats,
+        };
+        self.remember_totals(team, &window, totals, true).await;
+        let Some(history) = self.history.as_ref().filter(|_| self.ledger.is_some()) else {
+            return;
+        };
+        if let Err(e) = history.forget(team.account_id.as_str(), &window).await {
+            tracing::warn!(team = %team.name, date = %span, "could not drop the incomplete report kept for comparisons: {e}");
+        }
+    }
+
+    async fn remember_totals(
+        &self,
+        team: &Team,
+        window: &Window,
+        totals: Totals,
+        provisional: bool,
+    ) {
+        let Some(history) = self.history.as_ref().filter(|_| self.ledger.is_some()) else {
+            return;
+        };
+        if self.history_days == 0 {
+            return;
+        }
+        if let Err(e) = history
+            .remember_totals(team.account_id.as_str(), window, totals, provisional)
+            .await
+        {
+            tracing::warn!(team = %team.name, date = %window.span, "could not keep the totals for later baselines: {e}");
+        }
+    }
+
     /// Keeps a fetched report for the digests that will compare with it.
     async fn remember(&self, team: &Team, window: &Window, report: &DayReport) {
         let Some(history) = self.history.as_ref().filter(|_| self.ledger.is_some()) else {
@@ -488,6 +682,9 @@ impl Pipeline {
         if self.history_days == 0 {
             return;
         }
+        let (visitors, chats) = insight::headline(report);
+        self.remember_totals(team, window, Totals { visitors, chats }, false)
+            .await;
         let json = serde_json::to_string(report).expect("a report serializes");
         if let Err(e) = history
             .remember(team.account_id.as_str(), window, json)
@@ -592,6 +789,25 @@ impl Pipeline {
             Err(e) => HookStatus::LedgerFailed(e),
         }
     }
+}
+
+/// Whether the digest's data looks incomplete: a total of zero where many are usual, or one
+/// unusually low. Only a team with the "unusual" insight (and enough history) can tell.
+fn incomplete(digest: &Digest) -> bool {
+    (digest.unusual.iter()).any(|u| matches!(u.direction, Direction::Low | Direction::NoneRecorded))
+}
+
+/// What a read of the data saw, short: two reads that agree have the same.
+fn fingerprint(digest: &Digest) -> String {
+    let figures = (
+        &digest.totals,
+        &digest.hours,
+        &digest.countries,
+        &digest.pages,
+        &digest.referrers,
+    );
+    let json = serde_json::to_vec(&figures).expect("the figures serialize");
+    crate::config::sha256_hex(&json)[..16].to_owned()
 }
 
 /// [`Pipeline::after_server_errors`], pure: `every` doubled for each round the `posts` spent

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::fetch::{ChatSource, CountryRow, DayReport};
+use crate::insight::{Moves, Unusual};
 use crate::schedule::{Comparison, Span, Window, Zone};
 
 /// How many peak hours a digest names.
@@ -52,6 +53,12 @@ pub struct Digest {
     pub more: More,
     /// True when nobody visited: every list is empty and every total zero.
     pub is_empty: bool,
+    /// The rows that drove each headline total's change against `compare.previous`.
+    pub moved: Moves,
+    /// The totals far from what their weekday (or the weeks before) usually has.
+    pub unusual: Vec<Unusual>,
+    /// True when the data looked incomplete and was still changing when the digest was sent.
+    pub provisional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -238,6 +245,9 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
         referrers,
         more,
         is_empty,
+        moved: Moves::default(),
+        unusual: Vec::new(),
+        provisional: false,
     }
 }
 

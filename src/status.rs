@@ -139,7 +139,9 @@ fn span_status(span: Span, entry: Option<&crate::ledger::Entry>) -> SpanStatus {
             leased_until: None,
         };
     };
+    let waiting = entry.last_error.as_deref() == Some(crate::ledger::WAITING_FOR_DATA);
     let state = match entry.state {
+        State::Pending if waiting => "waiting",
         State::Pending if entry.attempts > 0 => "failed",
         state => state.as_str(),
     };
@@ -191,6 +193,13 @@ impl fmt::Display for Status {
                             if span.attempts == 1 { "" } else { "s" }
                         ),
                         "pending" => write!(line, "pending, not tried yet"),
+                        "waiting" => write!(
+                            line,
+                            "waiting for data: it looked incomplete{}",
+                            span.next_attempt
+                                .map(|at| format!("; read again at {}", time(at)))
+                                .unwrap_or_default()
+                        ),
                         "skipped" => write!(line, "skipped: no visitors"),
                         "refused" => write!(line, "REFUSED (not sent again until its URL changes)"),
                         "unknown" => write!(line, "OUTCOME UNKNOWN (two POSTs went unanswered)"),
@@ -207,7 +216,7 @@ impl fmt::Display for Status {
                         "unreadable" => write!(line, "UNREADABLE by this version"),
                         _ => write!(line, "GIVEN UP: its catch_up window closed"),
                     };
-                    if span.state != "delivered"
+                    if !matches!(span.state, "delivered" | "waiting")
                         && let Some(error) = &span.last_error
                     {
                         let _ = write!(line, ": {error}");

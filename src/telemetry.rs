@@ -35,6 +35,7 @@ struct Metrics {
     next_digest: Family<Labels, FloatGauge>,
     pending: Gauge,
     ledger_errors: Family<Labels, Counter>,
+    data_rechecks: Family<Labels, Counter>,
     reload_ok: Gauge,
     reload_at: FloatGauge,
 }
@@ -56,6 +57,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         next_digest: Family::default(),
         pending: Gauge::default(),
         ledger_errors: Family::default(),
+        data_rechecks: Family::default(),
         reload_ok: Gauge::default(),
         reload_at: FloatGauge::default(),
     };
@@ -99,6 +101,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "acquire_digest_ledger_errors",
         "Operations on the delivery ledger that failed, by op (read, lease, record)",
         m.ledger_errors.clone(),
+    );
+    registry.register(
+        "acquire_digest_data_rechecks",
+        "Reads of a team's data again after it looked incomplete (a zero or unusually low total)",
+        m.data_rechecks.clone(),
     );
     registry.register(
         "acquire_digest_config_last_reload_successful",
@@ -147,6 +154,12 @@ pub fn delivery_round<'a>(
 pub fn ledger_error(op: &'static str) {
     let labels = vec![("op", op.to_owned())];
     METRICS.ledger_errors.get_or_create(&labels).inc();
+}
+
+/// One read of a team's data again, after it looked incomplete.
+pub fn data_recheck(team: &str) {
+    let labels = vec![("team", team.to_owned())];
+    METRICS.data_rechecks.get_or_create(&labels).inc();
 }
 
 /// One request to the Acquire API; `status` is None when no HTTP answer came.

@@ -39,6 +39,11 @@ const WATERMARKS: (i64, &str, &str) = (
     "watermarks",
     include_str!("../../migrations/4_watermarks.sql"),
 );
+const INSIGHTS: (i64, &str, &str) = (
+    5,
+    "insights",
+    include_str!("../../migrations/5_insights.sql"),
+);
 const SQLITE: &[(i64, &str, &str)] = &[
     LEDGER,
     HISTORY,
@@ -48,8 +53,9 @@ const SQLITE: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/3_earlier_ledgers.sql"),
     ),
     WATERMARKS,
+    INSIGHTS,
 ];
-const POSTGRES: &[(i64, &str, &str)] = &[LEDGER, HISTORY, WATERMARKS];
+const POSTGRES: &[(i64, &str, &str)] = &[LEDGER, HISTORY, WATERMARKS, INSIGHTS];
 
 /// How the two databases differ, and nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

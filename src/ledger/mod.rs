@@ -168,6 +168,10 @@ pub struct Entry {
     pub delivered_at: Option<DateTime<Utc>>,
     /// Until when another holder's lease keeps it off; None when nobody holds it.
     pub leased_until: Option<DateTime<Utc>>,
+    /// The reads of its data that looked incomplete, each followed by a wait for more.
+    pub reads: u32,
+    /// What the last of them read, so a read that agrees with it ends the wait.
+    pub last_read: Option<String>,
 }
 
 impl Entry {
@@ -201,6 +205,8 @@ impl Entry {
             refused_url: None,
             delivered_at: None,
             leased_until: None,
+            reads: 0,
+            last_read: None,
         }
     }
 }
@@ -247,7 +253,25 @@ pub enum Finish {
     Exhausted,
     /// Nothing to post (an empty day under `skip_empty`): settled without a POST.
     Skipped,
+    /// Its data looked incomplete: nothing was posted, and it reads again at `retry_at`
+    /// without counting a failed attempt. `read` is what this read saw.
+    Waiting {
+        read: String,
+        retry_at: DateTime<Utc>,
+    },
 }
+
+/// What a digest's row says of the reads of its data that looked incomplete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// How many: each was followed by a wait for more.
+    pub count: u32,
+    /// What the last one read.
+    pub last: Option<String>,
+}
+
+/// A pending digest's `last_error` while it waits for its data: not a failure.
+pub const WAITING_FOR_DATA: &str = "waiting for data: the span looked incomplete";
 
 /// A digest's row whole, as read under its lock and written back. The owner stays after the
 /// lease expires, so a stalled holder's late answer is still recorded unless another process
@@ -277,7 +301,7 @@ fn take(
     url: &str,
     token: String,
     until: DateTime<Utc>,
-) -> (Option<Record>, Result<u32, Claim>) {
+) -> (Option<Record>, Result<(u32, Reads), Claim>) {
     let mut entry = record.map_or_else(Entry::pending, |record| record.entry);
     if let Some(until) = entry.leased_until {
         return (None, Err(Claim::Busy(until)));
@@ -299,8 +323,12 @@ fn take(
         post_limit = post_limit.max(entry.posts + 1);
     }
     entry.leased_until = Some(until);
+    let reads = Reads {
+        count: entry.reads,
+        last: entry.last_read.clone(),
+    };
     let owner = Some(token);
-    (Some(Record { entry, owner }), Ok(post_limit))
+    (Some(Record { entry, owner }), Ok((post_limit, reads)))
 }
 
 /// A pending digest nobody holds, whose catch-up window closed, is given up.
@@ -373,6 +401,12 @@ fn fenced(
                     entry.state = State::Skipped;
                     None
                 }
+                Finish::Waiting { read, retry_at } => {
+                    entry.reads = entry.reads.saturating_add(1);
+                    entry.last_read = Some(read);
+                    entry.last_error = Some(WAITING_FOR_DATA.to_owned());
+                    Some(retry_at)
+                }
             };
             // Two POSTs unanswered: it may have arrived, so nothing resends it on its own; nor
             // once the bound on posts that reached the receiver is spent.
@@ -421,7 +455,8 @@ fn answered(entry: &mut Entry, posted: &Posted, url: &str, now: DateTime<Utc>) {
 
 /// The columns of a row, in the order they are read and written.
 const COLUMNS: &str = "team, first_day, last_day, webhook, state, attempts, unanswered, \
-    next_attempt, last_error, refused_url, delivered_at, lease_owner, lease_until, posts";
+    next_attempt, last_error, refused_url, delivered_at, lease_owner, lease_until, posts, reads, \
+    last_read";
 /// One (team, span, webhook): parameters $1 to $4.
 const KEY: &str = "team = $1 AND first_day = $2 AND last_day = $3 AND webhook = $4";
 
@@ -464,6 +499,8 @@ fn parse(row: &sqlx::any::AnyRow) -> Result<(Key, Record), String> {
         delivered_at: seconds(10)?,
         leased_until: number(12)?.and_then(DateTime::from_timestamp_millis),
         posts: count(13)?,
+        reads: count(14)?,
+        last_read: text(15)?,
     };
     Ok((
         key,
@@ -662,7 +699,7 @@ impl Ledger {
             .await?;
         Ok(match taken {
             Err(claim) => claim,
-            Ok(post_limit) => {
+            Ok((post_limit, reads)) => {
                 let url = url.to_owned();
                 let holder = Holder {
                     key: key.clone(),
@@ -670,7 +707,7 @@ impl Ledger {
                     post_limit,
                     url,
                 };
-                Claim::Leased(Lease::new(self.clone(), holder))
+                Claim::Leased(Lease::new(self.clone(), holder, reads))
             }
         })
     }
@@ -849,7 +886,7 @@ impl Ledger {
             // No row: only a lease makes one, so no rule reads the time.
             let (record, now) = match found {
                 Some(row) => {
-                    let now = row.try_get::<i64, _>(14).map_err(sql)?;
+                    let now = row.try_get::<i64, _>(16).map_err(sql)?;
                     let now = DateTime::from_timestamp_millis(now).unwrap_or(process_now);
                     (Some(parse(&row)?.1), now)
                 }
@@ -869,6 +906,8 @@ impl Ledger {
                     .bind(owner)
                     .bind(entry.leased_until.map(|t| t.timestamp_millis()))
                     .bind(i64::from(entry.posts))
+                    .bind(i64::from(entry.reads))
+                    .bind(entry.last_read)
                     .execute(&mut *tx)
                     .await
                     .map_err(sql)?;
@@ -912,7 +951,7 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
         .map(|column| format!("{column} = excluded.{column}"))
         .collect();
     format!(
-        "INSERT INTO digests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        "INSERT INTO digests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          ON CONFLICT (team, first_day, last_day, webhook) DO UPDATE SET {}",
         updates.join(", ")
     )
@@ -945,6 +984,8 @@ struct Holder {
 pub struct Lease {
     ledger: Ledger,
     holder: Holder,
+    /// The reads of the digest's data that looked incomplete before this lease.
+    reads: Reads,
     /// POSTs that may have reached the receiver, as of this holder's last one.
     posts: std::sync::atomic::AtomicU32,
     heartbeat: CancellationToken,
@@ -952,12 +993,13 @@ pub struct Lease {
 }
 
 impl Lease {
-    fn new(ledger: Ledger, holder: Holder) -> Lease {
+    fn new(ledger: Ledger, holder: Holder, reads: Reads) -> Lease {
         let heartbeat = CancellationToken::new();
         tokio::spawn(beat(ledger.clone(), holder.clone(), heartbeat.clone()));
         Lease {
             ledger,
             holder,
+            reads,
             posts: Default::default(),
             _stops_heartbeat: heartbeat.clone().drop_guard(),
             heartbeat,
@@ -975,6 +1017,11 @@ impl Lease {
     }
 
     /// POSTs of this digest that may have reached the receiver, counting this holder's last.
+    /// The reads of the digest's data that looked incomplete before this lease was taken.
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+
     pub fn posts(&self) -> u32 {
         self.posts.load(std::sync::atomic::Ordering::Relaxed)
     }

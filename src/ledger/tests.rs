@@ -160,6 +160,8 @@ on_both_stores!(
     each_alert_is_recorded_once_across_processes,
     a_skipped_digest_is_settled_for_all_but_a_forced_admin,
     a_schema_newer_than_this_version_is_refused_naming_both_versions,
+    a_digest_waiting_for_data_is_pending_unleased_and_remembers_its_read,
+    totals_are_kept_by_exact_window_and_provisional_ones_are_not_trusted,
 );
 
 fn not_delivered() -> Posted {
@@ -1169,4 +1171,98 @@ async fn a_post_permitted_after_a_lock_wait_is_not_posted_twice() {
         let permit = second.before_post().await.unwrap();
         panic!("a second holder while our POST is out, its permit: {permit:?}");
     }
+}
+
+async fn a_digest_waiting_for_data_is_pending_unleased_and_remembers_its_read(fx: Fixture) {
+    let ledger = fx.open().await;
+    let slack = key("slack");
+    let Claim::Leased(first) = lease(&ledger, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    assert_eq!(first.reads(), &Reads::default());
+    let retry_at = fx.clock.now() + chrono::Duration::minutes(15);
+    let read = "0f3a".to_owned();
+    first
+        .finish(Finish::Waiting { read, retry_at })
+        .await
+        .unwrap()
+        .unwrap();
+    let waiting = entry(&ledger, &slack).await.unwrap();
+    // Not a failure, not held: pending until the read again, as any process sees it.
+    assert_eq!((waiting.state, waiting.attempts), (State::Pending, 0));
+    assert_eq!(waiting.leased_until, None);
+    assert_eq!(waiting.last_error.as_deref(), Some(WAITING_FOR_DATA));
+    assert_eq!(
+        waiting.next_attempt.map(|t| t.timestamp()),
+        Some(retry_at.timestamp())
+    );
+    let Claim::Leased(second) = lease(&fx.open().await, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    assert_eq!(
+        second.reads(),
+        &Reads {
+            count: 1,
+            last: Some("0f3a".into())
+        }
+    );
+    second
+        .finish(Finish::Posted(Posted::Delivered, retry_at))
+        .await
+        .unwrap();
+    let delivered = entry(&ledger, &slack).await.unwrap();
+    assert_eq!((delivered.state, delivered.reads), (State::Delivered, 1));
+}
+
+async fn totals_are_kept_by_exact_window_and_provisional_ones_are_not_trusted(fx: Fixture) {
+    use crate::history::Totals;
+    use crate::schedule::Zone;
+    let history = fx.open().await.history();
+    let kolkata = Zone::parse("Asia/Kolkata").unwrap();
+    let day = |d: &str| Window::for_date(kolkata, d.parse().unwrap());
+    let windows = [day("2026-11-18"), day("2026-11-19"), day("2026-11-20")];
+    let totals = |visitors| Totals { visitors, chats: 2 };
+    history
+        .remember_totals("acme", &windows[0], totals(40), false)
+        .await
+        .unwrap();
+    history
+        .remember_totals("acme", &windows[2], totals(7), true)
+        .await
+        .unwrap();
+    // Another zone's window of the same date is another window.
+    let utc = Window::for_date(
+        Zone::parse("+00:00").unwrap(),
+        "2026-11-19".parse().unwrap(),
+    );
+    history
+        .remember_totals("acme", &utc, totals(99), false)
+        .await
+        .unwrap();
+    let known = history.totals("acme", &windows).await.unwrap();
+    assert_eq!(known, [Some(totals(40)), None, None]);
+    // Read again and settled, it is trusted.
+    history
+        .remember_totals("acme", &windows[2], totals(41), false)
+        .await
+        .unwrap();
+    let known = fx
+        .open()
+        .await
+        .history()
+        .totals("acme", &windows)
+        .await
+        .unwrap();
+    assert_eq!(known, [Some(totals(40)), None, Some(totals(41))]);
+    assert_eq!(
+        history.totals("globex", &windows).await.unwrap(),
+        [None, None, None]
+    );
+    // Forgotten with the reports, by the window's end.
+    history
+        .forget_before("2026-11-19".parse().unwrap())
+        .await
+        .unwrap();
+    let known = history.totals("acme", &windows).await.unwrap();
+    assert_eq!(known, [None, None, Some(totals(41))]);
 }

@@ -19,6 +19,8 @@ pub fn register(registry: &mut Handlebars) {
     registry.register_helper("daterange", Box::new(daterange));
     registry.register_helper("change", Box::new(change));
     registry.register_helper("rankmark", Box::new(rankmark));
+    registry.register_helper("moved", Box::new(moved));
+    registry.register_helper("unusual", Box::new(unusual));
     registry.register_helper("if", Box::new(If(true)));
     registry.register_helper("unless", Box::new(If(false)));
 }
@@ -40,6 +42,110 @@ handlebars_helper!(rankmark: |rank: Json, before: Json| match rank.as_u64() {
     Some(rank) => rank_mark(rank, before.as_u64()),
     None => String::new(),
 });
+
+handlebars_helper!(moved: |moves: Json| moved_line(moves));
+handlebars_helper!(unusual: |flags: Json| unusual_line(flags));
+
+/// How long a driver's name may be in a "what moved" line: it has to fit a phone.
+const DRIVER_NAME: usize = 32;
+
+/// The digest's `moved` as one line: `Visitors ▼ 12% (−115): India −80 · Brazil −25; Chats
+/// ▲ 30% (+24): t.co +20`. Empty when neither total moved.
+pub fn moved_line(moves: &Value) -> String {
+    let parts: Vec<String> = [("Visitors", "visitors"), ("Chats", "chats")]
+        .into_iter()
+        .filter_map(|(label, key)| {
+            let total = moves.get(key).filter(|m| m.is_object())?;
+            let delta = total.get("change")?.as_i64()?;
+            let before = total.get("before").and_then(Value::as_f64).unwrap_or(0.0);
+            let now = before + delta as f64;
+            let mut part = format!(
+                "{label} {} ({})",
+                percent_change(now, before),
+                signed(delta)
+            );
+            let drivers = total.get("drivers").and_then(Value::as_array);
+            let drivers: Vec<String> = drivers
+                .into_iter()
+                .flatten()
+                .filter_map(|d| {
+                    let name = short_source(d.get("name")?.as_str()?);
+                    let delta = d.get("change")?.as_i64()?;
+                    Some(format!("{} {}", cut(name, DRIVER_NAME), signed(delta)))
+                })
+                .collect();
+            if !drivers.is_empty() {
+                part.push_str(": ");
+                part.push_str(&drivers.join(" · "));
+            }
+            Some(part)
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// The digest's `unusual` as one line: `Visitors 31: unusually high for a Tuesday (usually
+/// about 12)`, flags joined by ` · `. Empty when nothing is unusual.
+pub fn unusual_line(flags: &Value) -> String {
+    let flags = flags.as_array().map(Vec::as_slice).unwrap_or_default();
+    let said: Vec<String> = flags
+        .iter()
+        .filter_map(|flag| {
+            let metric = flag.get("metric")?.as_str()?;
+            let label = match metric {
+                "visitors" => "Visitors",
+                "chats" => "Chats",
+                _ => return None,
+            };
+            let value = thousands(flag.get("value")?.as_f64()?);
+            let usual = thousands(flag.get("usual")?.as_f64()?);
+            let period = match flag.get("weekday").and_then(Value::as_str) {
+                Some(weekday) => format!("a {weekday}"),
+                None => "a week".to_owned(),
+            };
+            // The kind's escape has been over it: Markdown's turns none_recorded into
+            // none\_recorded.
+            let direction: String = flag.get("direction")?.as_str()?.chars().filter(char::is_ascii_alphabetic).collect();
+            Some(match direction.as_str() {
+                "high" => format!("{label} {value}: unusually high for {period} (usually about {usual})"),
+                "low" => format!("{label} {value}: unusually low for {period} (usually about {usual})"),
+                "nonerecorded" => format!("{label}: no {metric} recorded: tracking may be broken or the data not in yet (usually about {usual} for {period})"),
+                _ => return None,
+            })
+        })
+        .collect();
+    said.join(" · ")
+}
+
+/// A change as a reader writes it: `+20`, `−80` (a minus sign, not a hyphen).
+fn signed(delta: i64) -> String {
+    match delta {
+        c if c < 0 => format!("−{}", thousands(c.unsigned_abs() as f64)),
+        c => format!("+{}", thousands(c as f64)),
+    }
+}
+
+/// A referrer or page without what every one has: `https://www.google.com/` → `google.com`.
+/// The kind's escape has been over it, so `https:` may be followed by a zero-width space.
+fn short_source(name: &str) -> &str {
+    const ZERO_WIDTH: char = '\u{200B}';
+    let rest = match name.split_once("//") {
+        Some((scheme, rest))
+            if matches!(scheme.trim_end_matches(ZERO_WIDTH), "http:" | "https:") =>
+        {
+            rest
+        }
+        _ => name,
+    };
+    let rest = match rest.strip_prefix("www.") {
+        Some(host) => host.trim_start_matches(ZERO_WIDTH),
+        None => rest,
+    };
+    match rest.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => rest,
+    }
+}
 
 /// A total beside its earlier value: `▲ 12%`, `▼ 3%`, `=` (within half a percent), or `new`
 /// when there was nothing before to take a percentage of.

@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Daemon, Scripted, Workspace, config, on_postgres, report, run_beside, serve, stderr, team,
-    test_database_url, zone_at,
+    Daemon, InProcess, Scripted, Workspace, config, on_postgres, report, run_beside, serve, stderr,
+    team, test_database_url, zone_at,
 };
 
 /// One day's rows: countries (name, visitors) and pages (url, chats).
@@ -21,6 +21,8 @@ use crate::support::{
 struct Day {
     countries: Vec<(&'static str, u64)>,
     pages: Vec<(&'static str, u64)>,
+    /// Data still arriving: each request for the day adds one visitor to its first country.
+    growing: bool,
 }
 
 #[derive(Default)]
@@ -82,9 +84,14 @@ async fn answer(
     let endpoint = request.uri().path().rsplit('/').next().unwrap_or_default();
     let mut served = served.lock().unwrap();
     *served.asked.entry(start.clone()).or_default() += 1;
+    let asked = served.asked[&start] as u64;
     let Some(day) = served.days.get(&start) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no such day here".into());
     };
+    let mut day = day.clone();
+    if day.growing {
+        day.countries[0].1 += asked;
+    }
     let (key, rows) = match endpoint {
         "visitors-by-location" => (
             "visitorsByLocation",
@@ -143,6 +150,7 @@ fn tuesday_and_wednesday() -> Vec<(String, Day)> {
             Day {
                 countries: vec![("Aland", 50), ("Belize", 40), ("Chad", 30), ("Denmark", 5)],
                 pages: vec![("https://shop.example/a", 9), ("https://shop.example/b", 3)],
+                growing: false,
             },
         ),
         (
@@ -150,6 +158,7 @@ fn tuesday_and_wednesday() -> Vec<(String, Day)> {
             Day {
                 countries: vec![("Belize", 60), ("Aland", 45), ("Chad", 30), ("Estonia", 10)],
                 pages: vec![("https://shop.example/b", 8), ("https://shop.example/c", 2)],
+                growing: false,
             },
         ),
     ]
@@ -244,6 +253,7 @@ async fn ranks_and_a_failed_comparison_then_nothing_refetched(
         Day {
             countries: vec![("Chad", 1)],
             pages: vec![],
+            growing: false,
         },
     ));
     let api = Days::start(&days).await;
@@ -366,6 +376,7 @@ async fn a_dry_run_reads_kept_days_and_keeps_none() {
         let chad = Day {
             countries: vec![("Chad", 2)],
             pages: vec![],
+            growing: false,
         };
         days.push((date.clone(), chad));
     }
@@ -524,4 +535,140 @@ async fn nothing_is_kept_while_no_team_compares() {
     assert_eq!(api.asked(&wed), 8);
     let thursday = hooks.seen_at("/generic")[1].json();
     assert_eq!(thursday["compare"]["previous"]["totals"]["visitors"], 145);
+}
+
+/// Issue 20: a team with no history learns its baselines at most 14 days per digest (one
+/// report each), the same weekday first, so its first digest can already say that a day of
+/// nothing, where 40 are usual, looks like broken tracking.
+#[tokio::test]
+async fn a_new_team_fetches_at_most_fourteen_baseline_days_per_digest() {
+    // Two days ago: its 56 days before are all inside the 60 kept.
+    let day = before(&chrono::Utc::now().date_naive().to_string(), 2);
+    let mut days: Vec<(String, Day)> = (1..=56)
+        .map(|n| {
+            let usual = Day {
+                countries: vec![("India", 40)],
+                pages: Vec::new(),
+                growing: false,
+            };
+            (before(&day, n), usual)
+        })
+        .collect();
+    days.push((day.clone(), Day::default()));
+    let api = Days::start(&days).await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &api.base,
+        &[team("apac", "acme", &[("generic", &hooks.url("/generic"))])],
+    ));
+    let output = once(&work, &["--date", &day], &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Four reports of the day, four of each comparison, and 14 baseline days of one report.
+    assert_eq!(api.total(), 4 + 4 + 4 + 14);
+    // The eight Wednesdays before came first: the comparison's a week earlier, then seven.
+    for week in 1..=8 {
+        assert!(api.asked(&before(&day, 7 * week)) >= 1, "week {week}");
+    }
+    let body = hooks.seen_at("/generic")[0].json();
+    assert_eq!(
+        body["unusual"],
+        json!([{"metric": "visitors", "direction": "none_recorded", "value": 0, "usual": 40,
+                "weekday": chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").unwrap().format("%A").to_string(),
+                "score": body["unusual"][0]["score"]}])
+    );
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Visitors: no visitors recorded: tracking may be broken"),
+        "{}",
+        body["text"]
+    );
+    assert_eq!(body["moved"]["visitors"]["change"], -40);
+    assert_eq!(body["provisional"], false);
+
+    // Each later digest learns 14 more, until all 56 are kept; then none.
+    let mut learned = vec![];
+    for _ in 0..4 {
+        let asked = api.total();
+        let output = once(&work, &["--date", &day, "--force"], &[]).await;
+        assert!(output.status.success(), "{}", stderr(&output));
+        learned.push(api.total() - asked - 4);
+    }
+    // 16 known after the first: 14, 14, 12, then nothing left to learn.
+    assert_eq!(learned, [14, 14, 12, 0]);
+}
+
+/// Issue 20: a day whose data keeps changing and stays far below what is usual is read again
+/// every `recheck`, three times, then sent once, marked provisional.
+#[tokio::test]
+async fn data_that_never_settles_is_sent_once_after_three_rechecks_marked_provisional() {
+    // Wednesday 25 Nov 2026 at 09:00 in Kolkata covers Tuesday; 40 visitors are usual.
+    let day = "2026-11-24".to_owned();
+    let mut days: Vec<(String, Day)> = (1..=56)
+        .map(|n| {
+            let usual = Day {
+                countries: vec![("India", 40)],
+                ..Day::default()
+            };
+            (before(&day, n), usual)
+        })
+        .collect();
+    let arriving = Day {
+        countries: vec![("India", 0)],
+        growing: true,
+        ..Day::default()
+    };
+    days.push((day.clone(), arriving));
+    let api = Days::start(&days).await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &api.base,
+        &[team("apac", "acme", &[("generic", &hooks.url("/generic"))])],
+    ));
+    let (clock, daemon) = InProcess::start(&work, "2026-11-25T03:29:58Z".parse().unwrap());
+    let mut minutes = 0;
+    while hooks.seen_at("/generic").is_empty() {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Nothing goes out while it waits: 15 minutes between reads.
+        if minutes < 45 {
+            assert!(hooks.seen().is_empty(), "sent after {minutes} minutes");
+        }
+        if minutes == 0 {
+            let mut said = String::new();
+            for _ in 0..20 {
+                let status = run_beside(work.dir.path(), &["status", "--date", &day], &[]).await;
+                said = String::from_utf8_lossy(&status.stdout).into_owned();
+                if said.contains("waiting") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let shown = "waiting for data: it looked incomplete; read again at 2026-11-25 03:45";
+            assert!(said.contains(shown), "{said}");
+        }
+        clock.jump(chrono::Duration::minutes(8));
+        minutes += 8;
+        assert!(minutes <= 120, "not sent after two hours");
+    }
+    assert!(minutes >= 45, "sent after {minutes} minutes");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    clock.jump(chrono::Duration::hours(1));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.finish().await;
+    let sent = hooks.seen_at("/generic");
+    assert_eq!(sent.len(), 1);
+    let body = sent[0].json();
+    assert_eq!(body["provisional"], true);
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Figures may still be updating."),
+        "{}",
+        body["text"]
+    );
+    assert_eq!(body["unusual"][0]["direction"], "low");
+    // Four reads of each report: the first and three rechecks.
+    assert_eq!(api.asked(&day), 4 * 4);
 }

@@ -3,6 +3,7 @@
 
 use acquire_digest::config::{Webhook, WebhookKind, WebhookUrl};
 use acquire_digest::fetch::{ChatSource, CountryRow, DayReport, HourRow};
+use acquire_digest::insight::{self, Direction, Metric, Unusual};
 use acquire_digest::rank::{Audience, Digest, compare, rank};
 use acquire_digest::render::Renderer;
 use acquire_digest::schedule::{Comparison, Window, Zone};
@@ -200,6 +201,98 @@ fn every_kind_of_the_reference_day() {
     }
 }
 
+/// The compared reference day with what moved against the day before, an unusual total of
+/// each kind, and figures still updating.
+fn insightful_reference_day() -> Digest {
+    let mut digest = compared_reference_day();
+    let today = busy_reference_day();
+    let mut day_before = today.clone();
+    for country in &mut day_before.countries {
+        match country.cca3.as_str() {
+            "IND" => (country.visitors, country.chats) = (20, 100),
+            "USA" => country.visitors += 9,
+            _ => {}
+        }
+    }
+    day_before.countries.retain(|c| c.cca3 != "BFA");
+    day_before.referrers[0].chats += 40;
+    day_before.pages[0].chats -= 50;
+    digest.moved = insight::moved(&today, &day_before);
+    let flag = |metric, direction, value, usual, score| Unusual {
+        metric,
+        direction,
+        value,
+        usual,
+        weekday: Some("Thursday".into()),
+        score,
+    };
+    digest.unusual = vec![
+        flag(Metric::Visitors, Direction::High, 131, 40, 6.2),
+        flag(Metric::Chats, Direction::Low, 3, 120, -4.8),
+    ];
+    digest.provisional = true;
+    digest
+}
+
+/// Every kind says what moved and what is unusual in one line each, as its readers see it.
+#[test]
+fn every_kind_shows_what_moved_and_what_is_unusual() {
+    let insightful = insightful_reference_day();
+    let visitors = insightful.moved.visitors.as_ref().unwrap();
+    assert_eq!((visitors.change, visitors.before), (72, 59));
+    for kind in [
+        WebhookKind::Slack,
+        WebhookKind::Discord,
+        WebhookKind::Teams,
+        WebhookKind::GoogleChat,
+        WebhookKind::Mattermost,
+        WebhookKind::Generic,
+    ] {
+        let message = body(kind, &insightful);
+        let read = match kind {
+            WebhookKind::Generic => message["text"].as_str().unwrap().to_owned(),
+            _ => Renderer::builtin().preview(&hook(kind), &message),
+        };
+        insta::assert_snapshot!(format!("{}_insights_as_read", kind.as_str()), read);
+        for shown in [
+            "What moved: Visitors ▲ 122% (+72): India +80",
+            "Unusual: Visitors 131: unusually high for a Thursday (usually about 40) · Chats 3: unusually low for a Thursday (usually about 120)",
+            "Figures may still be updating.",
+        ] {
+            assert!(read.contains(shown), "{}: {shown} in {read}", kind.as_str());
+        }
+        let lines = read.lines().filter(|l| l.contains("What moved")).count();
+        assert_eq!(lines, 1, "{}: {read}", kind.as_str());
+    }
+    let generic = body(WebhookKind::Generic, &insightful);
+    assert_eq!(generic["moved"]["visitors"]["drivers"][0]["name"], "India");
+    assert_eq!(generic["moved"]["visitors"]["against"], "previous");
+    assert_eq!(generic["unusual"][1]["direction"], "low");
+    assert_eq!(generic["unusual"][0]["weekday"], "Thursday");
+    assert_eq!(generic["provisional"], true);
+    // An empty day still says that nothing was recorded where much usually is.
+    let mut empty = digest(&DayReport::default(), "support-apac", 5);
+    empty.unusual = vec![Unusual {
+        metric: Metric::Visitors,
+        direction: Direction::NoneRecorded,
+        value: 0,
+        usual: 40,
+        weekday: Some("Thursday".into()),
+        score: -9.1,
+    }];
+    for kind in [
+        WebhookKind::Slack,
+        WebhookKind::Teams,
+        WebhookKind::Mattermost,
+    ] {
+        let read = Renderer::builtin().preview(&hook(kind), &body(kind, &empty));
+        assert!(
+            read.contains("Visitors: no visitors recorded: tracking may be broken or the data not in yet (usually about 40 for a Thursday)"),
+            "{read}"
+        );
+    }
+}
+
 /// Every string in a body that a reader sees, wherever it is (not the card's own schema and
 /// content type).
 fn strings(value: &Value) -> Vec<&str> {
@@ -338,7 +431,9 @@ fn day_strategy() -> impl Strategy<Value = DayReport> {
 }
 
 /// A digest beside an earlier day, as both comparisons: visitor text there only moves ranks.
+/// And the earlier day's rows as what moved, so visitor text reaches a line of its own.
 fn compared(mut digest: Digest, earlier: &DayReport) -> Digest {
+    digest.moved = insight::moved(earlier, &DayReport::default());
     let span = Window::for_date(
         Zone::parse("Asia/Kolkata").unwrap(),
         "2021-03-18".parse().unwrap(),

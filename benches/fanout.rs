@@ -263,7 +263,7 @@ fn config(n: usize, base_url: &str, receiver: &str, extra: &str, schedule: &str)
     for i in 0..n {
         text.push_str(&format!(
             "\n[[teams]]\nname = \"team-{i}\"\naccount_id = \"account-{i}\"\napi_key = \"bench-key\"\n\
-             timezone = \"{}\"\nschedule = \"{schedule}\"\ncompare = []\n\n[[teams.webhooks]]\nkind = \"slack\"\n\
+             timezone = \"{}\"\nschedule = \"{schedule}\"\ncompare = []\ninsights = []\n\n[[teams.webhooks]]\nkind = \"slack\"\n\
              url = \"{receiver}/hooks/{i}\"\n",
             ZONES[i % ZONES.len()]
         ));

@@ -260,8 +260,12 @@ pub fn unusual_day(
             median(&mut ts).expect("the weekday has a value")
         });
     }
+    // A weekday known once is its own median: its zero distance says nothing of the spread,
+    // and a new team's few days of history would count it as calm.
+    let known_twice = |w: &Weekday| known.iter().filter(|(k, _)| k == w).nth(1).is_some();
     let mut deviations: Vec<f64> = known
         .iter()
+        .filter(|(w, _)| known_twice(w))
         .map(|(w, v)| (stabilised(*v) - weekday_medians[w]).abs())
         .collect();
     let spread = median(&mut deviations).expect("there are values");

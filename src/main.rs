@@ -160,6 +160,10 @@ struct SimulateArgs {
     /// Accept only this bearer token (default: any non-empty one).
     #[arg(long, env = "ACQUIRE_SIMULATOR_API_KEY")]
     api_key: Option<String>,
+    /// Make an account's day an outage (zeros), a spike (3×) or late (empty on the first read,
+    /// half on the second); repeatable.
+    #[arg(long = "event", value_name = "ACCOUNT:DATE:KIND")]
+    events: Vec<simulator::SimulatedEvent>,
 }
 
 fn main() -> ExitCode {
@@ -206,6 +210,7 @@ async fn dispatch(command: Command, log_format: LogFormat) -> anyhow::Result<Exi
                 latency: Duration::from_millis(args.latency_ms),
                 fail_rate: args.fail_rate,
                 api_key: args.api_key,
+                events: args.events,
             };
             simulator::serve(listener, options, async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -305,6 +310,10 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
         let (file, place, message) = (path.display(), short.place, short.message);
         tracing::warn!("{file}: {place}: {message} (`check` refuses it)");
     }
+    for warning in config::warnings(&config) {
+        let (file, place, message) = (path.display(), warning.place, warning.message);
+        tracing::warn!("{file}: {place}: {message}");
+    }
     Ok(config)
 }
 
@@ -320,6 +329,10 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(config) => {
+            for warning in config::warnings(&config) {
+                let (file, place, message) = (path.display(), warning.place, warning.message);
+                let _ = writeln!(std::io::stderr(), "warning: {file}: {place}: {message}");
+            }
             // Written whole and errors ignored: `check | head` closes the pipe early.
             let _ = std::io::stdout().write_all(check_report(path, &config).as_bytes());
             ExitCode::SUCCESS

@@ -443,7 +443,17 @@ impl Pipeline {
             }
             if !settled {
                 digest.provisional = true;
-                tracing::warn!(team = %team.name, date = %span, "the data looks incomplete (a zero or unusually low total) and was still changing: sent marked provisional");
+                let why = match requester {
+                    Requester::Daemon if reads.count > 0 => {
+                        format!("still changed after {} rechecks", reads.count)
+                    }
+                    Requester::Daemon if recheck.is_zero() => {
+                        "recheck = \"0\" waits for nothing".into()
+                    }
+                    Requester::Daemon => "no recheck fits before its catch_up window closes".into(),
+                    Requester::Admin { .. } => "`once` doesn't wait for more".into(),
+                };
+                tracing::warn!(team = %team.name, date = %span, "the data looks incomplete (a zero or unusually low total) and {why}: sent marked provisional");
             }
         }
         // Forced by an admin, even an empty day goes out.

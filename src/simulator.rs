@@ -6,7 +6,7 @@
 //! - It answers at any path prefix ending in `/v1/analytics/chat/<endpoint>`; the first segment
 //!   of the prefix (`/acme/api/...`), or else the host's first label, is the account id, which
 //!   with a date seeds that date's generated day. The same (account, window) always gets the
-//!   same bytes.
+//!   same bytes, unless an event makes the day late.
 //! - `start_date` and `end_date` are read as clock times in the one `offset`, both ends
 //!   included. The window's days are the dates from the start's to the end's, except that an
 //!   end in the first 2 hours of a date doesn't count that date: a DST change day sent as one
@@ -20,14 +20,39 @@
 //!   of the day from the start hour, each the sum of that hour over the window.
 //! - 2021-03-18 is the API reference's example day, served byte for byte for a window of up
 //!   to 25 hours starting that date, and counted as that day's rows in longer windows.
-//! - About one day in ten is empty (empty lists, all-zero hours), as quiet accounts are.
 //! - Counts are sometimes numeric strings and percentages always are, because the real API
 //!   is that loose and the client must cope.
+//!
+//! The generated days are those of an account that stays itself:
+//!
+//! - Its size is its id's: a typical weekday brings [`usual_visitors`] visitors, from about 3
+//!   to 5,000 across accounts (log-uniform, so small accounts are as common as big ones), give
+//!   or take 10% with the season over a year.
+//! - Saturday and Sunday bring 55-70% of a weekday's visitors, the share the account's own.
+//! - A day's visitors are a negative binomial (gamma–Poisson) draw around that expectation
+//!   with size 20: a 1,000-a-day account swings by about 23% from day to day, a 3-a-day one as
+//!   chance has it, so a quiet account has days with no one and a big one never does.
+//! - Each account draws from its own few countries, pages and referrers with Zipf-like weights
+//!   that drift on slow sinusoids (periods of 8 to 52 weeks), so its top country is the same
+//!   on most days and yesterday's rows are mostly today's, while the order below the top
+//!   changes over weeks. Visitors are split over the countries and over the hours (by a
+//!   daylight profile, shifted up to an hour per account); chats are the account's share of
+//!   visitors (8-35%), split over the countries by their visitors and over the pages and
+//!   referrers by the account's mix, so each list's chats add up to the day's.
+//!
+//! Events make a day go wrong on purpose ([`SimulatedEvent`], `simulate --event
+//! ACCOUNT:DATE:KIND`): an `outage` is a day of zeros, a `spike` three times the day's counts,
+//! and a `late` day is empty on its first read, half there (each count halved, rounded down,
+//! rows with nothing left dropped) on the second and whole from the third. Reads are counted
+//! per (account, date, endpoint), so one digest's four requests are each the first read; a
+//! window counts a read of each event day among its days, and an hour row spilling into the
+//! next date shows that date as its next read would, without counting one.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -35,10 +60,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, NaiveDateTime, TimeDelta, Timelike};
+use rand::RngExt;
 use serde_json::{Map, Value, json};
 
 use crate::fetch::Endpoint;
 use crate::schedule::parse_fixed_offset;
+
+mod event;
+mod model;
+
+pub use event::{EventKind, SimulatedEvent};
+use model::{Account, COUNTRIES, Day, DayHours, PAGES, REFERRERS, Scale, SourceChats};
 
 /// The API reference's example day.
 pub const REFERENCE_DATE: NaiveDate = NaiveDate::from_ymd_opt(2021, 3, 18).expect("a real date");
@@ -70,6 +102,14 @@ const SPILL_HOURS: u32 = 2;
 
 const MAINTENANCE_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Acquire is down for maintenance</title></head>\n<body><h1>We'll be back shortly</h1><p>Acquire is undergoing scheduled maintenance.</p></body></html>\n";
 
+/// A typical weekday's expected visitors for `account` (as the simulator reads account ids:
+/// lower case), before the season (±10% over a year) and the day's noise: from about 3 to
+/// 5,000, fixed by the id. Weekends are lower; a year of weekdays averages about this. Tests
+/// pick an account of the size they need by scanning names such as `acct-0`..`acct-9999`.
+pub fn usual_visitors(account: &str) -> f64 {
+    Account::new(account).usual()
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SimulatorOptions {
     /// Added before every answer.
@@ -78,6 +118,88 @@ pub struct SimulatorOptions {
     pub fail_rate: f64,
     /// Accept only this bearer token; `None` accepts any non-empty one.
     pub api_key: Option<String>,
+    /// Days made an outage, a spike or late.
+    pub events: Vec<SimulatedEvent>,
+}
+
+/// A running simulator's state: its options, and how often each event day has been read.
+struct Simulator {
+    options: SimulatorOptions,
+    /// The events by account, for a lookup that costs nothing when an account has none.
+    events: HashMap<String, Vec<(NaiveDate, EventKind)>>,
+    reads: Mutex<HashMap<(String, NaiveDate, Endpoint), u32>>,
+}
+
+impl Simulator {
+    fn new(options: SimulatorOptions) -> Simulator {
+        let mut events: HashMap<String, Vec<(NaiveDate, EventKind)>> = HashMap::new();
+        for event in &options.events {
+            events
+                .entry(event.account.clone())
+                .or_default()
+                .push((event.date, event.kind));
+        }
+        Simulator {
+            options,
+            events,
+            reads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How each event day `request` covers is served to this read of `endpoint`, counting it
+    /// as a read of each of those among the window's days.
+    fn scales(&self, account: &str, endpoint: Endpoint, request: &Request) -> Scales {
+        let Some(events) = self.events.get(account) else {
+            return Scales::default();
+        };
+        let touched = request.dates_touched(endpoint);
+        let days = request.first_day()..=request.last_day();
+        let mut dates: Vec<NaiveDate> = events
+            .iter()
+            .map(|(date, _)| *date)
+            .filter(|date| touched.contains(date))
+            .collect();
+        dates.sort_unstable();
+        dates.dedup();
+        if dates.is_empty() {
+            return Scales::default();
+        }
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        let scales = dates
+            .into_iter()
+            .map(|date| {
+                let key = (account.to_owned(), date, endpoint);
+                let read = if days.contains(&date) {
+                    let reads = reads.entry(key).or_default();
+                    *reads += 1;
+                    *reads
+                } else {
+                    reads.get(&key).copied().unwrap_or_default() + 1
+                };
+                let scale = events
+                    .iter()
+                    .filter(|(on, _)| *on == date)
+                    .fold(Scale::AS_IS, |scale, (_, kind)| {
+                        scale.then(kind.scale(read))
+                    });
+                (date, scale)
+            })
+            .collect();
+        Scales(scales)
+    }
+}
+
+/// The event days of one answer and how each is served; every other day is served as is.
+#[derive(Default)]
+struct Scales(Vec<(NaiveDate, Scale)>);
+
+impl Scales {
+    fn on(&self, date: NaiveDate) -> Scale {
+        self.0
+            .iter()
+            .find(|(on, _)| *on == date)
+            .map_or(Scale::AS_IS, |(_, scale)| *scale)
+    }
 }
 
 /// Serves the simulator on `listener` until `shutdown` resolves.
@@ -86,7 +208,9 @@ pub async fn serve(
     options: SimulatorOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = Router::new().fallback(answer).with_state(Arc::new(options));
+    let router = Router::new()
+        .fallback(answer)
+        .with_state(Arc::new(Simulator::new(options)));
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
@@ -123,11 +247,8 @@ pub async fn spawn(options: SimulatorOptions) -> std::io::Result<RunningSimulato
     Ok(RunningSimulator { addr, task })
 }
 
-async fn answer(
-    State(options): State<Arc<SimulatorOptions>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn answer(State(simulator): State<Arc<Simulator>>, uri: Uri, headers: HeaderMap) -> Response {
+    let options = &simulator.options;
     if !options.latency.is_zero() {
         tokio::time::sleep(options.latency).await;
     }
@@ -157,21 +278,27 @@ async fn answer(
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     let account = account_of(prefix, &headers);
-    let (content_type, body) = body(endpoint, &account, &request);
+    let scales = simulator.scales(&account, endpoint, &request);
+    let (content_type, body) = body(endpoint, &account, &request, &scales);
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// The content type and body of a successful answer.
-fn body(endpoint: Endpoint, account: &str, request: &Request) -> (&'static str, String) {
+fn body(
+    endpoint: Endpoint,
+    account: &str,
+    request: &Request,
+    scales: &Scales,
+) -> (&'static str, String) {
     if request.csv {
         return (
             "text/csv; charset=utf-8",
-            to_csv(&rows(endpoint, account, request)),
+            to_csv(&rows(endpoint, account, request, scales)),
         );
     }
     let body = match reference_body(endpoint, request) {
         Some(exact) => exact.to_owned(),
-        None => envelope(endpoint, rows(endpoint, account, request)).to_string(),
+        None => envelope(endpoint, rows(endpoint, account, request, scales)).to_string(),
     };
     ("application/json", body)
 }
@@ -264,19 +391,40 @@ impl Request {
             .expect("an hour of a real date")
     }
 
-    /// The dates whose generated days the window adds up, in order.
-    fn days(&self) -> impl Iterator<Item = NaiveDate> {
+    fn first_day(&self) -> NaiveDate {
+        self.start.date()
+    }
+
+    /// The last date whose generated day the window adds up.
+    fn last_day(&self) -> NaiveDate {
         let end = self.end.date();
         let last = if self.end.hour() < SPILL_HOURS {
             end.pred_opt().unwrap_or(end)
         } else {
             end
         };
-        let last = last.max(self.start.date());
-        self.start
-            .date()
+        last.max(self.first_day())
+    }
+
+    /// The dates whose generated days the window adds up, in order.
+    fn days(&self) -> impl Iterator<Item = NaiveDate> {
+        let last = self.last_day();
+        self.first_day()
             .iter_days()
             .take_while(move |day| *day <= last)
+    }
+
+    /// The dates an answer of `endpoint` draws on: the window's days, and for hour rows the
+    /// date an hour spills into.
+    fn dates_touched(&self, endpoint: Endpoint) -> RangeInclusive<NaiveDate> {
+        let last = match endpoint {
+            Endpoint::MostActiveVisitTimes => {
+                let last_hour = self.first_hour() + TimeDelta::hours(self.hours() as i64 - 1);
+                self.last_day().max(last_hour.date())
+            }
+            _ => self.last_day(),
+        };
+        self.first_day()..=last
     }
 }
 
@@ -308,20 +456,22 @@ fn envelope(endpoint: Endpoint, rows: Vec<Value>) -> Value {
     json!({"data": {endpoint.key(): {"data": {"graphRow": {"data": rows}}, "success": true, "output": "json"}}})
 }
 
-fn rows(endpoint: Endpoint, account: &str, request: &Request) -> Vec<Value> {
+fn rows(endpoint: Endpoint, id: &str, request: &Request, scales: &Scales) -> Vec<Value> {
     if reference_body(endpoint, request).is_some() {
         return reference_rows(endpoint);
     }
+    let account = Account::new(id);
     if endpoint == Endpoint::MostActiveVisitTimes {
-        return hour_rows(account, request);
+        return hour_rows(&account, request, scales);
     }
     let mut days = request.days();
     let first = days.next().expect("a window has at least its start date");
-    let mut sum = day_rows(endpoint, account, first);
+    let mut sum = day_rows(endpoint, &account, id, first, scales.on(first));
     let mut several = false;
     for day in days {
         several = true;
-        add_rows(endpoint, &mut sum, day_rows(endpoint, account, day));
+        let rows = day_rows(endpoint, &account, id, day, scales.on(day));
+        add_rows(endpoint, &mut sum, rows);
     }
     // One day is served as generated, so a day's own percentages (which, in the reference,
     // need not add up to 100) stay as they were.
@@ -332,17 +482,72 @@ fn rows(endpoint: Endpoint, account: &str, request: &Request) -> Vec<Value> {
 }
 
 /// One date's rows of a list endpoint: the reference's on its date, else the generated day's.
-fn day_rows(endpoint: Endpoint, account: &str, date: NaiveDate) -> Vec<Value> {
+fn day_rows(
+    endpoint: Endpoint,
+    account: &Account,
+    id: &str,
+    date: NaiveDate,
+    scale: Scale,
+) -> Vec<Value> {
     if date == REFERENCE_DATE {
         return reference_rows(endpoint);
     }
-    let day = Day::new(account, date);
+    let day = Day::new(account, date, scale);
     match endpoint {
-        Endpoint::VisitorsByLocation => day.countries(),
-        Endpoint::PagesWithMostChats => day.pages(account),
-        Endpoint::VisitorReference => day.referrers(),
+        Endpoint::VisitorsByLocation => country_rows(&day),
+        Endpoint::PagesWithMostChats => {
+            let url = |page: usize| format!("https://www.{id}.example{}", PAGES[page]);
+            source_rows("url", url, &day.pages())
+        }
+        Endpoint::VisitorReference => {
+            source_rows("source", |r| REFERRERS[r].to_owned(), &day.referrers())
+        }
         Endpoint::MostActiveVisitTimes => unreachable!("hours are summed by hour, not by row"),
     }
+}
+
+fn country_rows(day: &Day) -> Vec<Value> {
+    let mut rng = day.looseness();
+    day.countries()
+        .into_iter()
+        .map(|row| {
+            let (name, cca3, lat, lng) = COUNTRIES[row.country];
+            json!({
+                "name": name,
+                "cca3": cca3,
+                "id": 300 + row.country,
+                "countryKey": (380 + row.country).to_string(),
+                "visitorCount": loose(&mut rng, row.visitors),
+                "caseCount": loose(&mut rng, row.cases),
+                "chatCount": loose(&mut rng, row.chats),
+                "emailCount": row.emails,
+                "cobrowseCount": row.cobrowses,
+                "screenShareCount": 0,
+                "videocall": row.video_calls,
+                "audiocall": row.audio_calls,
+                "totalVoip": 0,
+                "voipCallCount": 0,
+                "voipSmsCount": 0,
+                "lat": lat,
+                "lng": lng,
+            })
+        })
+        .collect()
+}
+
+/// Pages or referrers by chats, each with its share of the day's as a "12.34" string.
+fn source_rows(key: &str, text: impl Fn(usize) -> String, sources: &[SourceChats]) -> Vec<Value> {
+    let total: u64 = sources.iter().map(|(_, chats)| chats).sum();
+    sources
+        .iter()
+        .map(|&(source, chats)| {
+            json!({
+                key: text(source),
+                "chats": chats,
+                "percentage": format!("{:.2}", chats as f64 * 100.0 / total as f64),
+            })
+        })
+        .collect()
 }
 
 /// The counts of a country row; the rest (names, ids, coordinates) is the first day's.
@@ -408,18 +613,18 @@ fn count_of(value: Option<&Value>) -> u64 {
 
 /// most-active-visit-times: one row per hour of the window up to a fall-back day's 25; past
 /// that, one per hour of the day, as a week's answer cannot list 168 hours by label alone.
-fn hour_rows(account: &str, request: &Request) -> Vec<Value> {
+fn hour_rows(account: &Account, request: &Request, scales: &Scales) -> Vec<Value> {
     let first = request.first_hour();
     let hours = request.hours();
     let len = if hours > MAX_HOUR_ROWS { 24 } else { hours };
     let mut sums = vec![[0u64; HOUR_COLUMNS.len()]; len as usize];
     let mut date = first.date();
-    let mut cells = day_hours(account, date);
+    let mut cells = day_hours(account, date, scales.on(date));
     for i in 0..hours {
         let at = first + TimeDelta::hours(i as i64);
         if at.date() != date {
             date = at.date();
-            cells = day_hours(account, date);
+            cells = day_hours(account, date, scales.on(date));
         }
         let row = &mut sums[(i % len) as usize];
         for (sum, cell) in row.iter_mut().zip(cells[at.hour() as usize]) {
@@ -442,12 +647,9 @@ fn hour_rows(account: &str, request: &Request) -> Vec<Value> {
         .collect()
 }
 
-/// One date's hour cells by hour of the day, in [`HOUR_COLUMNS`] order.
-type DayHours = [[u64; HOUR_COLUMNS.len()]; 24];
-
-fn day_hours(account: &str, date: NaiveDate) -> DayHours {
+fn day_hours(account: &Account, date: NaiveDate, scale: Scale) -> DayHours {
     if date != REFERENCE_DATE {
-        return Day::new(account, date).hours();
+        return Day::new(account, date, scale).hours();
     }
     let mut cells = [[0; HOUR_COLUMNS.len()]; 24];
     for row in reference_rows(Endpoint::MostActiveVisitTimes) {
@@ -484,197 +686,15 @@ fn to_csv(rows: &[Value]) -> String {
         .expect("CSV of UTF-8 is UTF-8")
 }
 
-const COUNTRIES: [(&str, &str, &str, &str); 24] = [
-    ("United States", "USA", "38", "-97"),
-    ("India", "IND", "20", "77"),
-    ("United Kingdom", "GBR", "54", "-2"),
-    ("Germany", "DEU", "51", "9"),
-    ("Brazil", "BRA", "-10", "-55"),
-    ("Canada", "CAN", "60", "-95"),
-    ("Australia", "AUS", "-27", "133"),
-    ("France", "FRA", "46", "2"),
-    ("Japan", "JPN", "36", "138"),
-    ("Mexico", "MEX", "23", "-102"),
-    ("Netherlands", "NLD", "52.5", "5.75"),
-    ("Spain", "ESP", "40", "-4"),
-    ("Singapore", "SGP", "1.36666666", "103.8"),
-    ("Nigeria", "NGA", "10", "8"),
-    ("South Africa", "ZAF", "-29", "24"),
-    ("Philippines", "PHL", "13", "122"),
-    ("Indonesia", "IDN", "-5", "120"),
-    ("Poland", "POL", "52", "20"),
-    ("Sweden", "SWE", "62", "15"),
-    ("United Arab Emirates", "ARE", "24", "54"),
-    ("Pakistan", "PAK", "30", "70"),
-    ("Côte d'Ivoire", "CIV", "8", "-5"),
-    ("Türkiye", "TUR", "39", "35"),
-    ("New Zealand", "NZL", "-41", "174"),
-];
-
-const PAGES: [&str; 12] = [
-    "/",
-    "/pricing",
-    "/features",
-    "/contact",
-    "/blog/choosing-a-live-chat-tool",
-    "/docs/getting-started",
-    "/signup",
-    "/checkout?step=payment",
-    "/integrations/slack",
-    "/support/faq",
-    "/about",
-    "/careers",
-];
-
-const REFERRERS: [&str; 9] = [
-    "https://www.google.com/",
-    "direct",
-    "https://www.bing.com/",
-    "https://www.linkedin.com/",
-    "https://t.co/",
-    "https://news.ycombinator.com/",
-    "https://duckduckgo.com/",
-    "https://www.facebook.com/",
-    "android-app://com.slack",
-];
-
-/// The 12 count columns of a most-active-visit-times row, as the reference names them.
-const HOUR_COLUMNS: [&str; 12] = [
+/// The count columns of a most-active-visit-times row, as the reference names them.
+const HOUR_COLUMNS: [&str; model::HOUR_COLUMNS] = [
     "00 AM", "02 AM", "04 AM", "06 AM", "08 AM", "10 AM", "12 PM", "14 PM", "16 PM", "18 PM",
     "20 PM", "22 PM",
 ];
 
-/// How busy each local hour is, relative to the busiest.
-const DAYLIGHT: [u64; 24] = [
-    0, 0, 0, 0, 0, 1, 2, 4, 6, 8, 9, 10, 9, 10, 10, 9, 8, 6, 5, 4, 3, 2, 1, 0,
-];
-
-/// One account's generated day: the same (account, date) always gives the same numbers.
-struct Day {
-    seed: u64,
-    /// How busy the account is; 0 for an empty day.
-    scale: u64,
-}
-
-impl Day {
-    fn new(account: &str, date: NaiveDate) -> Day {
-        let seed = fnv1a(format!("{account}/{date}").as_bytes());
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let scale = if rng.u8(..10) == 0 {
-            0
-        } else {
-            // Accounts differ by size; days of one account by a little.
-            let size = 20 + fnv1a(account.as_bytes()) % 400;
-            size * rng.u64(70..130) / 100
-        };
-        Day { seed, scale }
-    }
-
-    fn rng(&self, stream: u64) -> fastrand::Rng {
-        fastrand::Rng::with_seed(self.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-    }
-
-    fn countries(&self) -> Vec<Value> {
-        if self.scale == 0 {
-            return Vec::new();
-        }
-        let mut rng = self.rng(1);
-        let mut picked: Vec<_> = COUNTRIES.iter().collect();
-        rng.shuffle(&mut picked);
-        picked.truncate(rng.usize(3..COUNTRIES.len()));
-        picked
-            .iter()
-            .enumerate()
-            .map(|(i, (name, cca3, lat, lng))| {
-                // Zipf-like: the first country brings most visitors.
-                let visitors = (self.scale / (i as u64 + 1)).max(1);
-                let chats = visitors * rng.u64(60..180) / 100;
-                let cases = chats + rng.u64(0..=chats / 4 + 1);
-                json!({
-                    "name": name,
-                    "cca3": cca3,
-                    "id": 300 + i,
-                    "countryKey": (380 + i).to_string(),
-                    "visitorCount": loose(&mut rng, visitors),
-                    "caseCount": loose(&mut rng, cases),
-                    "chatCount": loose(&mut rng, chats),
-                    "emailCount": rng.u64(0..=visitors / 6),
-                    "cobrowseCount": rng.u64(0..=visitors / 10),
-                    "screenShareCount": 0,
-                    "videocall": rng.u64(0..=visitors / 30),
-                    "audiocall": rng.u64(0..=visitors / 40),
-                    "totalVoip": 0,
-                    "voipCallCount": 0,
-                    "voipSmsCount": 0,
-                    "lat": lat,
-                    "lng": lng,
-                })
-            })
-            .collect()
-    }
-
-    /// Busiest in the (local) afternoon. Drawn from midnight on whatever the window, so an hour
-    /// of a date has the same counts in every window that covers it.
-    fn hours(&self) -> DayHours {
-        let mut rng = self.rng(2);
-        let mut cells = [[0; HOUR_COLUMNS.len()]; 24];
-        for (hour, row) in cells.iter_mut().enumerate() {
-            let busy = self.scale * DAYLIGHT[hour] / 60;
-            for cell in row {
-                *cell = if busy == 0 {
-                    0
-                } else {
-                    rng.u64(0..=busy / 4 + 1)
-                };
-            }
-        }
-        cells
-    }
-
-    fn pages(&self, account: &str) -> Vec<Value> {
-        let mut rng = self.rng(3);
-        let sources: Vec<String> = PAGES
-            .iter()
-            .map(|path| format!("https://www.{account}.example{path}"))
-            .collect();
-        self.chat_sources(&mut rng, "url", &sources)
-    }
-
-    fn referrers(&self) -> Vec<Value> {
-        let mut rng = self.rng(4);
-        let sources: Vec<String> = REFERRERS.iter().map(|s| s.to_string()).collect();
-        self.chat_sources(&mut rng, "source", &sources)
-    }
-
-    /// Some of `texts`, by chats, each with its share of the total as a "12.34" string.
-    fn chat_sources(&self, rng: &mut fastrand::Rng, key: &str, texts: &[String]) -> Vec<Value> {
-        if self.scale == 0 {
-            return Vec::new();
-        }
-        let mut picked: Vec<&String> = texts.iter().collect();
-        rng.shuffle(&mut picked);
-        picked.truncate(rng.usize(2..=texts.len()));
-        let chats: Vec<u64> = (0..picked.len())
-            .map(|i| (self.scale / (i as u64 + 2)).max(1) * rng.u64(50..150) / 100 + 1)
-            .collect();
-        let total: u64 = chats.iter().sum();
-        picked
-            .into_iter()
-            .zip(chats)
-            .map(|(text, chats)| {
-                json!({
-                    key: text,
-                    "chats": chats,
-                    "percentage": format!("{:.2}", chats as f64 * 100.0 / total as f64),
-                })
-            })
-            .collect()
-    }
-}
-
 /// A count as the real API sends it: usually a number, sometimes a numeric string.
-fn loose(rng: &mut fastrand::Rng, n: u64) -> Value {
-    if rng.u8(..5) == 0 {
+fn loose(rng: &mut impl RngExt, n: u64) -> Value {
+    if rng.random_ratio(1, 5) {
         json!(n.to_string())
     } else {
         json!(n)
@@ -715,11 +735,37 @@ mod tests {
         Request::parse(&query).unwrap()
     }
 
+    /// An answer as served when no event touches its days.
+    fn served(endpoint: Endpoint, account: &str, request: &Request) -> (&'static str, String) {
+        body(endpoint, account, request, &Scales::default())
+    }
+
+    fn served_rows(endpoint: Endpoint, account: &str, request: &Request) -> Vec<Value> {
+        rows(endpoint, account, request, &Scales::default())
+    }
+
     /// The four answers as served, read by the client's parser.
     fn report(account: &str, request: &Request) -> DayReport {
         let bodies: Vec<String> = Endpoint::ALL
             .iter()
-            .map(|&e| body(e, account, request).1)
+            .map(|&e| served(e, account, request).1)
+            .collect();
+        let bytes = |i: usize| bodies[i].as_bytes();
+        DayReport::parse([bytes(0), bytes(1), bytes(2), bytes(3)]).unwrap()
+    }
+
+    fn simulator_with(events: &[&str]) -> Simulator {
+        Simulator::new(SimulatorOptions {
+            events: events.iter().map(|e| e.parse().unwrap()).collect(),
+            ..SimulatorOptions::default()
+        })
+    }
+
+    /// One read of each endpoint, as one fetch of a digest makes them.
+    fn fetch(simulator: &Simulator, account: &str, request: &Request) -> DayReport {
+        let bodies: Vec<String> = Endpoint::ALL
+            .iter()
+            .map(|&e| body(e, account, request, &simulator.scales(account, e, request)).1)
             .collect();
         let bytes = |i: usize| bodies[i].as_bytes();
         DayReport::parse([bytes(0), bytes(1), bytes(2), bytes(3)]).unwrap()
@@ -747,27 +793,48 @@ mod tests {
         assert_ne!(day("acme", "2026-07-15", 0), day("globex", "2026-07-15", 0));
     }
 
+    /// The first of `acct-0`..`acct-9999` whose usual weekday is within 10% of `visitors`.
+    fn account_near(visitors: f64) -> String {
+        (0..10_000)
+            .map(|i| format!("acct-{i}"))
+            .find(|account| (usual_visitors(account) / visitors - 1.0).abs() < 0.1)
+            .unwrap_or_else(|| panic!("no account near {visitors} visitors a day"))
+    }
+
+    fn sixty_days(account: &str) -> Vec<DayReport> {
+        let first = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        first
+            .iter_days()
+            .take(60)
+            .map(|date| day(account, &date.to_string(), 0))
+            .collect()
+    }
+
     #[test]
-    fn generated_days_parse_and_some_are_empty() {
-        let days: Vec<DayReport> = (1..=60)
-            .map(|d| {
-                let date = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Days::new(d);
-                day("acme", &date.to_string(), 0)
-            })
-            .collect();
-        let empty = days.iter().filter(|d| d.countries.is_empty()).count();
-        assert!((1..=15).contains(&empty), "{empty} of 60 days empty");
-        for d in days.iter().filter(|d| !d.countries.is_empty()) {
+    fn generated_days_parse_and_only_quiet_accounts_have_empty_ones() {
+        let quiet = sixty_days(&account_near(3.3));
+        let empty = quiet.iter().filter(|d| d.countries.is_empty()).count();
+        assert!((1..=30).contains(&empty), "{empty} of 60 quiet days empty");
+        let busy = sixty_days(&account_near(400.0));
+        assert!(busy.iter().all(|d| !d.countries.is_empty()));
+        for d in quiet.iter().chain(&busy) {
             assert_eq!(d.hours.len(), 24);
-            assert!(!d.pages.is_empty() && !d.referrers.is_empty());
-            let share: f64 = d.pages.iter().map(|p| p.percentage).sum();
-            assert!((share - 100.0).abs() < 0.1, "{share}");
+            let hours: u64 = d.hours.iter().map(|h| h.activity).sum();
+            assert_eq!(hours, visitors(d));
+            let chats: u64 = d.countries.iter().map(|c| c.chats).sum();
+            for list in [&d.pages, &d.referrers] {
+                assert_eq!(list.iter().map(|s| s.chats).sum::<u64>(), chats);
+                if !list.is_empty() {
+                    let share: f64 = list.iter().map(|s| s.percentage).sum();
+                    assert!((share - 100.0).abs() < 0.1, "{share}");
+                }
+            }
         }
     }
 
     #[test]
     fn hour_rows_start_at_the_start_hour() {
-        let rows = rows(
+        let rows = served_rows(
             Endpoint::MostActiveVisitTimes,
             "acme",
             &window("2026-07-15 05:00:00", "2026-07-16 04:59:59", "+05:30"),
@@ -784,7 +851,7 @@ mod tests {
     #[test]
     fn dst_and_ordinary_days_get_one_hour_row_per_hour() {
         let hours = |start: &str, end: &str, offset: &str| {
-            rows(
+            served_rows(
                 Endpoint::MostActiveVisitTimes,
                 "acme",
                 &window(start, end, offset),
@@ -882,18 +949,22 @@ mod tests {
             singles.iter().map(referrer_chats).sum::<u64>()
         );
         // Each country once, with its days added up.
-        let india = |d: &DayReport| {
+        let country = singles[0].countries[0].name.clone();
+        let visitors_from = |d: &DayReport| {
             d.countries
                 .iter()
-                .filter(|c| c.name == "India")
+                .filter(|c| c.name == country)
                 .map(|c| c.visitors)
                 .sum::<u64>()
         };
         assert_eq!(
-            three.countries.iter().filter(|c| c.name == "India").count(),
-            usize::from(india(&three) > 0)
+            three.countries.iter().filter(|c| c.name == country).count(),
+            1
         );
-        assert_eq!(india(&three), singles.iter().map(india).sum::<u64>());
+        assert_eq!(
+            visitors_from(&three),
+            singles.iter().map(visitors_from).sum::<u64>()
+        );
         for list in [&three.pages, &three.referrers] {
             let total: u64 = list.iter().map(|s| s.chats).sum();
             for source in list {
@@ -907,7 +978,7 @@ mod tests {
     fn a_week_gets_24_hour_rows_each_summed_over_its_days() {
         let account = "acme";
         let week = window("2026-11-16 00:00:00", "2026-11-22 23:59:59", "+01:00");
-        let week_rows = rows(Endpoint::MostActiveVisitTimes, account, &week);
+        let week_rows = served_rows(Endpoint::MostActiveVisitTimes, account, &week);
         let expected: Vec<String> = (0..24).map(clock_label).collect();
         assert_eq!(labels(&week_rows), expected);
         let week = report(account, &week);
@@ -922,7 +993,7 @@ mod tests {
 
         // A week starting mid-morning still lists each hour of the day once, from the start.
         let from_nine = window("2026-11-16 09:00:00", "2026-11-23 08:59:59", "+01:00");
-        let from_nine = rows(Endpoint::MostActiveVisitTimes, account, &from_nine);
+        let from_nine = served_rows(Endpoint::MostActiveVisitTimes, account, &from_nine);
         let from_nine = labels(&from_nine);
         assert_eq!(from_nine.len(), 24);
         assert_eq!((from_nine[0], from_nine[23]), ("09 AM", "08 AM"));
@@ -940,15 +1011,15 @@ mod tests {
                 let mut request = window(start, end, offset);
                 request.csv = csv;
                 for endpoint in Endpoint::ALL {
-                    let first = body(endpoint, "acme", &request);
+                    let first = served(endpoint, "acme", &request);
                     assert_eq!(
                         first,
-                        body(endpoint, "acme", &request),
+                        served(endpoint, "acme", &request),
                         "{start} {endpoint}"
                     );
                     assert_ne!(
                         first,
-                        body(endpoint, "globex", &request),
+                        served(endpoint, "globex", &request),
                         "{start} {endpoint}"
                     );
                 }
@@ -981,7 +1052,7 @@ mod tests {
             assert_eq!(reference_body(endpoint, &request), Some(body));
         }
         assert_eq!(
-            rows(Endpoint::VisitorsByLocation, "anyone", &request).len(),
+            served_rows(Endpoint::VisitorsByLocation, "anyone", &request).len(),
             6
         );
     }
@@ -1020,5 +1091,157 @@ mod tests {
             "source,chats,percentage\n\"https://a.example/?q=1,2\",3,37.50\n\"say \"\"hi\"\"\",1,12.50\n"
         );
         assert_eq!(to_csv(&[]), "");
+    }
+
+    fn countries_visitors(report: &DayReport) -> Vec<(String, u64)> {
+        let rows = report
+            .countries
+            .iter()
+            .map(|c| (c.name.clone(), c.visitors));
+        rows.collect()
+    }
+
+    #[test]
+    fn an_outage_is_a_day_of_zeros_and_only_that_day() {
+        let account = account_near(400.0);
+        let simulator = simulator_with(&[&format!("{account}:2026-07-15:outage")]);
+        let outage = fetch(&simulator, &account, &request("2026-07-15 00:00:00"));
+        assert!(outage.countries.is_empty() && outage.pages.is_empty());
+        assert!(outage.referrers.is_empty());
+        assert_eq!(outage.hours.len(), 24);
+        assert!(outage.hours.iter().all(|h| h.activity == 0));
+        assert!(visitors(&day(&account, "2026-07-15", 0)) > 0);
+
+        let before = request("2026-07-14 00:00:00");
+        assert_eq!(
+            fetch(&simulator, &account, &before),
+            report(&account, &before)
+        );
+        let three = window("2026-07-14 00:00:00", "2026-07-16 23:59:59", "+00:00");
+        let around =
+            visitors(&day(&account, "2026-07-14", 0)) + visitors(&day(&account, "2026-07-16", 0));
+        assert_eq!(visitors(&fetch(&simulator, &account, &three)), around);
+    }
+
+    #[test]
+    fn a_spike_is_three_times_the_day() {
+        let account = account_near(400.0);
+        let simulator = simulator_with(&[&format!("{account}:2026-07-15:spike")]);
+        let date = request("2026-07-15 00:00:00");
+        let normal = report(&account, &date);
+        for _ in 0..2 {
+            let spike = fetch(&simulator, &account, &date);
+            assert_eq!(visitors(&spike), 3 * visitors(&normal));
+            let tripled: Vec<(String, u64)> = countries_visitors(&normal)
+                .into_iter()
+                .map(|(name, visitors)| (name, 3 * visitors))
+                .collect();
+            assert_eq!(countries_visitors(&spike), tripled);
+            for (spiked, normal) in spike.countries.iter().zip(&normal.countries) {
+                assert_eq!(spiked.chats, 3 * normal.chats);
+                assert_eq!(spiked.cases, 3 * normal.cases);
+            }
+            for (spiked, normal) in spike.hours.iter().zip(&normal.hours) {
+                assert_eq!(spiked.activity, 3 * normal.activity);
+            }
+            for (spiked, normal) in spike.pages.iter().zip(&normal.pages) {
+                assert_eq!(
+                    (spiked.chats, spiked.percentage),
+                    (3 * normal.chats, normal.percentage)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_late_day_is_empty_then_half_then_whole_on_each_endpoint() {
+        let account = account_near(400.0);
+        let simulator = simulator_with(&[&format!("{account}:2026-07-15:late")]);
+        let date = request("2026-07-15 00:00:00");
+        let whole = report(&account, &date);
+        let whole_hours = served_rows(Endpoint::MostActiveVisitTimes, &account, &date);
+
+        let first = fetch(&simulator, &account, &date);
+        assert!(first.countries.is_empty() && first.pages.is_empty());
+        assert!(first.referrers.is_empty());
+        assert!(first.hours.iter().all(|h| h.activity == 0));
+
+        let scales = simulator.scales(&account, Endpoint::MostActiveVisitTimes, &date);
+        let half_hours = rows(Endpoint::MostActiveVisitTimes, &account, &date, &scales);
+        for (half, whole) in half_hours.iter().zip(&whole_hours) {
+            for column in HOUR_COLUMNS {
+                assert_eq!(count_of(half.get(column)), count_of(whole.get(column)) / 2);
+            }
+        }
+        let second = fetch(&simulator, &account, &date);
+        let halved: Vec<(String, u64)> = countries_visitors(&whole)
+            .into_iter()
+            .map(|(name, visitors)| (name, visitors / 2))
+            .filter(|(_, visitors)| *visitors > 0)
+            .collect();
+        assert_eq!(countries_visitors(&second), halved);
+        let page_chats = |r: &DayReport| r.pages.iter().map(|p| p.chats).collect::<Vec<_>>();
+        let halved: Vec<u64> = page_chats(&whole)
+            .iter()
+            .map(|c| c / 2)
+            .filter(|&c| c > 0)
+            .collect();
+        assert_eq!(page_chats(&second), halved);
+
+        assert_eq!(fetch(&simulator, &account, &date), whole);
+        assert_eq!(fetch(&simulator, &account, &date), whole);
+
+        // Reads of one endpoint don't count as another's.
+        let simulator = simulator_with(&[&format!("{account}:2026-07-15:late")]);
+        for _ in 0..3 {
+            simulator.scales(&account, Endpoint::VisitorsByLocation, &date);
+        }
+        let fetched = fetch(&simulator, &account, &date);
+        assert_eq!(fetched.countries, whole.countries);
+        assert!(fetched.pages.is_empty() && fetched.referrers.is_empty());
+        assert!(fetched.hours.iter().all(|h| h.activity == 0));
+    }
+
+    #[test]
+    fn a_window_over_a_late_day_counts_as_a_read_of_it() {
+        let account = account_near(400.0);
+        let simulator = simulator_with(&[&format!("{account}:2026-07-15:late")]);
+        let three = window("2026-07-14 00:00:00", "2026-07-16 23:59:59", "+00:00");
+        let around =
+            visitors(&day(&account, "2026-07-14", 0)) + visitors(&day(&account, "2026-07-16", 0));
+        assert_eq!(visitors(&fetch(&simulator, &account, &three)), around);
+
+        let late = fetch(&simulator, &account, &request("2026-07-15 00:00:00"));
+        let whole = day(&account, "2026-07-15", 0);
+        assert!(visitors(&late) <= visitors(&whole) / 2 && visitors(&late) > 0);
+    }
+
+    #[test]
+    fn an_hour_spilling_into_a_late_date_shows_its_next_read_without_counting_one() {
+        let account = account_near(400.0);
+        let simulator = simulator_with(&[&format!("{account}:2026-07-15:late")]);
+        let fifteenth = NaiveDate::from_ymd_opt(2026, 7, 15).unwrap();
+        let fall_back = window("2026-07-14 00:00:00", "2026-07-15 00:59:59", "+00:00");
+        let spilled = || {
+            simulator
+                .scales(&account, Endpoint::MostActiveVisitTimes, &fall_back)
+                .on(fifteenth)
+        };
+        assert_eq!(spilled(), Scale::NOTHING);
+        assert_eq!(spilled(), Scale::NOTHING);
+        let countries = simulator.scales(&account, Endpoint::VisitorsByLocation, &fall_back);
+        assert_eq!(
+            countries.on(fifteenth),
+            Scale::AS_IS,
+            "not a date of its rows"
+        );
+
+        let first = simulator.scales(
+            &account,
+            Endpoint::MostActiveVisitTimes,
+            &request("2026-07-15 00:00:00"),
+        );
+        assert_eq!(first.on(fifteenth), Scale::NOTHING);
+        assert_eq!(spilled(), Scale { times: 1, per: 2 });
     }
 }

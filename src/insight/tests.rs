@@ -280,3 +280,22 @@ fn a_week_is_judged_against_the_eight_before_with_a_difference_of_five() {
     assert!(close(504, 5).is_none() && close(504, 3).is_some());
     assert!(close(505, 5).is_some());
 }
+
+#[test]
+fn weekdays_known_once_do_not_narrow_the_spread() {
+    // A new team's first baseline: six Tuesdays, spread ±2 in t, and six other days known
+    // once each. Counted, those six zero distances would halve the spread.
+    let day = tuesday();
+    let mut history: Vec<(NaiveDate, u64)> = (1..=6)
+        .map(|w| {
+            (
+                day - chrono::Days::new(7 * w),
+                if w % 2 == 0 { 100 } else { 144 },
+            )
+        })
+        .collect();
+    history.extend((1..=6).map(|k| (day - chrono::Days::new(k), 40)));
+    // The Tuesdays alone: scale 3.41, so 287 is ordinary, as in the wide history.
+    assert_eq!(flag(287, &history), None);
+    assert!(flag(288, &history).is_some());
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Daemon, InProcess, Scripted, Workspace, config, on_postgres, report, run_beside, serve, stderr,
-    team, test_database_url, zone_at,
+    team, test_database_url, with_insights, zone_at,
 };
 
 /// One day's rows: countries (name, visitors) and pages (url, chats).
@@ -559,7 +559,11 @@ async fn a_new_team_fetches_at_most_fourteen_baseline_days_per_digest() {
     let hooks = Scripted::webhooks().await;
     let work = Workspace::new(&config(
         &api.base,
-        &[team("apac", "acme", &[("generic", &hooks.url("/generic"))])],
+        &[with_insights(team(
+            "apac",
+            "acme",
+            &[("generic", &hooks.url("/generic"))],
+        ))],
     ));
     let output = once(&work, &["--date", &day], &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
@@ -585,7 +589,13 @@ async fn a_new_team_fetches_at_most_fourteen_baseline_days_per_digest() {
         body["text"]
     );
     assert_eq!(body["moved"]["visitors"]["change"], -40);
-    assert_eq!(body["provisional"], false);
+    // `once` doesn't wait for data that looks incomplete: it says so and marks the digest.
+    assert_eq!(body["provisional"], true);
+    assert!(
+        stderr(&output).contains("the data looks incomplete (a zero or unusually low total) and `once` doesn't wait for more"),
+        "{}",
+        stderr(&output)
+    );
 
     // Each later digest learns 14 more, until all 56 are kept; then none.
     let mut learned = vec![];
@@ -624,7 +634,11 @@ async fn data_that_never_settles_is_sent_once_after_three_rechecks_marked_provis
     let hooks = Scripted::webhooks().await;
     let work = Workspace::new(&config(
         &api.base,
-        &[team("apac", "acme", &[("generic", &hooks.url("/generic"))])],
+        &[with_insights(team(
+            "apac",
+            "acme",
+            &[("generic", &hooks.url("/generic"))],
+        ))],
     ));
     let (clock, daemon) = InProcess::start(&work, "2026-11-25T03:29:58Z".parse().unwrap());
     let mut minutes = 0;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use acquire_digest::config;
 use acquire_digest::fetch::Client;
+use acquire_digest::fetch::DayReport;
 use acquire_digest::http::RetryPolicy;
 use acquire_digest::schedule::Window;
 use acquire_digest::simulator::{self, RunningSimulator, SimulatorOptions};
@@ -277,6 +278,8 @@ async fn the_simulate_command_serves_until_stopped() {
                 "127.0.0.1:0",
                 "--api-key",
                 "sim-key",
+                "--event",
+                "Acme:2026-07-15:outage",
             ])
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -311,6 +314,166 @@ async fn the_simulate_command_serves_until_stopped() {
         .await
         .unwrap();
     assert_eq!(allowed.status(), 200);
+    let body: serde_json::Value = allowed.json().await.unwrap();
+    let rows = &body["data"]["visitorReference"]["data"]["graphRow"]["data"];
+    assert_eq!(rows, &serde_json::json!([]), "the outage on acme's day");
+    let other = client
+        .get(url.replace("/acme/", "/globex/"))
+        .query(&DAY)
+        .bearer_auth("sim-key")
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = other.json().await.unwrap();
+    let rows = &body["data"]["visitorReference"]["data"]["graphRow"]["data"];
+    assert!(!rows.as_array().unwrap().is_empty(), "{body}");
+}
+
+#[test]
+fn a_bad_event_is_refused_naming_its_bad_part() {
+    let empty = Workspace::new("");
+    for (event, says) in [
+        (
+            "acme:2026-13-01:outage",
+            "2026-13-01 is not a date (YYYY-MM-DD)",
+        ),
+        (
+            "acme:2026-07-15:boom",
+            "\"boom\" is not an event; use outage, spike or late",
+        ),
+        ("acme-2026-07-15-late", "ACCOUNT:DATE:KIND"),
+    ] {
+        let output = empty.run(
+            &["simulate", "--listen", "127.0.0.1:0", "--event", event],
+            &[],
+        );
+        assert!(!output.status.success(), "{event}");
+        let said = stderr(&output);
+        assert!(
+            said.contains(event) && said.contains(says),
+            "{event}: {said}"
+        );
+    }
+}
+
+/// The first of `acct-0`..`acct-9999` whose usual weekday is within 10% of `visitors`.
+fn account_near(visitors: f64) -> String {
+    (0..10_000)
+        .map(|i| format!("acct-{i}"))
+        .find(|account| (simulator::usual_visitors(account) / visitors - 1.0).abs() < 0.1)
+        .unwrap()
+}
+
+/// One digest's fetch of `account`'s 15 July 2026 from `sim`, as the client makes it.
+async fn fetch_day(sim: &RunningSimulator, account: &str) -> DayReport {
+    let text = crate::support::config(
+        &sim.base_url(),
+        &[crate::support::team(
+            "a",
+            account,
+            &[("generic", "http://127.0.0.1:9/")],
+        )],
+    );
+    let team = config::parse(&text, Path::new("."), &|_| None)
+        .unwrap()
+        .teams
+        .remove(0);
+    let client = Client::with_retry(
+        Duration::from_secs(5),
+        4,
+        RetryPolicy::within(Duration::from_secs(1)),
+    );
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 7, 15).unwrap();
+    client
+        .fetch_day(&team, &Window::for_date(team.zone, date))
+        .await
+        .unwrap()
+}
+
+fn visitors(report: &DayReport) -> Vec<(String, u64)> {
+    let rows = report
+        .countries
+        .iter()
+        .map(|c| (c.name.clone(), c.visitors));
+    rows.collect()
+}
+
+fn with_events(events: &[String]) -> SimulatorOptions {
+    SimulatorOptions {
+        events: events.iter().map(|e| e.parse().unwrap()).collect(),
+        ..SimulatorOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn outages_and_spikes_are_served_on_their_day() {
+    let (quiet, busy) = (account_near(300.0), account_near(2_000.0));
+    let plain = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let eventful = simulator::spawn(with_events(&[
+        format!("{quiet}:2026-07-15:outage"),
+        format!("{busy}:2026-07-15:spike"),
+    ]))
+    .await
+    .unwrap();
+
+    let normal = fetch_day(&plain, &quiet).await;
+    assert!(!normal.countries.is_empty());
+    let outage = fetch_day(&eventful, &quiet).await;
+    assert!(outage.countries.is_empty() && outage.pages.is_empty());
+    assert!(outage.referrers.is_empty());
+    assert_eq!(outage.hours.len(), 24);
+    assert!(outage.hours.iter().all(|h| h.activity == 0));
+
+    let normal = fetch_day(&plain, &busy).await;
+    let spike = fetch_day(&eventful, &busy).await;
+    let tripled: Vec<(String, u64)> = visitors(&normal)
+        .into_iter()
+        .map(|(name, visitors)| (name, 3 * visitors))
+        .collect();
+    assert_eq!(visitors(&spike), tripled);
+    let total = |r: &DayReport| r.countries.iter().map(|c| c.visitors).sum::<u64>();
+    assert_eq!(total(&spike), 3 * total(&normal));
+    let activity = |r: &DayReport| r.hours.iter().map(|h| h.activity).collect::<Vec<_>>();
+    let tripled: Vec<u64> = activity(&normal).iter().map(|a| 3 * a).collect();
+    assert_eq!(activity(&spike), tripled);
+}
+
+/// Each digest fetch is one read of every endpoint: the first finds nothing, the second half,
+/// the third all of it.
+#[tokio::test]
+async fn a_late_day_fills_in_over_three_fetches() {
+    let account = account_near(500.0);
+    let plain = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let late = simulator::spawn(with_events(&[format!("{account}:2026-07-15:late")]))
+        .await
+        .unwrap();
+    let whole = fetch_day(&plain, &account).await;
+
+    let first = fetch_day(&late, &account).await;
+    assert!(first.countries.is_empty() && first.pages.is_empty());
+    assert!(first.referrers.is_empty());
+    assert!(first.hours.iter().all(|h| h.activity == 0));
+
+    let second = fetch_day(&late, &account).await;
+    let halved: Vec<(String, u64)> = visitors(&whole)
+        .into_iter()
+        .map(|(name, visitors)| (name, visitors / 2))
+        .filter(|(_, visitors)| *visitors > 0)
+        .collect();
+    assert_eq!(visitors(&second), halved);
+    let chats = |r: &DayReport| r.referrers.iter().map(|s| s.chats).collect::<Vec<_>>();
+    let halved: Vec<u64> = chats(&whole)
+        .iter()
+        .map(|c| c / 2)
+        .filter(|&c| c > 0)
+        .collect();
+    assert_eq!(chats(&second), halved);
+    for (half, whole) in second.hours.iter().zip(&whole.hours) {
+        assert!(half.activity <= whole.activity / 2, "{half:?} {whole:?}");
+    }
+
+    assert_eq!(fetch_day(&late, &account).await, whole);
+    assert_eq!(fetch_day(&late, &account).await, whole);
 }
 
 #[test]

@@ -311,6 +311,8 @@ pub fn stderr(output: &Output) -> String {
 }
 
 /// A `[[teams]]` block with the given webhooks (kind, url).
+/// A team in Kolkata at 09:00, without insights (their baseline requests would change every
+/// count of requests); [`with_insights`] turns them on.
 pub fn team(name: &str, account: &str, hooks: &[(&str, &str)]) -> String {
     let mut text = format!(
         r#"
@@ -319,6 +321,7 @@ name = "{name}"
 account_id = "{account}"
 api_key = "test-key-{name}"
 timezone = "Asia/Kolkata"
+insights = []
 schedule = "0 9 * * *"
 "#
     );
@@ -532,4 +535,9 @@ impl InProcess {
         self.stop.send(()).unwrap();
         self.daemon.await.unwrap().unwrap();
     }
+}
+
+/// A [`team`] with the default insights: what moved and unusual days.
+pub fn with_insights(team: String) -> String {
+    team.replace("insights = []\n", "")
 }

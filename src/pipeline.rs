@@ -21,7 +21,7 @@ use crate::http::RetryPolicy;
 use crate::insight::{self, Direction, Metric, Unusual};
 use crate::ledger::owed::{live_spans, window_closes};
 use crate::ledger::{
-    Claim, Entry, Finish, Key, Lease, Ledger, LedgerError, Permit, Requester, State,
+    Claim, Entry, Finish, Key, Lease, Ledger, LedgerError, Permit, Reads, Requester, State,
 };
 use crate::rank::{Audience, Digest, rank};
 use crate::render::Renderer;
@@ -393,7 +393,7 @@ impl Pipeline {
         if leased.is_empty() {
             return Ok(reports);
         }
-        let digest = match self.digest(team, span).await {
+        let mut digest = match self.digest(team, span).await {
             Ok(digest) => digest,
             Err(e) => {
                 let (error, at) = (e.to_string(), self.next_attempt());
@@ -403,58 +403,27 @@ impl Pipeline {
                 return Err(e);
             }
         };
-        let mut digest = digest;
-        if incomplete(&digest) {
-            let read = fingerprint(&digest);
-            let reads = (leased.iter())
-                .find_map(|(_, lease)| lease.as_ref().map(|l| l.reads().clone()))
-                .unwrap_or_default();
-            if reads.count > 0 {
-                crate::telemetry::data_recheck(&team.name);
-            }
-            let settled = reads.last.as_deref() == Some(read.as_str());
-            let recheck = chrono::Duration::from_std(team.recheck).unwrap_or_default();
-            let again = self.clock.now() + recheck;
-            let may_wait = requester == Requester::Daemon
-                && !recheck.is_zero()
-                && reads.count < MAX_RECHECKS
-                && window_closes(team, span).is_some_and(|closes| again < closes);
-            if !settled {
-                // Neither kept as a baseline nor as a comparison: fetched again when needed.
-                self.forget_provisional(team, span, &digest).await;
-            }
-            if !settled && may_wait {
-                for (hook, lease) in leased {
-                    let Some(lease) = lease else { continue };
-                    let finish = Finish::Waiting {
-                        read: read.clone(),
-                        retry_at: again,
-                    };
-                    reports.push(report(
-                        hook,
-                        match lease.finish(finish).await {
-                            Ok(Some(_)) => HookStatus::Waiting(again),
-                            Ok(None) => HookStatus::Superseded,
-                            Err(e) => HookStatus::LedgerFailed(e),
-                        },
-                    ));
-                }
-                return Ok(reports);
-            }
-            if !settled {
-                digest.provisional = true;
-                let why = match requester {
-                    Requester::Daemon if reads.count > 0 => {
-                        format!("still changed after {} rechecks", reads.count)
-                    }
-                    Requester::Daemon if recheck.is_zero() => {
-                        "recheck = \"0\" waits for nothing".into()
-                    }
-                    Requester::Daemon => "no recheck fits before its catch_up window closes".into(),
-                    Requester::Admin { .. } => "`once` doesn't wait for more".into(),
+        let reads = (leased.iter())
+            .find_map(|(_, lease)| lease.as_ref().map(|l| l.reads().clone()))
+            .unwrap_or_default();
+        if let Some((read, again)) = self
+            .wait_for_data(team, span, requester, reads, &mut digest)
+            .await
+        {
+            for (hook, lease) in leased {
+                let Some(lease) = lease else { continue };
+                let waiting = lease.finish(Finish::Waiting {
+                    read: read.clone(),
+                    retry_at: again,
+                });
+                let status = match waiting.await {
+                    Ok(Some(_)) => HookStatus::Waiting(again),
+                    Ok(None) => HookStatus::Superseded,
+                    Err(e) => HookStatus::LedgerFailed(e),
                 };
-                tracing::warn!(team = %team.name, date = %span, "the data looks incomplete (a zero or unusually low total) and {why}: sent marked provisional");
+                reports.push(report(hook, status));
             }
+            return Ok(reports);
         }
         // Forced by an admin, even an empty day goes out.
         if team.skip_empty && digest.is_empty && requester != (Requester::Admin { force: true }) {
@@ -535,7 +504,7 @@ impl Pipeline {
             }
         }
         if team.insights.unusual && self.history_days > insight::BASELINE_DAYS {
-            digest.unusual = self.unusual(team, span, &day).await;
+            digest.unusual = self.unusual(team, span, &digest.totals).await;
         }
         self.prune().await;
         Ok(digest)
@@ -568,7 +537,7 @@ impl Pipeline {
     /// team's zone: from the kept totals, and those missing fetched now from one report each,
     /// at most [`BASELINE_FETCHES`] per digest, the same weekday first, so a new team's digest
     /// can judge from its first day. A day that can't be had is left out, never an error.
-    async fn unusual(&self, team: &Team, span: Span, day: &DayReport) -> Vec<Unusual> {
+    async fn unusual(&self, team: &Team, span: Span, totals: &crate::rank::Totals) -> Vec<Unusual> {
         let account = team.account_id.as_str();
         let mut earlier: Vec<Span> = match span.days() {
             1 => (1..=insight::BASELINE_DAYS)
@@ -627,7 +596,7 @@ impl Pipeline {
                 }
             }
         }
-        let (visitors, chats) = insight::headline(day);
+        let (visitors, chats) = (totals.visitors, totals.chats);
         Metric::BOTH
             .into_iter()
             .filter_map(|metric| {
@@ -644,6 +613,51 @@ impl Pipeline {
                 }
             })
             .collect()
+    }
+
+    /// Whether the daemon should read the digest's data again before sending it: when a total
+    /// looks incomplete (zero where many are usual, or unusually low), what this read saw and
+    /// when to read again, unless it agrees with the last read (a quiet day is quiet), three
+    /// rechecks are spent, or the next would fall after the window closes. Sent anyway, the
+    /// digest is marked provisional and its window isn't trusted later.
+    async fn wait_for_data(
+        &self,
+        team: &Team,
+        span: Span,
+        requester: Requester,
+        reads: Reads,
+        digest: &mut Digest,
+    ) -> Option<(String, DateTime<Utc>)> {
+        let incomplete = (digest.unusual.iter())
+            .any(|u| matches!(u.direction, Direction::Low | Direction::NoneRecorded));
+        if !incomplete {
+            return None;
+        }
+        if reads.count > 0 {
+            crate::telemetry::data_recheck(&team.name);
+        }
+        let read = fingerprint(digest);
+        if reads.last.as_deref() == Some(read.as_str()) {
+            return None;
+        }
+        // Neither kept as a baseline nor as a comparison: fetched again when needed.
+        self.forget_provisional(team, span, digest).await;
+        let recheck = chrono::Duration::from_std(team.recheck).unwrap_or_default();
+        let again = self.clock.now() + recheck;
+        let why = match requester {
+            Requester::Admin { .. } => "`once` doesn't wait for more".to_owned(),
+            _ if recheck.is_zero() => "recheck = \"0\" waits for nothing".to_owned(),
+            _ if reads.count >= MAX_RECHECKS => {
+                format!("still changed after {} rechecks", reads.count)
+            }
+            _ if window_closes(team, span).is_none_or(|closes| again >= closes) => {
+                "no recheck fits before its catch_up window closes".to_owned()
+            }
+            _ => return Some((read, again)),
+        };
+        digest.provisional = true;
+        tracing::warn!(team = %team.name, date = %span, "the data looks incomplete (a zero or unusually low total) and {why}: sent marked provisional");
+        None
     }
 
     /// Forgets what was kept of the span's own window, whose data looked incomplete: a later
@@ -799,12 +813,6 @@ impl Pipeline {
             Err(e) => HookStatus::LedgerFailed(e),
         }
     }
-}
-
-/// Whether the digest's data looks incomplete: a total of zero where many are usual, or one
-/// unusually low. Only a team with the "unusual" insight (and enough history) can tell.
-fn incomplete(digest: &Digest) -> bool {
-    (digest.unusual.iter()).any(|u| matches!(u.direction, Direction::Low | Direction::NoneRecorded))
 }
 
 /// What a read of the data saw, short: two reads that agree have the same.

@@ -139,9 +139,8 @@ fn span_status(span: Span, entry: Option<&crate::ledger::Entry>) -> SpanStatus {
             leased_until: None,
         };
     };
-    let waiting = entry.last_error.as_deref() == Some(crate::ledger::WAITING_FOR_DATA);
     let state = match entry.state {
-        State::Pending if waiting => "waiting",
+        State::Pending if entry.is_waiting() => "waiting",
         State::Pending if entry.attempts > 0 => "failed",
         state => state.as_str(),
     };

@@ -194,6 +194,11 @@ impl Entry {
     }
 
     /// A digest nothing has happened to yet.
+    /// Pending because its data looked incomplete: read again at `next_attempt`, not failed.
+    pub fn is_waiting(&self) -> bool {
+        self.state == State::Pending && self.last_error.as_deref() == Some(WAITING_FOR_DATA)
+    }
+
     pub fn pending() -> Entry {
         Entry {
             state: State::Pending,

@@ -537,6 +537,15 @@ async fn nothing_is_kept_while_no_team_compares() {
     assert_eq!(thursday["compare"]["previous"]["totals"]["visitors"], 145);
 }
 
+/// The 56 days before `day`, each with 40 visitors from India.
+fn eight_usual_weeks_before(day: &str) -> Vec<(String, Day)> {
+    let usual = Day {
+        countries: vec![("India", 40)],
+        ..Day::default()
+    };
+    (1..=56).map(|n| (before(day, n), usual.clone())).collect()
+}
+
 /// Issue 20: a team with no history learns its baselines at most 14 days per digest (one
 /// report each), the same weekday first, so its first digest can already say that a day of
 /// nothing, where 40 are usual, looks like broken tracking.
@@ -544,16 +553,7 @@ async fn nothing_is_kept_while_no_team_compares() {
 async fn a_new_team_fetches_at_most_fourteen_baseline_days_per_digest() {
     // Two days ago: its 56 days before are all inside the 60 kept.
     let day = before(&chrono::Utc::now().date_naive().to_string(), 2);
-    let mut days: Vec<(String, Day)> = (1..=56)
-        .map(|n| {
-            let usual = Day {
-                countries: vec![("India", 40)],
-                pages: Vec::new(),
-                growing: false,
-            };
-            (before(&day, n), usual)
-        })
-        .collect();
+    let mut days = eight_usual_weeks_before(&day);
     days.push((day.clone(), Day::default()));
     let api = Days::start(&days).await;
     let hooks = Scripted::webhooks().await;
@@ -615,15 +615,7 @@ async fn a_new_team_fetches_at_most_fourteen_baseline_days_per_digest() {
 async fn data_that_never_settles_is_sent_once_after_three_rechecks_marked_provisional() {
     // Wednesday 25 Nov 2026 at 09:00 in Kolkata covers Tuesday; 40 visitors are usual.
     let day = "2026-11-24".to_owned();
-    let mut days: Vec<(String, Day)> = (1..=56)
-        .map(|n| {
-            let usual = Day {
-                countries: vec![("India", 40)],
-                ..Day::default()
-            };
-            (before(&day, n), usual)
-        })
-        .collect();
+    let mut days = eight_usual_weeks_before(&day);
     let arriving = Day {
         countries: vec![("India", 0)],
         growing: true,

@@ -617,9 +617,10 @@ impl Pipeline {
 
     /// Whether the daemon should read the digest's data again before sending it: when a total
     /// looks incomplete (zero where many are usual, or unusually low), what this read saw and
-    /// when to read again, unless it agrees with the last read (a quiet day is quiet), three
-    /// rechecks are spent, or the next would fall after the window closes. Sent anyway, the
-    /// digest is marked provisional and its window isn't trusted later.
+    /// when to read again. Once waiting, it reads until two reads agree (a quiet day is quiet;
+    /// a late day that stopped looking low may be half in), three rechecks are spent, or the
+    /// next would fall after the window closes. Sent unsettled, the digest is marked
+    /// provisional and its window isn't trusted later.
     async fn wait_for_data(
         &self,
         team: &Team,
@@ -630,7 +631,7 @@ impl Pipeline {
     ) -> Option<(String, DateTime<Utc>)> {
         let incomplete = (digest.unusual.iter())
             .any(|u| matches!(u.direction, Direction::Low | Direction::NoneRecorded));
-        if !incomplete {
+        if reads.count == 0 && !incomplete {
             return None;
         }
         if reads.count > 0 {
@@ -656,7 +657,11 @@ impl Pipeline {
             _ => return Some((read, again)),
         };
         digest.provisional = true;
-        tracing::warn!(team = %team.name, date = %span, "the data looks incomplete (a zero or unusually low total) and {why}: sent marked provisional");
+        let seen = match reads.count {
+            0 => "the data looks incomplete (a zero or unusually low total)",
+            _ => "the data was still changing",
+        };
+        tracing::warn!(team = %team.name, date = %span, "{seen} and {why}: sent marked provisional");
         None
     }
 

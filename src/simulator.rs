@@ -30,7 +30,7 @@
 //!   or take 10% with the season over a year.
 //! - Saturday and Sunday bring 55-70% of a weekday's visitors, the share the account's own.
 //! - A day's visitors are a negative binomial (gamma–Poisson) draw around that expectation
-//!   with size 20: a 1,000-a-day account swings by about 23% from day to day, a 3-a-day one as
+//!   with size 50: a 1,000-a-day account swings by about 15% from day to day, a 3-a-day one as
 //!   chance has it, so a quiet account has days with no one and a big one never does.
 //! - Each account draws from its own few countries, pages and referrers with Zipf-like weights
 //!   that drift on slow sinusoids (periods of 8 to 52 weeks), so its top country is the same

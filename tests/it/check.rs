@@ -180,3 +180,26 @@ fn check_refuses_an_api_key_too_short_to_keep_out_of_logs() {
     );
     assert!(!said.contains("abc"), "the key is not echoed: {said}");
 }
+
+/// Issue 20: too short a history for the unusual line is not an error, but `check` says which
+/// teams lose the line and how to get it back.
+#[test]
+fn a_history_too_short_for_the_unusual_line_is_a_warning_naming_the_teams() {
+    let env = [("ACME_KEY", "key-abc-123"), ("APAC_SLACK", SECRET_URL)];
+    let work = Workspace::new(&format!("history_days = 30\n{GOOD}"));
+    let output = work.run(&["check"], &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let said = stderr(&output);
+    assert!(
+        said.contains("warning:")
+            && said.contains("history_days: 30 keeps too little for the \"unusual\" line")
+            && said.contains("support-apac won't get one")
+            && said.contains("history_days = 60"),
+        "{said}"
+    );
+
+    let enough = Workspace::new(&format!("history_days = 57\n{GOOD}"));
+    let output = enough.run(&["check"], &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Daemon, InProcess, Scripted, Workspace, config, on_postgres, report, run_beside, serve, stderr,
-    team, test_database_url, with_insights, zone_at,
+    team, test_database_url, wait_until, with_insights, zone_at,
 };
 
 /// One day's rows: countries (name, visitors) and pages (url, chats).
@@ -21,8 +21,9 @@ use crate::support::{
 struct Day {
     countries: Vec<(&'static str, u64)>,
     pages: Vec<(&'static str, u64)>,
-    /// Data still arriving: each request for the day adds one visitor to its first country.
-    growing: bool,
+    /// Data still arriving: its first country's visitors on the day's first, second, ... read
+    /// (four requests a read), the last repeated; empty for a day that is all in.
+    arriving: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -89,8 +90,9 @@ async fn answer(
         return (StatusCode::INTERNAL_SERVER_ERROR, "no such day here".into());
     };
     let mut day = day.clone();
-    if day.growing {
-        day.countries[0].1 += asked;
+    if let Some(&last) = day.arriving.last() {
+        let read = (asked as usize - 1) / 4;
+        day.countries[0].1 = day.arriving.get(read).copied().unwrap_or(last);
     }
     let (key, rows) = match endpoint {
         "visitors-by-location" => (
@@ -150,7 +152,7 @@ fn tuesday_and_wednesday() -> Vec<(String, Day)> {
             Day {
                 countries: vec![("Aland", 50), ("Belize", 40), ("Chad", 30), ("Denmark", 5)],
                 pages: vec![("https://shop.example/a", 9), ("https://shop.example/b", 3)],
-                growing: false,
+                arriving: vec![],
             },
         ),
         (
@@ -158,7 +160,7 @@ fn tuesday_and_wednesday() -> Vec<(String, Day)> {
             Day {
                 countries: vec![("Belize", 60), ("Aland", 45), ("Chad", 30), ("Estonia", 10)],
                 pages: vec![("https://shop.example/b", 8), ("https://shop.example/c", 2)],
-                growing: false,
+                arriving: vec![],
             },
         ),
     ]
@@ -253,7 +255,7 @@ async fn ranks_and_a_failed_comparison_then_nothing_refetched(
         Day {
             countries: vec![("Chad", 1)],
             pages: vec![],
-            growing: false,
+            arriving: vec![],
         },
     ));
     let api = Days::start(&days).await;
@@ -376,7 +378,7 @@ async fn a_dry_run_reads_kept_days_and_keeps_none() {
         let chad = Day {
             countries: vec![("Chad", 2)],
             pages: vec![],
-            growing: false,
+            arriving: vec![],
         };
         days.push((date.clone(), chad));
     }
@@ -618,7 +620,7 @@ async fn data_that_never_settles_is_sent_once_after_three_rechecks_marked_provis
     let mut days = eight_usual_weeks_before(&day);
     let arriving = Day {
         countries: vec![("India", 0)],
-        growing: true,
+        arriving: vec![0, 1, 2, 3, 4],
         ..Day::default()
     };
     days.push((day.clone(), arriving));
@@ -677,4 +679,76 @@ async fn data_that_never_settles_is_sent_once_after_three_rechecks_marked_provis
     assert_eq!(body["unusual"][0]["direction"], "low");
     // Four reads of each report: the first and three rechecks.
     assert_eq!(api.asked(&day), 4 * 4);
+}
+
+/// Issue 20: once a day has looked incomplete, a read that no longer looks low isn't trusted
+/// until the next agrees with it: the day half in (35 of a usual 40) waits for the whole.
+#[tokio::test]
+async fn a_day_that_looked_incomplete_is_read_until_two_reads_agree() {
+    let day = "2026-11-24".to_owned();
+    let mut days = eight_usual_weeks_before(&day);
+    let arriving = Day {
+        countries: vec![("India", 0)],
+        arriving: vec![0, 35, 41],
+        ..Day::default()
+    };
+    days.push((day.clone(), arriving));
+    let api = Days::start(&days).await;
+    let hooks = Scripted::webhooks().await;
+    let work = Workspace::new(&config(
+        &api.base,
+        &[with_insights(team(
+            "apac",
+            "acme",
+            &[("generic", &hooks.url("/generic"))],
+        ))],
+    ));
+    let (clock, daemon) = InProcess::start(&work, "2026-11-25T03:29:58Z".parse().unwrap());
+    let mut minutes = 0;
+    while hooks.seen_at("/generic").is_empty() {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        clock.jump(chrono::Duration::minutes(8));
+        minutes += 8;
+        assert!(minutes <= 120, "not sent after two hours");
+    }
+    // Nothing, 35, 41, 41: three waits of 15 minutes.
+    assert!(minutes >= 45, "sent after {minutes} minutes");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    clock.jump(chrono::Duration::hours(1));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.finish().await;
+    let sent = hooks.seen_at("/generic");
+    assert_eq!(sent.len(), 1);
+    let body = sent[0].json();
+    assert_eq!(body["totals"]["visitors"], 41, "{body}");
+    assert_eq!(body["provisional"], false, "{body}");
+    assert_eq!(api.asked(&day), 4 * 4);
+}
+
+/// Issue 20: `recheck = "0"` turns the wait off: a day that looks incomplete goes out at once,
+/// read once, marked provisional.
+#[tokio::test]
+async fn recheck_0_sends_an_incomplete_day_at_once_marked_provisional() {
+    let day = "2026-11-24".to_owned();
+    let mut days = eight_usual_weeks_before(&day);
+    days.push((day.clone(), Day::default()));
+    let api = Days::start(&days).await;
+    let hooks = Scripted::webhooks().await;
+    let team = with_insights(team("apac", "acme", &[("generic", &hooks.url("/generic"))]))
+        .replace("schedule = ", "recheck = \"0\"\nschedule = ");
+    let work = Workspace::new(&config(&api.base, &[team]));
+    let (clock, daemon) = InProcess::start(&work, "2026-11-25T03:29:58Z".parse().unwrap());
+    wait_until("the digest", Duration::from_secs(20), || {
+        !hooks.seen_at("/generic").is_empty()
+    })
+    .await;
+    clock.jump(chrono::Duration::hours(1));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.finish().await;
+    let sent = hooks.seen_at("/generic");
+    assert_eq!(sent.len(), 1);
+    let body = sent[0].json();
+    assert_eq!(body["provisional"], true, "{body}");
+    assert_eq!(body["unusual"][0]["direction"], "none_recorded", "{body}");
+    assert_eq!(api.asked(&day), 4);
 }

@@ -8,6 +8,7 @@ mod check;
 mod compare;
 mod daemon;
 mod fetch;
+mod insight;
 mod kinds;
 mod once;
 mod ops;

@@ -448,6 +448,39 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     })
 }
 
+/// Where the daemon run with this config file serves HTTP, from `[server] listen` alone, as
+/// a URL to reach it: `reload` must reach a daemon whose new config has problems elsewhere.
+/// An address on every interface (`0.0.0.0`, `::`) is reached on loopback.
+pub fn endpoint_of(path: &Path) -> Result<url::Url, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read {} ({e}) to find [server] listen: pass --url or --config",
+            path.display()
+        )
+    })?;
+    let listen = (text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("server")?.get("listen")?.as_str().map(str::to_owned))
+        .ok_or_else(|| {
+            format!(
+                "{} sets no [server] listen: pass --url, e.g. --url http://127.0.0.1:9187",
+                path.display()
+            )
+        })?;
+    let mut addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        format!(
+            "{}: server.listen {listen:?} is not IP:PORT",
+            path.display()
+        )
+    })?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    url::Url::parse(&format!("http://{addr}/")).map_err(|e| e.to_string())
+}
+
 /// Parses config text. Relative paths (templates, the ledger) are resolved against `base_dir`,
 /// the config file's folder, so the daemon behaves the same from any working directory.
 pub fn parse(

@@ -141,13 +141,13 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     })
 }
 
-/// One message per SIGHUP, from the moment this is called.
-pub fn reload_signal() -> std::io::Result<mpsc::Receiver<()>> {
+/// One message per SIGHUP, from the moment this is called: the reload's source, for the log.
+pub fn reload_signal() -> std::io::Result<mpsc::Receiver<&'static str>> {
     let mut hangups = signal(SignalKind::hangup())?;
     let (reload_tx, reloads) = mpsc::channel(4);
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            if reload_tx.send(()).await.is_err() {
+            if reload_tx.send("SIGHUP").await.is_err() {
                 return;
             }
         }
@@ -159,7 +159,7 @@ pub fn reload_signal() -> std::io::Result<mpsc::Receiver<()>> {
 pub async fn run(
     path: PathBuf,
     config: Config,
-    reloads: mpsc::Receiver<()>,
+    reloads: mpsc::Receiver<&'static str>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     serve(&path, config, WallClock::new(), reloads, shutdown).await
@@ -422,7 +422,7 @@ pub async fn serve(
     path: &Path,
     config: Config,
     clock: Arc<dyn Clock>,
-    mut reloads: mpsc::Receiver<()>,
+    mut reloads: mpsc::Receiver<&'static str>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut current = Current::open(config, &clock, None)
@@ -432,6 +432,7 @@ pub async fn serve(
     for team in &current.config.teams {
         tracing::info!(team = %team.name, schedule = team.schedule.as_str(), "next digest {}", describe_next(team, now));
     }
+    crate::server::notify_ready(current.config.teams.len());
     let alerts = current.alerts.clone();
     (current.alerting).spawn(async move { alerts.send_unsent().await });
     let mut jobs: JoinSet<SpanReport> = JoinSet::new();
@@ -518,12 +519,12 @@ pub async fn serve(
 
         tokio::select! {
             () = &mut shutdown => break,
-            Some(()) = reloads.recv() => {
+            Some(source) = reloads.recv() => {
                 match Current::reload(path, &clock, &current).await {
                     Ok(new) => {
                         crate::telemetry::config_loaded(Ok(()));
                         let now = clock.now();
-                        tracing::info!(teams = new.config.teams.len(), "SIGHUP: config reloaded; failed digests are tried again now");
+                        tracing::info!(teams = new.config.teams.len(), "{source}: config reloaded; failed digests are tried again now");
                         for team in &new.config.teams {
                             tracing::info!(team = %team.name, "next digest {}", describe_next(team, now));
                         }
@@ -535,7 +536,7 @@ pub async fn serve(
                     }
                     Err(errors) => {
                         crate::telemetry::config_loaded(Err(&errors));
-                        tracing::error!("SIGHUP: new config rejected, still running the old one: {}", errors.trim_end().replace('\n', "; "));
+                        tracing::error!("{source}: new config rejected, still running the old one: {}", errors.trim_end().replace('\n', "; "));
                     }
                 }
             }
@@ -579,6 +580,7 @@ pub async fn serve(
         }
     }
 
+    crate::server::notify_stopping();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(done) = jobs.join_next().await {
             if let Ok(report) = done {

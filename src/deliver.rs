@@ -201,41 +201,16 @@ async fn classify(
 /// handshake) before anything was sent; a timeout or reset after connecting may have
 /// delivered it.
 fn failure(e: &reqwest::Error, timeout: Duration) -> Posted {
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !causes.iter().any(|c: &String| c.contains(&text)) {
-            causes.push(text);
-        }
-        source = cause.source();
-    }
-    // The innermost cause says what happened ("Connection refused (os error 111)"); hyper's
-    // outer ones say at which step: TCP, DNS, or else the TLS handshake.
-    let cause = causes.last().cloned().unwrap_or_else(|| e.to_string());
-    let said = |what: &str| causes.iter().any(|c| c.contains(what));
-    if e.is_connect() {
-        let what = if e.is_timeout() {
-            format!("could not connect within {} s", timeout.as_secs())
-        } else if said("dns error") {
-            format!("could not resolve the host: {cause}")
-        } else if said("tcp connect error") {
-            format!("could not connect: {cause}")
-        } else {
-            format!("TLS handshake failed: {cause}")
-        };
-        return Posted::NotDelivered {
-            error: format!("{what} (nothing was sent)"),
+    let http::NoAnswer {
+        before_sending,
+        cause,
+    } = http::NoAnswer::of(e, timeout, timeout);
+    if before_sending {
+        Posted::NotDelivered {
+            error: format!("{cause} (nothing was sent)"),
             after: None,
-        };
+        }
+    } else {
+        Posted::Unknown(format!("{cause} (it may have arrived: outcome unknown)"))
     }
-    if e.is_timeout() {
-        return Posted::Unknown(format!(
-            "timed out after {} s without an answer (it may have arrived: outcome unknown)",
-            timeout.as_secs()
-        ));
-    }
-    Posted::Unknown(format!(
-        "the connection failed before an answer ({cause}; it may have arrived: outcome unknown)"
-    ))
 }

@@ -159,7 +159,10 @@ impl FetchError {
             },
             Problem::Unsuccessful(message) => Problem::Unsuccessful(message.map(scrub)),
             Problem::Shape(text) => Problem::Shape(scrub(text)),
-            Problem::Network(text) => Problem::Network(scrub(text)),
+            Problem::Network { host, cause } => Problem::Network {
+                host: scrub(host),
+                cause: scrub(cause),
+            },
             other => other,
         };
         FetchError {
@@ -182,8 +185,8 @@ pub enum Problem {
     Status { status: u16, excerpt: String },
     #[error("rate limited (HTTP 429) until the retry budget ran out")]
     RateLimited,
-    #[error("could not reach the API: {0}")]
-    Network(String),
+    #[error("could not reach the API at {host}: {cause}")]
+    Network { host: String, cause: String },
     #[error("{0}")]
     Body(#[from] http::BodyError),
     #[error("the response is not JSON ({reason}); it began: {excerpt}")]
@@ -199,20 +202,24 @@ pub enum Problem {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// The connect timeout and the whole request's, for errors to say which ran out.
+    timeouts: (Duration, Duration),
     in_flight: Arc<Semaphore>,
     retry: RetryPolicy,
 }
 
 impl Client {
     pub fn with_retry(timeout: Duration, concurrency: usize, retry: RetryPolicy) -> Client {
+        let connect_timeout = timeout.min(Duration::from_secs(10));
         let http = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .connect_timeout(connect_timeout)
             .user_agent(concat!("acquire-digest/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the TLS backend is compiled in");
         Client {
             http,
+            timeouts: (connect_timeout, timeout),
             in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
             retry,
         }
@@ -280,7 +287,7 @@ impl Client {
                 .await;
             let status = sent.as_ref().ok().map(|r| r.status().as_u16());
             crate::telemetry::api_request(endpoint.path(), status, started.elapsed());
-            classify(sent, endpoint).await
+            classify(sent, endpoint, &url, self.timeouts).await
         };
         self.retry
             .run(attempt)
@@ -305,17 +312,23 @@ fn endpoint_url(base: &url::Url, endpoint: Endpoint) -> url::Url {
 async fn classify(
     sent: Result<reqwest::Response, reqwest::Error>,
     endpoint: Endpoint,
+    url: &url::Url,
+    (connect_timeout, timeout): (Duration, Duration),
 ) -> Attempt<Vec<u8>, Problem> {
+    let host = || http::host_of(url);
     let response = match sent {
         Ok(response) => response,
-        // `without_url`: the URL holds the account, and in tests a key-bearing base.
-        Err(e) if http::is_transient_error(&e) => {
-            return Attempt::Retry {
-                error: Problem::Network(e.without_url().to_string()),
-                after: None,
+        Err(e) => {
+            let cause = http::NoAnswer::of(&e, connect_timeout, timeout).cause;
+            let error = Problem::Network {
+                host: host(),
+                cause,
+            };
+            return match http::is_transient_error(&e) {
+                true => Attempt::Retry { error, after: None },
+                false => Attempt::Fail(error),
             };
         }
-        Err(e) => return Attempt::Fail(Problem::Network(e.without_url().to_string())),
     };
     let status = response.status();
     let after = http::retry_after(response.headers(), SystemTime::now());
@@ -323,7 +336,10 @@ async fn classify(
         return match http::read_capped(response, BODY_CAP).await {
             Ok(body) => Attempt::Done(body),
             Err(http::BodyError::Read(e)) => Attempt::Retry {
-                error: Problem::Network(e.to_string()),
+                error: Problem::Network {
+                    host: host(),
+                    cause: http::NoAnswer::of(&e, connect_timeout, timeout).cause,
+                },
                 after: None,
             },
             Err(e) => Attempt::Fail(e.into()),

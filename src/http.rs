@@ -95,6 +95,75 @@ impl Backoff {
 }
 
 /// Statuses that say "not now" rather than "never".
+/// Why a request got no HTTP answer, named from the error's chain of causes: which step failed
+/// (DNS, connecting, the TLS handshake, waiting for the answer) and the innermost cause
+/// ("Connection refused (os error 111)"). Never the URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoAnswer {
+    /// Failed before the request was sent (DNS, connect, TLS): it certainly did not arrive.
+    pub before_sending: bool,
+    pub cause: String,
+}
+
+impl NoAnswer {
+    /// `connect_timeout` and `timeout` are the client's, for the error to say which ran out.
+    pub fn of(e: &reqwest::Error, connect_timeout: Duration, timeout: Duration) -> NoAnswer {
+        let mut causes: Vec<String> = Vec::new();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !causes.iter().any(|c| c.contains(&text)) {
+                causes.push(text);
+            }
+            source = cause.source();
+        }
+        // hyper's outer causes say at which step (TCP, DNS, else the TLS handshake), the
+        // innermost what happened.
+        // reqwest's own text names the URL, which may hold an account or a secret.
+        let innermost = (causes.last().cloned()).unwrap_or_else(|| "no answer".to_owned());
+        let said = |what: &str| causes.iter().any(|c| c.contains(what));
+        let (before_sending, cause) = if e.is_connect() {
+            let cause = if e.is_timeout() {
+                format!("could not connect within {}", seconds(connect_timeout))
+            } else if said("dns error") {
+                format!("could not resolve the host: {innermost}")
+            } else if said("tcp connect error") {
+                format!("could not connect: {innermost}")
+            } else {
+                format!("TLS handshake failed: {innermost}")
+            };
+            (true, cause)
+        } else if e.is_timeout() {
+            let waited = seconds(timeout);
+            (false, format!("timed out after {waited} without an answer"))
+        } else {
+            let cause = format!("the connection failed before an answer: {innermost}");
+            (false, cause)
+        };
+        NoAnswer {
+            before_sending,
+            cause,
+        }
+    }
+}
+
+/// "30 s", or "0.5 s" for a test's short timeout.
+fn seconds(d: Duration) -> String {
+    match d.subsec_millis() {
+        0 => format!("{} s", d.as_secs()),
+        _ => format!("{:.1} s", d.as_secs_f64()),
+    }
+}
+
+/// `host:port` of a URL, for an error to say where it went without its path or query.
+pub fn host_of(url: &url::Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        _ => "(no host)".to_owned(),
+    }
+}
+
 pub fn is_transient(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }

@@ -61,6 +61,12 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Ask the running daemon to reload its config and say whether it took it: exits 1 when it
+    /// was rejected (printing the problems), 2 when no daemon answered. For `ExecReload=`.
+    Reload(EndpointArgs),
+    /// Whether the running daemon is ready (its `/-/ready` answers 200): exits 0, else 1. For
+    /// a container's HEALTHCHECK.
+    Health(EndpointArgs),
     /// Post one digest, marked as a test, to a team's webhook(s) now; record nothing.
     Test(TryArgs),
     /// Print what a team's webhook(s) would show, with their own templates; post nothing.
@@ -97,6 +103,26 @@ struct RunArgs {
     /// Serve /metrics, /-/healthy, /-/ready and /-/reload here (overrides `[server] listen`).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct EndpointArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The running daemon's HTTP endpoint, e.g. http://127.0.0.1:9187. Default: the config's
+    /// `[server] listen` (an address on every interface is reached on loopback).
+    #[arg(long, value_name = "URL")]
+    url: Option<url::Url>,
+}
+
+impl EndpointArgs {
+    fn url(&self, path: &str) -> anyhow::Result<url::Url> {
+        let base = match &self.url {
+            Some(url) => url.clone(),
+            None => config::endpoint_of(&self.config.config).map_err(anyhow::Error::msg)?,
+        };
+        Ok(base.join(path)?)
+    }
 }
 
 #[derive(Args)]
@@ -218,6 +244,8 @@ async fn dispatch(command: Command, log_format: LogFormat) -> anyhow::Result<Exi
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reload(args) => reload(&args).await,
+        Command::Health(args) => health(&args).await,
         Command::Test(args) => {
             let config = load(&args.config.config)?;
             let tried = acquire_digest::trial::test(
@@ -263,6 +291,82 @@ async fn dispatch(command: Command, log_format: LogFormat) -> anyhow::Result<Exi
     }
 }
 
+/// `reload`: `POST /-/reload`, which answers once the daemon took or rejected the config.
+async fn reload(args: &EndpointArgs) -> anyhow::Result<ExitCode> {
+    const NO_DAEMON: u8 = 2;
+    let url = match args.url("-/reload") {
+        Ok(url) => url,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            return Ok(ExitCode::from(NO_DAEMON));
+        }
+    };
+    // The daemon waits up to a minute for the reload to be taken.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(75))
+        .build()?;
+    let answer = match client.post(url.clone()).send().await {
+        Ok(answer) => answer,
+        Err(e) => {
+            let why = acquire_digest::http::NoAnswer::of(
+                &e,
+                Duration::from_secs(75),
+                Duration::from_secs(75),
+            );
+            let host = acquire_digest::http::host_of(&url);
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: no daemon answered at {host}: {} (is `acquire-digest run` serving there? --url or [server] listen)",
+                why.cause
+            );
+            return Ok(ExitCode::from(NO_DAEMON));
+        }
+    };
+    let ok = answer.status().is_success();
+    let said = answer.text().await.unwrap_or_default();
+    if ok {
+        let _ = write!(std::io::stdout(), "{said}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let _ = write!(std::io::stderr(), "{said}");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `health`: `GET /-/ready`, 200 or not.
+async fn health(args: &EndpointArgs) -> anyhow::Result<ExitCode> {
+    let url = args.url("-/ready")?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    match client.get(url.clone()).send().await {
+        Ok(answer) => {
+            let ready = answer.status() == reqwest::StatusCode::OK;
+            let said = answer.text().await.unwrap_or_default();
+            let _ = write!(std::io::stdout(), "{said}");
+            Ok(if ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Err(e) => {
+            let why = acquire_digest::http::NoAnswer::of(
+                &e,
+                Duration::from_secs(10),
+                Duration::from_secs(10),
+            );
+            let host = acquire_digest::http::host_of(&url);
+            let _ = writeln!(
+                std::io::stdout(),
+                "not ready: no daemon answered at {host}: {}",
+                why.cause
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// `run`: the daemon, with its HTTP endpoint when one is configured. SIGHUP and
 /// `POST /-/reload` feed the one reload channel the daemon listens on.
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -289,8 +393,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            if reload.send(()).await.is_err() {
+        while let Some(source) = hangups.recv().await {
+            if reload.send(source).await.is_err() {
                 return;
             }
         }

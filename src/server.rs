@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use sd_notify::NotifyState;
 use tokio::sync::mpsc;
 
 use crate::ledger::Ledger;
@@ -30,14 +31,39 @@ pub fn ledger_writes_failing(error: Option<String>) {
     *WRITES_FAILING.lock().expect("writes slot") = error;
 }
 
+/// Tells systemd (`Type=notify`) that the daemon is ready, its config loaded and its ledger
+/// open, and keeps its watchdog (`WatchdogSec=`) fed at half its timeout for as long as the
+/// runtime turns. Outside systemd (no `NOTIFY_SOCKET`) nothing is sent.
+pub fn notify_ready(teams: usize) {
+    let status = format!("{teams} teams scheduled");
+    let said = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    if let Err(e) = said {
+        tracing::warn!("could not tell systemd the daemon is ready: {e}");
+    }
+    if let Some(timeout) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(timeout / 2);
+            loop {
+                beat.tick().await;
+                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+            }
+        });
+    }
+}
+
+/// Tells systemd the daemon is stopping, so a restart waits for in-flight deliveries.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+}
+
 /// How long `POST /-/reload` waits for the daemon to take the new config.
 const RELOAD_WAIT: Duration = Duration::from_secs(60);
 
 /// Serves the endpoint on `listener` until `shutdown` resolves. `reload` is the daemon's
-/// reload trigger, the one SIGHUP feeds.
+/// reload trigger, the one SIGHUP feeds, told where each reload came from.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    reload: mpsc::Sender<()>,
+    reload: mpsc::Sender<&'static str>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = Router::new()
@@ -85,10 +111,10 @@ fn unavailable(reason: &str) -> Response {
 }
 
 /// The same as SIGHUP, answered with the outcome: 200, or 400 with the config's problems.
-async fn reload_config(State(reload): State<mpsc::Sender<()>>) -> Response {
+async fn reload_config(State(reload): State<mpsc::Sender<&'static str>>) -> Response {
     let mut outcomes = telemetry::reloads();
     outcomes.mark_unchanged();
-    if reload.send(()).await.is_err() {
+    if reload.send("POST /-/reload").await.is_err() {
         return unavailable("the daemon is stopping");
     }
     let outcome = tokio::time::timeout(RELOAD_WAIT, outcomes.changed()).await;

@@ -362,10 +362,40 @@ async fn connection_failures_are_retried_then_reported() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(error.contains("could not reach the API"), "{error}");
+    // Issue 21: the cause and the host, as webhook errors name theirs.
+    assert!(
+        error.contains(&format!(
+            "could not reach the API at 127.0.0.1:{port}: could not connect"
+        )) && error.to_lowercase().contains("connection refused"),
+        "{error}"
+    );
     assert!(
         started.elapsed() >= Duration::from_millis(100),
         "no retry happened"
+    );
+}
+
+/// Issue 21: an API that accepts the connection and never answers is a timeout, said with the
+/// host and how long it waited.
+#[tokio::test]
+async fn an_api_that_never_answers_is_a_timeout_naming_the_host() {
+    let server = Scripted::start(Reply::new(200, "{}").delay(Duration::from_secs(30))).await;
+    let team = team_for(&server);
+    let error = client(Duration::from_millis(300))
+        .fetch_countries(&team, &window(&team))
+        .await
+        .unwrap_err()
+        .to_string();
+    let host = server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(
+        error.contains(&format!(
+            "could not reach the API at {host}: timed out after 0.5 s without an answer"
+        )),
+        "{error}"
     );
 }
 

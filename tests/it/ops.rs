@@ -8,8 +8,8 @@ use acquire_digest::simulator::{self, SimulatorOptions};
 use serde_json::Value;
 
 use crate::support::{
-    Daemon, Reply, Scripted, Workspace, config, endpoint, report, run_in, stderr, stdout, team,
-    wait_until, zone_at,
+    Daemon, Reply, Scripted, Workspace, config, endpoint, report, run_beside, run_in, stderr,
+    stdout, team, wait_until, zone_at,
 };
 
 const SECONDS: Duration = Duration::from_secs(20);
@@ -224,8 +224,9 @@ async fn reload_over_http_takes_a_good_config_and_answers_400_with_a_bad_ones_pr
         ops_config(&sim.base_url(), &[apac.clone(), emea]),
     )
     .unwrap();
-    let (status, body) = post(&format!("{base}/-/reload")).await;
-    assert_eq!(status, 200, "{body}");
+    let reload = run_beside(work.dir.path(), &["reload", "--url", &base], &[]).await;
+    assert!(reload.status.success(), "{}", stderr(&reload));
+    assert_eq!(stdout(&reload), "config reloaded\n");
     // The new team is in force: it is caught up at once.
     wait_until("emea's delivery", SECONDS, || {
         hooks.seen_at("/emea").len() == 1
@@ -241,6 +242,19 @@ async fn reload_over_http_takes_a_good_config_and_answers_400_with_a_bad_ones_pr
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("Nowhere/Land"), "{body}");
     assert!(body.contains("schedule"), "{body}");
+    // Issue 21: `reload`, as systemd's ExecReload runs it, fails with the problems.
+    let reload = run_beside(work.dir.path(), &["reload", "--url", &base], &[]).await;
+    assert_eq!(reload.status.code(), Some(1), "{}", stderr(&reload));
+    assert!(
+        stderr(&reload).contains("Nowhere/Land"),
+        "{}",
+        stderr(&reload)
+    );
+    assert!(
+        daemon.log().contains("POST /-/reload: new config rejected"),
+        "{}",
+        daemon.log()
+    );
     let metrics = samples(&get(&format!("{base}/metrics")).await.1);
     assert_eq!(
         metrics.get("acquire_digest_config_last_reload_successful"),
@@ -556,7 +570,9 @@ fn the_systemd_unit_verifies() {
     for setting in [
         "DynamicUser=yes",
         "StateDirectory=acquire-digest",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Type=notify",
+        "WatchdogSec=",
+        "ExecReload=/usr/local/bin/acquire-digest reload",
         "Restart=on-failure",
         "ProtectSystem=strict",
         "ProtectHome=yes",
@@ -585,4 +601,105 @@ fn the_systemd_unit_verifies() {
         !said.contains("acquire-digest.service"),
         "warnings about the unit:\n{said}"
     );
+}
+
+/// Issue 21: `health` for a container's HEALTHCHECK and `reload` for scripts, against a live
+/// daemon (its address read from `[server] listen` when no --url is given) and a dead one.
+#[tokio::test]
+async fn health_and_reload_answer_by_exit_code_for_a_live_and_a_dead_daemon() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let apac = team("apac", "acme", &[("generic", &hooks.url("/apac"))]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text =
+        config(&sim.base_url(), &[apac]) + &format!("\n[server]\nlisten = \"0.0.0.0:{port}\"\n");
+    let work = Workspace::new(&text);
+    let mut daemon = Daemon::start(&work);
+    endpoint(&daemon).await;
+    daemon.wait_for_log("next digest", SECONDS).await;
+
+    // No --url: `[server] listen` on every interface, reached on loopback.
+    let health = run_beside(work.dir.path(), &["health"], &[]).await;
+    assert_eq!(health.status.code(), Some(0), "{}", stdout(&health));
+    assert!(stdout(&health).contains("ready"), "{}", stdout(&health));
+    let reload = run_beside(work.dir.path(), &["reload"], &[]).await;
+    assert_eq!(reload.status.code(), Some(0), "{}", stderr(&reload));
+    daemon
+        .wait_for_log("POST /-/reload: config reloaded", SECONDS)
+        .await;
+
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(SECONDS).await.is_some());
+    let health = run_beside(work.dir.path(), &["health"], &[]).await;
+    assert_eq!(health.status.code(), Some(1), "{}", stdout(&health));
+    assert!(
+        stdout(&health).contains(&format!("no daemon answered at 127.0.0.1:{port}")),
+        "{}",
+        stdout(&health)
+    );
+    let reload = run_beside(work.dir.path(), &["reload"], &[]).await;
+    assert_eq!(reload.status.code(), Some(2), "{}", stderr(&reload));
+    assert!(
+        stderr(&reload).contains("no daemon answered") && stderr(&reload).contains("refused"),
+        "{}",
+        stderr(&reload)
+    );
+    // Without [server] listen or --url there is nothing to ask.
+    std::fs::write(work.config(), config(&sim.base_url(), &[])).unwrap();
+    let reload = run_beside(work.dir.path(), &["reload"], &[]).await;
+    assert_eq!(reload.status.code(), Some(2), "{}", stderr(&reload));
+    assert!(
+        stderr(&reload).contains("pass --url"),
+        "{}",
+        stderr(&reload)
+    );
+}
+
+/// Issue 21: under systemd (`Type=notify`, `WatchdogSec=`) the daemon says READY=1 once its
+/// config is loaded and its ledger open, feeds the watchdog, and says STOPPING=1 on SIGTERM.
+#[tokio::test]
+async fn the_daemon_tells_systemd_it_is_ready_feeds_the_watchdog_and_says_it_stops() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let apac = team("apac", "acme", &[("generic", "http://127.0.0.1:9/")]);
+    let work = Workspace::new(&config(&sim.base_url(), &[apac]));
+    let socket_path = work.path("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut daemon = Daemon::start_with(
+        &work,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut said = Vec::new();
+    let receive = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    while said
+        .iter()
+        .filter(|s: &&String| s.contains("WATCHDOG=1"))
+        .count()
+        < 3
+    {
+        said.push(receive());
+    }
+    assert!(
+        said[0].contains("READY=1") && said[0].contains("STATUS=1 teams scheduled"),
+        "{said:?}"
+    );
+    daemon.signal("TERM");
+    while !said.last().unwrap().contains("STOPPING=1") {
+        said.push(receive());
+    }
+    assert!(daemon.wait_exit(SECONDS).await.is_some());
 }

@@ -24,6 +24,8 @@ fn main() {
         }
     }
     let version = env!("CARGO_PKG_VERSION");
+    let id = commit.as_deref().unwrap_or("unknown");
+    println!("cargo:rustc-env=ACQUIRE_DIGEST_BUILD_COMMIT={id}");
     let full = match commit {
         Some(commit) => format!("{version} (commit {commit})"),
         None => version.to_owned(),

@@ -27,7 +27,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 6] = [
         Reason::WindowClosed,
         Reason::Missed,
         Reason::Refused,
@@ -231,7 +231,9 @@ impl Alerts {
             "alert_{}",
             &sha256_hex(format!("{}\n{}", key.webhook_id(), reason.as_str()).as_bytes())[..32]
         );
-        match self.deliverer.post(hook, &body, &id).await {
+        let posted = self.deliverer.post(hook, &body, &id).await;
+        crate::telemetry::alert(reason.as_str(), matches!(posted, Posted::Delivered));
+        match posted {
             Posted::Delivered => {
                 tracing::info!(%team, %date, alert = %hook.name, "alert sent to {}: {}", hook.url, reason.as_str())
             }

@@ -432,6 +432,11 @@ pub async fn serve(
     for team in &current.config.teams {
         tracing::info!(team = %team.name, schedule = team.schedule.as_str(), "next digest {}", describe_next(team, now));
     }
+    crate::telemetry::configured(&current.config.teams);
+    match current.ledger.last_deliveries().await {
+        Ok(last) => crate::telemetry::delivered_before(last),
+        Err(e) => tracing::warn!("could not read the last deliveries for the metrics: {e}"),
+    }
     crate::server::notify_ready(current.config.teams.len());
     let alerts = current.alerts.clone();
     (current.alerting).spawn(async move { alerts.send_unsent().await });
@@ -523,6 +528,7 @@ pub async fn serve(
                 match Current::reload(path, &clock, &current).await {
                     Ok(new) => {
                         crate::telemetry::config_loaded(Ok(()));
+                        crate::telemetry::configured(&new.config.teams);
                         let now = clock.now();
                         tracing::info!(teams = new.config.teams.len(), "{source}: config reloaded; failed digests are tried again now");
                         for team in &new.config.teams {

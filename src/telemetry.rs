@@ -11,9 +11,11 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -38,7 +40,25 @@ struct Metrics {
     data_rechecks: Family<Labels, Counter>,
     reload_ok: Gauge,
     reload_at: FloatGauge,
+    alerts: Family<Labels, Counter>,
 }
+
+/// Every outcome `acquire_digest_deliveries` counts, each present from the first scrape.
+pub const DELIVERY_OUTCOMES: [&str; 8] = [
+    "delivered",
+    "failed",
+    "refused",
+    "unknown",
+    "too_many_attempts",
+    "skipped",
+    "superseded",
+    "missed",
+];
+
+/// What became of an alert: posted and answered 2xx, or not.
+const ALERT_OUTCOMES: [&str; 2] = ["sent", "failed"];
+
+const LEDGER_OPS: [&str; 3] = ["read", "lease", "record"];
 
 /// 5 ms to about 80 s: a quick loopback answer up to a request that hit its timeout.
 fn seconds_histogram() -> Histogram {
@@ -60,6 +80,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         data_rechecks: Family::default(),
         reload_ok: Gauge::default(),
         reload_at: FloatGauge::default(),
+        alerts: Family::default(),
     };
     // Counters are registered without `_total`: the encoder appends it.
     registry.register(
@@ -117,8 +138,169 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "When the config was last loaded successfully (Unix time)",
         m.reload_at.clone(),
     );
+    registry.register(
+        "acquire_digest_alerts",
+        "Alerts that a digest was given up, by reason and outcome (sent, failed)",
+        m.alerts.clone(),
+    );
+    let build: Family<Labels, Gauge> = Family::default();
+    build
+        .get_or_create(&vec![
+            ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("commit", env!("ACQUIRE_DIGEST_BUILD_COMMIT").to_owned()),
+        ])
+        .set(1);
+    registry.register(
+        "acquire_digest_build_info",
+        "The running build: its version and commit, always 1",
+        build,
+    );
+    registry.register_collector(Box::new(ProcessCollector));
+    for op in LEDGER_OPS {
+        let _ = m.ledger_errors.get_or_create(&vec![("op", op.to_owned())]);
+    }
+    for endpoint in crate::fetch::Endpoint::ALL {
+        let labels = vec![
+            ("endpoint", endpoint.path().to_owned()),
+            ("status", "200".to_owned()),
+        ];
+        let _ = m.api_requests.get_or_create(&labels);
+    }
+    for reason in crate::alerts::Reason::ALL {
+        for outcome in ALERT_OUTCOMES {
+            let labels = vec![
+                ("reason", reason.as_str().to_owned()),
+                ("outcome", outcome.to_owned()),
+            ];
+            let _ = m.alerts.get_or_create(&labels);
+        }
+    }
     Metrics { registry, ..m }
 });
+
+/// The standard `process_*` metrics, read from /proc at each scrape (procfs parses it):
+/// what every Prometheus client exports, so the usual dashboards and alerts work.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(me) = procfs::process::Process::myself() else {
+            return Ok(());
+        };
+        if let Ok(stat) = me.stat() {
+            let ticks = procfs::ticks_per_second() as f64;
+            let cpu = (stat.utime + stat.stime) as f64 / ticks;
+            let counter = ConstCounter::new(cpu);
+            let help = "Total user and system CPU time spent in seconds";
+            counter.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+            let page = procfs::page_size();
+            let started = procfs::boot_time_secs()
+                .map(|boot| boot as f64 + stat.starttime as f64 / ticks)
+                .unwrap_or_default();
+            for (name, help, value) in [
+                (
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes",
+                    (stat.rss * page) as f64,
+                ),
+                (
+                    "process_virtual_memory_bytes",
+                    "Virtual memory size in bytes",
+                    stat.vsize as f64,
+                ),
+                (
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds",
+                    started,
+                ),
+                (
+                    "process_threads",
+                    "Number of OS threads in the process",
+                    stat.num_threads as f64,
+                ),
+            ] {
+                let gauge = ConstGauge::new(value);
+                gauge.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    gauge.metric_type(),
+                )?)?;
+            }
+        }
+        if let Ok(open) = me.fd_count() {
+            let gauge = ConstGauge::new(open as f64);
+            let help = "Number of open file descriptors";
+            gauge.encode(encoder.encode_descriptor(
+                "process_open_fds",
+                help,
+                None,
+                gauge.metric_type(),
+            )?)?;
+        }
+        let max_fds = me.limits().ok().map(|l| l.max_open_files.soft_limit);
+        if let Some(procfs::process::LimitValue::Value(max)) = max_fds {
+            let gauge = ConstGauge::new(max as f64);
+            let help = "Maximum number of open file descriptors";
+            gauge.encode(encoder.encode_descriptor(
+                "process_max_fds",
+                help,
+                None,
+                gauge.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The config in force (at start and after each reload): every team's, webhook's and kind's
+/// series exist from the first scrape, at zero, so a rate or an absence alert works before
+/// anything has happened.
+pub fn configured(teams: &[Team]) {
+    let m = &*METRICS;
+    for team in teams {
+        let _ = m
+            .data_rechecks
+            .get_or_create(&vec![("team", team.name.clone())]);
+        for hook in &team.webhooks {
+            let kind = vec![("kind", hook.kind.as_str().to_owned())];
+            let _ = m.webhook_duration.get_or_create(&kind);
+            for outcome in DELIVERY_OUTCOMES {
+                let labels = vec![
+                    ("team", team.name.clone()),
+                    ("webhook", hook.name.clone()),
+                    ("outcome", outcome.to_owned()),
+                ];
+                let _ = m.deliveries.get_or_create(&labels);
+            }
+        }
+    }
+}
+
+/// When each (team, webhook) last had a digest delivered, as the ledger remembers it: set at
+/// start, so a restart doesn't make every team look as if it had gone quiet.
+pub fn delivered_before(last: impl IntoIterator<Item = (String, String, DateTime<Utc>)>) {
+    for (team, webhook, at) in last {
+        let labels = vec![("team", team), ("webhook", webhook)];
+        METRICS.last_delivery.get_or_create(&labels).set(unix(at));
+    }
+}
+
+/// An alert that a digest was given up: `sent` when its receiver took it, else `failed`.
+pub fn alert(reason: &str, sent: bool) {
+    let outcome = if sent { "sent" } else { "failed" };
+    let labels = vec![
+        ("reason", reason.to_owned()),
+        ("outcome", outcome.to_owned()),
+    ];
+    METRICS.alerts.get_or_create(&labels).inc();
+}
 
 /// The metrics in the Prometheus text format (served with [`CONTENT_TYPE`]).
 pub fn encode() -> String {

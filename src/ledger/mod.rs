@@ -736,6 +736,26 @@ impl Ledger {
             .map_err(|e| self.fail("record", e))
     }
 
+    /// When each (team, webhook) last had a digest delivered.
+    pub async fn last_deliveries(
+        &self,
+    ) -> Result<Vec<(String, String, DateTime<Utc>)>, LedgerError> {
+        let query = sqlx::query(
+            "SELECT team, webhook, MAX(delivered_at) FROM digests
+             WHERE delivered_at IS NOT NULL GROUP BY team, webhook",
+        );
+        let rows = (self.inner.db.fetch_all(query).await).map_err(|e| self.fail("read", e))?;
+        let mut last = Vec::with_capacity(rows.len());
+        for row in rows {
+            let read = |e| self.fail("read", causes(&e));
+            let team: String = row.try_get(0).map_err(read)?;
+            let webhook: String = row.try_get(1).map_err(read)?;
+            let at: i64 = row.try_get(2).map_err(read)?;
+            last.extend(DateTime::from_timestamp(at, 0).map(|at| (team, webhook, at)));
+        }
+        Ok(last)
+    }
+
     /// Each team's watermark: the instant up to which its firings are accounted for.
     pub async fn watermarks(&self) -> Result<HashMap<String, DateTime<Utc>>, LedgerError> {
         let query = sqlx::query("SELECT team, planned_until FROM watermarks");

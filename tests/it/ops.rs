@@ -703,3 +703,83 @@ async fn the_daemon_tells_systemd_it_is_ready_feeds_the_watchdog_and_says_it_sto
     }
     assert!(daemon.wait_exit(SECONDS).await.is_some());
 }
+
+/// Issue 21: every family has its series at the first scrape, at zero for each configured
+/// team, webhook and outcome; the build and the process are there; and the last delivery is
+/// read back from the ledger after a restart rather than starting empty.
+#[tokio::test]
+async fn every_metric_family_is_there_at_the_first_scrape_and_last_delivery_survives_a_restart() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    let apac = team("apac", "acme", &[("slack", &hooks.url("/apac"))]);
+    // A schedule that never fires today: nothing happens before the scrape.
+    let quiet = team("quiet", "globex", &[("generic", &hooks.url("/quiet"))])
+        .replace("0 9 * * *", "0 0 29 2 *");
+    let work = Workspace::new(&ops_config(&sim.base_url(), &[apac, quiet.clone()]));
+    let daemon = Daemon::start(&work);
+    let base = endpoint(&daemon).await;
+    wait_until("apac's delivery", SECONDS, || hooks.seen().len() == 1).await;
+    let before = samples(&get(&format!("{base}/metrics")).await.1);
+    let last = "acquire_digest_last_delivery_timestamp_seconds{team=\"apac\",webhook=\"slack\"}";
+    let delivered_at = before[last];
+    drop(daemon);
+
+    // Only the quiet team now: nothing will happen before the first scrape.
+    let text = ops_config(&sim.base_url(), &[quiet]).replace("* * * * * *", "0 0 29 2 *");
+    std::fs::write(work.config(), text).unwrap();
+    let daemon = Daemon::start(&work);
+    let base = endpoint(&daemon).await;
+    daemon.wait_for_log("next digest", SECONDS).await;
+    let text = get(&format!("{base}/metrics")).await.1;
+    let first = samples(&text);
+    // Kept from the ledger: the team left the config, but its last delivery is what it was.
+    assert_eq!(first.get(last), Some(&delivered_at.floor()), "{text}");
+    for outcome in [
+        "delivered",
+        "failed",
+        "refused",
+        "unknown",
+        "too_many_attempts",
+        "skipped",
+        "superseded",
+        "missed",
+    ] {
+        assert_eq!(
+            first.get(&deliveries("quiet", "generic", outcome)),
+            Some(&0.0),
+            "{outcome}"
+        );
+    }
+    for series in [
+        "acquire_digest_api_requests_total{endpoint=\"visitors-by-location\",status=\"200\"}",
+        "acquire_digest_webhook_request_duration_seconds_count{kind=\"generic\"}",
+        "acquire_digest_data_rechecks_total{team=\"quiet\"}",
+        "acquire_digest_ledger_errors_total{op=\"record\"}",
+        "acquire_digest_alerts_total{reason=\"refused\",outcome=\"sent\"}",
+        "acquire_digest_alerts_total{reason=\"missed\",outcome=\"failed\"}",
+        "acquire_digest_api_request_duration_seconds_count",
+        "acquire_digest_pending_deliveries",
+    ] {
+        assert_eq!(first.get(series), Some(&0.0), "{series} in\n{text}");
+    }
+    assert!(first.contains_key("acquire_digest_next_digest_timestamp_seconds{team=\"quiet\"}"));
+    assert_eq!(
+        first.get("acquire_digest_config_last_reload_successful"),
+        Some(&1.0)
+    );
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let commit = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    let build = format!(
+        "acquire_digest_build_info{{version=\"{}\",commit=\"{commit}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(first.get(&build), Some(&1.0), "{text}");
+    assert!(first["process_resident_memory_bytes"] > 1e6, "{text}");
+    assert!(first.contains_key("process_cpu_seconds_total"), "{text}");
+    assert!(first["process_open_fds"] >= 3.0, "{text}");
+    assert!(first.contains_key("process_start_time_seconds"), "{text}");
+}

@@ -58,6 +58,7 @@ enum Command {
     Demo,
     /// Print a shell completion script, e.g. `acquire-digest completions bash > /etc/bash_completion.d/acquire-digest`.
     Completions {
+        /// bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -77,6 +78,7 @@ enum Command {
 struct TryArgs {
     #[command(flatten)]
     config: ConfigArg,
+    /// The team, by its `name` in the config.
     #[arg(long, value_name = "NAME")]
     team: String,
     /// Only this webhook. Default: every webhook of the team.
@@ -163,6 +165,7 @@ struct StatusArgs {
     /// may still act on.
     #[arg(long)]
     date: Option<NaiveDate>,
+    /// text for people, or json (one document) for scripts.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
 }
@@ -175,6 +178,7 @@ enum Format {
 
 #[derive(Args)]
 struct SimulateArgs {
+    /// Where to serve the simulated API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Added to every response.
@@ -745,5 +749,29 @@ async fn history_for_a_dry_run(state: &StateStore, clock: Arc<dyn Clock>) -> Opt
             tracing::warn!("comparisons fetch every earlier span: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 21: `--help` explains every flag and argument of every subcommand.
+    #[test]
+    fn every_flag_has_help() {
+        fn undocumented(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.get_help().is_none() && !matches!(id, "help" | "version") {
+                    out.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "acquire-digest", &mut missing);
+        assert!(missing.is_empty(), "no help: {missing:?}");
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use chrono::NaiveDate;
 
 use crate::clock::{Clock, WallClock};
-use crate::config::{Config, Team, Webhook};
+use crate::config::{Config, Team, Webhook, WebhookKind};
 use crate::deliver::Posted;
 use crate::pipeline::Pipeline;
 use crate::rank::Digest;
@@ -49,8 +49,11 @@ pub async fn test(
     webhook: Option<&str>,
     date: Option<NaiveDate>,
 ) -> anyhow::Result<Vec<Tried>> {
-    let (pipeline, team, hooks, mut digest) = build(config, team, webhook, date).await?;
-    digest.team = format!("[TEST] {}", digest.team);
+    let (pipeline, team, hooks, digest) = build(config, team, webhook, date).await?;
+    // A person reads a chat message: the team's name says it is a test. A program reads the
+    // generic JSON: a `test` key says so, and `team` stays the key it files the digest under.
+    let mut marked = digest.clone();
+    marked.team = format!("[TEST] {}", digest.team);
     // Its own id: a receiver that drops repeats must not drop the real digest as one.
     let id = format!(
         "test-{}",
@@ -58,7 +61,16 @@ pub async fn test(
     );
     let mut out = Vec::new();
     for hook in hooks {
-        let body = pipeline.renderer.body(hook, &digest)?;
+        let body = match hook.kind {
+            WebhookKind::Generic => {
+                let mut body = pipeline.renderer.body(hook, &digest)?;
+                if let Some(fields) = body.as_object_mut() {
+                    fields.insert("test".to_owned(), serde_json::Value::Bool(true));
+                }
+                body
+            }
+            _ => pipeline.renderer.body(hook, &marked)?,
+        };
         let posted = pipeline.deliverer.post(hook, &body, &id).await;
         out.push(Tried {
             label: label(team, hook),

@@ -475,3 +475,22 @@ fn check_knows_what_each_kind_needs() {
     let output = Workspace::new(&good).run(&["check"], &[("S", &secret())]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+/// Issue 21: a generic receiver files by `team`, so `test` leaves it alone and says
+/// `"test": true` instead.
+#[tokio::test]
+async fn test_marks_a_generic_payload_with_a_test_key_and_keeps_the_team() {
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = receiver().await;
+    let text = format!(
+        "[acquire]\nbase_url = \"{}\"\n\n[[teams]]\nname = \"apac\"\naccount_id = \"acme\"\napi_key = \"key-1234\"\ntimezone = \"Asia/Kolkata\"\nschedule = \"0 9 * * *\"\n\n[[teams.webhooks]]\nkind = \"generic\"\nurl = \"{}\"\n",
+        sim.base_url(),
+        hooks.url("/generic"),
+    );
+    let work = Workspace::new(&text);
+    let output = run(&work, &["test", "--team", "apac", "--date", "2021-03-18"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let body = hooks.seen_at("/generic")[0].json();
+    assert_eq!(body["team"], "apac");
+    assert_eq!(body["test"], true);
+}

@@ -13,10 +13,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// A loaded config, if every template in it works; `path` names the file in errors.
 pub fn templates(path: &Path, config: Config) -> Result<Config, ConfigErrors> {
-    let problems = template_problems(&config);
+    let mut problems = template_problems(&config);
     if problems.is_empty() {
         Ok(config)
     } else {
+        config::locate(
+            &std::fs::read_to_string(path).unwrap_or_default(),
+            &mut problems,
+        );
         Err(ConfigErrors {
             file: path.to_owned(),
             problems,
@@ -37,6 +41,7 @@ fn template_problems(config: &Config) -> Vec<Problem> {
                         "{}: {message}; variables are the fields of the digest listed in README.md",
                         template.path.display()
                     ),
+                    at: None,
                 });
             }
         }

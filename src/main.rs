@@ -414,21 +414,40 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     let config = check::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
-    for short in config::short_api_keys(&config) {
-        let (file, place, message) = (path.display(), short.place, short.message);
-        tracing::warn!("{file}: {place}: {message} (`check` refuses it)");
+    for short in located(path, config::short_api_keys(&config)) {
+        tracing::warn!("{} (`check` refuses it)", said(path, &short));
     }
-    for warning in config::warnings(&config) {
-        let (file, place, message) = (path.display(), warning.place, warning.message);
-        tracing::warn!("{file}: {place}: {message}");
+    for warning in located(path, config::warnings(&config)) {
+        tracing::warn!("{}", said(path, &warning));
     }
     Ok(config)
+}
+
+/// `problems` with their places in the file at `path` found.
+fn located(path: &std::path::Path, mut problems: Vec<config::Problem>) -> Vec<config::Problem> {
+    if !problems.is_empty() {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        config::locate(&text, &mut problems);
+    }
+    problems
+}
+
+/// A problem as one line: `config.toml:12:1: team "apac".api_key: …`.
+fn said(path: &std::path::Path, problem: &config::Problem) -> String {
+    let file = path.display();
+    let (place, message) = (&problem.place, &problem.message);
+    match problem.at {
+        Some(config::Position { line, column }) => {
+            format!("{file}:{line}:{column}: {place}: {message}")
+        }
+        None => format!("{file}: {place}: {message}"),
+    }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
     match check::load(path) {
         Ok(config) if !config::short_api_keys(&config).is_empty() => {
-            let problems = config::short_api_keys(&config);
+            let problems = located(path, config::short_api_keys(&config));
             let errors = config::ConfigErrors {
                 file: path.to_owned(),
                 problems,
@@ -437,9 +456,8 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(config) => {
-            for warning in config::warnings(&config) {
-                let (file, place, message) = (path.display(), warning.place, warning.message);
-                let _ = writeln!(std::io::stderr(), "warning: {file}: {place}: {message}");
+            for warning in located(path, config::warnings(&config)) {
+                let _ = writeln!(std::io::stderr(), "warning: {}", said(path, &warning));
             }
             // Written whole and errors ignored: `check | head` closes the pipe early.
             let _ = std::io::stdout().write_all(check_report(path, &config).as_bytes());

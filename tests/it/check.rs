@@ -70,7 +70,7 @@ fn syntax_errors_point_at_the_line() {
     let output = work.run(&["check"], &[]);
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains("line 3, column"),
+        stderr(&output).contains("config.toml:3:"),
         "{}",
         stderr(&output)
     );
@@ -202,4 +202,51 @@ fn a_history_too_short_for_the_unusual_line_is_a_warning_naming_the_teams() {
     let output = enough.run(&["check"], &env);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+}
+
+/// Issue 21: a value of the wrong type is named by its team and key, at its line and column,
+/// and the file's other problems are still listed; misspelt keys, sections, zones and kinds
+/// get a "did you mean".
+#[test]
+fn a_type_error_names_team_and_key_and_the_rest_is_still_checked_with_suggestions() {
+    let text = GOOD
+        .replace(
+            "schedule = \"0 9 * * *\"",
+            "schedule = \"0 9 * * *\"\ntop = \"three\"\nskip_emtpy = true",
+        )
+        .replace("Asia/Kolkata", "Asia/Tokio")
+        .replace("kind = \"slack\"", "kind = \"slak\"")
+        + "\n[sever]\nlisten = \"127.0.0.1:9187\"\n";
+    let work = Workspace::new(&text);
+    let output = work.run(
+        &["check"],
+        &[("ACME_KEY", "key-abc-123"), ("APAC_SLACK", SECRET_URL)],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let said = stderr(&output);
+    let line = |needle: &str| {
+        said.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in\n{said}"))
+            .trim()
+            .to_owned()
+    };
+    assert!(said.contains("config.toml: 5 problems"), "{said}");
+    assert_eq!(
+        line("top"),
+        "config.toml:8:1: team \"support-apac\".top: invalid type: string, expected a whole number, without quotes"
+    );
+    assert!(line("skip_emtpy").starts_with("config.toml:9:1: team \"support-apac\".skip_emtpy: unknown key (did you mean \"skip_empty\"?)"), "{said}");
+    assert!(line("Tokio").starts_with("config.toml:6:1: team \"support-apac\".timezone: unknown timezone \"Asia/Tokio\" (did you mean \"Asia/Tokyo\"?)"), "{said}");
+    assert!(line("slak").contains("(did you mean \"slack\"?)"), "{said}");
+    assert!(
+        line("sever").contains("sever: unknown key (did you mean \"server\"?)"),
+        "{said}"
+    );
+    // In the file's order.
+    let order: Vec<usize> = ["Tokio", "top", "skip_emtpy", "slak", "sever"]
+        .iter()
+        .map(|n| said.find(&line(n)).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "{said}");
 }

@@ -14,6 +14,10 @@ use url::Url;
 
 use crate::schedule::{Comparison, Schedule, Zone};
 
+mod places;
+
+pub use places::Position;
+
 pub const DEFAULT_BASE_URL: &str = "https://{account_id}.acquire.io/api";
 pub const DEFAULT_PATH: &str = "config.toml";
 
@@ -328,6 +332,20 @@ pub struct Config {
 pub struct Problem {
     pub place: String,
     pub message: String,
+    /// Where in the file, once [`locate`]d.
+    pub at: Option<Position>,
+}
+
+/// Finds where in the config `text` each problem's place is, for those not placed yet, and
+/// puts them in the file's order.
+pub fn locate(text: &str, problems: &mut [Problem]) {
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return;
+    };
+    for problem in problems.iter_mut().filter(|p| p.at.is_none()) {
+        problem.at = Some(places::position_of(doc.get_ref(), text, &problem.place));
+    }
+    problems.sort_by_key(|p| p.at.map(|at| (at.line, at.column)));
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,8 +363,13 @@ impl fmt::Display for ConfigErrors {
             self.file.display(),
             if n == 1 { "" } else { "s" }
         )?;
+        let file = self.file.display();
         for p in &self.problems {
-            writeln!(f, "  {}: {}", p.place, p.message)?;
+            match p.at {
+                Some(Position { line, column }) => write!(f, "  {file}:{line}:{column}: ")?,
+                None => write!(f, "  {file}: ")?,
+            }
+            writeln!(f, "{}: {}", p.place, p.message)?;
         }
         Ok(())
     }
@@ -439,6 +462,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!(
                 "cannot read it ({e}); pass --config PATH or set ACQUIRE_DIGEST_CONFIG"
             ),
+            at: None,
         }],
     })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
@@ -481,6 +505,42 @@ pub fn endpoint_of(path: &Path) -> Result<url::Url, String> {
     url::Url::parse(&format!("http://{addr}/")).map_err(|e| e.to_string())
 }
 
+/// The file's tables as our types, and the paths of the keys they don't know. A value of the
+/// wrong type is a problem named by its team and key; that key is then left out and the rest
+/// read on, so one mistake doesn't hide the file's others. None when the file isn't TOML.
+fn deserialize(text: &str, problems: &mut Problems) -> Option<(RawConfig, Vec<String>)> {
+    let mut doc = match toml::de::DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let at = Position::of(text, e.span().map_or(0, |s| s.start));
+            problems.add_at(at, "syntax", without_values(e.message().trim()));
+            return None;
+        }
+    };
+    // Each round leaves out one key, of at most a few hundred in a file.
+    for _ in 0..1_000 {
+        let mut unknown = Vec::new();
+        let de = toml::de::Deserializer::from(doc.clone());
+        let error = match serde_ignored::deserialize(de, |path| unknown.push(path.to_string())) {
+            Ok(raw) => return Some((raw, unknown)),
+            Err(e) => e,
+        };
+        let message = without_values(error.message().trim());
+        let found = (error.span()).and_then(|span| places::key_at(doc.get_ref(), &span));
+        let Some((path, key)) = found else {
+            let at = Position::of(text, error.span().map_or(0, |s| s.start));
+            problems.add_at(at, "syntax", message);
+            return None;
+        };
+        let place = places::describe(doc.get_ref(), &path);
+        problems.add_at(Position::of(text, key.start), place, message);
+        if !places::remove(doc.get_mut(), &path) {
+            return None;
+        }
+    }
+    None
+}
+
 /// Parses config text. Relative paths (templates, the ledger) are resolved against `base_dir`,
 /// the config file's folder, so the daemon behaves the same from any working directory.
 pub fn parse(
@@ -489,20 +549,20 @@ pub fn parse(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems::default();
-    let mut unknown = Vec::new();
-    let raw: RawConfig = match toml::de::Deserializer::parse(text)
-        .and_then(|de| serde_ignored::deserialize(de, |path| unknown.push(path.to_string())))
-    {
-        Ok(raw) => raw,
-        Err(e) => {
-            problems.add(locate(text, e.span()), without_values(e.message().trim()));
+    let (raw, unknown) = match deserialize(text, &mut problems) {
+        Some(read) => read,
+        None => {
+            locate(text, &mut problems.0);
             return Err(problems.0);
         }
     };
     for key in unknown {
+        let (table, name) = key.rsplit_once('.').unwrap_or(("", &key));
+        let known = places::known_keys(table).iter().copied();
+        let guess = places::did_you_mean(name, known);
         problems.add(
             describe_path(&key, &raw),
-            "unknown key: remove it or check its spelling against the config reference in README.md",
+            format!("unknown key{guess}: remove it or check its spelling against the config reference in README.md"),
         );
     }
 
@@ -675,7 +735,10 @@ pub fn parse(
             listen,
             alerts,
         }),
-        _ => Err(problems.0),
+        _ => {
+            locate(text, &mut problems.0);
+            Err(problems.0)
+        }
     }
 }
 
@@ -719,7 +782,16 @@ fn parse_team(
             raw.timezone.as_deref(),
             "an IANA zone such as \"Asia/Kolkata\" or an offset such as \"+05:30\"",
         )
-        .and_then(|tz| problems.check(place, "timezone", Zone::parse(tz)));
+        .and_then(|tz| {
+            let zone = Zone::parse(tz).map_err(|e| {
+                let names = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
+                match places::did_you_mean(tz, names) {
+                    guess if guess.is_empty() => e,
+                    guess => e.replacen(": use", &format!("{guess}: use"), 1),
+                }
+            });
+            problems.check(place, "timezone", zone)
+        });
     let schedule = problems
         .require(
             place,
@@ -825,7 +897,10 @@ fn parse_webhooks(
                 if kind.is_none() {
                     problems.add(
                         format!("{hook_place}.kind"),
-                        format!("unknown kind {text:?}: use {KINDS}"),
+                        format!(
+                            "unknown kind {text:?}{}: use {KINDS}",
+                            places::did_you_mean(text, WebhookKind::ALL.map(WebhookKind::as_str))
+                        ),
                     );
                 }
                 kind
@@ -974,6 +1049,7 @@ pub fn short_api_keys(config: &Config) -> Vec<Problem> {
                 "is {} characters long: an API key has at least 8 (check it was copied whole), and a shorter one can't be kept out of logs",
                 team.api_key.expose().chars().count()
             ),
+            at: None,
         })
         .collect()
 }
@@ -994,6 +1070,7 @@ pub fn warnings(config: &Config) -> Vec<Problem> {
                 config.history_days,
                 unusual.join(", ")
             ),
+            at: None,
         });
     }
     warnings
@@ -1262,22 +1339,19 @@ fn without_values(message: &str) -> String {
             // "<kind> <value>, expected <what>": the value is the file's, <what> our types'.
             let kind = rest.split_whitespace().next().unwrap_or_default();
             return match rest.rsplit_once(", expected ") {
-                Some((_, expected)) => format!("{prefix}{kind}, expected {expected}"),
+                Some((_, expected)) => {
+                    // Our integer types by the name a config's author knows.
+                    let expected = match expected {
+                        "i64" | "u64" | "usize" => "a whole number, without quotes",
+                        other => other,
+                    };
+                    format!("{prefix}{kind}, expected {expected}")
+                }
                 None => format!("{prefix}{kind}"),
             };
         }
     }
     message.to_owned()
-}
-
-fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    let Some(span) = span else {
-        return "syntax".into();
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
-    format!("line {line}, column {column}")
 }
 
 #[derive(Default)]
@@ -1288,6 +1362,15 @@ impl Problems {
         self.0.push(Problem {
             place: place.into(),
             message: message.into(),
+            at: None,
+        });
+    }
+
+    fn add_at(&mut self, at: Position, place: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            place: place.into(),
+            message: message.into(),
+            at: Some(at),
         });
     }
 
@@ -1507,10 +1590,8 @@ url = "https://example.com/hook"
     fn syntax_errors_give_line_and_column() {
         let problems = problems("[acquire]\ntimeout_secs = = 3\n");
         assert_eq!(problems.len(), 1);
-        assert!(
-            problems[0].place.starts_with("line 2, column"),
-            "{problems:?}"
-        );
+        assert_eq!(problems[0].place, "syntax");
+        assert_eq!(problems[0].at.map(|at| at.line), Some(2), "{problems:?}");
     }
 
     #[test]

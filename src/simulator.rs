@@ -208,7 +208,13 @@ pub async fn serve(
     options: SimulatorOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The daemon's readiness path too, so `acquire-digest health` can probe a simulator
+    // container as it does a daemon.
     let router = Router::new()
+        .route(
+            "/-/ready",
+            axum::routing::get(|| async { "simulator ready\n" }),
+        )
         .fallback(answer)
         .with_state(Arc::new(Simulator::new(options)));
     axum::serve(listener, router)

@@ -7,6 +7,7 @@ mod alerts;
 mod check;
 mod compare;
 mod daemon;
+mod deploy;
 mod fetch;
 mod insight;
 mod kinds;

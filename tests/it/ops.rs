@@ -120,7 +120,11 @@ async fn metrics_count_a_delivered_a_refused_and_a_failing_webhook() {
         Some(&1.0),
         "{text}"
     );
-    assert_eq!(metrics.get(&deliveries("apac", "good", "failed")), None);
+    // Present from the start, at zero (issue 21).
+    assert_eq!(
+        metrics.get(&deliveries("apac", "good", "failed")),
+        Some(&0.0)
+    );
     // Four reports, one request each, all answered.
     for endpoint in [
         "visitors-by-location",

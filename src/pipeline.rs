@@ -5,6 +5,7 @@
 //! requests, and each answer is recorded the moment it arrives, so a kill re-sends only what
 //! was on the wire.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,9 +56,25 @@ pub struct Pipeline {
     history_days: u32,
     /// When history was last pruned, shared by the clones one run or daemon makes.
     pruned: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
+    /// Digests sent to a webhook that failed, by team and span: a later round sends the same
+    /// body again instead of fetching every report anew. Dropped once no webhook of the span
+    /// waits for another round.
+    sent: Arc<std::sync::Mutex<SentDigests>>,
     retry: RetryPolicy,
     retry_every: Duration,
     clock: Arc<dyn Clock>,
+}
+
+/// By team and span: the digest sent, and when it was built.
+type SentDigests = HashMap<(String, Span), (Arc<Digest>, DateTime<Utc>)>;
+
+/// A span's digest as fetched for its first round, or why nothing is sent this round.
+enum Fresh<'a> {
+    /// The digest, and the leases to send it under.
+    Send(Arc<Digest>, Vec<(&'a Webhook, Option<Lease>)>),
+    /// Waiting for its data, or an empty day skipped: each leased webhook's status.
+    Done(Vec<HookReport>),
+    Failed(FetchError),
 }
 
 /// What happened to one team's span.
@@ -319,6 +336,7 @@ impl Pipeline {
                 0
             },
             pruned: Arc::default(),
+            sent: Arc::default(),
             ledger,
             retry: RetryPolicy::within(config.delivery_retry_budget),
             retry_every: config.retry_every,
@@ -343,6 +361,12 @@ impl Pipeline {
             {
                 *at = None;
             }
+        }
+        let again = (outcome.iter().flatten())
+            .any(|h| matches!(h.status, HookStatus::RetryAt { at: Some(_), .. }));
+        if !again {
+            let mut sent = self.sent.lock().expect("sent digests");
+            sent.remove(&(team.name.clone(), span));
         }
         let report = SpanReport {
             team: team.name.clone(),
@@ -393,51 +417,21 @@ impl Pipeline {
         if leased.is_empty() {
             return Ok(reports);
         }
-        let mut digest = match self.digest(team, span).await {
-            Ok(digest) => digest,
-            Err(e) => {
-                let (error, at) = (e.to_string(), self.next_attempt());
-                for (_, lease) in leased {
-                    failed_before(lease, &error, at).await;
+        let kept = (self.sent.lock().expect("sent digests"))
+            .get(&(team.name.clone(), span))
+            .map(|(digest, _)| digest.clone());
+        let (digest, leased) = match kept {
+            // A later round of the same span: the same body, and no request.
+            Some(digest) => (digest, leased),
+            None => match self.fresh_digest(team, span, requester, leased).await {
+                Fresh::Send(digest, leased) => (digest, leased),
+                Fresh::Done(done) => {
+                    reports.extend(done);
+                    return Ok(reports);
                 }
-                return Err(e);
-            }
+                Fresh::Failed(e) => return Err(e),
+            },
         };
-        let reads = (leased.iter())
-            .find_map(|(_, lease)| lease.as_ref().map(|l| l.reads().clone()))
-            .unwrap_or_default();
-        if let Some((read, again)) = self
-            .wait_for_data(team, span, requester, reads, &mut digest)
-            .await
-        {
-            for (hook, lease) in leased {
-                let Some(lease) = lease else { continue };
-                let waiting = lease.finish(Finish::Waiting {
-                    read: read.clone(),
-                    retry_at: again,
-                });
-                let status = match waiting.await {
-                    Ok(Some(_)) => HookStatus::Waiting(again),
-                    Ok(None) => HookStatus::Superseded,
-                    Err(e) => HookStatus::LedgerFailed(e),
-                };
-                reports.push(report(hook, status));
-            }
-            return Ok(reports);
-        }
-        // Forced by an admin, even an empty day goes out.
-        if team.skip_empty && digest.is_empty && requester != (Requester::Admin { force: true }) {
-            for (hook, lease) in leased {
-                if let Some(lease) = lease
-                    && let Err(e) = lease.finish(Finish::Skipped).await
-                {
-                    reports.push(report(hook, HookStatus::LedgerFailed(e)));
-                    continue;
-                }
-                reports.push(report(hook, HookStatus::Skipped));
-            }
-            return Ok(reports);
-        }
         let sends = leased.into_iter().map(|(hook, lease)| {
             let digest = &digest;
             async move {
@@ -460,6 +454,73 @@ impl Pipeline {
         });
         reports.extend(futures::future::join_all(sends).await);
         Ok(reports)
+    }
+
+    /// The span's digest fetched now, once its data looks complete and it isn't an empty day
+    /// to skip; else what became of each leased webhook. A digest to send is kept for the
+    /// span's later rounds.
+    async fn fresh_digest<'a>(
+        &self,
+        team: &Team,
+        span: Span,
+        requester: Requester,
+        leased: Vec<(&'a Webhook, Option<Lease>)>,
+    ) -> Fresh<'a> {
+        let mut digest = match self.digest(team, span).await {
+            Ok(digest) => digest,
+            Err(e) => {
+                let (error, at) = (e.to_string(), self.next_attempt());
+                for (_, lease) in leased {
+                    failed_before(lease, &error, at).await;
+                }
+                return Fresh::Failed(e);
+            }
+        };
+        let reads = (leased.iter())
+            .find_map(|(_, lease)| lease.as_ref().map(|l| l.reads().clone()))
+            .unwrap_or_default();
+        if let Some((read, again)) = self
+            .wait_for_data(team, span, requester, reads, &mut digest)
+            .await
+        {
+            let mut done = Vec::new();
+            for (hook, lease) in leased {
+                let Some(lease) = lease else { continue };
+                let waiting = lease.finish(Finish::Waiting {
+                    read: read.clone(),
+                    retry_at: again,
+                });
+                let status = match waiting.await {
+                    Ok(Some(_)) => HookStatus::Waiting(again),
+                    Ok(None) => HookStatus::Superseded,
+                    Err(e) => HookStatus::LedgerFailed(e),
+                };
+                done.push(report(hook, status));
+            }
+            return Fresh::Done(done);
+        }
+        // Forced by an admin, even an empty day goes out.
+        if team.skip_empty && digest.is_empty && requester != (Requester::Admin { force: true }) {
+            let mut done = Vec::new();
+            for (hook, lease) in leased {
+                if let Some(lease) = lease
+                    && let Err(e) = lease.finish(Finish::Skipped).await
+                {
+                    done.push(report(hook, HookStatus::LedgerFailed(e)));
+                    continue;
+                }
+                done.push(report(hook, HookStatus::Skipped));
+            }
+            return Fresh::Done(done);
+        }
+        let digest = Arc::new(digest);
+        let mut sent = self.sent.lock().expect("sent digests");
+        let now = self.clock.now();
+        // A span some other process finished, or one given up while a reload came between,
+        // is not kept past the longest catch-up.
+        sent.retain(|_, (_, at)| now.signed_duration_since(*at) < chrono::Duration::days(8));
+        sent.insert((team.name.clone(), span), (digest.clone(), now));
+        Fresh::Send(digest, leased)
     }
 
     /// The team's digest of `span`, fetched fresh, beside each earlier span `team.compare`

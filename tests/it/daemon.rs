@@ -938,3 +938,46 @@ fn berlin(api: &str, hooks: &Scripted, schedule: &str) -> Workspace {
         &[with_schedule(berlin, schedule, "Europe/Berlin")],
     ))
 }
+
+/// Issue 21: a webhook's later rounds send the digest built for its first: no report is
+/// fetched again while the span's rounds go on.
+#[tokio::test]
+async fn a_failing_webhooks_retries_fetch_nothing_again() {
+    let api = crate::once::acquire_serving(
+        json!([{"name": "India", "cca3": "IND", "visitorCount": 40, "chatCount": 4, "caseCount": 0,
+                "emailCount": 0, "cobrowseCount": 0, "videocall": 0, "audiocall": 0, "voipCallCount": 0}]),
+        json!([]),
+        json!([]),
+        json!([]),
+    )
+    .await;
+    let hooks = Scripted::webhooks().await;
+    let mut replies = vec![Reply::new(503, "maintenance"); 6];
+    replies.push(Reply::new(200, "ok"));
+    hooks.script("/berlin", replies);
+    let work = berlin(&crate::once::acquire_base(&api), &hooks, "0 9 * * *");
+    let start: chrono::DateTime<Utc> = "2026-11-25T07:59:58Z".parse().unwrap();
+    let (clock, stop) = InProcess::start(&work, start);
+    let posts = || hooks.seen_at("/berlin").len();
+    wait_until("the first round", SECONDS, || posts() == 3).await;
+    let fetched = api.seen().len();
+    assert!(fetched >= 4, "{fetched} requests");
+    let mut minutes = 0;
+    while posts() < 7 {
+        clock.jump(chrono::Duration::minutes(5));
+        minutes += 5;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            minutes <= 180,
+            "not delivered after 3 hours: {} POSTs",
+            posts()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = hooks.seen_at("/berlin");
+    assert!(sent.last().unwrap().answered.is_some());
+    // Every round posted the same body, and the API was asked nothing more.
+    assert!(sent.windows(2).all(|w| w[0].body == w[1].body));
+    assert_eq!(api.seen().len(), fetched);
+    stop.finish().await;
+}

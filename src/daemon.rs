@@ -167,7 +167,8 @@ pub async fn run(
 
 /// The config in force and what was built from it.
 struct Current {
-    config: Config,
+    /// Shared with the status page, which shows what this config schedules.
+    config: Arc<Config>,
     ledger: Ledger,
     pipeline: Pipeline,
     /// Teams in delivery at once. A job leases its digest only once it has a slot, so
@@ -199,7 +200,8 @@ impl Current {
             None => Arc::new(tokio::sync::Semaphore::new(config.concurrency * 2)),
         };
         let alerting = before.map_or_else(TaskTracker::new, |b| b.alerting.clone());
-        crate::server::ledger_in_use(&ledger);
+        let config = Arc::new(config);
+        crate::server::in_use(&ledger, &config);
         let alerts = Alerts::new(
             config.alerts.clone(),
             ledger.clone(),

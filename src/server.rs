@@ -1,5 +1,6 @@
 //! The daemon's HTTP endpoint (`run --listen`, `[server] listen`), on Prometheus's and
-//! Alertmanager's paths: `GET /metrics`, `GET /-/healthy`, `GET /-/ready`, `POST /-/reload`.
+//! Alertmanager's paths: `GET /metrics`, `GET /-/healthy`, `GET /-/ready`, `POST /-/reload`;
+//! and `GET /`, the status page.
 
 use std::future::Future;
 use std::time::Duration;
@@ -7,20 +8,25 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use sd_notify::NotifyState;
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
+use crate::config::Config;
 use crate::ledger::Ledger;
+use crate::status::{self, Which};
 use crate::telemetry;
 
-/// The ledger the daemon uses now, for `GET /-/ready` to probe.
-static LEDGER: std::sync::Mutex<Option<Ledger>> = std::sync::Mutex::new(None);
+/// The ledger the daemon uses now, for `GET /-/ready` to probe, and the config in force, for
+/// the status page.
+static IN_USE: std::sync::Mutex<Option<(Ledger, Arc<Config>)>> = std::sync::Mutex::new(None);
 
-/// The daemon opened (or kept, on a reload) this ledger.
-pub fn ledger_in_use(ledger: &Ledger) {
-    *LEDGER.lock().expect("ledger slot") = Some(ledger.clone());
+/// The daemon opened (or kept, on a reload) this ledger, under this config.
+pub fn in_use(ledger: &Ledger, config: &Arc<Config>) {
+    *IN_USE.lock().expect("in-use slot") = Some((ledger.clone(), config.clone()));
 }
 
 /// Why the daemon can't write its ledger now, while it can't.
@@ -67,6 +73,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = Router::new()
+        .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route(
             "/-/healthy",
@@ -78,6 +85,49 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// What `acquire-digest status` would say, as a page, with a red banner for what stops
+/// deliveries: a ledger that can't be read or written, or a reload that was rejected.
+async fn status_page() -> Response {
+    let now = chrono::Utc::now();
+    let mut alarms = Vec::new();
+    if let Err(problems) = &telemetry::reloads().borrow().1 {
+        let first = problems
+            .lines()
+            .find(|l| l.starts_with("  "))
+            .unwrap_or(problems);
+        alarms.push(format!(
+            "The last config reload was rejected, and the previous config still runs: {} (`acquire-digest check` lists every problem)",
+            first.trim()
+        ));
+    }
+    if let Some(error) = WRITES_FAILING.lock().expect("writes slot").clone() {
+        alarms.push(format!(
+            "Deliveries wait: the ledger takes no writes: {error}"
+        ));
+    }
+    let Some((ledger, config)) = IN_USE.lock().expect("in-use slot").clone() else {
+        alarms.push("Starting: the ledger is not open yet.".to_owned());
+        let empty = status::report(
+            &[],
+            &Default::default(),
+            now,
+            Which::Since(now.date_naive()),
+        );
+        return Html(status::page(&empty, &alarms, now)).into_response();
+    };
+    let since = now.date_naive() - chrono::Days::new(crate::ledger::owed::LOOKBACK_DAYS);
+    let entries = match ledger.recent(since).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            alarms.push(format!("The ledger is unreachable: {e}"));
+            Default::default()
+        }
+    };
+    let teams: Vec<&crate::config::Team> = config.teams.iter().collect();
+    let status = status::report(&teams, &entries, now, Which::Since(since));
+    Html(status::page(&status, &alarms, now)).into_response()
 }
 
 async fn metrics() -> Response {
@@ -92,7 +142,7 @@ async fn metrics() -> Response {
 /// write; the ledger is asked now, so a file deleted or replaced under the daemon shows at
 /// once, not at its next wake-up.
 async fn ready() -> Response {
-    let Some(ledger) = LEDGER.lock().expect("ledger slot").clone() else {
+    let Some((ledger, _)) = IN_USE.lock().expect("in-use slot").clone() else {
         return unavailable("not ready: the config is loaded but the ledger is not open yet");
     };
     if let Some(error) = WRITES_FAILING.lock().expect("writes slot").clone() {

@@ -131,3 +131,163 @@ async fn status_on_an_empty_database_says_so_and_creates_nothing() {
     };
     assert_eq!(tables, 0, "status must not create the schema");
 }
+
+/// The headless Chromium `scripts/with-postgres` provides; None (the test says it skipped)
+/// outside CI without one.
+fn chromium() -> Option<String> {
+    let found = std::env::var("ACQUIRE_DIGEST_TEST_CHROMIUM")
+        .ok()
+        .or_else(|| {
+            ["chromium", "chromium-browser"].iter().find_map(|name| {
+                let which = std::process::Command::new("which")
+                    .arg(name)
+                    .output()
+                    .ok()?;
+                which
+                    .status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&which.stdout).trim().to_owned())
+            })
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is required in CI (scripts/with-postgres installs it)"
+        );
+        eprintln!("skipped: no chromium (scripts/with-postgres installs it)");
+    }
+    found
+}
+
+/// The page as the browser built it (`--dump-dom`), or its screenshot at `png`.
+async fn browse(browser: &str, url: &str, png: Option<&std::path::Path>) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(browser);
+    command.args([
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--window-size=1100,900",
+    ]);
+    command.arg(format!("--user-data-dir={}", profile.path().display()));
+    match png {
+        Some(path) => command.arg(format!("--screenshot={}", path.display())),
+        None => command.arg("--dump-dom"),
+    };
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        command.arg(url).output(),
+    )
+    .await
+    .expect("chromium finished within a minute")
+    .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Issue 21: `run`'s page at `/`, loaded in a real headless Chromium, shows each team's last
+/// digest per webhook (delivered, failed with its reason, pending), escapes team names, keeps
+/// receivers' bodies out, links the other endpoints, and turns red on a rejected reload.
+#[tokio::test]
+async fn the_status_page_shows_delivered_failed_and_pending_teams_in_a_browser() {
+    let Some(browser) = chromium() else { return };
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    hooks.script("/down", vec![Reply::new(503, "<i>maintenance</i>")]);
+    hooks.script(
+        "/slow",
+        vec![Reply::new(200, "ok").delay(std::time::Duration::from_secs(120))],
+    );
+    let (noon, _) = zone_at(12);
+    let teams: Vec<String> = [("apac <b>&", "/ok"), ("emea", "/down"), ("amer", "/slow")]
+        .iter()
+        .map(|(name, path)| {
+            team(name, "acme", &[("generic", &hooks.url(path))])
+                .replace("0 9 * * *", "* * * * * *")
+                .replace("Asia/Kolkata", &noon)
+        })
+        .collect();
+    let text = format!(
+        "retry_every = \"1h\"\n{}\n[server]\nlisten = \"127.0.0.1:0\"\n",
+        config(&sim.base_url(), &teams)
+    );
+    let work = Workspace::new(&text);
+    let daemon = crate::support::Daemon::start(&work);
+    let base = crate::support::endpoint(&daemon).await;
+    crate::support::wait_until(
+        "every team's round",
+        std::time::Duration::from_secs(30),
+        || {
+            hooks.seen_at("/ok").len() == 1
+                && hooks.seen_at("/down").len() == 3
+                && hooks.seen_at("/slow").len() == 1
+        },
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    let dom = browse(&browser, &format!("{base}/"), None).await;
+    let row = |team: &str| -> String {
+        let at = dom
+            .find(&format!("<h2>{team}</h2>"))
+            .unwrap_or_else(|| panic!("no {team} in\n{dom}"));
+        let end = dom[at..].find("</section>").unwrap() + at;
+        dom[at..end].to_owned()
+    };
+    let apac = row("apac &lt;b&gt;&amp;");
+    assert!(
+        apac.contains("class=\"ok\"") && apac.contains("delivered at "),
+        "{apac}"
+    );
+    assert!(apac.contains("Next digest: "), "{apac}");
+    let emea = row("emea");
+    assert!(
+        emea.contains("class=\"bad\"")
+            && emea.contains("FAILED after 3 attempts: HTTP 503; next attempt"),
+        "{emea}"
+    );
+    let amer = row("amer");
+    assert!(
+        amer.contains("class=\"wait\"") && amer.contains("pending"),
+        "{amer}"
+    );
+    assert!(
+        !dom.contains("maintenance"),
+        "a receiver's body reached the page:\n{dom}"
+    );
+    assert!(!dom.contains("<b>&"), "{dom}");
+    for link in [
+        "href=\"/metrics\"",
+        "href=\"/-/healthy\"",
+        "href=\"/-/ready\"",
+    ] {
+        assert!(dom.contains(link), "{link}");
+    }
+    assert!(dom.contains("http-equiv=\"refresh\""));
+    assert!(!dom.contains("class=\"alarm\""), "{dom}");
+
+    // A screenshot for whoever reads the CI run.
+    let artefacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let png = artefacts.join("status-page.png");
+    let _ = std::fs::remove_file(&png);
+    browse(&browser, &format!("{base}/"), Some(&png)).await;
+    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "no screenshot at {}", png.display());
+
+    std::fs::write(work.config(), "[[teams]]\nname = \"broken\"\n").unwrap();
+    let reload = reqwest::Client::new()
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status().as_u16(), 400);
+    let dom = browse(&browser, &format!("{base}/"), None).await;
+    assert!(
+        dom.contains("class=\"alarm\" role=\"alert\">The last config reload was rejected"),
+        "{dom}"
+    );
+    // The config in force still shows.
+    assert!(dom.contains("<h2>emea</h2>"), "{dom}");
+}

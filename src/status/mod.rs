@@ -15,6 +15,10 @@ use crate::ledger::owed::{describe_next, owed};
 use crate::ledger::{Entries, State};
 use crate::schedule::Span;
 
+mod page;
+
+pub use page::page;
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     /// Everything due was delivered.
@@ -162,7 +166,6 @@ fn span_status(span: Span, entry: Option<&crate::ledger::Entry>) -> SpanStatus {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let time = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
         for team in &self.teams {
             writeln!(f, "{}: next digest {}", team.team, team.next_digest)?;
             for hook in &team.webhooks {
@@ -171,66 +174,78 @@ impl fmt::Display for Status {
                     writeln!(f, "    nothing recorded")?;
                 }
                 for span in &hook.spans {
-                    let mut line = String::new();
                     let days = Span {
                         first: span.date,
                         last: span.end_date,
                     };
-                    let _ = write!(line, "    {days:<22} ");
-                    let _ = match span.state {
-                        "delivered" => write!(
-                            line,
-                            "delivered{}",
-                            span.delivered_at
-                                .map(|at| format!(" at {}", time(at)))
-                                .unwrap_or_default()
-                        ),
-                        "failed" => write!(
-                            line,
-                            "FAILED after {} attempt{}",
-                            span.attempts,
-                            if span.attempts == 1 { "" } else { "s" }
-                        ),
-                        "pending" => write!(line, "pending, not tried yet"),
-                        "waiting" => write!(
-                            line,
-                            "waiting for data: it looked incomplete{}",
-                            span.next_attempt
-                                .map(|at| format!("; read again at {}", time(at)))
-                                .unwrap_or_default()
-                        ),
-                        "skipped" => write!(line, "skipped: no visitors"),
-                        "refused" => write!(line, "REFUSED (not sent again until its URL changes)"),
-                        "unknown" => write!(line, "OUTCOME UNKNOWN (two POSTs went unanswered)"),
-                        "too_many_attempts" => write!(
-                            line,
-                            "GIVEN UP after {} POSTs reached the receiver",
-                            crate::ledger::MAX_POSTS
-                        ),
-                        "missed" => write!(
-                            line,
-                            "MISSED: nothing recorded of it within its catch_up window (`once --date {}` sends it)",
-                            span.date
-                        ),
-                        "unreadable" => write!(line, "UNREADABLE by this version"),
-                        _ => write!(line, "GIVEN UP: its catch_up window closed"),
-                    };
-                    if !matches!(span.state, "delivered" | "waiting")
-                        && let Some(error) = &span.last_error
-                    {
-                        let _ = write!(line, ": {error}");
-                    }
-                    if let Some(at) = span.next_attempt.filter(|_| span.state == "failed") {
-                        let _ = write!(line, "; next attempt {}", time(at));
-                    }
-                    if let Some(until) = span.leased_until {
-                        let _ = write!(line, " (being delivered, lease until {})", time(until));
-                    }
-                    writeln!(f, "{line}")?;
+                    let said = span.said(span.last_error.as_deref());
+                    writeln!(f, "    {days:<22} {said}")?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl SpanStatus {
+    /// What happened to it, in words: its state, `error` (the last error, or the part of it
+    /// to show), the next attempt and a lease another process holds.
+    fn said(&self, error: Option<&str>) -> String {
+        let time = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let mut line = String::new();
+        let _ = match self.state {
+            "delivered" => write!(
+                line,
+                "delivered{}",
+                (self.delivered_at)
+                    .map(|at| format!(" at {}", time(at)))
+                    .unwrap_or_default()
+            ),
+            "failed" => write!(
+                line,
+                "FAILED after {} attempt{}",
+                self.attempts,
+                if self.attempts == 1 { "" } else { "s" }
+            ),
+            "pending" if self.leased_until.is_some() => {
+                write!(line, "pending, being delivered now")
+            }
+            "pending" => write!(line, "pending, not tried yet"),
+            "waiting" => write!(
+                line,
+                "waiting for data: it looked incomplete{}",
+                (self.next_attempt)
+                    .map(|at| format!("; read again at {}", time(at)))
+                    .unwrap_or_default()
+            ),
+            "skipped" => write!(line, "skipped: no visitors"),
+            "refused" => write!(line, "REFUSED (not sent again until its URL changes)"),
+            "unknown" => write!(line, "OUTCOME UNKNOWN (two POSTs went unanswered)"),
+            "too_many_attempts" => write!(
+                line,
+                "GIVEN UP after {} POSTs reached the receiver",
+                crate::ledger::MAX_POSTS
+            ),
+            "missed" => write!(
+                line,
+                "MISSED: nothing recorded of it within its catch_up window (`once --date {}` sends it)",
+                self.date
+            ),
+            "unreadable" => write!(line, "UNREADABLE by this version"),
+            _ => write!(line, "GIVEN UP: its catch_up window closed"),
+        };
+        if !matches!(self.state, "delivered" | "waiting")
+            && let Some(error) = error
+        {
+            let _ = write!(line, ": {error}");
+        }
+        if let Some(at) = self.next_attempt.filter(|_| self.state == "failed") {
+            let _ = write!(line, "; next attempt {}", time(at));
+        }
+        if let Some(until) = self.leased_until {
+            let _ = write!(line, " (leased until {})", time(until));
+        }
+        line
     }
 }
 

@@ -1,0 +1,152 @@
+//! The status page `run` serves at `/`: the same [`Status`] as `acquire-digest status`, as one
+//! self-contained HTML page (no scripts, styles inline, no external assets) that refreshes
+//! itself, for an operator without a shell on the host.
+//!
+//! Only config names and the daemon's own words reach it, escaped; an upstream's body excerpt
+//! (which can quote what visitors typed) is cut from errors: `status` shows errors whole.
+
+use chrono::{DateTime, Utc};
+use handlebars::html_escape;
+
+use super::{SpanStatus, Status};
+
+/// Seconds between the page's own reloads.
+const REFRESH_SECS: u32 = 30;
+
+/// The page for `status`, with `alarms` (the ledger unreachable, a reload rejected) as red
+/// banners above it.
+pub fn page(status: &Status, alarms: &[String], now: DateTime<Utc>) -> String {
+    let mut html = format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="{REFRESH_SECS}">
+<title>acquire-digest status</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 1.5rem auto; max-width: 60rem; padding: 0 1rem; color: #1d1d1f; }}
+h1 {{ font-size: 1.4rem; margin: 0; }}
+h2 {{ font-size: 1.1rem; margin: 1.6rem 0 .2rem; }}
+.meta, .next {{ color: #555; margin: .2rem 0; }}
+.alarm {{ background: #b3261e; color: #fff; padding: .7rem 1rem; border-radius: 6px; margin: 1rem 0; font-weight: 600; }}
+table {{ border-collapse: collapse; width: 100%; margin-top: .4rem; }}
+th, td {{ text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #ddd; vertical-align: top; }}
+th {{ font-weight: 600; color: #555; }}
+.state {{ font-weight: 600; white-space: nowrap; }}
+.ok .state {{ color: #1b7f3a; }}
+.bad .state {{ color: #b3261e; }}
+.wait .state {{ color: #8a5a00; }}
+a {{ color: #0b57d0; }}
+</style>
+</head>
+<body>
+<h1>acquire-digest</h1>
+<p class="meta">As of {} · {} · refreshes every {REFRESH_SECS} s · <a href="/metrics">metrics</a> · <a href="/-/healthy">healthy</a> · <a href="/-/ready">ready</a></p>
+"#,
+        now.format("%Y-%m-%d %H:%M:%S UTC"),
+        if status.ok {
+            "everything due was delivered"
+        } else {
+            "not everything due was delivered"
+        }
+    );
+    for alarm in alarms {
+        html.push_str(&format!(
+            "<div class=\"alarm\" role=\"alert\">{}</div>\n",
+            html_escape(alarm)
+        ));
+    }
+    if status.teams.is_empty() {
+        html.push_str("<p>No teams are configured.</p>\n");
+    }
+    for team in &status.teams {
+        html.push_str(&format!(
+            "<section>\n<h2>{}</h2>\n<p class=\"next\">Next digest: {}</p>\n",
+            html_escape(&team.team),
+            html_escape(&team.next_digest)
+        ));
+        html.push_str(
+            "<table>\n<tr><th>webhook</th><th>last digest</th><th>what happened</th></tr>\n",
+        );
+        for hook in &team.webhooks {
+            let (class, days, said) = match hook.spans.first() {
+                Some(span) => (class(span), days(span), last(span)),
+                None => ("", "—".to_owned(), "nothing recorded yet".to_owned()),
+            };
+            html.push_str(&format!(
+                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td class=\"state\">{}</td></tr>\n",
+                html_escape(&hook.webhook),
+                html_escape(&days),
+                html_escape(&said)
+            ));
+        }
+        html.push_str("</table>\n</section>\n");
+    }
+    html.push_str("</body>\n</html>\n");
+    html
+}
+
+fn class(span: &SpanStatus) -> &'static str {
+    match span.state {
+        "delivered" | "skipped" => "ok",
+        "pending" | "waiting" => "wait",
+        _ => "bad",
+    }
+}
+
+fn days(span: &SpanStatus) -> String {
+    if span.date == span.end_date {
+        span.date.to_string()
+    } else {
+        format!("{} to {}", span.date, span.end_date)
+    }
+}
+
+/// What happened, with the error's own words but not what the upstream sent back.
+fn last(span: &SpanStatus) -> String {
+    span.said(span.last_error.as_deref().map(without_excerpt))
+}
+
+/// An error up to where it quotes an answer: "rejected with HTTP 400: {body}" keeps
+/// "rejected with HTTP 400", "…; it began: {body}" its start.
+fn without_excerpt(error: &str) -> &str {
+    let mut end = error.len();
+    if let Some(at) = error.find("; it began") {
+        end = end.min(at);
+    }
+    if let Some(at) = error.find("HTTP ") {
+        let code_end = at
+            + 5
+            + error[at + 5..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .count();
+        if error[code_end..].starts_with(": ") {
+            end = end.min(code_end);
+        }
+    }
+    error[..end].trim_end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_excerpts_are_cut_from_errors() {
+        assert_eq!(
+            without_excerpt("rejected with HTTP 400: <script>alert(1)</script>"),
+            "rejected with HTTP 400"
+        );
+        assert_eq!(without_excerpt("HTTP 503: maintenance"), "HTTP 503");
+        assert_eq!(
+            without_excerpt("the response is not JSON (expected value); it began: <html>"),
+            "the response is not JSON (expected value)"
+        );
+        assert_eq!(
+            without_excerpt("could not connect: Connection refused (nothing was sent)"),
+            "could not connect: Connection refused (nothing was sent)"
+        );
+    }
+}

@@ -8,6 +8,7 @@ mod check;
 mod compare;
 mod daemon;
 mod deploy;
+mod docs;
 mod fetch;
 mod insight;
 mod kinds;

@@ -155,6 +155,23 @@ pub fn reload_signal() -> std::io::Result<mpsc::Receiver<&'static str>> {
     Ok(reloads)
 }
 
+/// Waits until `wake`, feeding systemd's watchdog `every` so often meanwhile: only while the
+/// loop waits here, so a loop stuck anywhere else starves it.
+async fn idle_until(clock: &Arc<dyn Clock>, wake: DateTime<Utc>, every: Option<Duration>) {
+    let Some(every) = every else {
+        return clock.sleep_until(wake).await;
+    };
+    let sleep = clock.sleep_until(wake);
+    tokio::pin!(sleep);
+    let mut beat = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return,
+            _ = beat.tick() => crate::server::feed_watchdog(),
+        }
+    }
+}
+
 /// `run`: the daemon on the wall clock until `shutdown` resolves, reloading on `reloads`.
 pub async fn run(
     path: PathBuf,
@@ -201,6 +218,19 @@ impl Current {
         };
         let alerting = before.map_or_else(TaskTracker::new, |b| b.alerting.clone());
         let config = Arc::new(config);
+        // Before the endpoint says ready: the first scrape has every series.
+        crate::telemetry::configured(&config.teams);
+        crate::telemetry::next_digests(&config.teams, clock.now());
+        match ledger.last_deliveries().await {
+            // A team or webhook since removed would only look as if it had gone quiet.
+            Ok(last) => {
+                crate::telemetry::delivered_before(last.into_iter().filter(|(team, hook, _)| {
+                    (config.teams.iter())
+                        .any(|t| &t.name == team && t.webhooks.iter().any(|h| &h.name == hook))
+                }))
+            }
+            Err(e) => tracing::warn!("could not read the last deliveries for the metrics: {e}"),
+        }
         crate::server::in_use(&ledger, &config);
         let alerts = Alerts::new(
             config.alerts.clone(),
@@ -434,12 +464,8 @@ pub async fn serve(
     for team in &current.config.teams {
         tracing::info!(team = %team.name, schedule = team.schedule.as_str(), "next digest {}", describe_next(team, now));
     }
-    crate::telemetry::configured(&current.config.teams);
-    match current.ledger.last_deliveries().await {
-        Ok(last) => crate::telemetry::delivered_before(last),
-        Err(e) => tracing::warn!("could not read the last deliveries for the metrics: {e}"),
-    }
     crate::server::notify_ready(current.config.teams.len());
+    let watchdog = crate::server::watchdog_every();
     let alerts = current.alerts.clone();
     (current.alerting).spawn(async move { alerts.send_unsent().await });
     let mut jobs: JoinSet<SpanReport> = JoinSet::new();
@@ -530,7 +556,6 @@ pub async fn serve(
                 match Current::reload(path, &clock, &current).await {
                     Ok(new) => {
                         crate::telemetry::config_loaded(Ok(()));
-                        crate::telemetry::configured(&new.config.teams);
                         let now = clock.now();
                         tracing::info!(teams = new.config.teams.len(), "{source}: config reloaded; failed digests are tried again now");
                         for team in &new.config.teams {
@@ -584,7 +609,7 @@ pub async fn serve(
                     }
                 }
             }
-            () = clock.sleep_until(wake) => {}
+            () = idle_until(&clock, wake, watchdog) => {}
         }
     }
 

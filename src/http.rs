@@ -120,7 +120,18 @@ impl NoAnswer {
         // hyper's outer causes say at which step (TCP, DNS, else the TLS handshake), the
         // innermost what happened.
         // reqwest's own text names the URL, which may hold an account or a secret.
-        let innermost = (causes.last().cloned()).unwrap_or_else(|| "no answer".to_owned());
+        let innermost = causes.last().cloned().unwrap_or_else(|| {
+            let what = if e.is_redirect() {
+                "too many redirects"
+            } else if e.is_decode() || e.is_body() {
+                "the answer could not be read"
+            } else if e.is_builder() {
+                "the request could not be built"
+            } else {
+                "no answer"
+            };
+            what.to_owned()
+        });
         let said = |what: &str| causes.iter().any(|c| c.contains(what));
         let (before_sending, cause) = if e.is_connect() {
             let cause = if e.is_timeout() {

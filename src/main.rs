@@ -326,15 +326,19 @@ async fn reload(args: &EndpointArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(NO_DAEMON));
         }
     };
-    let ok = answer.status().is_success();
+    let status = answer.status();
     let said = answer.text().await.unwrap_or_default();
-    if ok {
+    if status.is_success() {
         let _ = write!(std::io::stdout(), "{said}");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        let _ = write!(std::io::stderr(), "{said}");
-        Ok(ExitCode::FAILURE)
+        return Ok(ExitCode::SUCCESS);
     }
+    let _ = write!(std::io::stderr(), "{said}");
+    // 400 is the daemon's "rejected"; anything else (stopping, busy, not our daemon at all)
+    // means no daemon took the question.
+    Ok(match status {
+        reqwest::StatusCode::BAD_REQUEST => ExitCode::FAILURE,
+        _ => ExitCode::from(NO_DAEMON),
+    })
 }
 
 /// `health`: `GET /-/ready`, 200 or not.

@@ -419,7 +419,9 @@ impl Pipeline {
         }
         let kept = (self.sent.lock().expect("sent digests"))
             .get(&(team.name.clone(), span))
-            .map(|(digest, _)| digest.clone());
+            .map(|(digest, _)| digest.clone())
+            // Sent unsettled: a later round reads again, in case the data is in by now.
+            .filter(|digest| !digest.provisional);
         let (digest, leased) = match kept {
             // A later round of the same span: the same body, and no request.
             Some(digest) => (digest, leased),

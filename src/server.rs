@@ -38,23 +38,24 @@ pub fn ledger_writes_failing(error: Option<String>) {
 }
 
 /// Tells systemd (`Type=notify`) that the daemon is ready, its config loaded and its ledger
-/// open, and keeps its watchdog (`WatchdogSec=`) fed at half its timeout for as long as the
-/// runtime turns. Outside systemd (no `NOTIFY_SOCKET`) nothing is sent.
+/// open. Outside systemd (no `NOTIFY_SOCKET`) nothing is sent.
 pub fn notify_ready(teams: usize) {
     let status = format!("{teams} teams scheduled");
     let said = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     if let Err(e) = said {
         tracing::warn!("could not tell systemd the daemon is ready: {e}");
     }
-    if let Some(timeout) = sd_notify::watchdog_enabled() {
-        tokio::spawn(async move {
-            let mut beat = tokio::time::interval(timeout / 2);
-            loop {
-                beat.tick().await;
-                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
-            }
-        });
-    }
+}
+
+/// How often the daemon's loop must feed systemd's watchdog (`WatchdogSec=`): half its timeout.
+pub fn watchdog_every() -> Option<std::time::Duration> {
+    sd_notify::watchdog_enabled().map(|timeout| timeout / 2)
+}
+
+/// The daemon's loop came round: a loop stuck in a pass or a hung ledger call stops feeding
+/// the watchdog, and systemd restarts it.
+pub fn feed_watchdog() {
+    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
 }
 
 /// Tells systemd the daemon is stopping, so a restart waits for in-flight deliveries.

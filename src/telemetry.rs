@@ -178,6 +178,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     Metrics { registry, ..m }
 });
 
+/// When this process started, near enough: the first thing `main` does is set up logs.
+static STARTED: LazyLock<f64> = LazyLock::new(|| unix(Utc::now()));
+
 /// The standard `process_*` metrics, read from /proc at each scrape (procfs parses it):
 /// what every Prometheus client exports, so the usual dashboards and alerts work.
 #[derive(Debug)]
@@ -200,9 +203,10 @@ impl Collector for ProcessCollector {
                 counter.metric_type(),
             )?)?;
             let page = procfs::page_size();
-            let started = procfs::boot_time_secs()
+            // /proc/stat, which has the boot time, is hidden by systemd's ProcSubset=pid.
+            let started = (procfs::boot_time_secs())
                 .map(|boot| boot as f64 + stat.starttime as f64 / ticks)
-                .unwrap_or_default();
+                .unwrap_or_else(|_| *STARTED);
             for (name, help, value) in [
                 (
                     "process_resident_memory_bytes",
@@ -444,6 +448,7 @@ pub enum LogFormat {
 
 /// Logs to stderr at `RUST_LOG` (default info), one event per line in either format.
 pub fn init_logs(format: LogFormat) {
+    LazyLock::force(&STARTED);
     use tracing_subscriber::EnvFilter;
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // HTTP internals may log request URIs, and a webhook URL is a credential: whatever

@@ -51,7 +51,8 @@ pub async fn test(
 ) -> anyhow::Result<Vec<Tried>> {
     let (pipeline, team, hooks, digest) = build(config, team, webhook, date).await?;
     // A person reads a chat message: the team's name says it is a test. A program reads the
-    // generic JSON: a `test` key says so, and `team` stays the key it files the digest under.
+    // generic JSON: a `test` key says so (and its `text` for a person), and `team` stays the
+    // key it files the digest under.
     let mut marked = digest.clone();
     marked.team = format!("[TEST] {}", digest.team);
     // Its own id: a receiver that drops repeats must not drop the real digest as one.
@@ -66,6 +67,9 @@ pub async fn test(
                 let mut body = pipeline.renderer.body(hook, &digest)?;
                 if let Some(fields) = body.as_object_mut() {
                     fields.insert("test".to_owned(), serde_json::Value::Bool(true));
+                    if let Some(serde_json::Value::String(text)) = fields.get_mut("text") {
+                        text.insert_str(0, "[TEST] ");
+                    }
                 }
                 body
             }

@@ -482,8 +482,18 @@ pub fn endpoint_of(path: &Path) -> Result<url::Url, String> {
             path.display()
         )
     })?;
-    let listen = (text.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("server")?.get("listen")?.as_str().map(str::to_owned))
+    // Read past syntax errors elsewhere: the new config may be broken, and the daemon is the
+    // one to say so.
+    let (doc, _) = toml::de::DeTable::parse_recoverable(&text);
+    let listen = (doc.get_ref().get("server"))
+        .and_then(|server| {
+            server
+                .get_ref()
+                .get("listen")?
+                .get_ref()
+                .as_str()
+                .map(str::to_owned)
+        })
         .ok_or_else(|| {
             format!(
                 "{} sets no [server] listen: pass --url, e.g. --url http://127.0.0.1:9187",
@@ -736,6 +746,13 @@ pub fn parse(
             alerts,
         }),
         _ => {
+            // A key left out for its type is not also "missing".
+            let typed: HashSet<String> = (problems.0.iter())
+                .filter(|p| p.message.starts_with("invalid "))
+                .map(|p| p.place.clone())
+                .collect();
+            (problems.0)
+                .retain(|p| !(p.message.starts_with("missing:") && typed.contains(&p.place)));
             locate(text, &mut problems.0);
             Err(problems.0)
         }

@@ -109,11 +109,17 @@ fn last(span: &SpanStatus) -> String {
 }
 
 /// An error up to where it quotes an answer: "rejected with HTTP 400: {body}" keeps
-/// "rejected with HTTP 400", "…; it began: {body}" its start.
+/// "rejected with HTTP 400", "…; it began: {body}" its start, "the API answered success:
+/// false ({message})" and "unexpected shape: {detail}" their first words.
 fn without_excerpt(error: &str) -> &str {
     let mut end = error.len();
     if let Some(at) = error.find("; it began") {
         end = end.min(at);
+    }
+    for quoting in ["success: false", "unexpected shape"] {
+        if let Some(at) = error.find(quoting) {
+            end = end.min(at + quoting.len());
+        }
     }
     if let Some(at) = error.find("HTTP ") {
         let code_end = at
@@ -132,6 +138,60 @@ fn without_excerpt(error: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::{TeamStatus, WebhookStatus};
+
+    /// Escaping and cutting, without a browser: the browser test covers the rest.
+    #[test]
+    fn names_are_escaped_and_answers_stay_off_the_page() {
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 12, 4).unwrap();
+        let status = Status {
+            ok: false,
+            teams: vec![TeamStatus {
+                team: "<script>alert(1)</script>".into(),
+                next_digest: "Sat 5 Dec 09:00:00 UTC (09:00:00 UTC), covering 2026-12-04".into(),
+                next_digest_at: None,
+                webhooks: vec![WebhookStatus {
+                    webhook: "ops & \"sales\"".into(),
+                    host: "https://hooks.example:443 #0123abcd".into(),
+                    spans: vec![SpanStatus {
+                        date,
+                        end_date: date,
+                        state: "refused",
+                        attempts: 1,
+                        last_error: Some(
+                            "rejected with HTTP 400: <img src=x onerror=alert(1)>".into(),
+                        ),
+                        next_attempt: None,
+                        delivered_at: None,
+                        leased_until: None,
+                    }],
+                }],
+            }],
+        };
+        let now = chrono::Utc::now();
+        let html = page(&status, &["The ledger is unreachable: <x>".into()], now);
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(html.contains("ops &amp; &quot;sales&quot;"), "{html}");
+        assert!(
+            !html.contains("<script>") && !html.contains("<img"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "REFUSED (not sent again until its URL changes): rejected with HTTP 400<"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("role=\"alert\">The ledger is unreachable: &lt;x&gt;</div>"),
+            "{html}"
+        );
+        // The host stays with `status`: the page names webhooks, not where they point.
+        assert!(!html.contains("hooks.example"), "{html}");
+    }
 
     #[test]
     fn upstream_excerpts_are_cut_from_errors() {
@@ -143,6 +203,14 @@ mod tests {
         assert_eq!(
             without_excerpt("the response is not JSON (expected value); it began: <html>"),
             "the response is not JSON (expected value)"
+        );
+        assert_eq!(
+            without_excerpt("acme visitor-reference: the API answered success: false (<b>x</b>)"),
+            "acme visitor-reference: the API answered success: false"
+        );
+        assert_eq!(
+            without_excerpt("acme pages: unexpected shape: row 3: not an object: \"<@U1>\""),
+            "acme pages: unexpected shape"
         );
         assert_eq!(
             without_excerpt("could not connect: Connection refused (nothing was sent)"),

@@ -216,6 +216,7 @@ fn a_type_error_names_team_and_key_and_the_rest_is_still_checked_with_suggestion
         )
         .replace("Asia/Kolkata", "Asia/Tokio")
         .replace("kind = \"slack\"", "kind = \"slak\"")
+        .replace("account_id = \"acme\"", "account_id = 42")
         + "\n[sever]\nlisten = \"127.0.0.1:9187\"\n";
     let work = Workspace::new(&text);
     let output = work.run(
@@ -231,7 +232,12 @@ fn a_type_error_names_team_and_key_and_the_rest_is_still_checked_with_suggestion
             .trim()
             .to_owned()
     };
-    assert!(said.contains("config.toml: 5 problems"), "{said}");
+    // A required key of the wrong type is one problem, not also "missing".
+    assert!(said.contains("config.toml: 6 problems"), "{said}");
+    assert!(
+        line("account_id").contains("invalid type: integer, expected a string"),
+        "{said}"
+    );
     assert_eq!(
         line("top"),
         "config.toml:8:1: team \"support-apac\".top: invalid type: string, expected a whole number, without quotes"

@@ -493,4 +493,6 @@ async fn test_marks_a_generic_payload_with_a_test_key_and_keeps_the_team() {
     let body = hooks.seen_at("/generic")[0].json();
     assert_eq!(body["team"], "apac");
     assert_eq!(body["test"], true);
+    let text = body["text"].as_str().unwrap();
+    assert!(text.starts_with("[TEST] apac"), "{text}");
 }

@@ -237,6 +237,15 @@ async fn reload_over_http_takes_a_good_config_and_answers_400_with_a_bad_ones_pr
     })
     .await;
 
+    // Broken past parsing, but `reload` still finds the daemon from `[server] listen`.
+    let broken = format!(
+        "[server]\nlisten = \"{}\"\n\n[[teams]]\nname = = \"x\"\n",
+        base.trim_start_matches("http://")
+    );
+    std::fs::write(work.config(), broken).unwrap();
+    let reload = run_beside(work.dir.path(), &["reload"], &[]).await;
+    assert_eq!(reload.status.code(), Some(1), "{}", stderr(&reload));
+    assert!(stderr(&reload).contains("syntax"), "{}", stderr(&reload));
     std::fs::write(
         work.config(),
         "[[teams]]\nname = \"broken\"\ntimezone = \"Nowhere/Land\"\nschedule = \"every day\"\n",
@@ -728,15 +737,16 @@ async fn every_metric_family_is_there_at_the_first_scrape_and_last_delivery_surv
     let delivered_at = before[last];
     drop(daemon);
 
-    // Only the quiet team now: nothing will happen before the first scrape.
-    let text = ops_config(&sim.base_url(), &[quiet]).replace("* * * * * *", "0 0 29 2 *");
+    // Nothing fires now: nothing will happen before the first scrape.
+    let apac = team("apac", "acme", &[("slack", &hooks.url("/apac"))]);
+    let text = ops_config(&sim.base_url(), &[apac, quiet]).replace("* * * * * *", "0 0 29 2 *");
     std::fs::write(work.config(), text).unwrap();
     let daemon = Daemon::start(&work);
     let base = endpoint(&daemon).await;
     daemon.wait_for_log("next digest", SECONDS).await;
     let text = get(&format!("{base}/metrics")).await.1;
     let first = samples(&text);
-    // Kept from the ledger: the team left the config, but its last delivery is what it was.
+    // Read back from the ledger, to the second.
     assert_eq!(first.get(last), Some(&delivered_at.floor()), "{text}");
     for outcome in [
         "delivered",
@@ -785,5 +795,10 @@ async fn every_metric_family_is_there_at_the_first_scrape_and_last_delivery_surv
     assert!(first["process_resident_memory_bytes"] > 1e6, "{text}");
     assert!(first.contains_key("process_cpu_seconds_total"), "{text}");
     assert!(first["process_open_fds"] >= 3.0, "{text}");
-    assert!(first.contains_key("process_start_time_seconds"), "{text}");
+    let started = first["process_start_time_seconds"];
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        (now - 120.0..=now).contains(&started),
+        "started at {started}, now {now}"
+    );
 }

@@ -654,8 +654,9 @@ async fn reconcile(
     };
     // A team no longer configured is forgotten: added again later, it is a new team, whose
     // absence is not a run of missed digests.
+    let configured: HashSet<&str> = teams.iter().map(|t| t.name.as_str()).collect();
     let gone: Vec<String> = (marks.keys())
-        .filter(|name| !teams.iter().any(|t| &t.name == *name))
+        .filter(|name| !configured.contains(name.as_str()))
         .cloned()
         .collect();
     for team in gone {
@@ -670,8 +671,8 @@ async fn reconcile(
     let running = |team: &str, span: Span| busy.contains(&(team.to_owned(), span));
     let (missed, moved) = unseen(teams, now, &entries, marks, &running);
     current.record_missed(missed, now).await?;
+    ledger.advance(&moved).await?;
     for (team, until) in moved {
-        ledger.advance(&team, until).await?;
         let mark = marks.entry(team).or_insert(until);
         *mark = (*mark).max(until);
     }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{
     DateTime, Datelike, Days, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
@@ -302,11 +303,30 @@ impl Window {
     }
 }
 
-/// A cron schedule: 5 fields, or 6 with seconds first, read in the team's timezone.
+/// A cron schedule: 5 fields, or 6 with seconds first, read in the team's timezone. Teams
+/// with the same line share one parsed copy (see [`Schedules`]).
 #[derive(Clone)]
-pub struct Schedule {
+pub struct Schedule(Arc<Parsed>);
+
+struct Parsed {
     cron: Cron,
     text: String,
+}
+
+/// Each distinct cron line parsed once: 100,000 teams mostly share a few dozen lines, and
+/// parsing one is most of what loading a team costs.
+#[derive(Default)]
+pub struct Schedules(std::collections::HashMap<String, Result<Schedule, String>>);
+
+impl Schedules {
+    pub fn parse(&mut self, text: &str) -> Result<Schedule, String> {
+        if let Some(parsed) = self.0.get(text) {
+            return parsed.clone();
+        }
+        let parsed = Schedule::parse(text);
+        self.0.insert(text.to_owned(), parsed.clone());
+        parsed
+    }
 }
 
 impl Schedule {
@@ -329,14 +349,14 @@ impl Schedule {
                 "{text:?} never fires (no such day, e.g. 30 February): check the day and month fields"
             ));
         }
-        Ok(Schedule {
+        Ok(Schedule(Arc::new(Parsed {
             cron,
             text: text.to_owned(),
-        })
+        })))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.0.text
     }
 
     /// The first firing strictly after `after`. A local time that a spring-forward change skips
@@ -363,7 +383,8 @@ impl Schedule {
     }
 
     fn next_in<Z: TimeZone>(&self, after: &DateTime<Z>) -> Option<DateTime<Utc>> {
-        self.cron
+        self.0
+            .cron
             .find_next_occurrence(after, false)
             .ok()
             .map(|t| t.with_timezone(&Utc))
@@ -476,7 +497,7 @@ const MAX_LOOKBACK_DAYS: usize = 4 * 366;
 
 impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Schedule({:?})", self.text)
+        write!(f, "Schedule({:?})", self.0.text)
     }
 }
 

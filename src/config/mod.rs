@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::schedule::{Comparison, Schedule, Zone};
+use crate::schedule::{Comparison, Schedule, Schedules, Zone};
 
 mod places;
 
@@ -519,22 +519,35 @@ pub fn endpoint_of(path: &Path) -> Result<url::Url, String> {
 /// wrong type is a problem named by its team and key; that key is then left out and the rest
 /// read on, so one mistake doesn't hide the file's others. None when the file isn't TOML.
 fn deserialize(text: &str, problems: &mut Problems) -> Option<(RawConfig, Vec<String>)> {
-    let mut doc = match toml::de::DeTable::parse(text) {
-        Ok(doc) => doc,
-        Err(e) => {
-            let at = Position::of(text, e.span().map_or(0, |s| s.start));
-            problems.add_at(at, "syntax", without_values(e.message().trim()));
-            return None;
-        }
-    };
+    // The keys left out so far, by their paths: each round reads the file afresh without them,
+    // rather than cloning a document of 100,000 teams up front for the rare broken file.
+    let mut left_out: Vec<Vec<places::Step>> = Vec::new();
     // Each round leaves out one key, of at most a few hundred in a file.
     for _ in 0..1_000 {
+        let mut doc = match toml::de::DeTable::parse(text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let at = Position::of(text, e.span().map_or(0, |s| s.start));
+                problems.add_at(at, "syntax", without_values(e.message().trim()));
+                return None;
+            }
+        };
+        for path in &left_out {
+            places::remove(doc.get_mut(), path);
+        }
         let mut unknown = Vec::new();
-        let de = toml::de::Deserializer::from(doc.clone());
-        let error = match serde_ignored::deserialize(de, |path| unknown.push(path.to_string())) {
+        let read = serde_ignored::deserialize(toml::de::Deserializer::from(doc), |path| {
+            unknown.push(path.to_string())
+        });
+        let error = match read {
             Ok(raw) => return Some((raw, unknown)),
             Err(e) => e,
         };
+        // The document went into the attempt: read it again to find where the error is.
+        let mut doc = toml::de::DeTable::parse(text).ok()?;
+        for path in &left_out {
+            places::remove(doc.get_mut(), path);
+        }
         let message = without_values(error.message().trim());
         let found = (error.span()).and_then(|span| places::key_at(doc.get_ref(), &span));
         let Some((path, key)) = found else {
@@ -547,6 +560,7 @@ fn deserialize(text: &str, problems: &mut Problems) -> Option<(RawConfig, Vec<St
         if !places::remove(doc.get_mut(), &path) {
             return None;
         }
+        left_out.push(path);
     }
     None
 }
@@ -706,6 +720,7 @@ pub fn parse(
     }
     let mut names = HashSet::new();
     let mut teams = Vec::new();
+    let mut schedules = Schedules::default();
     for (index, raw_team) in raw.teams.iter().enumerate() {
         let place = match &raw_team.name {
             Some(name) => format!("team {name:?}"),
@@ -719,15 +734,13 @@ pub fn parse(
                 "duplicate team name: each [[teams]] needs a unique name (it keys the delivery ledger)",
             );
         }
-        let team = parse_team(
-            raw_team,
-            &place,
-            &base_url,
+        let shared = Shared {
+            base_url: &base_url,
             base_dir,
             default_catch_up,
             env,
-            &mut problems,
-        );
+        };
+        let team = parse_team(raw_team, &place, &shared, &mut schedules, &mut problems);
         teams.extend(team);
     }
 
@@ -759,15 +772,27 @@ pub fn parse(
     }
 }
 
+/// What every team is read against: the file's settings and its environment.
+struct Shared<'a> {
+    base_url: &'a str,
+    base_dir: &'a Path,
+    default_catch_up: Duration,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
 fn parse_team(
     raw: &RawTeam,
     place: &str,
-    base_url: &str,
-    base_dir: &Path,
-    default_catch_up: Duration,
-    env: &dyn Fn(&str) -> Option<String>,
+    shared: &Shared<'_>,
+    schedules: &mut Schedules,
     problems: &mut Problems,
 ) -> Option<Team> {
+    let Shared {
+        base_url,
+        base_dir,
+        default_catch_up,
+        env,
+    } = *shared;
     let name = problems.require(place, "name", raw.name.clone(), "a unique team name");
     let account_id = problems
         .require(
@@ -816,7 +841,7 @@ fn parse_team(
             raw.schedule.as_deref(),
             "a cron line such as \"0 9 * * *\"",
         )
-        .and_then(|s| problems.check(place, "schedule", Schedule::parse(s)));
+        .and_then(|s| problems.check(place, "schedule", schedules.parse(s)));
     let top = match raw.top {
         None => Some(5),
         Some(n) if (1..=1000).contains(&n) => Some(n as usize),

@@ -393,18 +393,20 @@ async fn watermarks_only_move_forward(fx: Fixture) {
     assert!(ledger.watermarks().await.unwrap().is_empty());
     let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
     ledger
-        .advance("apac", at("2026-11-25T05:30:00.250Z"))
+        .advance(&[("apac".into(), at("2026-11-25T05:30:00.250Z"))])
         .await
         .unwrap();
     // A replica that is behind (its own copy older) can't move it back.
+    let earlier = at("2026-11-24T05:30:00Z");
     other
-        .advance("apac", at("2026-11-24T05:30:00Z"))
+        .advance(&[("apac".into(), earlier), ("emea".into(), earlier)])
         .await
         .unwrap();
-    other
-        .advance("emea", at("2026-11-24T05:30:00Z"))
-        .await
-        .unwrap();
+    // Hundreds at once, across statements.
+    let many: Vec<(String, DateTime<Utc>)> =
+        (0..1_000).map(|i| (format!("team-{i}"), earlier)).collect();
+    other.advance(&many).await.unwrap();
+    assert_eq!(other.watermarks().await.unwrap().len(), 1_002);
     let marks = other.watermarks().await.unwrap();
     assert_eq!(marks["apac"], at("2026-11-25T05:30:00.250Z"));
     assert_eq!(marks["emea"], at("2026-11-24T05:30:00Z"));

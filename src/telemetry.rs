@@ -229,38 +229,34 @@ impl Collector for ProcessCollector {
                     stat.num_threads as f64,
                 ),
             ] {
-                let gauge = ConstGauge::new(value);
-                gauge.encode(encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    gauge.metric_type(),
-                )?)?;
+                gauge(&mut encoder, name, help, value)?;
             }
         }
         if let Ok(open) = me.fd_count() {
-            let gauge = ConstGauge::new(open as f64);
-            let help = "Number of open file descriptors";
-            gauge.encode(encoder.encode_descriptor(
+            gauge(
+                &mut encoder,
                 "process_open_fds",
-                help,
-                None,
-                gauge.metric_type(),
-            )?)?;
+                "Number of open file descriptors",
+                open as f64,
+            )?;
         }
         let max_fds = me.limits().ok().map(|l| l.max_open_files.soft_limit);
         if let Some(procfs::process::LimitValue::Value(max)) = max_fds {
-            let gauge = ConstGauge::new(max as f64);
             let help = "Maximum number of open file descriptors";
-            gauge.encode(encoder.encode_descriptor(
-                "process_max_fds",
-                help,
-                None,
-                gauge.metric_type(),
-            )?)?;
+            gauge(&mut encoder, "process_max_fds", help, max as f64)?;
         }
         Ok(())
     }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }
 
 /// The config in force (at start and after each reload): every team's, webhook's and kind's

@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Daemon, InProcess, Scripted, Workspace, config, on_postgres, report, run_beside, serve, stderr,
-    team, test_database_url, wait_until, with_insights, zone_at,
+    Daemon, InProcess, Scripted, Workspace, config, minutes_until, on_postgres, report, run_beside,
+    serve, stderr, team, test_database_url, wait_until, with_insights, zone_at,
 };
 
 /// One day's rows: countries (name, visitors) and pages (url, chats).
@@ -704,13 +704,7 @@ async fn a_day_that_looked_incomplete_is_read_until_two_reads_agree() {
         ))],
     ));
     let (clock, daemon) = InProcess::start(&work, "2026-11-25T03:29:58Z".parse().unwrap());
-    let mut minutes = 0;
-    while hooks.seen_at("/generic").is_empty() {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        clock.jump(chrono::Duration::minutes(8));
-        minutes += 8;
-        assert!(minutes <= 120, "not sent after two hours");
-    }
+    let minutes = minutes_until(&clock, || !hooks.seen_at("/generic").is_empty()).await;
     // Nothing, 35, 41, 41: three waits of 15 minutes.
     assert!(minutes >= 45, "sent after {minutes} minutes");
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -16,7 +16,7 @@ use futures::StreamExt;
 
 use serde_json::json;
 
-use crate::support::{InProcess, Scripted, Workspace, config, team, with_insights};
+use crate::support::{InProcess, Scripted, Workspace, config, minutes_until, team, with_insights};
 
 /// The first of `acct-0`..`acct-9999` whose usual weekday is within 10% of `visitors`.
 fn account_near(visitors: f64) -> String {
@@ -271,13 +271,7 @@ async fn the_daemon_waits_for_a_late_day_and_sends_it_whole_once() {
         ))],
     ));
     let (clock, daemon) = InProcess::start(&work, "2026-11-25T03:29:58Z".parse().unwrap());
-    let mut minutes = 0;
-    while hooks.seen_at("/generic").is_empty() {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        clock.jump(chrono::Duration::minutes(8));
-        minutes += 8;
-        assert!(minutes <= 120, "not sent after two hours");
-    }
+    let minutes = minutes_until(&clock, || !hooks.seen_at("/generic").is_empty()).await;
     // Empty, half, whole, whole again: three waits of 15 minutes.
     assert!(minutes >= 45, "sent after {minutes} minutes");
     tokio::time::sleep(Duration::from_secs(2)).await;

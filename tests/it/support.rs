@@ -541,3 +541,19 @@ impl InProcess {
 pub fn with_insights(team: String) -> String {
     team.replace("insights = []\n", "")
 }
+
+/// Jumps an in-process daemon's clock 8 minutes at a time until `sent()` is true, for a digest
+/// that waits for its data; the minutes it took (at most two hours, else the test fails).
+pub async fn minutes_until(
+    clock: &acquire_digest::daemon::WallClock,
+    mut sent: impl FnMut() -> bool,
+) -> u32 {
+    let mut minutes = 0;
+    while !sent() {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        clock.jump(chrono::Duration::minutes(8));
+        minutes += 8;
+        assert!(minutes <= 120, "not sent after two hours");
+    }
+    minutes
+}

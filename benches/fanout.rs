@@ -22,8 +22,16 @@ use std::time::{Duration, Instant};
 
 use acquire_digest::simulator::{self, SimulatorOptions};
 
+#[path = "support/proc.rs"]
+mod proc;
+use proc::{proc_cpu, proc_status_kib};
+
 const BINARY: &str = env!("CARGO_BIN_EXE_acquire-digest");
-const CONCURRENCY: usize = 32;
+/// `[acquire] concurrency`; `FANOUT_CONCURRENCY=256` for issue 22's 10,000 and 100,000 teams.
+fn concurrency() -> usize {
+    std::env::var("FANOUT_CONCURRENCY")
+        .map_or(32, |n| n.parse().expect("FANOUT_CONCURRENCY: a number"))
+}
 const ZONES: [&str; 4] = [
     "Asia/Kolkata",
     "Europe/Berlin",
@@ -84,8 +92,9 @@ fn main() {
         let received_count = &received.count;
 
         println!(
-            "\nfan-out: `once` for N teams, simulator latency {:?}, concurrency {CONCURRENCY}",
-            sizes.latency
+            "\nfan-out: `once` for N teams, simulator latency {:?}, concurrency {}",
+            sizes.latency,
+            concurrency()
         );
         println!(
             "{:>7} {:>9} {:>9} {:>6} {:>12} {:>9} │ {:>12} {:>9}",
@@ -100,7 +109,7 @@ fn main() {
             let check = measure(dir.path(), &["check"]).await;
             let delivered = received_count.load(Ordering::SeqCst) - before;
             assert_eq!(delivered, n, "every team's digest reaches the receiver");
-            let ideal = sizes.latency * (4 * n).div_ceil(CONCURRENCY) as u32;
+            let ideal = sizes.latency * (4 * n).div_ceil(concurrency()) as u32;
             println!(
                 "{n:>7} {:>8.2}s {:>8.2}s {:>5.2}× {:>9.0} µs {:>5} MiB │ {:>9.0} µs {:>5} MiB",
                 run.wall.as_secs_f64(),
@@ -127,7 +136,7 @@ fn main() {
             return;
         };
         let n = sizes.replica_teams;
-        let ideal = sizes.latency * (4 * n).div_ceil(CONCURRENCY) as u32;
+        let ideal = sizes.latency * (4 * n).div_ceil(concurrency()) as u32;
         println!(
             "\nreplicas: {n} teams due at one second, `run` replicas on one PostgreSQL ledger"
         );
@@ -258,7 +267,8 @@ async fn receiver() -> (String, Arc<Received>) {
 /// history holds them, and nothing once a daemon has run for a week; the README says so.
 fn config(n: usize, base_url: &str, receiver: &str, extra: &str, schedule: &str) -> String {
     let mut text = format!(
-        "{extra}\n[acquire]\nbase_url = \"{base_url}\"\nconcurrency = {CONCURRENCY}\n\n[state]\npath = \"ledger.db\"\n"
+        "{extra}\n[acquire]\nbase_url = \"{base_url}\"\nconcurrency = {}\n\n[state]\npath = \"ledger.db\"\n",
+        concurrency()
     );
     for i in 0..n {
         text.push_str(&format!(
@@ -355,27 +365,6 @@ fn cpu_of(usage: &libc::rusage) -> Duration {
         Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
     };
     time(usage.ru_utime) + time(usage.ru_stime)
-}
-
-/// User + system CPU of a live process, from /proc/PID/stat.
-fn proc_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_secs_f64(ticks as f64 / per_second as f64)
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap()
 }
 
 fn machine() -> String {

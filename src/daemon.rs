@@ -11,11 +11,19 @@
 //! 3. It sleeps until the next thing that can change the answer: a team's next new span, a
 //!    next attempt, a lease's expiry.
 //!
+//! Level-triggered per team: the first pass after start or a reload looks at every team; after
+//! that a pass looks only at the teams whose next look has come (their firing, a retry, a
+//! lease's expiry, their window closing, an hourly resync while a digest is pending), kept in
+//! a heap, and those whose delivery here just ended, and reads only their rows. So a pass
+//! when nothing is due reads nothing, and one at 09:00 costs what that minute's teams do.
+//!
 //! So missed firings, retries, late wake-ups and restarts are one code path, and the ledger,
 //! not the timer, is the record of what ran. (tokio-cron-scheduler's cron jobs capture the
 //! zone's offset when created, its issue #107; we keep croner, its cron engine.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::borrow::Borrow;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +39,9 @@ use crate::alerts::{Alerts, GiveUp, Reason, give_ups};
 pub use crate::clock::{Clock, WallClock};
 use crate::config::{self, Config, Team};
 use crate::deliver::Deliverer;
-use crate::ledger::owed::{Missed, describe_next, owed, unseen, unseen_since};
+use crate::ledger::owed::{
+    Missed, ON_TIME, describe_next, live_spans, owed, unseen, unseen_since, window_closes,
+};
 use crate::ledger::{Entries, Key, Ledger, LedgerError, Requester, State};
 use crate::pipeline::{HookReport, HookStatus, Pipeline, SpanReport};
 use crate::schedule::Span;
@@ -64,17 +74,51 @@ pub struct Plan {
     pub pending: usize,
     /// Digests a lease keeps off, and until when: this process's own deliveries or another's.
     pub held: Vec<(Key, DateTime<Utc>)>,
+    /// Each team's part of it, so the daemon looks again at a team only when it may change.
+    pub looks: HashMap<String, Look>,
 }
 
+/// When one team may next need a look, and how many of its digests are pending now.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    pub at: Option<DateTime<Utc>>,
+    pub pending: usize,
+}
+
+impl Look {
+    fn no_later_than(&mut self, at: DateTime<Utc>) {
+        self.at = Some(self.at.map_or(at, |was| was.min(at)));
+    }
+}
+
+/// However quiet, a team with a digest pending is looked at this often, as level-triggered
+/// controllers resync: another replica's progress shows up within it.
+const RESYNC: chrono::Duration = chrono::Duration::hours(1);
+
 /// The decision, pure in (teams, now, ledger state). `retry_now` ignores next-attempt times,
-/// for the first look after a reload that may have mended a webhook or a key.
-pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bool) -> Plan {
+/// for the first look after a reload that may have mended a webhook or a key. `teams` may be
+/// a few of the config's: the plan is then theirs.
+pub fn plan<T: Borrow<Team>>(
+    teams: &[T],
+    now: DateTime<Utc>,
+    entries: &Entries,
+    retry_now: bool,
+) -> Plan {
     let mut plan = Plan::default();
     let mut wake = |at: DateTime<Utc>| plan.wake = Some(plan.wake.map_or(at, |w| w.min(at)));
+    let mut looks = HashMap::with_capacity(teams.len());
     for team in teams {
+        let team = team.borrow();
         if let Some(next) = team.schedule.next_new_date(team.zone, now) {
             wake(next);
         }
+        // Every firing, not just the next new date's: a later firing can bring a span
+        // whose window had closed back into it.
+        let mut look = Look::default();
+        if let Some(next) = team.schedule.next_after(team.zone, now) {
+            look.no_later_than(next);
+        }
+        looks.insert(team.name.as_str(), look);
     }
     let owed = owed(teams, now, entries);
     let mut live = HashSet::new();
@@ -83,6 +127,14 @@ pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bo
         if digest.settled() {
             continue;
         }
+        let look = looks
+            .get_mut(digest.team.name.as_str())
+            .expect("a team of the plan");
+        look.pending += 1;
+        look.no_later_than(now + RESYNC);
+        if let Some(closes) = window_closes(digest.team, digest.span).filter(|at| *at > now) {
+            look.no_later_than(closes);
+        }
         if let Some(entry) = digest.entry {
             if let Some(until) = entry.leased_until {
                 let key = Key::new(&digest.team.name, digest.span, &digest.hook.name);
@@ -90,10 +142,12 @@ pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bo
                 // The holder may finish (or fail) long before its lease would expire.
                 let soon = now + chrono::Duration::from_std(HELD_RECHECK).unwrap_or_default();
                 wake(until.min(soon));
+                look.no_later_than(until.min(soon));
                 continue;
             }
             if let Some(at) = entry.next_attempt.filter(|at| *at > now && !retry_now) {
                 wake(at);
+                look.no_later_than(at);
                 continue;
             }
         }
@@ -109,8 +163,11 @@ pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bo
         }
     }
     plan.pending = owed.iter().filter(|digest| !digest.settled()).count();
+    let by_name: HashMap<&str, &Team> = (teams.iter())
+        .map(|t| (t.borrow().name.as_str(), t.borrow()))
+        .collect();
     for ((team_name, span), hooks) in entries {
-        let Some(team) = teams.iter().find(|t| &t.name == team_name) else {
+        let Some(team) = by_name.get(team_name.as_str()) else {
             continue;
         };
         if live.contains(&(team_name.as_str(), *span)) {
@@ -118,13 +175,25 @@ pub fn plan(teams: &[Team], now: DateTime<Utc>, entries: &Entries, retry_now: bo
         }
         for (webhook, entry) in hooks {
             let configured = team.webhooks.iter().any(|h| &h.name == webhook);
-            if configured && entry.state == State::Pending && entry.leased_until.is_none() {
-                plan.expired.push(Key::new(team_name, *span, webhook));
+            if configured && entry.state == State::Pending {
+                match entry.leased_until {
+                    None => plan.expired.push(Key::new(team_name, *span, webhook)),
+                    // Given up once its holder lets go.
+                    Some(until) => {
+                        let look = looks
+                            .get_mut(team_name.as_str())
+                            .expect("a team of the plan");
+                        look.no_later_than(until);
+                    }
+                }
             }
         }
     }
     plan.expired
         .sort_by(|a, b| (&a.team, a.span, &a.webhook).cmp(&(&b.team, b.span, &b.webhook)));
+    plan.looks = (looks.into_iter())
+        .map(|(name, look)| (name.to_owned(), look))
+        .collect();
     plan
 }
 
@@ -195,6 +264,8 @@ struct Current {
     alerts: Alerts,
     /// Alerts being sent, waited for at shutdown: the ledger already records them as sent.
     alerting: TaskTracker,
+    /// Each team's place in `config.teams`, by name.
+    index: HashMap<String, usize>,
 }
 
 impl Current {
@@ -220,14 +291,27 @@ impl Current {
         let config = Arc::new(config);
         // Before the endpoint says ready: the first scrape has every series.
         crate::telemetry::configured(&config.teams);
+        if let Some(before) = before {
+            let now: HashSet<&str> = config.teams.iter().map(|t| t.name.as_str()).collect();
+            let gone = (before.config.teams.iter()).filter(|t| !now.contains(t.name.as_str()));
+            crate::telemetry::unscheduled(gone);
+        }
         crate::telemetry::next_digests(&config.teams, clock.now());
         match ledger.last_deliveries().await {
             // A team or webhook since removed would only look as if it had gone quiet.
             Ok(last) => {
-                crate::telemetry::delivered_before(last.into_iter().filter(|(team, hook, _)| {
-                    (config.teams.iter())
-                        .any(|t| &t.name == team && t.webhooks.iter().any(|h| &h.name == hook))
-                }))
+                let configured: HashSet<(&str, &str)> = (config.teams.iter())
+                    .flat_map(|t| {
+                        t.webhooks
+                            .iter()
+                            .map(|h| (t.name.as_str(), h.name.as_str()))
+                    })
+                    .collect();
+                crate::telemetry::delivered_before(
+                    last.into_iter().filter(|(team, hook, _)| {
+                        configured.contains(&(team.as_str(), hook.as_str()))
+                    }),
+                )
             }
             Err(e) => tracing::warn!("could not read the last deliveries for the metrics: {e}"),
         }
@@ -237,6 +321,9 @@ impl Current {
             ledger.clone(),
             Deliverer::new(config.delivery_timeout),
         );
+        let index = (config.teams.iter().enumerate())
+            .map(|(i, team)| (team.name.clone(), i))
+            .collect();
         Ok(Current {
             config,
             ledger,
@@ -244,6 +331,7 @@ impl Current {
             slots,
             alerts,
             alerting,
+            index,
         })
     }
 
@@ -263,9 +351,12 @@ impl Current {
     }
 
     /// A configured webhook's scheme and host, for a report the pipeline didn't make.
+    fn team(&self, name: &str) -> Option<&Team> {
+        self.index.get(name).map(|&i| &self.config.teams[i])
+    }
+
     fn host(&self, key: &Key) -> String {
-        (self.config.teams.iter())
-            .find(|t| t.name == key.team)
+        (self.team(&key.team))
             .and_then(|t| t.webhooks.iter().find(|h| h.name == key.webhook))
             .map_or_else(String::new, |h| h.url.to_string())
     }
@@ -470,18 +561,18 @@ pub async fn serve(
     (current.alerting).spawn(async move { alerts.send_unsent().await });
     let mut jobs: JoinSet<SpanReport> = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, (String, Span)> = HashMap::new();
+    // The same, by what they deliver: kept beside it, not rebuilt each pass, as 100,000
+    // teams due at once are 100,000 jobs.
+    let mut busy: HashSet<(String, Span)> = HashSet::new();
     let mut outage: Option<Outage> = None;
     let mut retry_now = false;
-    // Each team's watermark, read from the ledger at the first pass and kept here after.
-    let mut watermarks = None;
+    let mut agenda = Agenda::new(&current.config.teams);
     // Digests held by another process, each said once while it holds them.
     let mut waiting: HashSet<Key> = HashSet::new();
     tokio::pin!(shutdown);
 
     loop {
         let now = clock.now();
-        crate::telemetry::next_digests(&current.config.teams, now);
-        let busy: HashSet<&(String, Span)> = running.values().collect();
         // A ledger that failed a pass is not asked again before its wait is over.
         let resting = (outage.as_ref())
             .filter(|o| !o.writes && o.retry_at > now)
@@ -490,7 +581,12 @@ pub async fn serve(
             Some(at) => Err(at),
             None => {
                 let retry = std::mem::take(&mut retry_now);
-                Ok(reconcile(&current, now, &busy, retry, &mut watermarks).await)
+                let first = agenda.marks.is_none();
+                let passed = reconcile(&current, now, &busy, retry, &mut agenda).await;
+                if first {
+                    give_back_freed_memory();
+                }
+                Ok(passed)
             }
         };
         let wake = match passed {
@@ -500,7 +596,10 @@ pub async fn serve(
                 let held: Vec<&(Key, DateTime<Utc>)> = (plan.held.iter())
                     .filter(|(key, _)| !busy.contains(&(key.team.clone(), key.span)))
                     .collect();
-                waiting.retain(|key| held.iter().any(|(k, _)| k == key));
+                // Only the teams this pass looked at say whether they are still held.
+                waiting.retain(|key| {
+                    !plan.looks.contains_key(&key.team) || held.iter().any(|(k, _)| k == key)
+                });
                 for (key, until) in held {
                     if waiting.insert(key.clone()) {
                         let (team, date, webhook) = (&key.team, key.span, &key.webhook);
@@ -515,11 +614,13 @@ pub async fn serve(
                     .as_ref()
                     .map(|o| o.trying.is_none() && o.retry_at <= now);
                 if let Some(may) = trying {
-                    start.truncate(usize::from(may));
+                    // The rest are looked at again once the next may try.
+                    for due in start.drain(usize::from(may).min(start.len())..) {
+                        agenda.touch(&current, &due.team);
+                    }
                 }
                 for due in start {
-                    let Some(team) = current.config.teams.iter().find(|t| t.name == due.team)
-                    else {
+                    let Some(team) = current.team(&due.team) else {
                         continue;
                     };
                     let mut team = team.clone();
@@ -533,6 +634,7 @@ pub async fn serve(
                     if let Some(o) = outage.as_mut() {
                         o.trying = Some(job.id());
                     }
+                    busy.insert((due.team.clone(), due.span));
                     running.insert(job.id(), (due.team, due.span));
                 }
                 // A resync at least hourly, as level-triggered controllers do; while writes
@@ -540,7 +642,7 @@ pub async fn serve(
                 let next_try = (outage.as_ref())
                     .filter(|o| o.trying.is_none() && o.retry_at > now)
                     .map(|o| o.retry_at);
-                (plan.wake.into_iter().chain(next_try))
+                (agenda.next().into_iter().chain(next_try))
                     .fold(now + chrono::Duration::hours(1), DateTime::min)
             }
             Ok(Err(e)) => {
@@ -561,10 +663,8 @@ pub async fn serve(
                         for team in &new.config.teams {
                             tracing::info!(team = %team.name, "next digest {}", describe_next(team, now));
                         }
-                        if new.ledger.location() != current.ledger.location() {
-                            watermarks = None;
-                        }
                         current = new;
+                        agenda = Agenda::new(&current.config.teams);
                         retry_now = true;
                     }
                     Err(errors) => {
@@ -573,40 +673,50 @@ pub async fn serve(
                     }
                 }
             }
-            Some(done) = jobs.join_next_with_id(), if !jobs.is_empty() => {
-                match done {
-                    Ok((id, mut report)) => {
-                        running.remove(&id);
-                        match ledger_writes(&report) {
-                            Some(Err(e)) => {
-                                // The ledger's failure is said once for the outage, not once
-                                // per digest; the rest of the round as always.
-                                if let (Some(_), Ok(hooks)) = (&outage, &mut report.outcome) {
-                                    hooks.retain(|h| !matches!(h.status, HookStatus::LedgerFailed(_)));
+            Some(first) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+                // And whatever else ended meanwhile: one pass looks at them all.
+                let mut next = Some(first);
+                while let Some(done) = next {
+                    match done {
+                        Ok((id, mut report)) => {
+                            if let Some(delivered) = running.remove(&id) {
+                                agenda.touch(&current, &delivered.0);
+                                busy.remove(&delivered);
+                            }
+                            match ledger_writes(&report) {
+                                Some(Err(e)) => {
+                                    // The ledger's failure is said once for the outage, not once
+                                    // per digest; the rest of the round as always.
+                                    if let (Some(_), Ok(hooks)) = (&outage, &mut report.outcome) {
+                                        hooks.retain(|h| !matches!(h.status, HookStatus::LedgerFailed(_)));
+                                    }
+                                    current.finished(&report);
+                                    let tried = outage.as_ref().is_some_and(|o| o.trying == Some(id));
+                                    let cap = current.config.retry_every;
+                                    Outage::failed(&mut outage, true, &e, clock.now(), cap, tried);
                                 }
-                                current.finished(&report);
-                                let tried = outage.as_ref().is_some_and(|o| o.trying == Some(id));
-                                let cap = current.config.retry_every;
-                                Outage::failed(&mut outage, true, &e, clock.now(), cap, tried);
+                                Some(Ok(())) => {
+                                    Outage::ended(&mut outage, true);
+                                    current.finished(&report);
+                                }
+                                None => {
+                                    Outage::undecided(&mut outage, id, clock.now());
+                                    current.finished(&report);
+                                }
                             }
-                            Some(Ok(())) => {
-                                Outage::ended(&mut outage, true);
-                                current.finished(&report);
-                            }
-                            None => {
-                                Outage::undecided(&mut outage, id, clock.now());
-                                current.finished(&report);
+                        }
+                        Err(e) => {
+                            Outage::undecided(&mut outage, e.id(), clock.now());
+                            // Its leases stay until they expire, which holds the span off for that
+                            // long rather than panicking in a loop.
+                            if let Some((team, span)) = running.remove(&e.id()) {
+                                agenda.touch(&current, &team);
+                                busy.remove(&(team.clone(), span));
+                                tracing::error!(team = %team, date = %span, "a bug stopped this digest's delivery ({e}); it is tried again once its leases expire, within {:?}", crate::ledger::lease_ttl());
                             }
                         }
                     }
-                    Err(e) => {
-                        Outage::undecided(&mut outage, e.id(), clock.now());
-                        // Its leases stay until they expire, which holds the span off for that
-                        // long rather than panicking in a loop.
-                        if let Some((team, span)) = running.remove(&e.id()) {
-                            tracing::error!(team = %team, date = %span, "a bug stopped this digest's delivery ({e}); it is tried again once its leases expire, within {:?}", crate::ledger::lease_ttl());
-                        }
-                    }
+                    next = jobs.try_join_next_with_id();
                 }
             }
             () = idle_until(&clock, wake, watchdog) => {}
@@ -638,47 +748,220 @@ pub async fn serve(
     Ok(())
 }
 
-/// One pass: read the ledger once, decide, record the give-ups, and say what to start
-/// (what isn't running here already).
+/// What the reconciler keeps between passes so that a pass looks only at the teams something
+/// may have changed for: each team's next look (its next firing, a retry, a lease's expiry,
+/// its window closing, an hourly resync while it has a digest pending) in a heap, and the
+/// teams whose delivery here just ended. The first pass after start or a reload looks at
+/// every team; a pass when nothing is due reads nothing.
+struct Agenda {
+    /// (when, team's index in the config); an entry that no longer matches `next_look` was
+    /// superseded and is skipped.
+    heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
+    next_look: Vec<Option<DateTime<Utc>>>,
+    dirty: BTreeSet<usize>,
+    /// Each team's watermark, read from the ledger at the first pass and kept here after.
+    marks: Option<HashMap<String, DateTime<Utc>>>,
+    pending: Vec<usize>,
+}
+
+impl Agenda {
+    fn new(teams: &[Team]) -> Agenda {
+        Agenda {
+            heap: BinaryHeap::new(),
+            next_look: vec![None; teams.len()],
+            dirty: BTreeSet::new(),
+            marks: None,
+            pending: vec![0; teams.len()],
+        }
+    }
+
+    /// A delivery of this team's ended: the next pass looks at it.
+    fn touch(&mut self, current: &Current, team: &str) {
+        if let Some(&i) = current.index.get(team) {
+            self.dirty.insert(i);
+        }
+    }
+
+    /// The teams to look at now, taken off the agenda.
+    fn due(&mut self, now: DateTime<Utc>) -> Vec<usize> {
+        if self.marks.is_none() {
+            self.heap.clear();
+            self.dirty.clear();
+            return (0..self.next_look.len()).collect();
+        }
+        while let Some(&Reverse((at, i))) = self.heap.peek() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            if self.next_look[i] == Some(at) {
+                self.next_look[i] = None;
+                self.dirty.insert(i);
+            }
+        }
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    fn look_at(&mut self, team: usize, look: Look) {
+        self.next_look[team] = look.at;
+        if let Some(at) = look.at {
+            self.heap.push(Reverse((at, team)));
+        }
+        self.pending[team] = look.pending;
+    }
+
+    fn next(&mut self) -> Option<DateTime<Utc>> {
+        while let Some(&Reverse((at, i))) = self.heap.peek() {
+            if self.next_look[i] == Some(at) {
+                return Some(at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+}
+
+/// Parsing a large config and the first pass free far more than the daemon then keeps
+/// (about 500 MiB at 100,000 teams); glibc keeps what it freed mapped unless asked, and an
+/// idle daemon would look that size.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The reconciler's passes without the daemon's loop, which starts nothing: what a benchmark
+/// times.
+pub struct Reconciler {
+    current: Current,
+    agenda: Agenda,
+}
+
+impl Reconciler {
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Reconciler, String> {
+        let current = Current::open(config, &clock, None).await?;
+        let agenda = Agenda::new(&current.config.teams);
+        Ok(Reconciler { current, agenda })
+    }
+
+    /// What [`Reconciler::pass`] said to start has ended: the next pass looks at the team.
+    pub fn ended(&mut self, team: &str) {
+        self.agenda.touch(&self.current, team);
+    }
+
+    /// One pass at `now`: what it would start, and how many teams it looked at.
+    pub async fn pass(&mut self, now: DateTime<Utc>) -> Result<(Vec<Due>, usize), LedgerError> {
+        let (plan, start) =
+            reconcile(&self.current, now, &HashSet::new(), false, &mut self.agenda).await?;
+        Ok((start, plan.looks.len()))
+    }
+}
+
+/// One pass over the teams the agenda says are due: read their part of the ledger, decide,
+/// record the give-ups, and say what to start (what isn't running here already). If it
+/// fails, the same teams are looked at in the next.
 async fn reconcile(
     current: &Current,
     now: DateTime<Utc>,
-    busy: &HashSet<&(String, Span)>,
+    busy: &HashSet<(String, Span)>,
     retry_now: bool,
-    watermarks: &mut Option<HashMap<String, DateTime<Utc>>>,
+    agenda: &mut Agenda,
 ) -> Result<(Plan, Vec<Due>), LedgerError> {
-    let (ledger, teams) = (&current.ledger, &current.config.teams);
-    let marks = match watermarks {
-        Some(marks) => marks,
-        None => watermarks.insert(ledger.watermarks().await?),
-    };
-    // A team no longer configured is forgotten: added again later, it is a new team, whose
-    // absence is not a run of missed digests.
-    let configured: HashSet<&str> = teams.iter().map(|t| t.name.as_str()).collect();
-    let gone: Vec<String> = (marks.keys())
-        .filter(|name| !configured.contains(name.as_str()))
-        .cloned()
-        .collect();
-    for team in gone {
-        ledger.forget_watermark(&team).await?;
-        marks.remove(&team);
+    let due = agenda.due(now);
+    let passed = look(current, now, busy, retry_now, agenda, &due).await;
+    if passed.is_err() {
+        agenda.dirty.extend(due);
     }
-    // After a long stop, back to the firings the watermarks say are unaccounted for.
+    passed
+}
+
+async fn look(
+    current: &Current,
+    now: DateTime<Utc>,
+    busy: &HashSet<(String, Span)>,
+    retry_now: bool,
+    agenda: &mut Agenda,
+    due: &[usize],
+) -> Result<(Plan, Vec<Due>), LedgerError> {
+    if due.is_empty() {
+        return Ok((Plan::default(), Vec::new()));
+    }
+    let ledger = &current.ledger;
+    let every_team = agenda.marks.is_none();
     let lookback = now.date_naive() - chrono::Days::new(crate::ledger::owed::LOOKBACK_DAYS);
-    let since = unseen_since(teams, now, marks).map_or(lookback, |first| first.min(lookback));
-    let entries = ledger.recent(since).await?;
+    let teams: Vec<&Team> = due.iter().map(|&i| &current.config.teams[i]).collect();
+    let marks = match &mut agenda.marks {
+        Some(marks) => marks,
+        None => {
+            let mut marks = ledger.watermarks().await?;
+            // A team no longer configured is forgotten: added again later, it is a new
+            // team, whose absence is not a run of missed digests.
+            let gone: Vec<String> = (marks.keys())
+                .filter(|name| !current.index.contains_key(name.as_str()))
+                .cloned()
+                .collect();
+            for team in gone {
+                ledger.forget_watermark(&team).await?;
+                marks.remove(&team);
+            }
+            agenda.marks.insert(marks)
+        }
+    };
+    // Of all the teams, the first pass reads only those with something to look at: a span
+    // in its window, a firing that went by unseen, or a digest pending.
+    let looked: Vec<&Team> = if every_team {
+        let pending = ledger.pending_teams(lookback).await?;
+        (teams.iter().copied())
+            .filter(|team| {
+                pending.contains(&team.name)
+                    || !live_spans(team, now).is_empty()
+                    || unseen_since(&[*team], now, marks).is_some()
+            })
+            .collect()
+    } else {
+        teams.clone()
+    };
+    // Back to the firings the watermarks say are unaccounted for, and the spans in the
+    // windows: a span ends the day before its firing's local date.
+    let windows = (looked.iter())
+        .map(|team| {
+            let reach = chrono::Duration::from_std(team.catch_up.max(ON_TIME));
+            let opens = now - reach.unwrap_or_default();
+            team.zone.local(opens).date() - chrono::Days::new(1)
+        })
+        .min()
+        .unwrap_or(lookback);
+    let since = unseen_since(&looked, now, marks).map_or(windows, |first| first.min(windows));
+    let entries = if looked.is_empty() {
+        Entries::new()
+    } else if looked.len() == current.config.teams.len() {
+        ledger.owed_of(since, lookback, None).await?
+    } else {
+        let names: Vec<&str> = looked.iter().map(|t| t.name.as_str()).collect();
+        ledger.owed_of(since, lookback, Some(&names)).await?
+    };
     // Recorded before the watermarks move past them: a crash between repeats nothing.
     let running = |team: &str, span: Span| busy.contains(&(team.to_owned(), span));
-    let (missed, moved) = unseen(teams, now, &entries, marks, &running);
+    let (missed, moved) = unseen(&teams, now, &entries, marks, &running);
     current.record_missed(missed, now).await?;
     ledger.advance(&moved).await?;
     for (team, until) in moved {
         let mark = marks.entry(team).or_insert(until);
         *mark = (*mark).max(until);
     }
-    let plan = plan(teams, now, &entries, retry_now);
+    let plan = plan(&looked, now, &entries, retry_now);
+    for (&i, team) in due.iter().zip(&teams) {
+        let look = plan.looks.get(&team.name).copied().unwrap_or_else(|| Look {
+            at: team.schedule.next_after(team.zone, now),
+            pending: 0,
+        });
+        agenda.look_at(i, look);
+    }
     // A digest this pass gives up is no longer pending.
-    crate::telemetry::pending_deliveries(plan.pending);
+    crate::telemetry::pending_deliveries(agenda.pending.iter().sum());
+    crate::telemetry::next_digests(&teams, now);
     for key in &plan.expired {
         if current.ledger.expire(key).await? {
             let entry = &entries[&(key.team.clone(), key.span)][&key.webhook];
@@ -881,6 +1164,52 @@ url = "http://127.0.0.1:9/"
         );
         assert_eq!(on_time.due.len(), 1);
         assert_eq!(on_time.due[0].span, day("2026-11-24"));
+    }
+
+    #[tokio::test]
+    async fn a_pass_looks_only_at_the_teams_something_is_due_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let team = |name: &str, zone: &str, schedule: &str| {
+            format!(
+                "[[teams]]\nname = \"{name}\"\naccount_id = \"{name}\"\napi_key = \"key-of-{name}-0123\"\n\
+                 timezone = \"{zone}\"\nschedule = \"{schedule}\"\n\
+                 [[teams.webhooks]]\nkind = \"generic\"\nurl = \"http://127.0.0.1:9/{name}\"\n"
+            )
+        };
+        let text = format!(
+            "catch_up = \"1h\"\n[state]\npath = \"ledger.db\"\n{}{}{}",
+            team("nine", "Europe/Berlin", "0 9 * * *"),
+            team("half-past", "Europe/Berlin", "30 9 * * *"),
+            team("kolkata", "Asia/Kolkata", "0 9 * * *"),
+        );
+        let config = crate::config::parse(&text, dir.path(), &|_| None).unwrap();
+        let start = utc("2026-11-24T06:00:00Z");
+        let clock = WallClock::starting_at(start);
+        let mut reconciler = Reconciler::open(config, clock).await.unwrap();
+        let names = |due: &[Due]| due.iter().map(|d| d.team.clone()).collect::<Vec<_>>();
+
+        // Kolkata's 09:00 was 03:30 UTC, outside its hour: nobody has anything to read.
+        let (due, looked) = reconciler.pass(start).await.unwrap();
+        assert_eq!((names(&due), looked), (vec![], 0));
+        let (due, looked) = reconciler.pass(utc("2026-11-24T07:59:00Z")).await.unwrap();
+        assert_eq!((names(&due), looked), (vec![], 0), "nothing fired");
+        let (due, looked) = reconciler.pass(utc("2026-11-24T08:00:00Z")).await.unwrap();
+        assert_eq!((names(&due), looked), (vec!["nine".to_owned()], 1));
+        // Not delivered and nothing ended: the next pass leaves it to the delivery in flight.
+        let (due, looked) = reconciler.pass(utc("2026-11-24T08:10:00Z")).await.unwrap();
+        assert_eq!((names(&due), looked), (vec![], 0));
+        // Its delivery ended without recording anything: looked at, and due again.
+        reconciler.ended("nine");
+        let (due, looked) = reconciler.pass(utc("2026-11-24T08:11:00Z")).await.unwrap();
+        assert_eq!((names(&due), looked), (vec!["nine".to_owned()], 1));
+        let (due, looked) = reconciler.pass(utc("2026-11-24T08:30:00Z")).await.unwrap();
+        assert_eq!((names(&due), looked), (vec!["half-past".to_owned()], 1));
+        // Kolkata's next 09:00 is tomorrow's; "nine" is looked at again when its window closes.
+        let (due, looked) = reconciler.pass(utc("2026-11-24T09:00:00Z")).await.unwrap();
+        assert_eq!((names(&due), looked), (vec![], 1));
+        let (due, looked) = reconciler.pass(utc("2026-11-25T03:30:00Z")).await.unwrap();
+        assert_eq!(names(&due), ["kolkata"]);
+        assert!(looked >= 1);
     }
 
     #[test]

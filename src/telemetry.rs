@@ -4,10 +4,11 @@
 //! (`telemetry::api_request(...)`) rather than a handle threaded through every type. Labels
 //! are config names (team, webhook, endpoint, kind, outcome): bounded, and never a URL or key.
 
-use std::collections::HashSet;
+use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::AtomicU64;
-use std::sync::{LazyLock, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,7 +30,7 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 
 struct Metrics {
     registry: Registry,
-    deliveries: Family<Labels, Counter>,
+    deliveries: Deliveries,
     api_requests: Family<Labels, Counter>,
     api_duration: Histogram,
     webhook_duration: Family<Labels, Histogram, fn() -> Histogram>,
@@ -55,6 +56,58 @@ pub const DELIVERY_OUTCOMES: [&str; 8] = [
     "missed",
 ];
 
+/// `acquire_digest_deliveries_total{team, webhook, outcome}`. Every webhook's eight series
+/// exist from the first scrape; as a Family of label sets they were about 2 KiB a webhook, a
+/// gigabyte's worth of label strings at 100,000 teams. Here a webhook is its two names and
+/// eight counters, and the label sets exist only while a scrape is encoded.
+#[derive(Debug, Default, Clone)]
+struct Deliveries(Arc<RwLock<HashMap<TeamAndWebhook, Counts>>>);
+
+type TeamAndWebhook = (Box<str>, Box<str>);
+type Counts = Arc<[AtomicU64; DELIVERY_OUTCOMES.len()]>;
+
+impl Deliveries {
+    fn counts(&self, team: &str, webhook: &str) -> Counts {
+        let key = (Box::from(team), Box::from(webhook));
+        if let Some(counts) = self.0.read().expect("deliveries").get(&key) {
+            return counts.clone();
+        }
+        let mut all = self.0.write().expect("deliveries");
+        all.entry(key).or_default().clone()
+    }
+
+    fn count(&self, team: &str, webhook: &str, outcome: &str) {
+        let Some(i) = DELIVERY_OUTCOMES.iter().position(|o| *o == outcome) else {
+            debug_assert!(false, "an outcome outside DELIVERY_OUTCOMES: {outcome}");
+            return;
+        };
+        self.counts(team, webhook)[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Collector for Deliveries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "acquire_digest_deliveries",
+            "Deliveries of a digest to a webhook by outcome (delivered, failed, refused, unknown, too_many_attempts, skipped, superseded, missed), one per delivery round or missed firing",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for ((team, webhook), counts) in self.0.read().expect("deliveries").iter() {
+            for (outcome, count) in DELIVERY_OUTCOMES.iter().zip(counts.iter()) {
+                let labels = [
+                    ("team", &**team),
+                    ("webhook", &**webhook),
+                    ("outcome", *outcome),
+                ];
+                let counter = ConstCounter::new(count.load(Ordering::Relaxed));
+                counter.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What became of an alert: posted and answered 2xx, or not.
 const ALERT_OUTCOMES: [&str; 2] = ["sent", "failed"];
 
@@ -69,7 +122,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let mut registry = Registry::default();
     let m = Metrics {
         registry: Registry::default(),
-        deliveries: Family::default(),
+        deliveries: Deliveries::default(),
         api_requests: Family::default(),
         api_duration: seconds_histogram(),
         webhook_duration: Family::new_with_constructor(seconds_histogram),
@@ -83,11 +136,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         alerts: Family::default(),
     };
     // Counters are registered without `_total`: the encoder appends it.
-    registry.register(
-        "acquire_digest_deliveries",
-        "Deliveries of a digest to a webhook by outcome (delivered, failed, refused, unknown, too_many_attempts, skipped, superseded, missed), one per delivery round or missed firing",
-        m.deliveries.clone(),
-    );
+    registry.register_collector(Box::new(m.deliveries.clone()));
     registry.register(
         "acquire_digest_api_requests",
         "Requests to the Acquire API by endpoint and HTTP status (\"error\" when none came)",
@@ -271,14 +320,7 @@ pub fn configured(teams: &[Team]) {
         for hook in &team.webhooks {
             let kind = vec![("kind", hook.kind.as_str().to_owned())];
             let _ = m.webhook_duration.get_or_create(&kind);
-            for outcome in DELIVERY_OUTCOMES {
-                let labels = vec![
-                    ("team", team.name.clone()),
-                    ("webhook", hook.name.clone()),
-                    ("outcome", outcome.to_owned()),
-                ];
-                let _ = m.deliveries.get_or_create(&labels);
-            }
+            m.deliveries.counts(&team.name, &hook.name);
         }
     }
 }
@@ -323,12 +365,11 @@ pub fn delivery_round<'a>(
 ) {
     let m = &*METRICS;
     for (webhook, outcome) in outcomes {
-        let mut labels = vec![("team", team.to_owned()), ("webhook", webhook.to_owned())];
         if outcome == "delivered" {
+            let labels = vec![("team", team.to_owned()), ("webhook", webhook.to_owned())];
             m.last_delivery.get_or_create(&labels).set(unix(now));
         }
-        labels.push(("outcome", outcome.to_owned()));
-        m.deliveries.get_or_create(&labels).inc();
+        m.deliveries.count(team, webhook, outcome);
     }
 }
 
@@ -362,44 +403,33 @@ pub fn webhook_request(kind: &str, took: Duration) {
         .observe(took.as_secs_f64());
 }
 
-/// Each team's next firing as last computed, and the schedule it was computed for: the
-/// daemon's loop runs once per finished delivery, and a cron search per team each time would
-/// cost more than the pass itself at 10,000 teams.
-static SCHEDULED: Mutex<Vec<(String, String, DateTime<Utc>)>> = Mutex::new(Vec::new());
-
-/// Each configured team's next firing; a team a reload removed drops its series.
-pub fn next_digests(teams: &[Team], now: DateTime<Utc>) {
+/// These teams' next firings: each configured team's at start and reload, and after that the
+/// teams each reconciler pass looked at (a team is looked at when it fires, so its series
+/// never goes stale).
+pub fn next_digests<T: Borrow<Team>>(teams: &[T], now: DateTime<Utc>) {
     let family = &METRICS.next_digest;
-    let mut scheduled = SCHEDULED.lock().expect("scheduled teams");
-    let configured: HashSet<&str> = teams.iter().map(|t| t.name.as_str()).collect();
-    for (gone, _, _) in scheduled
-        .iter()
-        .filter(|(t, _, _)| !configured.contains(t.as_str()))
-    {
-        family.remove(&vec![("team", gone.clone())]);
-    }
-    let mut known: std::collections::HashMap<String, (String, DateTime<Utc>)> = scheduled
-        .drain(..)
-        .map(|(team, schedule, next)| (team, (schedule, next)))
-        .collect();
     for team in teams {
-        let schedule = format!("{} {}", team.schedule.as_str(), team.zone);
-        let next = match known.remove(&team.name) {
-            Some((same, next)) if same == schedule && next > now => Some(next),
-            // The next firing that brings a new digest: a schedule firing every minute re-fires
-            // today's span, and the daemon would not wake to move a gauge that went stale.
-            _ => team.schedule.next_new_date(team.zone, now),
-        };
+        let team = team.borrow();
         let labels = vec![("team", team.name.clone())];
-        match next {
+        // The next firing that brings a new digest: a schedule firing every minute re-fires
+        // today's span.
+        match team.schedule.next_new_date(team.zone, now) {
             Some(next) => {
                 family.get_or_create(&labels).set(unix(next));
-                scheduled.push((team.name.clone(), schedule, next));
             }
             None => {
                 family.remove(&labels);
             }
         }
+    }
+}
+
+/// A reload removed these teams: their next-digest series go.
+pub fn unscheduled<'a>(teams: impl IntoIterator<Item = &'a Team>) {
+    for team in teams {
+        METRICS
+            .next_digest
+            .remove(&vec![("team", team.name.clone())]);
     }
 }
 

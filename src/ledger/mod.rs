@@ -22,7 +22,7 @@ pub mod owed;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -632,18 +632,82 @@ impl Ledger {
         }
     }
 
-    /// Every entry whose span ends on `since` or later: all the reconciler looks at in one
-    /// pass, in one query.
+    /// Every entry whose span ends on `since` or later, in one query.
     pub async fn recent(&self, since: NaiveDate) -> Result<Entries, LedgerError> {
+        let mut entries = Entries::new();
+        self.read_recent(since, since, None, &mut entries).await?;
+        Ok(entries)
+    }
+
+    /// What a reconciler pass reads of these teams (every team's, if None): each entry whose
+    /// span ends on `since` or later, and the pending ones back to `pending_since`. So a pass
+    /// that looks at a few teams reads a few rows each, whatever the ledger holds; a few
+    /// hundred teams a statement.
+    pub async fn owed_of(
+        &self,
+        since: NaiveDate,
+        pending_since: NaiveDate,
+        teams: Option<&[&str]>,
+    ) -> Result<Entries, LedgerError> {
+        const TEAMS: usize = 400;
+        let mut entries = Entries::new();
+        match teams {
+            None => (self.read_recent(since, pending_since, None, &mut entries)).await?,
+            Some(teams) => {
+                for chunk in teams.chunks(TEAMS) {
+                    (self.read_recent(since, pending_since, Some(chunk), &mut entries)).await?;
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The teams with a digest pending whose span ends on `since` or later.
+    pub async fn pending_teams(&self, since: NaiveDate) -> Result<HashSet<String>, LedgerError> {
+        let query = sqlx::query(
+            "SELECT DISTINCT team FROM digests WHERE last_day >= $1 AND state = 'pending'",
+        )
+        .bind(day(since));
+        let rows = (self.inner.db.fetch_all(query).await).map_err(|e| self.fail("read", e))?;
+        (rows.iter())
+            .map(|row| row.try_get(0).map_err(|e| self.fail("read", causes(&e))))
+            .collect()
+    }
+
+    async fn read_recent(
+        &self,
+        since: NaiveDate,
+        pending_since: NaiveDate,
+        teams: Option<&[&str]>,
+        entries: &mut Entries,
+    ) -> Result<(), LedgerError> {
         let db = &self.inner.db;
         db.guard().map_err(|e| self.fail("read", e))?;
-        let sql = format!(
-            "SELECT {} FROM digests WHERE last_day >= $1",
-            read_columns(db.dialect, 2)
+        // Of a few teams, SQLite's planner would rather walk the last_day index over every
+        // team's recent rows than the key's team prefix: the unary + takes the index away.
+        let last_day = match (teams, db.dialect) {
+            (Some(_), crate::db::Dialect::Sqlite) => "+last_day",
+            _ => "last_day",
+        };
+        let mut sql = format!(
+            "SELECT {} FROM digests WHERE {last_day} >= $1 AND ({last_day} >= $2 OR state = 'pending')",
+            read_columns(db.dialect, 3)
         );
-        let mut query = sqlx::query(&sql).bind(day(since));
+        if let Some(teams) = teams {
+            let first = 3 + usize::from(db.dialect.binds_now());
+            let places: Vec<String> = (first..first + teams.len())
+                .map(|i| format!("${i}"))
+                .collect();
+            sql.push_str(&format!(" AND team IN ({})", places.join(", ")));
+        }
+        let mut query = sqlx::query(&sql)
+            .bind(day(pending_since.min(since)))
+            .bind(day(since));
         if db.dialect.binds_now() {
             query = query.bind(self.inner.clock.now().timestamp_millis());
+        }
+        for team in teams.unwrap_or_default() {
+            query = query.bind((*team).to_owned());
         }
         let rows = db.fetch_all(query).await.map_err(|e| {
             if e.contains("digests") && e.contains("exist") {
@@ -652,7 +716,6 @@ impl Ledger {
                 self.fail("read", e)
             }
         })?;
-        let mut entries = Entries::new();
         for row in rows {
             // A row this version can't read stops nothing but itself.
             let (key, entry) = match parse(&row) {
@@ -683,7 +746,7 @@ impl Ledger {
                 .or_default()
                 .insert(key.webhook, entry);
         }
-        Ok(entries)
+        Ok(())
     }
 
     /// Takes the lease on a digest for a webhook, unless the requester has nothing to do for

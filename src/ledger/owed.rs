@@ -1,6 +1,7 @@
 //! What each team is owed now: the one derivation the reconciler's plan, the pending gauge and
 //! `status` all ask, so they can't disagree about what is due.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -37,9 +38,14 @@ impl Owed<'_> {
 }
 
 /// Every digest the teams are owed at `now`, team by team, oldest span first.
-pub fn owed<'a>(teams: &'a [Team], now: DateTime<Utc>, entries: &'a Entries) -> Vec<Owed<'a>> {
+pub fn owed<'a, T: Borrow<Team>>(
+    teams: &'a [T],
+    now: DateTime<Utc>,
+    entries: &'a Entries,
+) -> Vec<Owed<'a>> {
     let mut owed = Vec::new();
     for team in teams {
+        let team = team.borrow();
         for span in live_spans(team, now) {
             let recorded = entries.get(&(team.name.clone(), span));
             owed.extend(team.webhooks.iter().map(|hook| Owed {
@@ -111,8 +117,8 @@ pub struct Missed {
 /// ledger holds nothing of, and this process isn't delivering (`busy`), are missed. Also
 /// where each watermark moves: a team seen for the first time starts at its window, so adding
 /// a team never reports its past; a watermark never moves back.
-pub fn unseen(
-    teams: &[Team],
+pub fn unseen<T: Borrow<Team>>(
+    teams: &[T],
     now: DateTime<Utc>,
     entries: &Entries,
     watermarks: &HashMap<String, DateTime<Utc>>,
@@ -140,8 +146,8 @@ pub fn unseen(
 }
 
 /// The first day [`unseen`] will look at, if any: how far back the ledger must be read.
-pub fn unseen_since(
-    teams: &[Team],
+pub fn unseen_since<T: Borrow<Team>>(
+    teams: &[T],
     now: DateTime<Utc>,
     watermarks: &HashMap<String, DateTime<Utc>>,
 ) -> Option<chrono::NaiveDate> {
@@ -157,13 +163,14 @@ type Firings = Vec<(chrono::NaiveDate, DateTime<Utc>)>;
 
 /// Each team whose watermark is to move, with the firings from it to its window's start
 /// (none for a team seen for the first time).
-fn walk<'a>(
-    teams: &'a [Team],
+fn walk<'a, T: Borrow<Team>>(
+    teams: &'a [T],
     now: DateTime<Utc>,
     watermarks: &HashMap<String, DateTime<Utc>>,
 ) -> Vec<(&'a Team, Firings)> {
     let mut walks = Vec::new();
     for team in teams {
+        let team = team.borrow();
         let start = window_start(team, now);
         match watermarks.get(&team.name) {
             None => walks.push((team, Vec::new())),

@@ -162,6 +162,7 @@ on_both_stores!(
     a_schema_newer_than_this_version_is_refused_naming_both_versions,
     a_digest_waiting_for_data_is_pending_unleased_and_remembers_its_read,
     totals_are_kept_by_exact_window_and_provisional_ones_are_not_trusted,
+    a_pass_reads_its_teams_rows_and_older_ones_only_if_pending,
 );
 
 fn not_delivered() -> Posted {
@@ -1267,4 +1268,51 @@ async fn totals_are_kept_by_exact_window_and_provisional_ones_are_not_trusted(fx
         .unwrap();
     let known = history.totals("acme", &windows).await.unwrap();
     assert_eq!(known, [None, None, Some(totals(41))]);
+}
+
+async fn a_pass_reads_its_teams_rows_and_older_ones_only_if_pending(fx: Fixture) {
+    let ledger = fx.open().await;
+    let on = |team: &str, date: &str| Key::new(team, Span::day(date.parse().unwrap()), "slack");
+    let delivered = [
+        on("apac", "2021-03-18"),
+        on("apac", "2021-03-10"),
+        on("emea", "2021-03-18"),
+    ];
+    for key in &delivered {
+        let Claim::Leased(l) = lease(&ledger, key, Requester::Daemon).await else {
+            panic!()
+        };
+        l.finish(Finish::Posted(Posted::Delivered, fx.clock.now()))
+            .await
+            .unwrap();
+    }
+    let failed = on("apac", "2021-03-12");
+    let Claim::Leased(l) = lease(&ledger, &failed, Requester::Daemon).await else {
+        panic!()
+    };
+    l.finish(Finish::Posted(not_delivered(), fx.clock.now()))
+        .await
+        .unwrap();
+
+    let (since, pending_since) = ("2021-03-17".parse().unwrap(), "2021-03-09".parse().unwrap());
+    let read = ledger
+        .owed_of(since, pending_since, Some(&["apac"]))
+        .await
+        .unwrap();
+    let mut spans: Vec<(String, String)> = (read.keys())
+        .map(|(team, span)| (team.clone(), span.to_string()))
+        .collect();
+    spans.sort();
+    // Not emea's (another team), nor apac's delivered 10 March (settled, before `since`).
+    assert_eq!(
+        spans,
+        [
+            ("apac".to_owned(), "2021-03-12".to_owned()),
+            ("apac".to_owned(), "2021-03-18".to_owned())
+        ]
+    );
+    let everyone = ledger.owed_of(since, pending_since, None).await.unwrap();
+    assert_eq!(everyone.len(), 3);
+    let pending = ledger.pending_teams(pending_since).await.unwrap();
+    assert_eq!(pending.into_iter().collect::<Vec<_>>(), ["apac"]);
 }

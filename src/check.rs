@@ -33,10 +33,11 @@ fn template_problems(config: &Config) -> Vec<Problem> {
     let renderer = Renderer::new(hooks);
     let mut problems = Vec::new();
     for team in &config.teams {
-        for hook in &team.webhooks {
+        for (i, hook) in team.webhooks.iter().enumerate() {
             if let (Some(template), Some(message)) = (&hook.template, renderer.problem(hook)) {
                 problems.push(Problem {
-                    place: format!("team {:?}.webhooks.{}.template", team.name, hook.name),
+                    // By index, as the file has it: so `locate` finds this webhook's line.
+                    place: format!("team {:?}.webhooks[{i}].template", team.name),
                     message: format!(
                         "{}: {message}; variables are the fields of the digest listed in README.md",
                         template.path.display()
@@ -85,6 +86,30 @@ template = "t.hbs"
     }
 
     #[test]
+    fn a_broken_template_is_located_at_its_own_webhook() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("good.hbs"), "{\"text\": \"{{team}}\"}").unwrap();
+        std::fs::write(dir.path().join("t.hbs"), "{{#each countries}}\n").unwrap();
+        let text = CONFIG.replace(
+            "[[teams.webhooks]]",
+            "[[teams.webhooks]]\nname = \"first\"\nkind = \"generic\"\nurl = \"https://example.com/in\"\ntemplate = \"good.hbs\"\n\n[[teams.webhooks]]",
+        );
+        let mut problems = parse(&text, dir.path()).unwrap_err();
+        config::locate(&text, &mut problems);
+        let line = text
+            .lines()
+            .position(|l| l == "template = \"t.hbs\"")
+            .unwrap()
+            + 1;
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(
+            problems[0].at.map(|at| at.line),
+            Some(line),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
     fn a_broken_or_misspelt_template_is_caught_before_9am() {
         for (template, words) in [
             ("{\"text\": \"{{totals.visiters}}\"}", "visiters"),
@@ -102,10 +127,10 @@ template = "t.hbs"
         ] {
             let problems = problems_with(template);
             assert!(
-                problems.iter().any(
-                    |p| p.place == "team \"support-apac\".webhooks.slack.template"
-                        && p.message.contains(words)
-                ),
+                problems
+                    .iter()
+                    .any(|p| p.place == "team \"support-apac\".webhooks[0].template"
+                        && p.message.contains(words)),
                 "{template}: {problems:#?}"
             );
         }

@@ -67,15 +67,23 @@ pub struct Plan {
     pub due: Vec<Due>,
     /// Pending digests of configured webhooks whose catch-up window has closed: given up.
     pub expired: Vec<Key>,
-    /// When to look again, if nothing else wakes the daemon first.
-    pub wake: Option<DateTime<Utc>>,
-    /// Digests owed and not settled (delivered, skipped, refused or unknown), including those
-    /// in delivery and those waiting for a retry: `acquire_digest_pending_deliveries`.
-    pub pending: usize,
     /// Digests a lease keeps off, and until when: this process's own deliveries or another's.
     pub held: Vec<(Key, DateTime<Utc>)>,
     /// Each team's part of it, so the daemon looks again at a team only when it may change.
     pub looks: HashMap<String, Look>,
+}
+
+impl Plan {
+    /// When to look again, if nothing else wakes the daemon first.
+    pub fn wake(&self) -> Option<DateTime<Utc>> {
+        self.looks.values().filter_map(|look| look.at).min()
+    }
+
+    /// Digests owed and not settled (delivered, skipped, refused or unknown), including those
+    /// in delivery and those waiting for a retry: `acquire_digest_pending_deliveries`.
+    pub fn pending(&self) -> usize {
+        self.looks.values().map(|look| look.pending).sum()
+    }
 }
 
 /// When one team may next need a look, and how many of its digests are pending now.
@@ -105,13 +113,9 @@ pub fn plan<T: Borrow<Team>>(
     retry_now: bool,
 ) -> Plan {
     let mut plan = Plan::default();
-    let mut wake = |at: DateTime<Utc>| plan.wake = Some(plan.wake.map_or(at, |w| w.min(at)));
     let mut looks = HashMap::with_capacity(teams.len());
     for team in teams {
         let team = team.borrow();
-        if let Some(next) = team.schedule.next_new_date(team.zone, now) {
-            wake(next);
-        }
         // Every firing, not just the next new date's: a later firing can bring a span
         // whose window had closed back into it.
         let mut look = Look::default();
@@ -141,12 +145,10 @@ pub fn plan<T: Borrow<Team>>(
                 plan.held.push((key, until));
                 // The holder may finish (or fail) long before its lease would expire.
                 let soon = now + chrono::Duration::from_std(HELD_RECHECK).unwrap_or_default();
-                wake(until.min(soon));
                 look.no_later_than(until.min(soon));
                 continue;
             }
             if let Some(at) = entry.next_attempt.filter(|at| *at > now && !retry_now) {
-                wake(at);
                 look.no_later_than(at);
                 continue;
             }
@@ -162,7 +164,6 @@ pub fn plan<T: Borrow<Team>>(
             }),
         }
     }
-    plan.pending = owed.iter().filter(|digest| !digest.settled()).count();
     let by_name: HashMap<&str, &Team> = (teams.iter())
         .map(|t| (t.borrow().name.as_str(), t.borrow()))
         .collect();
@@ -581,12 +582,7 @@ pub async fn serve(
             Some(at) => Err(at),
             None => {
                 let retry = std::mem::take(&mut retry_now);
-                let first = agenda.marks.is_none();
-                let passed = reconcile(&current, now, &busy, retry, &mut agenda).await;
-                if first {
-                    give_back_freed_memory();
-                }
-                Ok(passed)
+                Ok(reconcile(&current, now, &busy, retry, &mut agenda).await)
             }
         };
         let wake = match passed {
@@ -761,7 +757,9 @@ struct Agenda {
     dirty: BTreeSet<usize>,
     /// Each team's watermark, read from the ledger at the first pass and kept here after.
     marks: Option<HashMap<String, DateTime<Utc>>>,
+    /// Each team's pending digests as its last look counted them, and their sum.
     pending: Vec<usize>,
+    pending_total: usize,
 }
 
 impl Agenda {
@@ -772,6 +770,7 @@ impl Agenda {
             dirty: BTreeSet::new(),
             marks: None,
             pending: vec![0; teams.len()],
+            pending_total: 0,
         }
     }
 
@@ -807,6 +806,7 @@ impl Agenda {
         if let Some(at) = look.at {
             self.heap.push(Reverse((at, team)));
         }
+        self.pending_total = self.pending_total - self.pending[team] + look.pending;
         self.pending[team] = look.pending;
     }
 
@@ -818,17 +818,6 @@ impl Agenda {
             self.heap.pop();
         }
         None
-    }
-}
-
-/// Parsing a large config and the first pass free far more than the daemon then keeps
-/// (about 500 MiB at 100,000 teams); glibc keeps what it freed mapped unless asked, and an
-/// idle daemon would look that size.
-fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
@@ -960,8 +949,11 @@ async fn look(
         agenda.look_at(i, look);
     }
     // A digest this pass gives up is no longer pending.
-    crate::telemetry::pending_deliveries(agenda.pending.iter().sum());
-    crate::telemetry::next_digests(&teams, now);
+    crate::telemetry::pending_deliveries(agenda.pending_total);
+    if !every_team {
+        // The first pass's were set as the config was opened, at the same instant.
+        crate::telemetry::next_digests(&teams, now);
+    }
     for key in &plan.expired {
         if current.ledger.expire(key).await? {
             let entry = &entries[&(key.team.clone(), key.span)][&key.webhook];
@@ -1148,7 +1140,14 @@ url = "http://127.0.0.1:9/"
         let plan = plan(std::slice::from_ref(&kolkata), woke, &entries, false);
         let spans: Vec<Span> = plan.due.iter().map(|d| d.span).collect();
         assert_eq!(spans, [day("2026-11-24")]);
-        assert_eq!(plan.wake, Some(utc("2026-11-26T03:30:00Z")));
+        // Looked at hourly while it is owed; once delivered, at the next firing.
+        assert_eq!(plan.wake(), Some(woke + RESYNC));
+        entries
+            .entry(("t".into(), day("2026-11-24")))
+            .or_default()
+            .insert("generic".into(), delivered());
+        let settled = super::plan(std::slice::from_ref(&kolkata), woke, &entries, false);
+        assert_eq!(settled.wake(), Some(utc("2026-11-26T03:30:00Z")));
         // With catch-up off, a late wake delivers nothing; on time, the day due now.
         let strict = team("Asia/Kolkata", "0 9 * * *", "0");
         assert!(
@@ -1305,7 +1304,7 @@ url = "http://127.0.0.1:9/"
             false,
         );
         assert!(waiting.due.is_empty());
-        assert_eq!(waiting.wake, Some(later));
+        assert_eq!(waiting.wake(), Some(later));
         assert_eq!(
             plan(
                 std::slice::from_ref(&kolkata),
@@ -1333,7 +1332,7 @@ url = "http://127.0.0.1:9/"
         let busy = plan(std::slice::from_ref(&kolkata), now, &with(held), true);
         assert!(busy.due.is_empty());
         assert_eq!(
-            busy.wake,
+            busy.wake(),
             Some(now + chrono::Duration::seconds(15)),
             "looked at again soon, before the lease would expire"
         );
@@ -1460,7 +1459,7 @@ url = "http://127.0.0.1:9/b"
         let due: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
         let day = Span::day("2026-11-24".parse().unwrap());
         let teams = std::slice::from_ref(&team);
-        let pending = |now, entries: &Entries| plan(teams, now, entries, false).pending;
+        let pending = |now, entries: &Entries| plan(teams, now, entries, false).pending();
         assert_eq!(pending(due, &Entries::new()), 2);
         let mut entries = Entries::new();
         let hooks = entries.entry(("t".into(), day)).or_default();

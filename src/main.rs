@@ -613,21 +613,13 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let ledger = Ledger::open_to_read(&config.state, WallClock::new()).await?;
     let now = Utc::now();
-    let (which, since) = match args.date {
-        Some(date) => (Which::Containing(date), date),
-        None => {
-            let since =
-                now.date_naive() - chrono::Days::new(acquire_digest::ledger::owed::LOOKBACK_DAYS);
-            (Which::Since(since), since)
-        }
-    };
-    let entries = ledger.recent(since).await?;
+    let which = args.date.map_or(Which::recent(now), Which::Containing);
     let teams: Vec<&Team> = config
         .teams
         .iter()
         .filter(|t| args.teams.is_empty() || args.teams.contains(&t.name))
         .collect();
-    let status = status::report(&teams, &entries, now, which);
+    let status = status::read(&ledger, &teams, now, which).await?;
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&status)?,
         Format::Text => status.to_string(),

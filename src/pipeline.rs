@@ -59,14 +59,20 @@ pub struct Pipeline {
     /// Digests sent to a webhook that failed, by team and span: a later round sends the same
     /// body again instead of fetching every report anew. Dropped once no webhook of the span
     /// waits for another round.
-    sent: Arc<std::sync::Mutex<SentDigests>>,
+    sent: Arc<std::sync::Mutex<Sent>>,
     retry: RetryPolicy,
     retry_every: Duration,
     clock: Arc<dyn Clock>,
 }
 
-/// By team and span: the digest sent, and when it was built.
-type SentDigests = HashMap<(String, Span), (Arc<Digest>, DateTime<Utc>)>;
+/// By team and span: the digest sent, and when it was built; and when those no round will
+/// want were last swept out (hourly, as history is pruned: during an outage of a webhook many
+/// teams share, every team's digest waits here).
+#[derive(Default)]
+struct Sent {
+    by_span: HashMap<(String, Span), (Arc<Digest>, DateTime<Utc>)>,
+    swept: Option<DateTime<Utc>>,
+}
 
 /// A span's digest as fetched for its first round, or why nothing is sent this round.
 enum Fresh<'a> {
@@ -366,7 +372,7 @@ impl Pipeline {
             .any(|h| matches!(h.status, HookStatus::RetryAt { at: Some(_), .. }));
         if !again {
             let mut sent = self.sent.lock().expect("sent digests");
-            sent.remove(&(team.name.clone(), span));
+            sent.by_span.remove(&(team.name.clone(), span));
         }
         let report = SpanReport {
             team: team.name.clone(),
@@ -418,6 +424,7 @@ impl Pipeline {
             return Ok(reports);
         }
         let kept = (self.sent.lock().expect("sent digests"))
+            .by_span
             .get(&(team.name.clone(), span))
             .map(|(digest, _)| digest.clone())
             // Sent unsettled: a later round reads again, in case the data is in by now.
@@ -520,8 +527,14 @@ impl Pipeline {
         let now = self.clock.now();
         // A span some other process finished, or one given up while a reload came between,
         // is not kept past the longest catch-up.
-        sent.retain(|_, (_, at)| now.signed_duration_since(*at) < chrono::Duration::days(8));
-        sent.insert((team.name.clone(), span), (digest.clone(), now));
+        if sent.swept.is_none_or(|at| now - at >= PRUNE_EVERY) {
+            let longest = chrono::Duration::from_std(crate::config::MAX_CATCH_UP)
+                .unwrap_or_default()
+                + chrono::Duration::days(1);
+            (sent.by_span).retain(|_, (_, at)| now.signed_duration_since(*at) < longest);
+            sent.swept = Some(now);
+        }
+        (sent.by_span).insert((team.name.clone(), span), (digest.clone(), now));
         Fresh::Send(digest, leased)
     }
 

@@ -108,26 +108,23 @@ async fn status_page() -> Response {
             "Deliveries wait: the ledger takes no writes: {error}"
         ));
     }
+    // Nothing known is claimed: not that everything was delivered, nor that all is pending.
+    let unknown = || status::Status {
+        ok: false,
+        teams: Vec::new(),
+    };
     let Some((ledger, config)) = IN_USE.lock().expect("in-use slot").clone() else {
         alarms.push("Starting: the ledger is not open yet.".to_owned());
-        let empty = status::report(
-            &[],
-            &Default::default(),
-            now,
-            Which::Since(now.date_naive()),
-        );
-        return Html(status::page(&empty, &alarms, now)).into_response();
-    };
-    let since = now.date_naive() - chrono::Days::new(crate::ledger::owed::LOOKBACK_DAYS);
-    let entries = match ledger.recent(since).await {
-        Ok(entries) => entries,
-        Err(e) => {
-            alarms.push(format!("The ledger is unreachable: {e}"));
-            Default::default()
-        }
+        return Html(status::page(&unknown(), &alarms, now)).into_response();
     };
     let teams: Vec<&crate::config::Team> = config.teams.iter().collect();
-    let status = status::report(&teams, &entries, now, Which::Since(since));
+    let status = match status::read(&ledger, &teams, now, Which::recent(now)).await {
+        Ok(status) => status,
+        Err(e) => {
+            alarms.push(format!("The ledger is unreachable: {e}"));
+            unknown()
+        }
+    };
     Html(status::page(&status, &alarms, now)).into_response()
 }
 

@@ -25,8 +25,8 @@ pub const DEFAULT_PATH: &str = "config.toml";
 // overflow downstream, which is why nothing after `parse` checks them again.
 
 /// A digest delivered more than a week late has lost its use, and an unbounded window
-/// overflows the daemon's date arithmetic.
-const MAX_CATCH_UP: Duration = Duration::from_secs(7 * 24 * 3600);
+/// overflows the daemon's date arithmetic: the longest `catch_up` a config may set.
+pub const MAX_CATCH_UP: Duration = Duration::from_secs(7 * 24 * 3600);
 const CATCH_UP_ADVICE: &str =
     "use at most 7 days, e.g. \"12h\" or \"7d\" (\"0\" turns catch-up off)";
 /// Faster would hammer a webhook or Acquire while it is down; slower than a day would miss
@@ -556,6 +556,7 @@ fn deserialize(text: &str, problems: &mut Problems) -> Option<(RawConfig, Vec<St
             return None;
         };
         let place = places::describe(doc.get_ref(), &path);
+        problems.1.insert(place.clone());
         problems.add_at(Position::of(text, key.start), place, message);
         if !places::remove(doc.get_mut(), &path) {
             return None;
@@ -759,13 +760,6 @@ pub fn parse(
             alerts,
         }),
         _ => {
-            // A key left out for its type is not also "missing".
-            let typed: HashSet<String> = (problems.0.iter())
-                .filter(|p| p.message.starts_with("invalid "))
-                .map(|p| p.place.clone())
-                .collect();
-            (problems.0)
-                .retain(|p| !(p.message.starts_with("missing:") && typed.contains(&p.place)));
             locate(text, &mut problems.0);
             Err(problems.0)
         }
@@ -1157,10 +1151,13 @@ fn secret_from(
             }
         },
         (None, None) => {
-            problems.add(
-                format!("{place}.{env_key}"),
-                format!("missing: set {env_key} = \"NAME_OF_ENV_VAR\" (or {key} = \"...\")"),
-            );
+            let left_out = [key, env_key].map(|k| format!("{place}.{k}"));
+            if !left_out.iter().any(|place| problems.1.contains(place)) {
+                problems.add(
+                    format!("{place}.{env_key}"),
+                    format!("missing: set {env_key} = \"NAME_OF_ENV_VAR\" (or {key} = \"...\")"),
+                );
+            }
             None
         }
     }
@@ -1396,8 +1393,10 @@ fn without_values(message: &str) -> String {
     message.to_owned()
 }
 
+/// The problems found, and the places of the values left out for their type: those aren't
+/// also "missing".
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+struct Problems(Vec<Problem>, HashSet<String>);
 
 impl Problems {
     fn add(&mut self, place: impl Into<String>, message: impl Into<String>) {
@@ -1417,7 +1416,7 @@ impl Problems {
     }
 
     fn require<T>(&mut self, place: &str, key: &str, value: Option<T>, what: &str) -> Option<T> {
-        if value.is_none() {
+        if value.is_none() && !self.1.contains(&format!("{place}.{key}")) {
             self.add(
                 format!("{place}.{key}"),
                 format!("missing: set {key} to {what}"),

@@ -4,15 +4,15 @@
 //!
 //! [`report`] is pure in (teams, ledger entries, now); the command only reads and prints.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::{self, Write};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::config::Team;
-use crate::ledger::owed::{describe_next, owed};
-use crate::ledger::{Entries, State};
+use crate::ledger::owed::{LOOKBACK_DAYS, describe_next, owed};
+use crate::ledger::{Entries, Ledger, LedgerError, State};
 use crate::schedule::Span;
 
 mod page;
@@ -69,6 +69,27 @@ pub enum Which {
     Containing(NaiveDate),
 }
 
+impl Which {
+    /// What `status` shows without `--date`: every span the daemon may still act on.
+    pub fn recent(now: DateTime<Utc>) -> Which {
+        Which::Since(now.date_naive() - chrono::Days::new(LOOKBACK_DAYS))
+    }
+}
+
+/// What `status` and the status page show: the ledger read for `which`, then [`report`].
+pub async fn read(
+    ledger: &Ledger,
+    teams: &[&Team],
+    now: DateTime<Utc>,
+    which: Which,
+) -> Result<Status, LedgerError> {
+    let since = match which {
+        Which::Since(date) | Which::Containing(date) => date,
+    };
+    let entries = ledger.recent(since).await?;
+    Ok(report(teams, &entries, now, which))
+}
+
 /// Each team's webhooks and their spans: those the ledger holds, and those due now that it
 /// doesn't hold yet (pending).
 pub fn report(teams: &[&Team], entries: &Entries, now: DateTime<Utc>, which: Which) -> Status {
@@ -76,6 +97,12 @@ pub fn report(teams: &[&Team], entries: &Entries, now: DateTime<Utc>, which: Whi
         Which::Since(since) => span.last >= since,
         Which::Containing(date) => span.first <= date && date <= span.last,
     };
+    // Once, not once a team: at 100,000 teams that is the difference between a page and a
+    // stalled server.
+    let mut recorded: HashMap<&str, Vec<Span>> = HashMap::new();
+    for (team, span) in entries.keys() {
+        recorded.entry(team.as_str()).or_default().push(*span);
+    }
     let mut ok = true;
     let teams = teams
         .iter()
@@ -85,12 +112,7 @@ pub fn report(teams: &[&Team], entries: &Entries, now: DateTime<Utc>, which: Whi
                 .map(|digest| digest.span)
                 .collect();
             let mut spans = live.clone();
-            spans.extend(
-                entries
-                    .keys()
-                    .filter(|(name, _)| *name == team.name)
-                    .map(|(_, span)| *span),
-            );
+            spans.extend(recorded.get(team.name.as_str()).into_iter().flatten());
             spans.retain(wanted);
             let webhooks = team
                 .webhooks

@@ -204,6 +204,24 @@ fn a_history_too_short_for_the_unusual_line_is_a_warning_naming_the_teams() {
     assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
 }
 
+/// A secret given the wrong type is one problem, at the key given, not also "missing" at its
+/// `_env` twin. The value itself (it may be a real key) is never shown.
+#[test]
+fn a_secret_of_the_wrong_type_is_one_problem() {
+    let text = GOOD
+        .replace("api_key_env = \"ACME_KEY\"", "api_key = 12345678")
+        .replace("url_env = \"APAC_SLACK\"", "url = 5");
+    let work = Workspace::new(&text);
+    let output = work.run(&["check"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = stderr(&output);
+    assert!(said.contains("config.toml: 2 problems"), "{said}");
+    assert!(said.contains("api_key: invalid type: integer"), "{said}");
+    assert!(said.contains("url: invalid type: integer"), "{said}");
+    assert!(!said.contains("missing"), "{said}");
+    assert!(!said.contains("12345678"), "{said}");
+}
+
 /// Issue 21: a value of the wrong type is named by its team and key, at its line and column,
 /// and the file's other problems are still listed; misspelt keys, sections, zones and kinds
 /// get a "did you mean".

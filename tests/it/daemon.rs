@@ -363,13 +363,17 @@ async fn a_day_another_process_holds_is_delivered_when_that_process_fails() {
         .date_naive()
         - chrono::Days::new(1);
     let dir = work.dir.path().to_owned();
+    // A holder that fails mid-write (under load SQLite has answered a lease with a disk I/O
+    // error while the other process exited) leaves its lease to expire: short ones, so that
+    // path fits the wait below too.
+    let lease = [("ACQUIRE_DIGEST_LEASE_SECS", "10")];
     let admin = tokio::task::spawn_blocking(move || {
         let date = date.to_string();
-        crate::support::run_in(&dir, &["once", "--date", &date], &[])
+        crate::support::run_in(&dir, &["once", "--date", &date], &lease)
     });
     wait_until("the admin's POST", SECONDS, || hooks.seen().len() == 1).await;
 
-    let daemon = Daemon::start(&work);
+    let daemon = Daemon::start_with(&work, &[], &lease);
     let admin = admin.await.unwrap();
     assert!(
         !admin.status.success(),

@@ -1,5 +1,5 @@
-//! rank + render per digest: the reference day, and a large day (250 countries, 2,000 pages,
-//! 800 referrers). Targets: under 50 µs and under 2 ms. `cargo bench --bench digest`.
+//! rank + render per digest, for every kind: the reference day, and a large day (250
+//! countries, 2,000 pages, 800 referrers). Targets: under 50 µs and under 2 ms. `cargo bench --bench digest`.
 //! Under `cargo test --all-targets` each benchmark runs once, so CI keeps them compiling.
 
 use std::hint::black_box;
@@ -9,7 +9,7 @@ use acquire_digest::fetch::{ChatSource, CountryRow, DayReport, HourRow};
 use acquire_digest::rank::{Audience, rank};
 use acquire_digest::render::Renderer;
 use acquire_digest::schedule::{Window, Zone};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 
 fn reference_day() -> DayReport {
     DayReport::parse([
@@ -64,7 +64,6 @@ fn hook(kind: WebhookKind) -> Webhook {
 
 fn bench(c: &mut Criterion) {
     let renderer = Renderer::builtin();
-    let (slack, generic) = (hook(WebhookKind::Slack), hook(WebhookKind::Generic));
     let zone = Zone::parse("Asia/Kolkata").unwrap();
     let window = Window::for_date(zone, "2021-03-18".parse().unwrap());
     let audience = Audience {
@@ -77,29 +76,77 @@ fn bench(c: &mut Criterion) {
         ("reference day", reference_day()),
         ("large day", large_day()),
     ] {
-        // The target: what one digest costs, ranked once and rendered for Slack and for the
-        // generic webhook's text.
-        c.bench_function(&format!("rank + render slack + text, {name}"), |b| {
-            b.iter(|| {
-                let digest = rank(&audience, &window, black_box(&day));
-                let slack = renderer.body(&slack, &digest).unwrap();
-                let text = renderer.body(&generic, &digest).unwrap();
-                black_box((slack, text))
-            })
-        });
-        // Its parts, to see where the time goes.
-        let digest = rank(&audience, &window, &day);
+        // The target: what one digest costs for each kind, ranked and rendered.
+        for kind in WebhookKind::ALL {
+            let hook = hook(kind);
+            let id = format!("rank + render {}, {name}", kind.as_str());
+            c.bench_function(&id, |b| {
+                MEASURED.lock().unwrap().push(id.clone());
+                b.iter(|| {
+                    let digest = rank(&audience, &window, black_box(&day));
+                    black_box(renderer.body(&hook, &digest).unwrap())
+                })
+            });
+        }
+        // Ranking alone, to see where the time goes.
         c.bench_function(&format!("rank, {name}"), |b| {
             b.iter(|| rank(&audience, &window, black_box(&day)))
-        });
-        c.bench_function(&format!("render slack, {name}"), |b| {
-            b.iter(|| renderer.body(&slack, black_box(&digest)).unwrap())
-        });
-        c.bench_function(&format!("render text, {name}"), |b| {
-            b.iter(|| renderer.body(&generic, black_box(&digest)).unwrap())
         });
     }
 }
 
+/// rank + render per kind on main at d825613, before issue 22: this bench run there on the same
+/// VM, 2026-12-06. The reference day's target is 50 µs, the large day's 2 ms.
+const BEFORE: [(&str, f64, f64); 6] = [
+    ("slack", 61.7, 151.4),
+    ("generic", 53.5, 133.1),
+    ("discord", 61.1, 154.1),
+    ("teams", 69.0, 166.1),
+    ("google_chat", 63.9, 148.4),
+    ("mattermost", 54.2, 152.8),
+];
+
+/// The benchmarks this run measured (a filter picks some), so none is reported from an
+/// earlier run's estimates.
+static MEASURED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Each kind's median beside its figure before, read back from criterion's estimates.
+fn summary() {
+    let home = std::env::var("CRITERION_HOME").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{target}/criterion")
+    });
+    let measured = MEASURED.lock().unwrap();
+    let median_us = |id: &str| -> Option<f64> {
+        measured.iter().find(|m| *m == id)?;
+        let path = format!("{home}/{id}/new/estimates.json");
+        let estimates: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        Some(estimates["median"]["point_estimate"].as_f64()? / 1000.0)
+    };
+    println!("\nrank + render, median µs (before: d825613)");
+    println!("{:<12} {:>22} {:>22}", "kind", "reference day", "large day");
+    for (kind, reference, large) in BEFORE {
+        let now = |day: &str| {
+            median_us(&format!("rank + render {kind}, {day}"))
+                .map_or("-".to_owned(), |us| format!("{us:.1}"))
+        };
+        println!(
+            "{kind:<12} {:>22} {:>22}",
+            format!("{} ({reference:.1})", now("reference day")),
+            format!("{} ({large:.1})", now("large day")),
+        );
+    }
+    println!("targets: 50 µs on the reference day, 2,000 µs on the large day");
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    // `cargo test` runs each benchmark once and keeps no estimates to report.
+    if std::env::args().any(|arg| arg == "--bench") {
+        summary();
+    }
+}

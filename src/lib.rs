@@ -27,6 +27,11 @@
 //!   (`run`'s HTTP endpoint), [`status`] (the ledger read back) and [`alerts`] (a message
 //!   when a digest is given up).
 
+/// glibc's malloc was a quarter of a digest's instructions (callgrind, rendering); every
+/// binary linking this crate, benches included, gets the same allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod alerts;
 pub mod check;
 pub mod clock;

@@ -3,11 +3,13 @@
 //! text is Markdown-escaped, with `@` and links broken ([`super::text::defang`]), so no link
 //! from the data is embedded either.
 
+use std::borrow::Cow;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::text::{cut, fit_lines, unmarkdown};
+use super::text::{cut, fit_lines, fit_text, unmarkdown};
 use super::{Answer, Kind, receiver_message};
 
 pub struct Discord;
@@ -30,12 +32,12 @@ impl Kind for Discord {
         include_str!("../../templates/discord.hbs")
     }
 
-    fn escape(&self, text: &str) -> String {
+    fn escape<'a>(&self, text: &'a str) -> Cow<'a, str> {
         super::text::markdown(text)
     }
 
     fn message(&self, text: &str) -> Result<Value, String> {
-        let content = self.escape(&super::text::clean(text));
+        let content = self.escape(&super::text::clean(text)).into_owned();
         self.fit(serde_json::json!({ "content": content }))
     }
 
@@ -47,24 +49,22 @@ impl Kind for Discord {
         if !content && !embeds {
             return Err("a Discord message needs content or embeds".into());
         }
-        if let Some(text) = body["content"].as_str() {
-            body["content"] = fit_lines(text, CONTENT).into();
-        }
+        fit_text(body.get_mut("content"), CONTENT, fit_lines);
         if let Some(embeds) = body.get_mut("embeds").and_then(Value::as_array_mut) {
             embeds.truncate(MAX_EMBEDS);
             for embed in embeds.iter_mut() {
-                fit_field(embed, "title", TITLE, cut);
-                fit_field(embed, "description", DESCRIPTION, fit_lines);
+                fit_text(embed.get_mut("title"), TITLE, cut);
+                fit_text(embed.get_mut("description"), DESCRIPTION, fit_lines);
                 for (object, key, max) in [("footer", "text", FOOTER), ("author", "name", TITLE)] {
                     if let Some(object) = embed.get_mut(object) {
-                        fit_field(object, key, max, cut);
+                        fit_text(object.get_mut(key), max, cut);
                     }
                 }
                 if let Some(fields) = embed.get_mut("fields").and_then(Value::as_array_mut) {
                     fields.truncate(MAX_FIELDS);
                     for field in fields {
-                        fit_field(field, "name", FIELD_NAME, cut);
-                        fit_field(field, "value", FIELD_VALUE, fit_lines);
+                        fit_text(field.get_mut("name"), FIELD_NAME, cut);
+                        fit_text(field.get_mut("value"), FIELD_VALUE, fit_lines);
                     }
                 }
             }
@@ -132,12 +132,6 @@ impl Kind for Discord {
             }
         }
         out
-    }
-}
-
-fn fit_field(object: &mut Value, key: &str, max: usize, fit: fn(&str, usize) -> String) {
-    if let Some(text) = object.get(key).and_then(Value::as_str) {
-        object[key] = fit(text, max).into();
     }
 }
 

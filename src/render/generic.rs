@@ -2,6 +2,8 @@
 //! the receiver to escape for its own medium), plus `text` rendered from a plain-text template
 //! over the cleaned digest.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::Kind;
@@ -14,8 +16,8 @@ impl Kind for Generic {
         include_str!("../../templates/text.hbs")
     }
 
-    fn escape(&self, text: &str) -> String {
-        text.to_owned()
+    fn escape<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        Cow::Borrowed(text)
     }
 
     fn writes_json(&self) -> bool {

@@ -2,10 +2,12 @@
 //! HTML-escaped (cards take a subset of HTML) with links broken, so `<users/all>` or a link
 //! can't come from the data, in the card or in `text`.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use super::Kind;
-use super::text::{fit_lines, fit_parts, html};
+use super::text::{fit_lines, fit_parts, fit_text, html};
 
 pub struct GoogleChat;
 
@@ -18,7 +20,7 @@ impl Kind for GoogleChat {
         include_str!("../../templates/google_chat.hbs")
     }
 
-    fn escape(&self, text: &str) -> String {
+    fn escape<'a>(&self, text: &'a str) -> Cow<'a, str> {
         html(text)
     }
 
@@ -28,9 +30,7 @@ impl Kind for GoogleChat {
         if !has_text && !has_card {
             return Err("a Google Chat message needs \"text\" or a card in \"cardsV2\"".into());
         }
-        if let Some(text) = body["text"].as_str() {
-            body["text"] = fit_lines(text, MAX_TEXT).into();
-        }
+        fit_text(body.get_mut("text"), MAX_TEXT, fit_lines);
         for card in body
             .get_mut("cardsV2")
             .and_then(Value::as_array_mut)
@@ -49,9 +49,11 @@ impl Kind for GoogleChat {
                     .into_iter()
                     .flatten()
                 {
-                    if let Some(text) = widget["textParagraph"]["text"].as_str() {
-                        widget["textParagraph"]["text"] = fit_lines(text, MAX_TEXT).into();
-                    }
+                    fit_text(
+                        widget.pointer_mut("/textParagraph/text"),
+                        MAX_TEXT,
+                        fit_lines,
+                    );
                 }
             }
         }

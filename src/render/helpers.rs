@@ -28,7 +28,10 @@ pub fn register(registry: &mut Handlebars) {
 handlebars_helper!(number: |n: f64| thousands(n));
 handlebars_helper!(percent: |n: f64| format!("{n:.1}%"));
 handlebars_helper!(plural: |n: f64, one: str, many: str| {
-    format!("{} {}", thousands(n), if n == 1.0 { one } else { many })
+    let mut said = thousands(n);
+    said.push(' ');
+    said.push_str(if n == 1.0 { one } else { many });
+    said
 });
 handlebars_helper!(truncate: |text: str, max: u64| cut(text, max as usize));
 handlebars_helper!(strip: |hours: array| activity_strip(hours));
@@ -237,19 +240,24 @@ pub fn date_range(first: &str, last: &str) -> String {
 
 /// `1234567` → `1,234,567`; fractions keep one decimal.
 pub fn thousands(n: f64) -> String {
-    let whole = n.trunc().abs() as u64;
-    let digits = whole.to_string();
-    let mut out = String::new();
+    // Rounded to tenths first: 12.96 reads 13, not 12.0 (its whole part and a rounded tenth).
+    let tenths = (n.abs() * 10.0).round() as u64;
+    let digits = (tenths / 10).to_string();
+    let mut out = String::with_capacity(digits.len() * 4 / 3 + 4);
+    if n < 0.0 && tenths > 0 {
+        out.push('-');
+    }
     for (i, digit) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
     }
-    if n.fract() != 0.0 {
-        out.push_str(&format!("{:.1}", n.fract().abs())[1..]);
+    if !tenths.is_multiple_of(10) {
+        out.push('.');
+        out.push(char::from(b'0' + (tenths % 10) as u8));
     }
-    if n < 0.0 { format!("-{out}") } else { out }
+    out
 }
 
 /// Twenty-four bars, one per hour from midnight; an hour with no activity is a dot so it is
@@ -282,6 +290,9 @@ mod tests {
         assert_eq!(thousands(1234.0), "1,234");
         assert_eq!(thousands(1234567.0), "1,234,567");
         assert_eq!(thousands(12.5), "12.5");
+        assert_eq!(thousands(12.96), "13");
+        assert_eq!(thousands(-1234.25), "-1,234.3");
+        assert_eq!(thousands(-0.04), "0");
     }
 
     #[test]

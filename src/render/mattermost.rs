@@ -3,10 +3,12 @@
 //! written but notify nobody; `<!channel>` is escaped too. With every link from the data
 //! broken there is nothing to unfurl.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::Kind;
-use super::text::{fit_lines, markdown, unmarkdown};
+use super::text::{fit_lines, fit_text, markdown, unmarkdown};
 
 pub struct Mattermost;
 
@@ -18,15 +20,15 @@ impl Kind for Mattermost {
         include_str!("../../templates/mattermost.hbs")
     }
 
-    fn escape(&self, text: &str) -> String {
+    fn escape<'a>(&self, text: &'a str) -> Cow<'a, str> {
         markdown(text)
     }
 
     fn fit(&self, mut body: Value) -> Result<Value, String> {
-        let Some(text) = body["text"].as_str().filter(|t| !t.trim().is_empty()) else {
+        if body["text"].as_str().is_none_or(|t| t.trim().is_empty()) {
             return Err("a Mattermost message needs a \"text\"".into());
-        };
-        body["text"] = fit_lines(text, MAX_TEXT).into();
+        }
+        fit_text(body.get_mut("text"), MAX_TEXT, fit_lines);
         Ok(body)
     }
 

@@ -18,6 +18,7 @@ mod slack;
 mod teams;
 pub mod text;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,7 +53,7 @@ pub trait Kind: Sync {
     /// The built-in template.
     fn template(&self) -> &'static str;
     /// Visitor text made inert for this destination; it has been through [`text::clean`].
-    fn escape(&self, text: &str) -> String;
+    fn escape<'a>(&self, text: &'a str) -> Cow<'a, str>;
     /// The body, from the parsed template output: an error says what the kind can't send, and
     /// whatever is too long is cut to the kind's limits. Keys that keep the message inert
     /// (no unfurling, no mentions) are set here whatever a template wrote.
@@ -233,7 +234,7 @@ impl Renderer {
             return Err(error(reason.clone()));
         }
         let mut data = serde_json::to_value(digest).expect("the digest serializes");
-        escape_strings(&mut data, &|s| this.escape(&text::clean(s)));
+        escape_strings(&mut data, this);
         let rendered = self.registries[&hook.kind]
             .render_with_context(&name, &Context::from(data))
             .map_err(|e| error(plain_reason(&e)))?;
@@ -252,15 +253,30 @@ fn name(path: &Path) -> String {
 
 /// A value written as the inside of a JSON string: what `{{value}}` prints in a JSON template.
 fn json_string_inside(text: &str) -> String {
+    if !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return text.to_owned();
+    }
     let quoted = serde_json::to_string(text).expect("a string serializes");
     quoted[1..quoted.len() - 1].to_owned()
 }
 
-fn escape_strings(value: &mut Value, escape: &dyn Fn(&str) -> String) {
+/// Every string cleaned and escaped for `kind`; most need neither, and stay as they are.
+fn escape_strings(value: &mut Value, kind: &dyn Kind) {
     match value {
-        Value::String(text) => *text = escape(text),
-        Value::Array(items) => items.iter_mut().for_each(|v| escape_strings(v, escape)),
-        Value::Object(fields) => fields.values_mut().for_each(|v| escape_strings(v, escape)),
+        Value::String(text) => {
+            let escaped = match text::clean(text) {
+                Cow::Borrowed(clean) => match kind.escape(clean) {
+                    Cow::Borrowed(_) => None,
+                    Cow::Owned(escaped) => Some(escaped),
+                },
+                Cow::Owned(clean) => Some(kind.escape(&clean).into_owned()),
+            };
+            if let Some(escaped) = escaped {
+                *text = escaped;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| escape_strings(v, kind)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| escape_strings(v, kind)),
         _ => {}
     }
 }

@@ -3,9 +3,11 @@
 //! can form. Every mrkdwn text is `verbatim`, so Slack neither links bare URLs nor parses a
 //! typed `@here`; unfurling is off.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
-use super::text::{cut, fit_lines, fit_parts};
+use super::text::{cut, fit_lines, fit_parts, fit_text};
 use super::{Answer, Kind};
 
 pub struct Slack;
@@ -22,10 +24,15 @@ impl Kind for Slack {
         include_str!("../../templates/slack.hbs")
     }
 
-    fn escape(&self, text: &str) -> String {
-        text.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
+    fn escape<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if !text.contains(['&', '<', '>']) {
+            return Cow::Borrowed(text);
+        }
+        Cow::Owned(
+            text.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;"),
+        )
     }
 
     fn fit(&self, mut body: Value) -> Result<Value, String> {
@@ -36,9 +43,7 @@ impl Kind for Slack {
         if !body["blocks"].is_array() && !body["blocks"].is_null() {
             return Err("\"blocks\" must be a list of Block Kit blocks".into());
         }
-        if let Some(text) = body["text"].as_str() {
-            body["text"] = fit_lines(text, SECTION_LIMIT).into();
-        }
+        fit_text(body.get_mut("text"), SECTION_LIMIT, fit_lines);
         for block in body
             .get_mut("blocks")
             .and_then(Value::as_array_mut)
@@ -50,18 +55,14 @@ impl Kind for Slack {
             {
                 block["text"]["text"] = cut(&text.replace('\n', " "), HEADER_LIMIT).into();
             }
-            if let Some(text) = block["text"]["text"].as_str() {
-                block["text"]["text"] = fit_lines(text, SECTION_LIMIT).into();
-            }
+            fit_text(block.pointer_mut("/text/text"), SECTION_LIMIT, fit_lines);
             for element in block
                 .get_mut("elements")
                 .and_then(Value::as_array_mut)
                 .into_iter()
                 .flatten()
             {
-                if let Some(text) = element["text"].as_str() {
-                    element["text"] = fit_lines(text, SECTION_LIMIT).into();
-                }
+                fit_text(element.get_mut("text"), SECTION_LIMIT, fit_lines);
             }
         }
         verbatim(&mut body);

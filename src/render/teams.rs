@@ -3,10 +3,12 @@
 //! broken in case a template puts it in a (Markdown) TextBlock. `msteams.entities`, the only
 //! way a card can mention anyone, is removed whatever a template wrote.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use super::Kind;
-use super::text::{cut, defang, fit_parts};
+use super::text::{cut, defang, fit_parts, fit_text};
 
 pub struct Teams;
 
@@ -20,7 +22,7 @@ impl Kind for Teams {
         include_str!("../../templates/teams.hbs")
     }
 
-    fn escape(&self, text: &str) -> String {
+    fn escape<'a>(&self, text: &'a str) -> Cow<'a, str> {
         defang(text)
     }
 
@@ -93,13 +95,14 @@ impl Kind for Teams {
 fn inert(value: &mut Value) {
     match value {
         Value::Object(fields) => {
-            if let Some(Value::Object(msteams)) = fields.get_mut("msteams") {
-                msteams.remove("entities");
+            for (key, field) in fields.iter_mut() {
+                match (key.as_str(), &mut *field) {
+                    ("msteams", Value::Object(msteams)) => _ = msteams.remove("entities"),
+                    ("text", text) => fit_text(Some(text), MAX_TEXT, cut),
+                    _ => {}
+                }
+                inert(field);
             }
-            if let Some(Value::String(text)) = fields.get_mut("text") {
-                *text = cut(text, MAX_TEXT);
-            }
-            fields.values_mut().for_each(inert);
         }
         Value::Array(items) => items.iter_mut().for_each(inert),
         _ => {}

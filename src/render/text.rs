@@ -1,6 +1,8 @@
 //! Shared escaping and fitting: what every kind does to visitor text before a template sees it,
 //! and how a text too long for its place is cut.
 
+use std::borrow::Cow;
+
 /// The most characters one visitor-chosen value keeps, so no single value (a 5,000-character
 /// country code) can crowd the rest of its list out of a message.
 pub const VALUE_CAP: usize = 300;
@@ -13,7 +15,11 @@ fn is_bidi(c: char) -> bool {
 /// Every kind's first step: bidi controls dropped, control characters and line or paragraph
 /// separators made spaces (a visitor's line break must not start a line of the template's
 /// output), and the value capped at [`VALUE_CAP`] characters.
-pub fn clean(text: &str) -> String {
+pub fn clean(text: &str) -> Cow<'_, str> {
+    let inert = |c: char| !is_bidi(c) && !c.is_control() && !matches!(c, '\u{2028}' | '\u{2029}');
+    if text.len() <= VALUE_CAP && text.chars().all(inert) {
+        return Cow::Borrowed(text);
+    }
     let kept: Vec<char> = text
         .chars()
         .filter(|&c| !is_bidi(c))
@@ -23,25 +29,23 @@ pub fn clean(text: &str) -> String {
     let mut out: String = kept
         .into_iter()
         .take(VALUE_CAP - usize::from(long))
-        .map(|c| {
-            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-                ' '
-            } else {
-                c
-            }
-        })
+        .map(|c| if inert(c) { c } else { ' ' })
         .collect();
     if long {
         out.push('…');
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Breaks what a chat client would turn into a mention or a link, invisibly: a zero-width
 /// joiner after `@` (`@channel` reads the same but notifies nobody) and a zero-width space
 /// after `:` and `.` (no `https://` and no domain name for an auto-linker to find) and after
 /// `]` (no Markdown `[label](url)`).
-pub fn defang(text: &str) -> String {
+pub fn defang(text: &str) -> Cow<'_, str> {
+    const BREAKABLE: [char; 4] = ['@', ':', '.', ']'];
+    if !text.contains(BREAKABLE) {
+        return Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         out.push(c);
@@ -51,23 +55,26 @@ pub fn defang(text: &str) -> String {
             _ => {}
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Markdown (Discord, Mattermost): a backslash before every character that could start
 /// formatting, a link (`[x](y)`, `<url>`) or a quote, then [`defang`]ed.
-pub fn markdown(text: &str) -> String {
+pub fn markdown(text: &str) -> Cow<'_, str> {
+    const FORMATTING: [char; 14] = [
+        '\\', '*', '_', '~', '`', '|', '<', '>', '[', ']', '(', ')', '#', '!',
+    ];
+    if !text.contains(FORMATTING) {
+        return defang(text);
+    }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if matches!(
-            c,
-            '\\' | '*' | '_' | '~' | '`' | '|' | '<' | '>' | '[' | ']' | '(' | ')' | '#' | '!'
-        ) {
+        if FORMATTING.contains(&c) {
             out.push('\\');
         }
         out.push(c);
     }
-    defang(&out)
+    Cow::Owned(defang(&out).into_owned())
 }
 
 /// Markdown as its reader sees it: escaping backslashes gone (for previews).
@@ -87,7 +94,10 @@ pub fn unmarkdown(text: &str) -> String {
 }
 
 /// HTML text (Google Chat's card text): entities for `& < > "`, then [`defang`]ed.
-pub fn html(text: &str) -> String {
+pub fn html(text: &str) -> Cow<'_, str> {
+    if !text.contains(['&', '<', '>', '"']) {
+        return defang(text);
+    }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
@@ -98,7 +108,7 @@ pub fn html(text: &str) -> String {
             c => out.push(c),
         }
     }
-    defang(&out)
+    Cow::Owned(defang(&out).into_owned())
 }
 
 /// Length in UTF-16 units, what Slack, Discord and Mattermost count; never less than the
@@ -169,6 +179,16 @@ pub fn fit_lines(text: &str, max: usize) -> String {
     kept.join("\n")
 }
 
+/// Fits `value`, when it is a string, in `max` units with `fit` ([`cut`] or [`fit_lines`]);
+/// one that fits already is left as it is, uncopied.
+pub fn fit_text(value: Option<&mut serde_json::Value>, max: usize, fit: fn(&str, usize) -> String) {
+    if let Some(serde_json::Value::String(text)) = value
+        && units(text) > max
+    {
+        *text = fit(text, max);
+    }
+}
+
 /// A JSON value's size in bytes, measured without building the string.
 pub fn json_size(value: &serde_json::Value) -> usize {
     struct Count(usize);
@@ -227,7 +247,8 @@ mod tests {
     #[test]
     fn cleaning_drops_bidi_and_line_breaks_and_caps_length() {
         assert_eq!(clean("a\u{202E}b\u{2028}c\nd\u{2066}"), "ab c d");
-        let long = clean(&"x".repeat(5000));
+        let long = "x".repeat(5000);
+        let long = clean(&long);
         assert_eq!(long.chars().count(), VALUE_CAP);
         assert!(long.ends_with('…'));
         assert_eq!(clean(&"y".repeat(VALUE_CAP)), "y".repeat(VALUE_CAP));

@@ -5,15 +5,20 @@
 //!    latency and a loopback webhook receiver (both in this process, so the child's CPU and
 //!    memory are the product's own). Prints the wall time, the latency-bound ideal
 //!    ceil(4N / concurrency) × latency, their ratio, CPU per digest and peak RSS.
-//! 2. Idle: `acquire-digest run` with 1,000 teams configured, idling for a minute: RSS and
+//!    Beside each, the simulator alone: a bare HTTP client making the same four GETs per team
+//!    at the same concurrency, so a ratio above the bound is known to be ours, not its.
+//! 2. CPU per digest at 0 ms latency: `once --dry-run` for 2,000 teams, comparisons off,
+//!    beside its floor: the bare client's CPU for the same GETs (one thread, measured alone).
+//! 3. Idle: `acquire-digest run` with 1,000 teams configured, idling for a minute: RSS and
 //!    CPU used.
-//! 3. Replicas: 1,000 teams due at the same second, delivered by 1, 2 and 3 `run` replicas
+//! 4. Replicas: 1,000 teams due at the same second, delivered by 1, 2 and 3 `run` replicas
 //!    sharing one PostgreSQL ledger (`ACQUIRE_DIGEST_TEST_DATABASE_URL`, as
 //!    `scripts/with-postgres` provides): the time from the firing to the last delivery.
 //!
 //! Under `cargo test` (no `--bench` argument) both run at a small size so the benchmark is
 //! built and exercised in CI without costing minutes. Linux only: it reads rusage and /proc.
-//! `FANOUT_TEAMS=100,1000`, `IDLE_SECS=10` and `REPLICA_TEAMS=300` override the sizes.
+//! `FANOUT_TEAMS=100,1000`, `CPU_TEAMS=500`, `IDLE_SECS=10` and `REPLICA_TEAMS=300` override
+//! the sizes; `FANOUT_CONCURRENCY=256` the concurrency.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -42,6 +47,7 @@ const ZONES: [&str; 4] = [
 struct Sizes {
     teams: Vec<usize>,
     latency: Duration,
+    cpu_teams: usize,
     idle_teams: usize,
     idle: Duration,
     replica_teams: usize,
@@ -69,6 +75,9 @@ fn sizes() -> Sizes {
     Sizes {
         teams,
         latency: Duration::from_millis(if full { 50 } else { 5 }),
+        cpu_teams: from_env("CPU_TEAMS")
+            .map(|s| s.parse().expect("CPU_TEAMS: a number"))
+            .unwrap_or(if full { 2_000 } else { 20 }),
         idle_teams: if full { 1_000 } else { 20 },
         idle: Duration::from_secs(idle_secs),
         replica_teams: from_env("REPLICA_TEAMS")
@@ -97,10 +106,20 @@ fn main() {
             concurrency()
         );
         println!(
-            "{:>7} {:>9} {:>9} {:>6} {:>12} {:>9} │ {:>12} {:>9}",
-            "teams", "wall", "ideal", "ratio", "CPU/digest", "peak RSS", "check: /team", "peak RSS"
+            "{:>7} {:>9} {:>6} {:>9} {:>6} {:>12} {:>9} │ {:>12} {:>9}",
+            "teams",
+            "ideal",
+            "sim",
+            "wall",
+            "ratio",
+            "CPU/digest",
+            "peak RSS",
+            "check: /team",
+            "peak RSS"
         );
         for &n in &sizes.teams {
+            let ideal = sizes.latency * (4 * n).div_ceil(concurrency()) as u32;
+            let alone = bare_client(&sim.base_url(), n);
             let before = received_count.load(Ordering::SeqCst);
             let dir = tempfile::tempdir().unwrap();
             let text = config(n, &sim.base_url(), &receiver, "", "0 9 * * *");
@@ -109,11 +128,11 @@ fn main() {
             let check = measure(dir.path(), &["check"]).await;
             let delivered = received_count.load(Ordering::SeqCst) - before;
             assert_eq!(delivered, n, "every team's digest reaches the receiver");
-            let ideal = sizes.latency * (4 * n).div_ceil(concurrency()) as u32;
             println!(
-                "{n:>7} {:>8.2}s {:>8.2}s {:>5.2}× {:>9.0} µs {:>5} MiB │ {:>9.0} µs {:>5} MiB",
-                run.wall.as_secs_f64(),
+                "{n:>7} {:>8.2}s {:>5.2}× {:>8.2}s {:>5.2}× {:>9.0} µs {:>5} MiB │ {:>9.0} µs {:>5} MiB",
                 ideal.as_secs_f64(),
+                alone.wall.as_secs_f64() / ideal.as_secs_f64(),
+                run.wall.as_secs_f64(),
                 run.wall.as_secs_f64() / ideal.as_secs_f64(),
                 run.cpu.as_secs_f64() * 1e6 / n as f64,
                 run.peak_rss_kib / 1024,
@@ -121,6 +140,32 @@ fn main() {
                 check.peak_rss_kib / 1024,
             );
         }
+
+        println!(
+            "ideal: ceil(4N / concurrency) × latency; sim: the simulator alone (a bare client, same \
+             GETs) against it. Before (d825613): 1.05× at 1,000 teams (concurrency 32), 1.10× at \
+             10,000 (256); target 1.05× at 10,000 and 100,000, concurrency 256"
+        );
+
+        let n = sizes.cpu_teams;
+        let fast = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = config(n, &fast.base_url(), &receiver, "", "0 9 * * *");
+        std::fs::write(dir.path().join("config.toml"), text).unwrap();
+        let run = measure(
+            dir.path(),
+            &["once", "--dry-run", "--date", "2026-07-15"],
+        )
+        .await;
+        let floor = bare_client(&fast.base_url(), n);
+        println!(
+            "\nCPU per digest at 0 ms latency, {n} teams, concurrency {}: `once --dry-run` {:.0} µs \
+             (before: 520 µs; target 300 µs); the floor, a bare client making the same four GETs: \
+             {:.0} µs",
+            concurrency(),
+            run.cpu.as_secs_f64() * 1e6 / n as f64,
+            floor.cpu.as_secs_f64() * 1e6 / n as f64,
+        );
 
         let idle = idle(sizes.idle_teams, sizes.idle, &sim.base_url(), &receiver).await;
         println!(
@@ -141,22 +186,29 @@ fn main() {
             "\nreplicas: {n} teams due at one second, `run` replicas on one PostgreSQL ledger"
         );
         println!(
-            "{:>8} {:>9} {:>9} {:>6} {:>8}",
-            "replicas", "wall", "ideal", "ratio", "speed-up"
+            "{:>8} {:>9} {:>9} {:>6} {:>8} {:>15}",
+            "replicas", "wall", "ideal", "ratio", "speed-up", "DB xacts/digest"
         );
         let mut alone = None;
         for count in 1..=3 {
-            let wall = replicas(count, n, &server, &sim.base_url(), &receiver, &received).await;
+            let (wall, transactions) =
+                replicas(count, n, &server, &sim.base_url(), &receiver, &received).await;
             let share = ideal / count as u32;
             let alone = *alone.get_or_insert(wall);
             println!(
-                "{count:>8} {:>8.2}s {:>8.2}s {:>5.2}× {:>7.2}×",
+                "{count:>8} {:>8.2}s {:>8.2}s {:>5.2}× {:>7.2}× {:>15.1}",
                 wall.as_secs_f64(),
                 share.as_secs_f64(),
                 wall.as_secs_f64() / share.as_secs_f64(),
                 alone.as_secs_f64() / wall.as_secs_f64(),
+                transactions as f64 / n as f64,
             );
         }
+        println!(
+            "ideal: one replica's latency bound shared; DB xacts: PostgreSQL's count of \
+             transactions in the ledger's database (each statement outside one is its own), \
+             start-up and shutdown included; target 1.1× the bound"
+        );
     });
 }
 
@@ -175,7 +227,8 @@ fn postgres_server() -> Option<String> {
 }
 
 /// `count` daemons on a fresh database, `n` teams all due at one second: the time from that
-/// second to the last delivery. Every digest arrives once.
+/// second to the last delivery, and the transactions the database saw. Every digest arrives
+/// once.
 async fn replicas(
     count: usize,
     n: usize,
@@ -183,7 +236,7 @@ async fn replicas(
     base_url: &str,
     receiver: &str,
     received: &Received,
-) -> Duration {
+) -> (Duration, i64) {
     let database = acquire_digest::db::testing::scratch_database(server)
         .await
         .unwrap();
@@ -191,7 +244,12 @@ async fn replicas(
     // Far enough ahead for every replica to have started and read its config.
     // On a whole second: the schedule can only name whole seconds, and a fraction left here
     // would be subtracted from every wall time.
-    let firing = chrono::Utc::now() + chrono::Duration::seconds(if n > 100 { 6 } else { 3 });
+    let lead = match n {
+        0..=100 => 3,
+        101..=10_000 => 6,
+        _ => 20, // 100,000 teams' config takes a replica a few seconds to read
+    };
+    let firing = chrono::Utc::now() + chrono::Duration::seconds(lead);
     let firing = chrono::Timelike::with_nanosecond(&firing, 0).expect("0 ns is valid");
     let schedule = firing.format("%S %M %H * * *").to_string();
     let mut text = config(n, base_url, receiver, "", &schedule).replace(
@@ -238,7 +296,22 @@ async fn replicas(
         daemon.wait().unwrap();
     }
     let since_firing = (chrono::Utc::now() - firing).to_std().unwrap();
-    since_firing.saturating_sub(last.elapsed())
+    let wall = since_firing.saturating_sub(last.elapsed());
+    (wall, transactions(&database).await)
+}
+
+/// Transactions committed or rolled back in `database` so far; the daemons have exited, so
+/// their backends' counts are in.
+async fn transactions(database: &str) -> i64 {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(database).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    count
 }
 
 #[derive(Default)]
@@ -279,6 +352,74 @@ fn config(n: usize, base_url: &str, receiver: &str, extra: &str, schedule: &str)
         ));
     }
     text
+}
+
+/// The four GETs `once` makes for each of `n` teams (same URLs, windows, key and
+/// concurrency), with nothing else: no parsing, ranking, rendering or ledger. On a thread and
+/// runtime of its own, so its CPU is the client's alone.
+fn bare_client(base_url: &str, n: usize) -> Run {
+    use futures::StreamExt;
+    let base_url = base_url.to_owned();
+    let worker = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = reqwest::Client::new();
+        let date = "2026-07-15".parse().unwrap();
+        let windows = ZONES.map(|zone| {
+            let zone = acquire_digest::schedule::Zone::parse(zone).unwrap();
+            let window = acquire_digest::schedule::Window::for_date(zone, date);
+            [window.start_date(), window.end_date(), window.offset_text()]
+        });
+        let gets = (0..n).flat_map(|i| {
+            acquire_digest::fetch::Endpoint::ALL.map(|endpoint| (i, endpoint.path()))
+        });
+        let started = Instant::now();
+        let cpu_before = thread_cpu();
+        runtime.block_on(
+            futures::stream::iter(gets)
+                .map(|(i, path)| {
+                    let base = base_url.replace("{account_id}", &format!("account-{i}"));
+                    let [start, end, offset] = &windows[i % ZONES.len()];
+                    let sent = client
+                        .get(format!("{base}/v1/analytics/chat/{path}"))
+                        .query(&[
+                            ("start_date", start.as_str()),
+                            ("end_date", end),
+                            ("offset", offset),
+                            ("output", "json"),
+                        ])
+                        .bearer_auth("bench-key")
+                        .send();
+                    async move {
+                        let answer = sent.await.unwrap();
+                        assert!(answer.status().is_success(), "{}", answer.status());
+                        answer.bytes().await.unwrap().len()
+                    }
+                })
+                .buffer_unordered(concurrency())
+                .for_each(|_| async {}),
+        );
+        Run {
+            wall: started.elapsed(),
+            cpu: thread_cpu() - cpu_before,
+            peak_rss_kib: 0,
+        }
+    });
+    worker.join().unwrap()
+}
+
+/// The calling thread's CPU time.
+fn thread_cpu() -> Duration {
+    // SAFETY: rusage is plain data that getrusage fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer, for the calling thread.
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) },
+        0
+    );
+    cpu_of(&usage)
 }
 
 struct Run {

@@ -582,7 +582,14 @@ pub async fn serve(
             Some(at) => Err(at),
             None => {
                 let retry = std::mem::take(&mut retry_now);
-                Ok(reconcile(&current, now, &busy, retry, &mut agenda).await)
+                let first = agenda.marks.is_none();
+                let passed = reconcile(&current, now, &busy, retry, &mut agenda).await;
+                if first {
+                    // Start-up's peak (the config's parse, the first pass over every team)
+                    // is over: what it freed would otherwise stay resident while idle.
+                    crate::release_free_memory();
+                }
+                Ok(passed)
             }
         };
         let wake = match passed {

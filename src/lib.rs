@@ -32,6 +32,14 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Gives the allocator's free pages back to the system. After start-up most of the config
+/// parse's peak is free, and without this it stays resident until the allocator is busy
+/// again, which for an idle daemon may be hours: about 25 MiB at 100,000 teams.
+pub fn release_free_memory() {
+    // SAFETY: takes no pointers; mimalloc allows it from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 pub mod alerts;
 pub mod check;
 pub mod clock;

@@ -584,7 +584,7 @@ pub async fn serve(
                 let retry = std::mem::take(&mut retry_now);
                 let first = agenda.marks.is_none();
                 let passed = reconcile(&current, now, &busy, retry, &mut agenda).await;
-                if first {
+                if first && agenda.marks.is_some() {
                     // Start-up's peak (the config's parse, the first pass over every team)
                     // is over: what it freed would otherwise stay resident while idle.
                     crate::release_free_memory();

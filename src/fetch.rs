@@ -377,7 +377,7 @@ async fn classify(
 
 /// Unwraps `data.<key>.data.graphRow.data`, insisting on `success: true`.
 fn rows_of(body: &[u8], endpoint: Endpoint) -> Result<Vec<Value>, Problem> {
-    let json: Value = serde_json::from_slice(body).map_err(|e| Problem::NotJson {
+    let mut json: Value = serde_json::from_slice(body).map_err(|e| Problem::NotJson {
         reason: e.to_string(),
         excerpt: http::excerpt(body),
     })?;
@@ -401,8 +401,9 @@ fn rows_of(body: &[u8], endpoint: Endpoint) -> Result<Vec<Value>, Problem> {
             )));
         }
     }
-    match report.pointer("/data/graphRow/data") {
-        Some(Value::Array(rows)) => Ok(rows.clone()),
+    let rows = format!("/data/{}/data/graphRow/data", endpoint.key());
+    match json.pointer_mut(&rows).map(Value::take) {
+        Some(Value::Array(rows)) => Ok(rows),
         Some(Value::Null) | None => Err(Problem::Shape(format!(
             "no data.{}.data.graphRow.data in the response",
             endpoint.key()

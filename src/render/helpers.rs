@@ -29,8 +29,10 @@ handlebars_helper!(number: |n: f64| thousands(n));
 handlebars_helper!(percent: |n: f64| format!("{n:.1}%"));
 handlebars_helper!(plural: |n: f64, one: str, many: str| {
     let mut said = thousands(n);
+    // By the number as read: 0.96 reads "1 visit".
+    let word = if said == "1" { one } else { many };
     said.push(' ');
-    said.push_str(if n == 1.0 { one } else { many });
+    said.push_str(word);
     said
 });
 handlebars_helper!(truncate: |text: str, max: u64| cut(text, max as usize));
@@ -240,11 +242,17 @@ pub fn date_range(first: &str, last: &str) -> String {
 
 /// `1234567` → `1,234,567`; fractions keep one decimal.
 pub fn thousands(n: f64) -> String {
-    // Rounded to tenths first: 12.96 reads 13, not 12.0 (its whole part and a rounded tenth).
-    let tenths = (n.abs() * 10.0).round() as u64;
-    let digits = (tenths / 10).to_string();
+    // The tenth is rounded apart from the whole part, which keeps every digit of a large
+    // count; a tenth that rounds up to ten carries: 12.96 reads 13.
+    let mut whole = n.abs().trunc() as u64;
+    let mut tenth = (n.abs().fract() * 10.0).round() as u8;
+    if tenth == 10 {
+        whole += 1;
+        tenth = 0;
+    }
+    let digits = whole.to_string();
     let mut out = String::with_capacity(digits.len() * 4 / 3 + 4);
-    if n < 0.0 && tenths > 0 {
+    if n < 0.0 && (whole, tenth) != (0, 0) {
         out.push('-');
     }
     for (i, digit) in digits.chars().enumerate() {
@@ -253,9 +261,9 @@ pub fn thousands(n: f64) -> String {
         }
         out.push(digit);
     }
-    if !tenths.is_multiple_of(10) {
+    if tenth != 0 {
         out.push('.');
-        out.push(char::from(b'0' + (tenths % 10) as u8));
+        out.push(char::from(b'0' + tenth));
     }
     out
 }
@@ -293,6 +301,8 @@ mod tests {
         assert_eq!(thousands(12.96), "13");
         assert_eq!(thousands(-1234.25), "-1,234.3");
         assert_eq!(thousands(-0.04), "0");
+        assert_eq!(thousands(999.95), "1,000");
+        assert_eq!(thousands(4_503_599_627_370_497.0), "4,503,599,627,370,497");
     }
 
     #[test]

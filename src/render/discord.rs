@@ -4,7 +4,6 @@
 //! from the data is embedded either.
 
 use std::borrow::Cow;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};

@@ -40,7 +40,7 @@ pub use crate::clock::{Clock, WallClock};
 use crate::config::{self, Config, Team};
 use crate::deliver::Deliverer;
 use crate::ledger::owed::{
-    Missed, ON_TIME, describe_next, live_spans, owed, unseen, unseen_since, window_closes,
+    Missed, describe_next, live_spans, owed, unseen, unseen_since, window_closes, window_start,
 };
 use crate::ledger::{Entries, Key, Ledger, LedgerError, Requester, State};
 use crate::pipeline::{HookReport, HookStatus, Pipeline, SpanReport};
@@ -640,13 +640,12 @@ pub async fn serve(
                     busy.insert((due.team.clone(), due.span));
                     running.insert(job.id(), (due.team, due.span));
                 }
-                // A resync at least hourly, as level-triggered controllers do; while writes
-                // fail, also when the next digest may try.
+                // Woken by the agenda's next look, at the latest in an hour to re-read the
+                // clock; while writes fail, also when the next digest may try.
                 let next_try = (outage.as_ref())
                     .filter(|o| o.trying.is_none() && o.retry_at > now)
                     .map(|o| o.retry_at);
-                (agenda.next().into_iter().chain(next_try))
-                    .fold(now + chrono::Duration::hours(1), DateTime::min)
+                (agenda.next().into_iter().chain(next_try)).fold(now + RESYNC, DateTime::min)
             }
             Ok(Err(e)) => {
                 let cap = current.config.retry_every;
@@ -809,9 +808,10 @@ impl Agenda {
     }
 
     fn look_at(&mut self, team: usize, look: Look) {
-        self.next_look[team] = look.at;
-        if let Some(at) = look.at {
-            self.heap.push(Reverse((at, team)));
+        // An unmoved look is on the heap already: pushing it again would only pile up.
+        if self.next_look[team] != look.at {
+            self.next_look[team] = look.at;
+            self.heap.extend(look.at.map(|at| Reverse((at, team))));
         }
         self.pending_total = self.pending_total - self.pending[team] + look.pending;
         self.pending[team] = look.pending;
@@ -922,11 +922,7 @@ async fn look(
     // Back to the firings the watermarks say are unaccounted for, and the spans in the
     // windows: a span ends the day before its firing's local date.
     let windows = (looked.iter())
-        .map(|team| {
-            let reach = chrono::Duration::from_std(team.catch_up.max(ON_TIME));
-            let opens = now - reach.unwrap_or_default();
-            team.zone.local(opens).date() - chrono::Days::new(1)
-        })
+        .map(|team| team.zone.local(window_start(team, now)).date() - chrono::Days::new(1))
         .min()
         .unwrap_or(lookback);
     let since = unseen_since(&looked, now, marks).map_or(windows, |first| first.min(windows));

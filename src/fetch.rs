@@ -401,8 +401,10 @@ fn rows_of(body: &[u8], endpoint: Endpoint) -> Result<Vec<Value>, Problem> {
             )));
         }
     }
-    let rows = format!("/data/{}/data/graphRow/data", endpoint.key());
-    match json.pointer_mut(&rows).map(Value::take) {
+    let rows = ["data", endpoint.key(), "data", "graphRow", "data"]
+        .into_iter()
+        .try_fold(&mut json, |value, key| value.get_mut(key));
+    match rows.map(Value::take) {
         Some(Value::Array(rows)) => Ok(rows),
         Some(Value::Null) | None => Err(Problem::Shape(format!(
             "no data.{}.data.graphRow.data in the response",

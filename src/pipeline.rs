@@ -527,7 +527,11 @@ impl Pipeline {
         let now = self.clock.now();
         // A span some other process finished, or one given up while a reload came between,
         // is not kept past the longest catch-up.
-        if sent.swept.is_none_or(|at| now - at >= PRUNE_EVERY) {
+        // A clock stepped back doesn't put the sweep off until it catches up.
+        if sent
+            .swept
+            .is_none_or(|at| now - at >= PRUNE_EVERY || now < at)
+        {
             let longest = chrono::Duration::from_std(crate::config::MAX_CATCH_UP)
                 .unwrap_or_default()
                 + chrono::Duration::days(1);

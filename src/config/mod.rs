@@ -941,13 +941,7 @@ fn parse_webhooks(
                 }
                 kind
             }
-            None => {
-                problems.add(
-                    format!("{hook_place}.kind"),
-                    format!("missing: set kind to {KINDS}"),
-                );
-                None
-            }
+            None => problems.require(&hook_place, "kind", None, KINDS),
         };
         let url = secret_from(
             &hook_place,

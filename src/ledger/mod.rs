@@ -668,10 +668,21 @@ impl Ledger {
             "SELECT DISTINCT team FROM digests WHERE last_day >= $1 AND state = 'pending'",
         )
         .bind(day(since));
-        let rows = (self.inner.db.fetch_all(query).await).map_err(|e| self.fail("read", e))?;
+        let db = &self.inner.db;
+        db.guard().map_err(|e| self.fail("read", e))?;
+        let rows = db.fetch_all(query).await.map_err(|e| self.read_failed(e))?;
         (rows.iter())
             .map(|row| row.try_get(0).map_err(|e| self.fail("read", causes(&e))))
             .collect()
+    }
+
+    /// A read that failed; a ledger nothing has written to yet says so.
+    fn read_failed(&self, e: String) -> LedgerError {
+        if e.contains("digests") && e.contains("exist") {
+            self.fail("read", "has no acquire-digest tables yet: nothing was delivered from it (`run` and `once` create them)".into())
+        } else {
+            self.fail("read", e)
+        }
     }
 
     async fn read_recent(
@@ -709,13 +720,7 @@ impl Ledger {
         for team in teams.unwrap_or_default() {
             query = query.bind((*team).to_owned());
         }
-        let rows = db.fetch_all(query).await.map_err(|e| {
-            if e.contains("digests") && e.contains("exist") {
-                self.fail("read", "has no acquire-digest tables yet: nothing was delivered from it (`run` and `once` create them)".into())
-            } else {
-                self.fail("read", e)
-            }
-        })?;
+        let rows = db.fetch_all(query).await.map_err(|e| self.read_failed(e))?;
         for row in rows {
             // A row this version can't read stops nothing but itself.
             let (key, entry) = match parse(&row) {

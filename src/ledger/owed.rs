@@ -60,7 +60,7 @@ pub fn owed<'a, T: Borrow<Team>>(
 }
 
 /// Where a team's catch-up window starts at `now`: firings before it are no longer due.
-fn window_start(team: &Team, now: DateTime<Utc>) -> DateTime<Utc> {
+pub fn window_start(team: &Team, now: DateTime<Utc>) -> DateTime<Utc> {
     now - chrono::Duration::from_std(team.catch_up.max(ON_TIME)).unwrap_or_default()
 }
 

@@ -210,12 +210,14 @@ fn a_history_too_short_for_the_unusual_line_is_a_warning_naming_the_teams() {
 fn a_secret_of_the_wrong_type_is_one_problem() {
     let text = GOOD
         .replace("api_key_env = \"ACME_KEY\"", "api_key = 12345678")
-        .replace("url_env = \"APAC_SLACK\"", "url = 5");
+        .replace("url_env = \"APAC_SLACK\"", "url = 5")
+        .replace("kind = \"slack\"", "kind = 5");
     let work = Workspace::new(&text);
     let output = work.run(&["check"], &[]);
     assert_eq!(output.status.code(), Some(1));
     let said = stderr(&output);
-    assert!(said.contains("config.toml: 2 problems"), "{said}");
+    assert!(said.contains("config.toml: 3 problems"), "{said}");
+    assert!(said.contains("kind: invalid type: integer"), "{said}");
     assert!(said.contains("api_key: invalid type: integer"), "{said}");
     assert!(said.contains("url: invalid type: integer"), "{said}");
     assert!(!said.contains("missing"), "{said}");

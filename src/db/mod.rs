@@ -65,20 +65,11 @@ pub(crate) enum Dialect {
 }
 
 impl Dialect {
-    /// Opens a transaction that will write: SQLite takes its write lock at once, so two
-    /// processes reading then writing one row wait for each other instead of failing.
-    pub(crate) fn begin(self) -> &'static str {
+    /// Null-safe equality: a column is unchanged when both are null, too.
+    pub(crate) fn same(self) -> &'static str {
         match self {
-            Dialect::Sqlite => "BEGIN IMMEDIATE",
-            Dialect::Postgres => "BEGIN",
-        }
-    }
-
-    /// Locks the rows a SELECT reads (SQLite's transaction already holds the whole file).
-    pub(crate) fn lock(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "",
-            Dialect::Postgres => "FOR UPDATE",
+            Dialect::Sqlite => "IS",
+            Dialect::Postgres => "IS NOT DISTINCT FROM",
         }
     }
 

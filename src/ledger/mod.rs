@@ -15,8 +15,10 @@
 //! and `once` and the daemon see the same: it is the only record of when to try again.
 //!
 //! The rules live here once, as functions of a row and the time ([`take`], [`expire`],
-//! [`fenced`]); [`Ledger::update`] locks a row, runs one of them on it and writes back what
-//! it returns, in either database ([`crate::db`]).
+//! [`fenced`]); [`Ledger::update`] reads a row, runs one of them on it and writes back what
+//! it returns only if the row is still as it was read, in either database ([`crate::db`]).
+//! Two statements a change, and no lock held between them: a process that loses the race
+//! reads again and runs the rule on what the winner wrote.
 
 pub mod owed;
 #[cfg(test)]
@@ -278,7 +280,7 @@ pub struct Reads {
 /// A pending digest's `last_error` while it waits for its data: not a failure.
 pub const WAITING_FOR_DATA: &str = "waiting for data: the span looked incomplete";
 
-/// A digest's row whole, as read under its lock and written back. The owner stays after the
+/// A digest's row whole, as read and written back. The owner stays after the
 /// lease expires, so a stalled holder's late answer is still recorded unless another process
 /// has taken the lease since.
 #[derive(Debug, Clone)]
@@ -298,8 +300,8 @@ enum Reach {
 }
 
 /// Taking the lease: whether `requester` may send the digest (and how it starts over), or
-/// what keeps it from doing so. This and the rules below run under the row's lock, with `now`
-/// on the clock leases are judged by.
+/// what keeps it from doing so. This and the rules below run on a row as read, with `now` on
+/// the clock leases are judged by; what they return is written only if the row is unchanged.
 fn take(
     record: Option<Record>,
     requester: Requester,
@@ -367,7 +369,7 @@ fn fenced(
     record: Option<Record>,
     token: &str,
     url: &str,
-    op: Fenced,
+    op: &Fenced,
     now: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> (Option<Record>, Option<Entry>) {
@@ -380,7 +382,9 @@ fn fenced(
         Fenced::Renew | Fenced::BeforePost(_) if entry.state == State::Expired => {
             return (None, None);
         }
-        Fenced::BeforePost(limit) if entry.unanswered >= MAX_UNANSWERED || entry.posts >= limit => {
+        Fenced::BeforePost(limit)
+            if entry.unanswered >= MAX_UNANSWERED || entry.posts >= *limit =>
+        {
             return (None, None);
         }
         Fenced::Renew => entry.leased_until = Some(until),
@@ -393,13 +397,13 @@ fn fenced(
         Fenced::Finish(finish) => {
             entry.next_attempt = match finish {
                 Finish::Posted(posted, retry_at) => {
-                    answered(entry, &posted, url, now);
-                    Some(retry_at)
+                    answered(entry, posted, url, now);
+                    Some(*retry_at)
                 }
                 Finish::FailedBefore { error, retry_at } => {
                     entry.attempts = entry.attempts.saturating_add(1);
-                    entry.last_error = Some(error);
-                    Some(retry_at)
+                    entry.last_error = Some(error.clone());
+                    Some(*retry_at)
                 }
                 Finish::Exhausted => None,
                 Finish::Skipped => {
@@ -408,9 +412,9 @@ fn fenced(
                 }
                 Finish::Waiting { read, retry_at } => {
                     entry.reads = entry.reads.saturating_add(1);
-                    entry.last_read = Some(read);
+                    entry.last_read = Some(read.clone());
                     entry.last_error = Some(WAITING_FOR_DATA.to_owned());
-                    Some(retry_at)
+                    Some(*retry_at)
                 }
             };
             // Two POSTs unanswered: it may have arrived, so nothing resends it on its own; nor
@@ -941,14 +945,15 @@ impl Ledger {
         Ok(unsent)
     }
 
-    /// Runs one of the rules on a row, holding its lock from reading it to writing it back.
-    /// A lease first inserts the row if it is missing, so a second process waits on the lock
-    /// and then sees the first one's lease rather than inserting beside it.
-    async fn update<T>(
+    /// Runs one of the rules on a row and writes back what it returns. A write that took so
+    /// long that a lease it wrote may be running out already (a stalled database, a lock
+    /// wait) is followed at once by a renewal from the time then, before anything is posted
+    /// under it; the lease lost meanwhile is an error, and nothing goes out.
+    async fn update<T: Send>(
         &self,
         key: &Key,
         reach: Reach,
-        change: impl FnOnce(Option<Record>, DateTime<Utc>) -> (Option<Record>, T),
+        mut change: impl FnMut(Option<Record>, DateTime<Utc>) -> (Option<Record>, T) + Send,
     ) -> Result<T, LedgerError> {
         let db = &self.inner.db;
         let op = if reach == Reach::Lease {
@@ -959,67 +964,95 @@ impl Ledger {
         if reach != Reach::Record {
             db.guard().map_err(|e| self.fail(op, e))?;
         }
-        let sql = |e: sqlx::Error| causes(&e);
-        let keyed = |text: &'static str| bind_key(sqlx::query(text), key);
-        // The time is read once the row's lock is held: PostgreSQL computes a locked row's own
-        // columns before waiting for the lock, so a lease begun at that time could end before
-        // it is written. The outer SELECT runs on what the materialized one returns.
-        let locked: &'static str = match db.dialect {
-            Dialect::Sqlite => &LOCKED_SQLITE,
-            Dialect::Postgres => &LOCKED_POSTGRES,
-        };
+        let ttl = self.inner.ttl;
         let work = async {
-            let mut tx = db.pool.begin_with(db.dialect.begin()).await.map_err(sql)?;
-            if reach == Reach::Lease {
-                keyed(
-                    "INSERT INTO digests (team, first_day, last_day, webhook, state)
-                     VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(sql)?;
-            }
-            let process_now = self.inner.clock.now();
-            let mut query = keyed(locked);
-            if db.dialect.binds_now() {
-                query = query.bind(process_now.timestamp_millis());
-            }
-            let found = query.fetch_optional(&mut *tx).await.map_err(sql)?;
-            // No row: only a lease makes one, so no rule reads the time.
-            let (record, now) = match found {
-                Some(row) => {
-                    let now = row.try_get::<i64, _>(16).map_err(sql)?;
-                    let now = DateTime::from_timestamp_millis(now).unwrap_or(process_now);
-                    (Some(parse(&row)?.1), now)
+            let mut connection = db.pool.acquire().await.map_err(|e| causes(&e))?;
+            let mut answer = None;
+            let mut written = self
+                .swap(&mut connection, key, &mut |record, now| {
+                    let (write, said) = change(record, now);
+                    answer = Some(said);
+                    write
+                })
+                .await?;
+            while let Some((record, true)) = &written {
+                let Some(token) = record
+                    .owner
+                    .clone()
+                    .filter(|_| record.entry.leased_until.is_some())
+                else {
+                    break;
+                };
+                let renew =
+                    &mut |record, now| fenced(record, &token, "", &Fenced::Renew, now, now + ttl).0;
+                written = self.swap(&mut connection, key, renew).await?;
+                if written.is_none() {
+                    return Err("answered too slowly to keep the lease just written, and another process has taken the digest over; nothing was posted under it".to_owned());
                 }
-                None => (None, process_now),
-            };
-            let (write, answer) = change(record, now);
-            if let Some(Record { entry, owner }) = write {
-                let seconds = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp());
-                keyed(&UPSERT)
-                    .bind(entry.state.as_str())
-                    .bind(i64::from(entry.attempts))
-                    .bind(i64::from(entry.unanswered))
-                    .bind(seconds(entry.next_attempt))
-                    .bind(entry.last_error)
-                    .bind(entry.refused_url)
-                    .bind(seconds(entry.delivered_at))
-                    .bind(owner)
-                    .bind(entry.leased_until.map(|t| t.timestamp_millis()))
-                    .bind(i64::from(entry.posts))
-                    .bind(i64::from(entry.reads))
-                    .bind(entry.last_read)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql)?;
             }
-            tx.commit().await.map_err(sql)?;
-            Ok(answer)
+            Ok(answer.expect("the rule ran"))
         };
         crate::db::answered_in_time(work)
             .await
             .map_err(|e| self.fail(op, e))
+    }
+
+    /// Reads the row, runs `change` on it and writes what it returns, if the row is still as
+    /// read; else reads it again and runs `change` on what the other writer left. What was
+    /// written (None: nothing), and whether writing it took longer than an eighth of the
+    /// lease's ttl from the read, whose time a lease written counts from.
+    async fn swap(
+        &self,
+        connection: &mut sqlx::AnyConnection,
+        key: &Key,
+        change: &mut (dyn FnMut(Option<Record>, DateTime<Utc>) -> Option<Record> + Send),
+    ) -> Result<Option<(Record, bool)>, String> {
+        /// Each lost race means another process's write landed, and the next read sees it:
+        /// a digest is contended by its replicas and its own holder's heartbeat, no more.
+        const RACES: usize = 16;
+        let db = &self.inner.db;
+        let sql = |e: sqlx::Error| causes(&e);
+        let keyed = |text: &'static str| bind_key(sqlx::query(text), key);
+        let (read, unchanged): (&'static str, &'static str) = match db.dialect {
+            Dialect::Sqlite => (READ_SQLITE.as_str(), UNCHANGED_SQLITE.as_str()),
+            Dialect::Postgres => (READ_POSTGRES.as_str(), UNCHANGED_POSTGRES.as_str()),
+        };
+        for _ in 0..RACES {
+            let started = std::time::Instant::now();
+            let process_now = self.inner.clock.now();
+            let mut query = keyed(read);
+            if db.dialect.binds_now() {
+                query = query.bind(process_now.timestamp_millis());
+            }
+            let found = query.fetch_optional(&mut *connection).await.map_err(sql)?;
+            // No row: only a lease makes one, so no rule reads the time.
+            let (record, now) = match &found {
+                Some(row) => {
+                    let now = row.try_get::<i64, _>(COLUMN_COUNT).map_err(sql)?;
+                    let now = DateTime::from_timestamp_millis(now).unwrap_or(process_now);
+                    let mut record = parse(row)?.1;
+                    // A lease shows only while it runs.
+                    record.entry.leased_until = record.entry.leased_until.filter(|t| *t > now);
+                    (Some(record), now)
+                }
+                None => (None, process_now),
+            };
+            let Some(write) = change(record, now) else {
+                return Ok(None);
+            };
+            let query = match &found {
+                None => bind_record(keyed(&INSERT), &write),
+                Some(row) => bind_as_read(bind_record(keyed(unchanged), &write), row)?,
+            };
+            let done = query.execute(&mut *connection).await.map_err(sql)?;
+            if done.rows_affected() == 1 {
+                let late = started.elapsed() > self.inner.ttl / 8;
+                return Ok(Some((write, late)));
+            }
+        }
+        Err(format!(
+            "the row of {key} changed under each of {RACES} writes to it"
+        ))
     }
 
     async fn fenced(
@@ -1038,35 +1071,90 @@ impl Ledger {
             if heartbeat.is_some_and(CancellationToken::is_cancelled) {
                 return (None, None);
             }
-            fenced(record, &holder.token, &holder.url, op, now, now + ttl)
+            fenced(record, &holder.token, &holder.url, &op, now, now + ttl)
         })
         .await
     }
 }
 
-static LOCKED_SQLITE: LazyLock<String> = LazyLock::new(|| locked(Dialect::Sqlite));
-static LOCKED_POSTGRES: LazyLock<String> = LazyLock::new(|| locked(Dialect::Postgres));
-static UPSERT: LazyLock<String> = LazyLock::new(|| {
-    let updates: Vec<String> = COLUMNS
-        .split(", ")
-        .skip(4)
-        .map(|column| format!("{column} = excluded.{column}"))
-        .collect();
+/// How many of [`COLUMNS`] there are: the time is read after them.
+const COLUMN_COUNT: usize = 16;
+/// Which of [`COLUMNS`] after the key hold text; the others hold integers.
+const TEXT_COLUMNS: [usize; 5] = [4, 8, 9, 11, 15];
+
+static READ_SQLITE: LazyLock<String> = LazyLock::new(|| read(Dialect::Sqlite));
+static READ_POSTGRES: LazyLock<String> = LazyLock::new(|| read(Dialect::Postgres));
+static UNCHANGED_SQLITE: LazyLock<String> = LazyLock::new(|| unchanged(Dialect::Sqlite));
+static UNCHANGED_POSTGRES: LazyLock<String> = LazyLock::new(|| unchanged(Dialect::Postgres));
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let values: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("${i}")).collect();
     format!(
-        "INSERT INTO digests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-         ON CONFLICT (team, first_day, last_day, webhook) DO UPDATE SET {}",
-        updates.join(", ")
+        "INSERT INTO digests ({COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING",
+        values.join(", ")
     )
 });
 
-/// The row of [`KEY`], locked, and the time after the lock was taken.
-fn locked(dialect: Dialect) -> String {
+/// The row of [`KEY`] as stored, and the time leases are judged by.
+fn read(dialect: Dialect) -> String {
     format!(
-        "WITH locked AS MATERIALIZED (SELECT * FROM digests WHERE {KEY} {}) SELECT {}, {} FROM locked",
-        dialect.lock(),
-        read_columns(dialect, 5),
+        "SELECT {COLUMNS}, {} FROM digests WHERE {KEY}",
         dialect.now_ms(5)
     )
+}
+
+/// Writes the row of [`KEY`] (its other columns as parameters $5 on) only if each column is
+/// still what was read (parameters after those).
+fn unchanged(dialect: Dialect) -> String {
+    let columns: Vec<&str> = COLUMNS.split(", ").skip(4).collect();
+    let set: Vec<String> = (columns.iter().enumerate())
+        .map(|(i, column)| format!("{column} = ${}", i + 5))
+        .collect();
+    let same: Vec<String> = (columns.iter().enumerate())
+        .map(|(i, column)| format!("{column} {} ${}", dialect.same(), i + 5 + columns.len()))
+        .collect();
+    format!(
+        "UPDATE digests SET {} WHERE {KEY} AND {}",
+        set.join(", "),
+        same.join(" AND ")
+    )
+}
+
+/// A record's columns after the key, as parameters $5 to $16.
+fn bind_record<'q>(query: Query<'q>, record: &Record) -> Query<'q> {
+    let entry = &record.entry;
+    let seconds = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp());
+    query
+        .bind(entry.state.as_str())
+        .bind(i64::from(entry.attempts))
+        .bind(i64::from(entry.unanswered))
+        .bind(seconds(entry.next_attempt))
+        .bind(entry.last_error.clone())
+        .bind(entry.refused_url.clone())
+        .bind(seconds(entry.delivered_at))
+        .bind(record.owner.clone())
+        .bind(entry.leased_until.map(|t| t.timestamp_millis()))
+        .bind(i64::from(entry.posts))
+        .bind(i64::from(entry.reads))
+        .bind(entry.last_read.clone())
+}
+
+/// A row's columns after the key exactly as read, not as [`parse`] understood them, so a
+/// write can require them unchanged whatever they hold.
+fn bind_as_read<'q>(mut query: Query<'q>, row: &sqlx::any::AnyRow) -> Result<Query<'q>, String> {
+    for column in 4..COLUMN_COUNT {
+        query = if TEXT_COLUMNS.contains(&column) {
+            query.bind(
+                row.try_get::<Option<String>, _>(column)
+                    .map_err(|e| causes(&e))?,
+            )
+        } else {
+            query.bind(
+                row.try_get::<Option<i64>, _>(column)
+                    .map_err(|e| causes(&e))?,
+            )
+        };
+    }
+    Ok(query)
 }
 
 /// Who holds a lease: what every fenced write names.

@@ -146,6 +146,7 @@ on_both_stores!(
     how_a_lease_ends_is_recorded,
     a_stalled_holder_posts_nothing_once_the_digest_is_given_up,
     a_row_this_version_cannot_read_stops_only_itself,
+    a_row_read_leniently_is_still_written,
     a_missed_digest_is_recorded_once_and_sent_only_by_an_admin,
     watermarks_only_move_forward,
     a_digest_gets_at_most_ten_posts_that_reached_the_receiver,
@@ -354,6 +355,34 @@ async fn a_row_this_version_cannot_read_stops_only_itself(fx: Fixture) {
         .lease(&key("generic"), Requester::Admin { force: true }, "u")
         .await;
     assert!(matches!(other, Ok(Claim::Leased(_))));
+}
+
+/// A write applies only while the row is as read, judged on what it holds, not on what was
+/// understood of it: a count edited below zero (read as 0) or a time out of range (read as
+/// none) must not make every write look like a lost race.
+async fn a_row_read_leniently_is_still_written(fx: Fixture) {
+    let ledger = fx.open().await;
+    let slack = key("slack");
+    let Claim::Leased(first) = lease(&ledger, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    let now = fx.clock.now();
+    first
+        .finish(Finish::Posted(not_delivered(), now))
+        .await
+        .unwrap();
+    fx.tamper("UPDATE digests SET attempts = -3, next_attempt = 99999999999999999")
+        .await;
+    let Claim::Leased(second) = lease(&ledger, &slack, Requester::Daemon).await else {
+        panic!("a lease of the edited row")
+    };
+    assert_eq!(second.before_post().await.unwrap(), Permit::Go);
+    let recorded = second.finish(Finish::Posted(Posted::Delivered, now)).await;
+    assert_eq!(recorded.unwrap().unwrap().state, State::Delivered);
+    assert_eq!(
+        entry(&ledger, &slack).await.unwrap().state,
+        State::Delivered
+    );
 }
 
 async fn a_missed_digest_is_recorded_once_and_sent_only_by_an_admin(fx: Fixture) {

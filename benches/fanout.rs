@@ -13,7 +13,8 @@
 //!    CPU used.
 //! 4. Replicas: 1,000 teams due at the same second, delivered by 1, 2 and 3 `run` replicas
 //!    sharing one PostgreSQL ledger (`ACQUIRE_DIGEST_TEST_DATABASE_URL`, as
-//!    `scripts/with-postgres` provides): the time from the firing to the last delivery.
+//!    `scripts/with-postgres` provides): the time from the firing to the last delivery, and
+//!    the statements (round trips) and transactions the database ran per digest.
 //!
 //! Under `cargo test` (no `--bench` argument) both run at a small size so the benchmark is
 //! built and exercised in CI without costing minutes. Linux only: it reads rusage and /proc.
@@ -186,28 +187,33 @@ fn main() {
             "\nreplicas: {n} teams due at one second, `run` replicas on one PostgreSQL ledger"
         );
         println!(
-            "{:>8} {:>9} {:>9} {:>6} {:>8} {:>15}",
-            "replicas", "wall", "ideal", "ratio", "speed-up", "DB xacts/digest"
+            "{:>8} {:>9} {:>9} {:>6} {:>8} {:>16} {:>15} {:>9}",
+            "replicas", "wall", "ideal", "ratio", "speed-up", "statements/digest", "xacts/digest",
+            "peak RSS"
         );
         let mut alone = None;
         for count in 1..=3 {
-            let (wall, transactions) =
+            let (wall, peak_rss_kib, Counts { statements, transactions }) =
                 replicas(count, n, &server, &sim.base_url(), &receiver, &received).await;
             let share = ideal / count as u32;
             let alone = *alone.get_or_insert(wall);
+            let per_digest = |count: i64| format!("{:.1}", count as f64 / n as f64);
             println!(
-                "{count:>8} {:>8.2}s {:>8.2}s {:>5.2}× {:>7.2}× {:>15.1}",
+                "{count:>8} {:>8.2}s {:>8.2}s {:>5.2}× {:>7.2}× {:>17} {:>15} {:>5} MiB",
                 wall.as_secs_f64(),
                 share.as_secs_f64(),
                 wall.as_secs_f64() / share.as_secs_f64(),
                 alone.as_secs_f64() / wall.as_secs_f64(),
-                transactions as f64 / n as f64,
+                statements.map_or("-".into(), per_digest),
+                per_digest(transactions),
+                peak_rss_kib / 1024,
             );
         }
         println!(
-            "ideal: one replica's latency bound shared; DB xacts: PostgreSQL's count of \
-             transactions in the ledger's database (each statement outside one is its own), \
-             start-up and shutdown included; target 1.1× the bound"
+            "ideal: one replica's latency bound shared; statements: what the ledger's database \
+             ran, each a round trip (pg_stat_statements; - without it); xacts: its \
+             transactions (each statement outside one is its own); both with start-up and \
+             shutdown; peak RSS: the largest replica's; target 1.1× the bound"
         );
     });
 }
@@ -227,7 +233,7 @@ fn postgres_server() -> Option<String> {
 }
 
 /// `count` daemons on a fresh database, `n` teams all due at one second: the time from that
-/// second to the last delivery, and the transactions the database saw. Every digest arrives
+/// second to the last delivery, and the statements the database saw. Every digest arrives
 /// once.
 async fn replicas(
     count: usize,
@@ -236,10 +242,11 @@ async fn replicas(
     base_url: &str,
     receiver: &str,
     received: &Received,
-) -> (Duration, i64) {
+) -> (Duration, u64, Counts) {
     let database = acquire_digest::db::testing::scratch_database(server)
         .await
         .unwrap();
+    count_statements(&database).await;
     let dir = tempfile::tempdir().unwrap();
     // Far enough ahead for every replica to have started and read its config.
     // On a whole second: the schedule can only name whole seconds, and a fraction left here
@@ -290,6 +297,10 @@ async fn replicas(
         n,
         "each digest once"
     );
+    let peak_rss_kib = (daemons.iter())
+        .map(|daemon| proc_status_kib(daemon.id(), "VmHWM:"))
+        .max()
+        .unwrap_or_default();
     for daemon in &mut daemons {
         // SAFETY: signalling our own child, which has not been reaped.
         unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
@@ -297,21 +308,45 @@ async fn replicas(
     }
     let since_firing = (chrono::Utc::now() - firing).to_std().unwrap();
     let wall = since_firing.saturating_sub(last.elapsed());
-    (wall, transactions(&database).await)
+    (wall, peak_rss_kib, counts(&database).await)
 }
 
-/// Transactions committed or rolled back in `database` so far; the daemons have exited, so
-/// their backends' counts are in.
-async fn transactions(database: &str) -> i64 {
+struct Counts {
+    /// None when the server doesn't load pg_stat_statements (`scripts/with-postgres` does).
+    statements: Option<i64>,
+    transactions: i64,
+}
+
+/// Starts counting the statements run in `database`, where the server allows it.
+async fn count_statements(database: &str) {
     use sqlx::Connection;
     let mut connection = sqlx::PgConnection::connect(database).await.unwrap();
-    let (count,): (i64,) = sqlx::query_as(
+    let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&mut connection)
+        .await;
+}
+
+/// What `database` ran so far; the daemons have exited, so their backends' counts are in.
+async fn counts(database: &str) -> Counts {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(database).await.unwrap();
+    let (transactions,): (i64,) = sqlx::query_as(
         "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
     )
     .fetch_one(&mut connection)
     .await
     .unwrap();
-    count
+    let statements: Option<(i64,)> = sqlx::query_as(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .ok();
+    Counts {
+        statements: statements.map(|(count,)| count),
+        transactions,
+    }
 }
 
 #[derive(Default)]

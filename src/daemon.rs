@@ -265,8 +265,9 @@ struct Current {
     alerts: Alerts,
     /// Alerts being sent, waited for at shutdown: the ledger already records them as sent.
     alerting: TaskTracker,
-    /// Each team's place in `config.teams`, by name.
-    index: HashMap<String, usize>,
+    /// The teams' places in `config.teams`, in the order of their names: a map would keep a
+    /// second copy of every name.
+    by_name: Vec<u32>,
 }
 
 impl Current {
@@ -322,9 +323,10 @@ impl Current {
             ledger.clone(),
             Deliverer::new(config.delivery_timeout),
         );
-        let index = (config.teams.iter().enumerate())
-            .map(|(i, team)| (team.name.clone(), i))
-            .collect();
+        let mut by_name: Vec<u32> = (0..config.teams.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| {
+            (config.teams[a as usize].name).cmp(&config.teams[b as usize].name)
+        });
         Ok(Current {
             config,
             ledger,
@@ -332,7 +334,7 @@ impl Current {
             slots,
             alerts,
             alerting,
-            index,
+            by_name,
         })
     }
 
@@ -351,11 +353,21 @@ impl Current {
         }
     }
 
-    /// A configured webhook's scheme and host, for a report the pipeline didn't make.
+    /// A configured team, by name.
     fn team(&self, name: &str) -> Option<&Team> {
-        self.index.get(name).map(|&i| &self.config.teams[i])
+        self.index_of(name).map(|i| &self.config.teams[i])
     }
 
+    /// A team's place in `config.teams`.
+    fn index_of(&self, name: &str) -> Option<usize> {
+        let teams = &self.config.teams;
+        (self.by_name)
+            .binary_search_by(|&i| teams[i as usize].name.as_str().cmp(name))
+            .ok()
+            .map(|at| self.by_name[at] as usize)
+    }
+
+    /// A configured webhook's scheme and host, for a report the pipeline didn't make.
     fn host(&self, key: &Key) -> String {
         (self.team(&key.team))
             .and_then(|t| t.webhooks.iter().find(|h| h.name == key.webhook))
@@ -632,7 +644,9 @@ pub async fn serve(
                     let span = due.span;
                     let job = jobs.spawn(async move {
                         let _slot = slots.acquire_owned().await;
-                        pipeline.run(&team, span, Requester::Daemon).await
+                        // Made only once it has a slot: a delivery's future is kilobytes,
+                        // and 100,000 teams due at once would hold a gigabyte of them.
+                        Box::pin(pipeline.run(&team, span, Requester::Daemon)).await
                     });
                     if let Some(o) = outage.as_mut() {
                         o.trying = Some(job.id());
@@ -782,7 +796,7 @@ impl Agenda {
 
     /// A delivery of this team's ended: the next pass looks at it.
     fn touch(&mut self, current: &Current, team: &str) {
-        if let Some(&i) = current.index.get(team) {
+        if let Some(i) = current.index_of(team) {
             self.dirty.insert(i);
         }
     }
@@ -895,7 +909,7 @@ async fn look(
             // A team no longer configured is forgotten: added again later, it is a new
             // team, whose absence is not a run of missed digests.
             let gone: Vec<String> = (marks.keys())
-                .filter(|name| !current.index.contains_key(name.as_str()))
+                .filter(|name| current.index_of(name).is_none())
                 .cloned()
                 .collect();
             for team in gone {

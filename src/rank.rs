@@ -227,8 +227,8 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
     Digest {
         team: audience.team.to_owned(),
         account_id: audience.account_id.to_owned(),
-        date: window.span.first.format("%Y-%m-%d").to_string(),
-        end_date: window.span.last.format("%Y-%m-%d").to_string(),
+        date: window.span.first.to_string(),
+        end_date: window.span.last.to_string(),
         days: window.span.days(),
         timezone: audience.zone.to_string(),
         utc_offset: window.offset_text(),
@@ -255,8 +255,8 @@ pub fn rank(audience: &Audience, window: &Window, report: &DayReport) -> Digest 
 /// entry's rank in its whole ranking (not just its top), by the same rules.
 pub fn compare(digest: &mut Digest, which: Comparison, span: Span, report: &DayReport) {
     let compared = Compared {
-        date: span.first.format("%Y-%m-%d").to_string(),
-        end_date: span.last.format("%Y-%m-%d").to_string(),
+        date: span.first.to_string(),
+        end_date: span.last.to_string(),
         totals: totals(report),
     };
     let countries: HashMap<&str, usize> = by_visitors(&report.countries)

@@ -1,7 +1,7 @@
 //! The database the ledger and the history keep their tables in: a SQLite file (the default,
 //! for one host) or a PostgreSQL database that any number of replicas share. Both are reached
 //! through sqlx's `Any` driver, so each statement is written once; where the dialects differ
-//! (how a row is locked, whose clock judges a lease) [`Dialect`] says so in one place.
+//! (how nulls compare, whose clock judges a lease) [`Dialect`] says so in one place.
 //!
 //! A SQLite file is guarded as the record of what was sent: it is created under a temporary
 //! name and linked into place once its schema is written, so a file at the path is never half

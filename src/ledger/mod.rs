@@ -544,7 +544,7 @@ fn key_of(row: &sqlx::any::AnyRow) -> Result<Key, String> {
 }
 
 fn day(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
+    date.to_string()
 }
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;

@@ -5,10 +5,9 @@
 //! are config names (team, webhook, endpoint, kind, outcome): bounded, and never a URL or key.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::LazyLock;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +22,9 @@ use tokio::sync::watch;
 
 use crate::config::Team;
 
+mod teams;
+use teams::Teams;
+
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 type Labels = Vec<(&'static str, String)>;
@@ -30,15 +32,12 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 
 struct Metrics {
     registry: Registry,
-    deliveries: Deliveries,
+    teams: Teams,
     api_requests: Family<Labels, Counter>,
     api_duration: Histogram,
     webhook_duration: Family<Labels, Histogram, fn() -> Histogram>,
-    last_delivery: Family<Labels, FloatGauge>,
-    next_digest: Family<Labels, FloatGauge>,
     pending: Gauge,
     ledger_errors: Family<Labels, Counter>,
-    data_rechecks: Family<Labels, Counter>,
     reload_ok: Gauge,
     reload_at: FloatGauge,
     alerts: Family<Labels, Counter>,
@@ -56,58 +55,6 @@ pub const DELIVERY_OUTCOMES: [&str; 8] = [
     "missed",
 ];
 
-/// `acquire_digest_deliveries_total{team, webhook, outcome}`. Every webhook's eight series
-/// exist from the first scrape; as a Family of label sets they were about 2 KiB a webhook, a
-/// gigabyte's worth of label strings at 100,000 teams. Here a webhook is its two names and
-/// eight counters, and the label sets exist only while a scrape is encoded.
-#[derive(Debug, Default, Clone)]
-struct Deliveries(Arc<RwLock<HashMap<TeamAndWebhook, Counts>>>);
-
-type TeamAndWebhook = (Box<str>, Box<str>);
-type Counts = Arc<[AtomicU64; DELIVERY_OUTCOMES.len()]>;
-
-impl Deliveries {
-    fn counts(&self, team: &str, webhook: &str) -> Counts {
-        let key = (Box::from(team), Box::from(webhook));
-        if let Some(counts) = self.0.read().expect("deliveries").get(&key) {
-            return counts.clone();
-        }
-        let mut all = self.0.write().expect("deliveries");
-        all.entry(key).or_default().clone()
-    }
-
-    fn count(&self, team: &str, webhook: &str, outcome: &str) {
-        let Some(i) = DELIVERY_OUTCOMES.iter().position(|o| *o == outcome) else {
-            debug_assert!(false, "an outcome outside DELIVERY_OUTCOMES: {outcome}");
-            return;
-        };
-        self.counts(team, webhook)[i].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Collector for Deliveries {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(
-            "acquire_digest_deliveries",
-            "Deliveries of a digest to a webhook by outcome (delivered, failed, refused, unknown, too_many_attempts, skipped, superseded, missed), one per delivery round or missed firing",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for ((team, webhook), counts) in self.0.read().expect("deliveries").iter() {
-            for (outcome, count) in DELIVERY_OUTCOMES.iter().zip(counts.iter()) {
-                let labels = [
-                    ("team", &**team),
-                    ("webhook", &**webhook),
-                    ("outcome", *outcome),
-                ];
-                let counter = ConstCounter::new(count.load(Ordering::Relaxed));
-                counter.encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// What became of an alert: posted and answered 2xx, or not.
 const ALERT_OUTCOMES: [&str; 2] = ["sent", "failed"];
 
@@ -122,21 +69,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let mut registry = Registry::default();
     let m = Metrics {
         registry: Registry::default(),
-        deliveries: Deliveries::default(),
+        teams: Teams::default(),
         api_requests: Family::default(),
         api_duration: seconds_histogram(),
         webhook_duration: Family::new_with_constructor(seconds_histogram),
-        last_delivery: Family::default(),
-        next_digest: Family::default(),
         pending: Gauge::default(),
         ledger_errors: Family::default(),
-        data_rechecks: Family::default(),
         reload_ok: Gauge::default(),
         reload_at: FloatGauge::default(),
         alerts: Family::default(),
     };
     // Counters are registered without `_total`: the encoder appends it.
-    registry.register_collector(Box::new(m.deliveries.clone()));
+    registry.register_collector(Box::new(m.teams.clone()));
     registry.register(
         "acquire_digest_api_requests",
         "Requests to the Acquire API by endpoint and HTTP status (\"error\" when none came)",
@@ -153,16 +97,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         m.webhook_duration.clone(),
     );
     registry.register(
-        "acquire_digest_last_delivery_timestamp_seconds",
-        "When a team's digest last reached a webhook (Unix time)",
-        m.last_delivery.clone(),
-    );
-    registry.register(
-        "acquire_digest_next_digest_timestamp_seconds",
-        "When a team's next new digest fires (Unix time)",
-        m.next_digest.clone(),
-    );
-    registry.register(
         "acquire_digest_pending_deliveries",
         "Digests due to a webhook and not yet settled (delivered, refused or unknown)",
         m.pending.clone(),
@@ -171,11 +105,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "acquire_digest_ledger_errors",
         "Operations on the delivery ledger that failed, by op (read, lease, record)",
         m.ledger_errors.clone(),
-    );
-    registry.register(
-        "acquire_digest_data_rechecks",
-        "Reads of a team's data again after it looked incomplete (a zero or unusually low total)",
-        m.data_rechecks.clone(),
     );
     registry.register(
         "acquire_digest_config_last_reload_successful",
@@ -314,13 +243,11 @@ fn gauge(
 pub fn configured(teams: &[Team]) {
     let m = &*METRICS;
     for team in teams {
-        let _ = m
-            .data_rechecks
-            .get_or_create(&vec![("team", team.name.clone())]);
+        m.teams
+            .configured(&team.name, team.webhooks.iter().map(|h| h.name.as_str()));
         for hook in &team.webhooks {
             let kind = vec![("kind", hook.kind.as_str().to_owned())];
             let _ = m.webhook_duration.get_or_create(&kind);
-            m.deliveries.counts(&team.name, &hook.name);
         }
     }
 }
@@ -329,8 +256,7 @@ pub fn configured(teams: &[Team]) {
 /// start, so a restart doesn't make every team look as if it had gone quiet.
 pub fn delivered_before(last: impl IntoIterator<Item = (String, String, DateTime<Utc>)>) {
     for (team, webhook, at) in last {
-        let labels = vec![("team", team), ("webhook", webhook)];
-        METRICS.last_delivery.get_or_create(&labels).set(unix(at));
+        METRICS.teams.delivered_before(&team, &webhook, unix(at));
     }
 }
 
@@ -363,13 +289,8 @@ pub fn delivery_round<'a>(
     outcomes: impl IntoIterator<Item = (&'a str, &'static str)>,
     now: DateTime<Utc>,
 ) {
-    let m = &*METRICS;
     for (webhook, outcome) in outcomes {
-        if outcome == "delivered" {
-            let labels = vec![("team", team.to_owned()), ("webhook", webhook.to_owned())];
-            m.last_delivery.get_or_create(&labels).set(unix(now));
-        }
-        m.deliveries.count(team, webhook, outcome);
+        METRICS.teams.delivery(team, webhook, outcome, unix(now));
     }
 }
 
@@ -381,8 +302,7 @@ pub fn ledger_error(op: &'static str) {
 
 /// One read of a team's data again, after it looked incomplete.
 pub fn data_recheck(team: &str) {
-    let labels = vec![("team", team.to_owned())];
-    METRICS.data_rechecks.get_or_create(&labels).inc();
+    METRICS.teams.data_recheck(team);
 }
 
 /// One request to the Acquire API; `status` is None when no HTTP answer came.
@@ -407,29 +327,19 @@ pub fn webhook_request(kind: &str, took: Duration) {
 /// teams each reconciler pass looked at (a team is looked at when it fires, so its series
 /// never goes stale).
 pub fn next_digests<T: Borrow<Team>>(teams: &[T], now: DateTime<Utc>) {
-    let family = &METRICS.next_digest;
     for team in teams {
         let team = team.borrow();
-        let labels = vec![("team", team.name.clone())];
         // The next firing that brings a new digest: a schedule firing every minute re-fires
         // today's span.
-        match team.schedule.next_new_date(team.zone, now) {
-            Some(next) => {
-                family.get_or_create(&labels).set(unix(next));
-            }
-            None => {
-                family.remove(&labels);
-            }
-        }
+        let next = team.schedule.next_new_date(team.zone, now);
+        METRICS.teams.next_digest(&team.name, next.map(unix));
     }
 }
 
 /// A reload removed these teams: their next-digest series go.
 pub fn unscheduled<'a>(teams: impl IntoIterator<Item = &'a Team>) {
     for team in teams {
-        METRICS
-            .next_digest
-            .remove(&vec![("team", team.name.clone())]);
+        METRICS.teams.next_digest(&team.name, None);
     }
 }
 

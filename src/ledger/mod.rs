@@ -17,8 +17,8 @@
 //! The rules live here once, as functions of a row and the time ([`take`], [`expire`],
 //! [`fenced`]); [`Ledger::update`] reads a row, runs one of them on it and writes back what
 //! it returns only if the row is still as it was read, in either database ([`crate::db`]).
-//! Two statements a change, and no lock held between them: a process that loses the race
-//! reads again and runs the rule on what the winner wrote.
+//! Two statements a change in the usual case, and no lock held between them: a process that
+//! loses the race reads again and runs the rule on what the winner wrote.
 
 pub mod owed;
 #[cfg(test)]
@@ -478,7 +478,8 @@ fn read_columns(dialect: Dialect, n: usize) -> String {
     COLUMNS.replace("lease_until", &live)
 }
 
-/// A row of [`read_columns`]. A row someone edited by hand or a later version wrote is an
+/// A row of [`read_columns`], or of a change's read, whose lease the caller judges. A row
+/// someone edited by hand or a later version wrote is an
 /// error, never a guess: read as pending, a digest someone marked otherwise would be sent
 /// again.
 fn parse(row: &sqlx::any::AnyRow) -> Result<(Key, Record), String> {
@@ -987,7 +988,7 @@ impl Ledger {
                     &mut |record, now| fenced(record, &token, "", &Fenced::Renew, now, now + ttl).0;
                 written = self.swap(&mut connection, key, renew).await?;
                 if written.is_none() {
-                    return Err("answered too slowly to keep the lease just written, and another process has taken the digest over; nothing was posted under it".to_owned());
+                    return Err("answered too slowly to keep the lease just written, which is no longer this process's (another took the digest over, or it was given up or finished); nothing is posted under it".to_owned());
                 }
             }
             Ok(answer.expect("the rule ran"))
@@ -1025,7 +1026,6 @@ impl Ledger {
                 query = query.bind(process_now.timestamp_millis());
             }
             let found = query.fetch_optional(&mut *connection).await.map_err(sql)?;
-            // No row: only a lease makes one, so no rule reads the time.
             let (record, now) = match &found {
                 Some(row) => {
                     let now = row.try_get::<i64, _>(COLUMN_COUNT).map_err(sql)?;
@@ -1040,6 +1040,18 @@ impl Ledger {
             let Some(write) = change(record, now) else {
                 return Ok(None);
             };
+            // Only a lease makes a row. PostgreSQL's leases are timed by its clock, which only
+            // a read of a row tells: the bare row first, then the rule again on it.
+            if found.is_none() && !db.dialect.binds_now() {
+                keyed(
+                    "INSERT INTO digests (team, first_day, last_day, webhook, state)
+                     VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
+                )
+                .execute(&mut *connection)
+                .await
+                .map_err(sql)?;
+                continue;
+            }
             let query = match &found {
                 None => bind_record(keyed(&INSERT), &write),
                 Some(row) => bind_as_read(bind_record(keyed(unchanged), &write), row)?,
@@ -1067,7 +1079,7 @@ impl Ledger {
             _ => Reach::Record,
         };
         self.update(&holder.key, reach, |record, now| {
-            // A heartbeat stopped while it waited for the row writes nothing.
+            // A heartbeat stopped while it worked writes nothing.
             if heartbeat.is_some_and(CancellationToken::is_cancelled) {
                 return (None, None);
             }

@@ -1181,6 +1181,25 @@ async fn a_lease_taken_after_a_lock_wait_runs_its_whole_ttl() {
     ));
 }
 
+/// A digest's first lease is timed by the server's clock like every other, so a replica whose
+/// clock is behind does not write a lease that is over as it is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_lease_is_timed_by_the_servers_clock() {
+    let Some(fx) = Fixture::new(Kind::Postgres).await else {
+        return;
+    };
+    let (ours, theirs) = (fx.open().await, fx.open().await);
+    fx.clock.jump(-chrono::Duration::minutes(10));
+    let slack = key("slack");
+    let Claim::Leased(_held) = lease(&ours, &slack, Requester::Daemon).await else {
+        panic!()
+    };
+    assert!(matches!(
+        lease(&theirs, &slack, Requester::Daemon).await,
+        Claim::Busy(_)
+    ));
+}
+
 /// The same for the lease a POST's permit renews: no second holder while the POST is out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_permitted_after_a_lock_wait_is_not_posted_twice() {

@@ -1040,20 +1040,14 @@ impl Ledger {
             let Some(write) = change(record, now) else {
                 return Ok(None);
             };
-            // Only a lease makes a row. PostgreSQL's leases are timed by its clock, which only
-            // a read of a row tells: the bare row first, then the rule again on it.
-            if found.is_none() && !db.dialect.binds_now() {
-                keyed(
-                    "INSERT INTO digests (team, first_day, last_day, webhook, state)
-                     VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
-                )
-                .execute(&mut *connection)
-                .await
-                .map_err(sql)?;
-                continue;
-            }
             let query = match &found {
-                None => bind_record(keyed(&INSERT), &write),
+                None => match db.dialect {
+                    Dialect::Sqlite => bind_record(keyed(&INSERT_SQLITE), &write),
+                    Dialect::Postgres => {
+                        let ttl = i64::try_from(self.inner.ttl.as_millis()).unwrap_or(i64::MAX);
+                        bind_record(keyed(&INSERT_POSTGRES), &write).bind(ttl)
+                    }
+                },
                 Some(row) => bind_as_read(bind_record(keyed(unchanged), &write), row)?,
             };
             let done = query.execute(&mut *connection).await.map_err(sql)?;
@@ -1098,13 +1092,26 @@ static READ_SQLITE: LazyLock<String> = LazyLock::new(|| read(Dialect::Sqlite));
 static READ_POSTGRES: LazyLock<String> = LazyLock::new(|| read(Dialect::Postgres));
 static UNCHANGED_SQLITE: LazyLock<String> = LazyLock::new(|| unchanged(Dialect::Sqlite));
 static UNCHANGED_POSTGRES: LazyLock<String> = LazyLock::new(|| unchanged(Dialect::Postgres));
-static INSERT: LazyLock<String> = LazyLock::new(|| {
-    let values: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("${i}")).collect();
+static INSERT_SQLITE: LazyLock<String> = LazyLock::new(|| insert(Dialect::Sqlite));
+static INSERT_POSTGRES: LazyLock<String> = LazyLock::new(|| insert(Dialect::Postgres));
+
+/// A new row, unless one is there by now. Only a lease makes a row, and the time its lease
+/// runs from is the only time it holds: on PostgreSQL the server's, so the lease runs the ttl
+/// (parameter `$17`) from the server's clock rather than from the process's `$13`.
+fn insert(dialect: Dialect) -> String {
+    let mut values: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("${i}")).collect();
+    if dialect == Dialect::Postgres {
+        let until = COLUMNS.split(", ").position(|c| c == "lease_until");
+        values[until.expect("a lease_until column")] = format!(
+            "CASE WHEN $13::bigint IS NULL THEN NULL ELSE {} + $17 END",
+            dialect.now_ms(0)
+        );
+    }
     format!(
         "INSERT INTO digests ({COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING",
         values.join(", ")
     )
-});
+}
 
 /// The row of [`KEY`] as stored, and the time leases are judged by.
 fn read(dialect: Dialect) -> String {

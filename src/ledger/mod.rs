@@ -1097,14 +1097,17 @@ static INSERT_POSTGRES: LazyLock<String> = LazyLock::new(|| insert(Dialect::Post
 
 /// A new row, unless one is there by now. Only a lease makes a row, and the time its lease
 /// runs from is the only time it holds: on PostgreSQL the server's, so the lease runs the ttl
-/// (parameter `$17`) from the server's clock rather than from the process's `$13`.
+/// (the parameter after the columns) from the server's clock, not from the process's.
 fn insert(dialect: Dialect) -> String {
     let mut values: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("${i}")).collect();
     if dialect == Dialect::Postgres {
         let until = COLUMNS.split(", ").position(|c| c == "lease_until");
-        values[until.expect("a lease_until column")] = format!(
-            "CASE WHEN $13::bigint IS NULL THEN NULL ELSE {} + $17 END",
-            dialect.now_ms(0)
+        let until = until.expect("a lease_until column");
+        values[until] = format!(
+            "CASE WHEN ${}::bigint IS NULL THEN NULL ELSE {} + ${} END",
+            until + 1,
+            dialect.now_ms(0),
+            COLUMN_COUNT + 1
         );
     }
     format!(

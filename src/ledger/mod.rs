@@ -1084,9 +1084,22 @@ impl Ledger {
 }
 
 /// How many of [`COLUMNS`] there are: the time is read after them.
-const COLUMN_COUNT: usize = 16;
-/// Which of [`COLUMNS`] after the key hold text; the others hold integers.
-const TEXT_COLUMNS: [usize; 5] = [4, 8, 9, 11, 15];
+const COLUMN_COUNT: usize = {
+    let (bytes, mut i, mut commas) = (COLUMNS.as_bytes(), 0, 0);
+    while i < bytes.len() {
+        commas += (bytes[i] == b',') as usize;
+        i += 1;
+    }
+    commas + 1
+};
+/// The columns of [`COLUMNS`] after the key that hold text; the others hold integers.
+const TEXT_COLUMNS: [&str; 5] = [
+    "state",
+    "last_error",
+    "refused_url",
+    "lease_owner",
+    "last_read",
+];
 
 static READ_SQLITE: LazyLock<String> = LazyLock::new(|| read(Dialect::Sqlite));
 static READ_POSTGRES: LazyLock<String> = LazyLock::new(|| read(Dialect::Postgres));
@@ -1163,8 +1176,8 @@ fn bind_record<'q>(query: Query<'q>, record: &Record) -> Query<'q> {
 /// A row's columns after the key exactly as read, not as [`parse`] understood them, so a
 /// write can require them unchanged whatever they hold.
 fn bind_as_read<'q>(mut query: Query<'q>, row: &sqlx::any::AnyRow) -> Result<Query<'q>, String> {
-    for column in 4..COLUMN_COUNT {
-        query = if TEXT_COLUMNS.contains(&column) {
+    for (column, name) in COLUMNS.split(", ").enumerate().skip(4) {
+        query = if TEXT_COLUMNS.contains(&name) {
             query.bind(
                 row.try_get::<Option<String>, _>(column)
                     .map_err(|e| causes(&e))?,

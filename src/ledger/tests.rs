@@ -181,6 +181,17 @@ async fn lease(ledger: &Ledger, key: &Key, requester: Requester) -> Claim {
     ledger.lease(key, requester, "url-1").await.unwrap()
 }
 
+/// A digest tried once and not delivered: a pending row with a retry, and no lease.
+async fn tried_once(fx: &Fixture, ledger: &Ledger, key: &Key) {
+    let Claim::Leased(held) = lease(ledger, key, Requester::Daemon).await else {
+        panic!("a lease of {key}")
+    };
+    let retry_at = fx.clock.now();
+    held.finish(Finish::Posted(not_delivered(), retry_at))
+        .await
+        .unwrap();
+}
+
 async fn entry(ledger: &Ledger, key: &Key) -> Option<Entry> {
     let mut entries = ledger.recent(key.span.last).await.unwrap();
     entries
@@ -363,14 +374,8 @@ async fn a_row_this_version_cannot_read_stops_only_itself(fx: Fixture) {
 async fn a_row_read_leniently_is_still_written(fx: Fixture) {
     let ledger = fx.open().await;
     let slack = key("slack");
-    let Claim::Leased(first) = lease(&ledger, &slack, Requester::Daemon).await else {
-        panic!()
-    };
+    tried_once(&fx, &ledger, &slack).await;
     let now = fx.clock.now();
-    first
-        .finish(Finish::Posted(not_delivered(), now))
-        .await
-        .unwrap();
     fx.tamper("UPDATE digests SET attempts = -3, next_attempt = 99999999999999999")
         .await;
     let Claim::Leased(second) = lease(&ledger, &slack, Requester::Daemon).await else {
@@ -697,14 +702,7 @@ async fn processes_racing_for_one_digest_get_one_lease(fx: Fixture) {
         let hook = key(&format!("hook-{round}"));
         // Odd rounds race for a digest the ledger already has a row of (a retry).
         if round % 2 == 1 {
-            let Claim::Leased(first) = lease(&ledgers[0], &hook, Requester::Daemon).await else {
-                panic!()
-            };
-            let now = fx.clock.now();
-            first
-                .finish(Finish::Posted(not_delivered(), now))
-                .await
-                .unwrap();
+            tried_once(&fx, &ledgers[0], &hook).await;
         }
         let claims = futures::future::join_all(
             ledgers
@@ -1335,12 +1333,7 @@ async fn a_pass_reads_its_teams_rows_and_older_ones_only_if_pending(fx: Fixture)
             .unwrap();
     }
     let failed = on("apac", "2021-03-12");
-    let Claim::Leased(l) = lease(&ledger, &failed, Requester::Daemon).await else {
-        panic!()
-    };
-    l.finish(Finish::Posted(not_delivered(), fx.clock.now()))
-        .await
-        .unwrap();
+    tried_once(&fx, &ledger, &failed).await;
 
     let (since, pending_since) = ("2021-03-17".parse().unwrap(), "2021-03-09".parse().unwrap());
     let read = ledger

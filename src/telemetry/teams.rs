@@ -1,7 +1,8 @@
-//! Every series with a team label (`acquire_digest_deliveries`, `_last_delivery_timestamp_
-//! seconds`, `_next_digest_timestamp_seconds`, `_data_rechecks`), kept as plain numbers under
-//! the team's and its webhooks' names, and made into label sets only while a scrape is
-//! encoded. As families of label sets they took about 160 bytes a team and series, and 2 KiB a
+//! Every series with a team label (`acquire_digest_deliveries_total`,
+//! `acquire_digest_last_delivery_timestamp_seconds`,
+//! `acquire_digest_next_digest_timestamp_seconds`, `acquire_digest_data_rechecks_total`), kept
+//! as plain numbers under the team's and its webhooks' names, and made into label sets only
+//! while a scrape is encoded. As families of label sets they took about 160 bytes a team and series, and 2 KiB a
 //! webhook for the deliveries' eight outcomes: at 100,000 teams, most of the daemon's memory.
 
 use std::collections::HashMap;

@@ -48,6 +48,7 @@
 //! window counts a read of each event day among its days, and an hour row spilling into the
 //! next date shows that date as its next read would, without counting one.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,16 +62,18 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, NaiveDateTime, TimeDelta, Timelike};
 use rand::RngExt;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::fetch::Endpoint;
 use crate::schedule::parse_fixed_offset;
 
 mod event;
 mod model;
+mod rows;
 
 pub use event::{EventKind, SimulatedEvent};
 use model::{Account, COUNTRIES, Day, DayHours, PAGES, REFERRERS, Scale, SourceChats};
+use rows::{Count, CountryRow, HourRow, Rows, SourceRow};
 
 /// The API reference's example day.
 pub const REFERENCE_DATE: NaiveDate = NaiveDate::from_ymd_opt(2021, 3, 18).expect("a real date");
@@ -299,12 +302,12 @@ fn body(
     if request.csv {
         return (
             "text/csv; charset=utf-8",
-            to_csv(&rows(endpoint, account, request, scales)),
+            to_csv(&rows(endpoint, account, request, scales).values()),
         );
     }
     let body = match reference_body(endpoint, request) {
         Some(exact) => exact.to_owned(),
-        None => envelope(endpoint, rows(endpoint, account, request, scales)).to_string(),
+        None => envelope(endpoint, &rows(endpoint, account, request, scales)),
     };
     ("application/json", body)
 }
@@ -444,7 +447,7 @@ fn reference_body(endpoint: Endpoint, request: &Request) -> Option<&'static str>
         .map(|(_, body)| *body)
 }
 
-fn reference_rows(endpoint: Endpoint) -> Vec<Value> {
+fn reference_rows(endpoint: Endpoint) -> Rows {
     let body = REFERENCE
         .iter()
         .find(|(e, _)| *e == endpoint)
@@ -452,17 +455,22 @@ fn reference_rows(endpoint: Endpoint) -> Vec<Value> {
         .expect("every endpoint has a reference example");
     let json: Value = serde_json::from_str(body).expect("the reference examples are JSON");
     let pointer = format!("/data/{}/data/graphRow/data", endpoint.key());
-    json.pointer(&pointer)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+    let rows = json.pointer(&pointer).and_then(Value::as_array);
+    Rows::of_reference(endpoint, rows.map(Vec::as_slice).unwrap_or_default())
 }
 
-fn envelope(endpoint: Endpoint, rows: Vec<Value>) -> Value {
-    json!({"data": {endpoint.key(): {"data": {"graphRow": {"data": rows}}, "success": true, "output": "json"}}})
+/// The answer's JSON, written around the rows rather than built as a tree: see `rows.rs`.
+fn envelope(endpoint: Endpoint, rows: &Rows) -> String {
+    let mut body = Vec::with_capacity(4096);
+    body.extend_from_slice(b"{\"data\":{\"");
+    body.extend_from_slice(endpoint.key().as_bytes());
+    body.extend_from_slice(b"\":{\"data\":{\"graphRow\":{\"data\":");
+    serde_json::to_writer(&mut body, rows).expect("rows serialize to memory");
+    body.extend_from_slice(b"}},\"success\":true,\"output\":\"json\"}}}");
+    String::from_utf8(body).expect("JSON is UTF-8")
 }
 
-fn rows(endpoint: Endpoint, id: &str, request: &Request, scales: &Scales) -> Vec<Value> {
+fn rows(endpoint: Endpoint, id: &str, request: &Request, scales: &Scales) -> Rows {
     if reference_body(endpoint, request).is_some() {
         return reference_rows(endpoint);
     }
@@ -476,13 +484,12 @@ fn rows(endpoint: Endpoint, id: &str, request: &Request, scales: &Scales) -> Vec
     let mut several = false;
     for day in days {
         several = true;
-        let rows = day_rows(endpoint, &account, id, day, scales.on(day));
-        add_rows(endpoint, &mut sum, rows);
+        sum.add(day_rows(endpoint, &account, id, day, scales.on(day)));
     }
     // One day is served as generated, so a day's own percentages (which, in the reference,
     // need not add up to 100) stay as they were.
-    if several && endpoint != Endpoint::VisitorsByLocation {
-        recompute_percentages(&mut sum);
+    if several {
+        sum.recompute_percentages();
     }
     sum
 }
@@ -494,69 +501,76 @@ fn day_rows(
     id: &str,
     date: NaiveDate,
     scale: Scale,
-) -> Vec<Value> {
+) -> Rows {
     if date == REFERENCE_DATE {
         return reference_rows(endpoint);
     }
     let day = Day::new(account, date, scale);
     match endpoint {
-        Endpoint::VisitorsByLocation => country_rows(&day),
+        Endpoint::VisitorsByLocation => Rows::Countries(country_rows(&day)),
         Endpoint::PagesWithMostChats => {
-            let url = |page: usize| format!("https://www.{id}.example{}", PAGES[page]);
-            source_rows("url", url, &day.pages())
+            let url = |page: usize| format!("https://www.{id}.example{}", PAGES[page]).into();
+            Rows::Sources(source_rows(endpoint, url, &day.pages()))
         }
         Endpoint::VisitorReference => {
-            source_rows("source", |r| REFERRERS[r].to_owned(), &day.referrers())
+            let referrer = |r: usize| REFERRERS[r].into();
+            Rows::Sources(source_rows(endpoint, referrer, &day.referrers()))
         }
         Endpoint::MostActiveVisitTimes => unreachable!("hours are summed by hour, not by row"),
     }
 }
 
-fn country_rows(day: &Day) -> Vec<Value> {
+fn country_rows(day: &Day) -> Vec<CountryRow> {
     let mut rng = day.looseness();
     day.countries()
         .into_iter()
         .map(|row| {
             let (name, cca3, lat, lng) = COUNTRIES[row.country];
-            json!({
-                "name": name,
-                "cca3": cca3,
-                "id": 300 + row.country,
-                "countryKey": (380 + row.country).to_string(),
-                "visitorCount": loose(&mut rng, row.visitors),
-                "caseCount": loose(&mut rng, row.cases),
-                "chatCount": loose(&mut rng, row.chats),
-                "emailCount": row.emails,
-                "cobrowseCount": row.cobrowses,
-                "screenShareCount": 0,
-                "videocall": row.video_calls,
-                "audiocall": row.audio_calls,
-                "totalVoip": 0,
-                "voipCallCount": 0,
-                "voipSmsCount": 0,
-                "lat": lat,
-                "lng": lng,
-            })
+            CountryRow {
+                name: name.into(),
+                cca3: cca3.into(),
+                id: 300 + row.country as u64,
+                country_key: (380 + row.country).to_string(),
+                counts: [
+                    loose(&mut rng, row.visitors),
+                    loose(&mut rng, row.cases),
+                    loose(&mut rng, row.chats),
+                    Count::number(row.emails),
+                    Count::number(row.cobrowses),
+                    Count::number(0),
+                    Count::number(row.video_calls),
+                    Count::number(row.audio_calls),
+                    Count::number(0),
+                    Count::number(0),
+                    Count::number(0),
+                ],
+                lat: lat.into(),
+                lng: lng.into(),
+            }
         })
         .collect()
 }
 
-/// Pages or referrers by chats, each with its share of the day's as a "12.34" string.
-fn source_rows(key: &str, text: impl Fn(usize) -> String, sources: &[SourceChats]) -> Vec<Value> {
+/// Pages or referrers by chats, each with its share of the day's.
+fn source_rows(
+    endpoint: Endpoint,
+    text: impl Fn(usize) -> Cow<'static, str>,
+    sources: &[SourceChats],
+) -> Vec<SourceRow> {
     let total: u64 = sources.iter().map(|(_, chats)| chats).sum();
+    let key = rows::source_key(endpoint);
     sources
         .iter()
-        .map(|&(source, chats)| {
-            json!({
-                key: text(source),
-                "chats": chats,
-                "percentage": format!("{:.2}", chats as f64 * 100.0 / total as f64),
-            })
+        .map(|&(source, chats)| SourceRow {
+            key,
+            text: text(source),
+            chats: Count::number(chats),
+            percentage: rows::percentage(chats, total),
         })
         .collect()
 }
 
-/// The counts of a country row; the rest (names, ids, coordinates) is the first day's.
+/// The counts of a country row, in the order the API sends them.
 const COUNTRY_COUNTS: [&str; 11] = [
     "visitorCount",
     "caseCount",
@@ -571,55 +585,9 @@ const COUNTRY_COUNTS: [&str; 11] = [
     "voipSmsCount",
 ];
 
-/// Adds a day's rows into `sum`, matching rows by country name, page URL or referrer.
-fn add_rows(endpoint: Endpoint, sum: &mut Vec<Value>, day: Vec<Value>) {
-    let (key, counts): (&str, &[&str]) = match endpoint {
-        Endpoint::VisitorsByLocation => ("name", &COUNTRY_COUNTS),
-        Endpoint::PagesWithMostChats => ("url", &["chats"]),
-        Endpoint::VisitorReference => ("source", &["chats"]),
-        Endpoint::MostActiveVisitTimes => unreachable!("hours are summed by hour, not by row"),
-    };
-    for row in day {
-        match sum.iter_mut().find(|seen| seen.get(key) == row.get(key)) {
-            Some(seen) => {
-                for &count in counts {
-                    let total = count_of(seen.get(count)) + count_of(row.get(count));
-                    // Keep the first day's number-or-string, so a sum is as loose as a day.
-                    let total = match seen.get(count) {
-                        Some(Value::String(_)) => json!(total.to_string()),
-                        _ => json!(total),
-                    };
-                    seen[count] = total;
-                }
-            }
-            None => sum.push(row),
-        }
-    }
-}
-
-fn recompute_percentages(rows: &mut [Value]) {
-    let total: u64 = rows.iter().map(|row| count_of(row.get("chats"))).sum();
-    if total == 0 {
-        return;
-    }
-    for row in rows {
-        let share = count_of(row.get("chats")) as f64 * 100.0 / total as f64;
-        row["percentage"] = json!(format!("{share:.2}"));
-    }
-}
-
-/// A count the simulator (or the reference) wrote, number or numeric string.
-fn count_of(value: Option<&Value>) -> u64 {
-    match value {
-        Some(Value::Number(n)) => n.as_u64().unwrap_or_default(),
-        Some(Value::String(s)) => s.parse().unwrap_or_default(),
-        _ => 0,
-    }
-}
-
 /// most-active-visit-times: one row per hour of the window up to a fall-back day's 25; past
 /// that, one per hour of the day, as a week's answer cannot list 168 hours by label alone.
-fn hour_rows(account: &Account, request: &Request, scales: &Scales) -> Vec<Value> {
+fn hour_rows(account: &Account, request: &Request, scales: &Scales) -> Rows {
     let first = request.first_hour();
     let hours = request.hours();
     let len = if hours > MAX_HOUR_ROWS { 24 } else { hours };
@@ -637,20 +605,11 @@ fn hour_rows(account: &Account, request: &Request, scales: &Scales) -> Vec<Value
             *sum += cell;
         }
     }
-    sums.into_iter()
-        .enumerate()
-        .map(|(i, cells)| {
-            let mut row = Map::new();
-            row.insert(
-                "label".into(),
-                json!(clock_label((first.hour() + i as u32) % 24)),
-            );
-            for (column, cell) in HOUR_COLUMNS.iter().zip(cells) {
-                row.insert((*column).into(), json!(cell));
-            }
-            Value::Object(row)
-        })
-        .collect()
+    let rows = sums.into_iter().enumerate().map(|(i, cells)| HourRow {
+        hour: (first.hour() + i as u32) % 24,
+        cells,
+    });
+    Rows::Hours(rows.collect())
 }
 
 fn day_hours(account: &Account, date: NaiveDate, scale: Scale) -> DayHours {
@@ -658,12 +617,9 @@ fn day_hours(account: &Account, date: NaiveDate, scale: Scale) -> DayHours {
         return Day::new(account, date, scale).hours();
     }
     let mut cells = [[0; HOUR_COLUMNS.len()]; 24];
-    for row in reference_rows(Endpoint::MostActiveVisitTimes) {
-        let label = row.get("label").and_then(Value::as_str).unwrap_or_default();
-        if let Some(hour) = (0..24).find(|&h| clock_label(h) == label) {
-            for (cell, column) in cells[hour as usize].iter_mut().zip(HOUR_COLUMNS) {
-                *cell = count_of(row.get(column));
-            }
+    if let Rows::Hours(rows) = reference_rows(Endpoint::MostActiveVisitTimes) {
+        for row in rows {
+            cells[row.hour as usize] = row.cells;
         }
     }
     cells
@@ -699,11 +655,10 @@ const HOUR_COLUMNS: [&str; model::HOUR_COLUMNS] = [
 ];
 
 /// A count as the real API sends it: usually a number, sometimes a numeric string.
-fn loose(rng: &mut impl RngExt, n: u64) -> Value {
-    if rng.random_ratio(1, 5) {
-        json!(n.to_string())
-    } else {
-        json!(n)
+fn loose(rng: &mut impl RngExt, n: u64) -> Count {
+    Count {
+        n,
+        quoted: rng.random_ratio(1, 5),
     }
 }
 
@@ -747,7 +702,7 @@ mod tests {
     }
 
     fn served_rows(endpoint: Endpoint, account: &str, request: &Request) -> Vec<Value> {
-        rows(endpoint, account, request, &Scales::default())
+        rows(endpoint, account, request, &Scales::default()).values()
     }
 
     /// The four answers as served, read by the client's parser.
@@ -1173,10 +1128,13 @@ mod tests {
         assert!(first.hours.iter().all(|h| h.activity == 0));
 
         let scales = simulator.scales(&account, Endpoint::MostActiveVisitTimes, &date);
-        let half_hours = rows(Endpoint::MostActiveVisitTimes, &account, &date, &scales);
+        let half_hours = rows(Endpoint::MostActiveVisitTimes, &account, &date, &scales).values();
         for (half, whole) in half_hours.iter().zip(&whole_hours) {
             for column in HOUR_COLUMNS {
-                assert_eq!(count_of(half.get(column)), count_of(whole.get(column)) / 2);
+                assert_eq!(
+                    half[column].as_u64().unwrap(),
+                    whole[column].as_u64().unwrap() / 2
+                );
             }
         }
         let second = fetch(&simulator, &account, &date);

@@ -461,7 +461,8 @@ fn reference_rows(endpoint: Endpoint) -> Rows {
 
 /// The answer's JSON, written around the rows rather than built as a tree: see `rows.rs`.
 fn envelope(endpoint: Endpoint, rows: &Rows) -> String {
-    let mut body = Vec::with_capacity(4096);
+    // A busy day's 24 country rows are about 7 KB.
+    let mut body = Vec::with_capacity(8192);
     body.extend_from_slice(b"{\"data\":{\"");
     body.extend_from_slice(endpoint.key().as_bytes());
     body.extend_from_slice(b"\":{\"data\":{\"graphRow\":{\"data\":");
@@ -484,7 +485,7 @@ fn rows(endpoint: Endpoint, id: &str, request: &Request, scales: &Scales) -> Row
     let mut several = false;
     for day in days {
         several = true;
-        sum.add(day_rows(endpoint, &account, id, day, scales.on(day)));
+        sum.add_day(day_rows(endpoint, &account, id, day, scales.on(day)));
     }
     // One day is served as generated, so a day's own percentages (which, in the reference,
     // need not add up to 100) stay as they were.
@@ -510,11 +511,11 @@ fn day_rows(
         Endpoint::VisitorsByLocation => Rows::Countries(country_rows(&day)),
         Endpoint::PagesWithMostChats => {
             let url = |page: usize| format!("https://www.{id}.example{}", PAGES[page]).into();
-            Rows::Sources(source_rows(endpoint, url, &day.pages()))
+            Rows::Sources(source_rows(rows::PAGE, url, &day.pages()))
         }
         Endpoint::VisitorReference => {
             let referrer = |r: usize| REFERRERS[r].into();
-            Rows::Sources(source_rows(endpoint, referrer, &day.referrers()))
+            Rows::Sources(source_rows(rows::REFERRER, referrer, &day.referrers()))
         }
         Endpoint::MostActiveVisitTimes => unreachable!("hours are summed by hour, not by row"),
     }
@@ -553,12 +554,11 @@ fn country_rows(day: &Day) -> Vec<CountryRow> {
 
 /// Pages or referrers by chats, each with its share of the day's.
 fn source_rows(
-    endpoint: Endpoint,
+    key: &'static str,
     text: impl Fn(usize) -> Cow<'static, str>,
     sources: &[SourceChats],
 ) -> Vec<SourceRow> {
     let total: u64 = sources.iter().map(|(_, chats)| chats).sum();
-    let key = rows::source_key(endpoint);
     sources
         .iter()
         .map(|&(source, chats)| SourceRow {
@@ -570,28 +570,13 @@ fn source_rows(
         .collect()
 }
 
-/// The counts of a country row, in the order the API sends them.
-const COUNTRY_COUNTS: [&str; 11] = [
-    "visitorCount",
-    "caseCount",
-    "chatCount",
-    "emailCount",
-    "cobrowseCount",
-    "screenShareCount",
-    "videocall",
-    "audiocall",
-    "totalVoip",
-    "voipCallCount",
-    "voipSmsCount",
-];
-
 /// most-active-visit-times: one row per hour of the window up to a fall-back day's 25; past
 /// that, one per hour of the day, as a week's answer cannot list 168 hours by label alone.
 fn hour_rows(account: &Account, request: &Request, scales: &Scales) -> Rows {
     let first = request.first_hour();
     let hours = request.hours();
     let len = if hours > MAX_HOUR_ROWS { 24 } else { hours };
-    let mut sums = vec![[0u64; HOUR_COLUMNS.len()]; len as usize];
+    let mut sums = vec![[0u64; model::HOUR_COLUMNS]; len as usize];
     let mut date = first.date();
     let mut cells = day_hours(account, date, scales.on(date));
     for i in 0..hours {
@@ -616,7 +601,7 @@ fn day_hours(account: &Account, date: NaiveDate, scale: Scale) -> DayHours {
     if date != REFERENCE_DATE {
         return Day::new(account, date, scale).hours();
     }
-    let mut cells = [[0; HOUR_COLUMNS.len()]; 24];
+    let mut cells = [[0; model::HOUR_COLUMNS]; 24];
     if let Rows::Hours(rows) = reference_rows(Endpoint::MostActiveVisitTimes) {
         for row in rows {
             cells[row.hour as usize] = row.cells;
@@ -648,27 +633,12 @@ fn to_csv(rows: &[Value]) -> String {
         .expect("CSV of UTF-8 is UTF-8")
 }
 
-/// The count columns of a most-active-visit-times row, as the reference names them.
-const HOUR_COLUMNS: [&str; model::HOUR_COLUMNS] = [
-    "00 AM", "02 AM", "04 AM", "06 AM", "08 AM", "10 AM", "12 PM", "14 PM", "16 PM", "18 PM",
-    "20 PM", "22 PM",
-];
-
 /// A count as the real API sends it: usually a number, sometimes a numeric string.
 fn loose(rng: &mut impl RngExt, n: u64) -> Count {
     Count {
         n,
         quoted: rng.random_ratio(1, 5),
     }
-}
-
-/// The API's hour labels: "12 AM" is midnight, "12 PM" noon.
-fn clock_label(hour: u32) -> String {
-    let twelve = match hour % 12 {
-        0 => 12,
-        h => h,
-    };
-    format!("{twelve:02} {}", if hour < 12 { "AM" } else { "PM" })
 }
 
 /// FNV-1a: a seed that stays the same across Rust versions, unlike `DefaultHasher`.
@@ -680,6 +650,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::rows::{HOUR_COLUMNS, clock_label};
     use super::*;
     use crate::fetch::{DayReport, hour_of_label};
 
@@ -1207,5 +1178,46 @@ mod tests {
         );
         assert_eq!(first.on(fifteenth), Scale::NOTHING);
         assert_eq!(spilled(), Scale { times: 1, per: 2 });
+    }
+
+    #[test]
+    fn reference_rows_serialize_as_the_reference_has_them() {
+        for (endpoint, body) in REFERENCE {
+            let json: Value = serde_json::from_str(body).unwrap();
+            let pointer = format!("/data/{}/data/graphRow/data", endpoint.key());
+            let published = json.pointer(&pointer).unwrap().as_array().unwrap();
+            assert_eq!(&reference_rows(endpoint).values(), published, "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn a_body_is_the_envelope_serde_json_would_write() {
+        let week = window("2026-11-20 00:00:00", "2026-11-26 23:59:59", "+00:00");
+        for endpoint in Endpoint::ALL {
+            let rows = rows(endpoint, "acme", &week, &Scales::default()).values();
+            let key = endpoint.key();
+            let tree = json!({"data": {key: {"data": {"graphRow": {"data": rows}}, "success": true, "output": "json"}}});
+            assert_eq!(served(endpoint, "acme", &week).1, tree.to_string());
+        }
+    }
+
+    #[test]
+    fn a_sum_keeps_each_rows_first_number_or_string() {
+        let account = account_near(400.0);
+        let days = |end: &str| {
+            let request = window("2026-07-15 00:00:00", end, "+00:00");
+            served_rows(Endpoint::VisitorsByLocation, &account, &request)
+        };
+        let first = days("2026-07-15 23:59:59");
+        let sum = days("2026-07-17 23:59:59");
+        let quoted = |row: &Value| row["visitorCount"].is_string();
+        assert!(
+            first.iter().any(quoted) && !first.iter().all(quoted),
+            "pick a mixed day"
+        );
+        for row in &first {
+            let summed = sum.iter().find(|s| s["name"] == row["name"]).unwrap();
+            assert_eq!(quoted(summed), quoted(row), "{}", row["name"]);
+        }
     }
 }

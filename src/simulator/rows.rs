@@ -1,14 +1,45 @@
 //! An answer's rows, typed, so a body is written straight from them: building a `serde_json`
-//! tree per answer (an ordered map per row, a string per key) was about two fifths of the
-//! simulator's CPU, and at 100,000 teams the simulator shares two cores with the daemon.
+//! tree per answer (an ordered map per row, a string per key) and serializing it was about
+//! two fifths of the simulator's CPU, CPU that a benchmark's simulator takes from the daemon
+//! it measures.
 
 use std::borrow::Cow;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use super::{COUNTRY_COUNTS, HOUR_COLUMNS, clock_label};
+use super::model;
 use crate::fetch::Endpoint;
+
+/// The counts of a country row, in the order the API sends them.
+pub(super) const COUNTRY_COUNTS: [&str; 11] = [
+    "visitorCount",
+    "caseCount",
+    "chatCount",
+    "emailCount",
+    "cobrowseCount",
+    "screenShareCount",
+    "videocall",
+    "audiocall",
+    "totalVoip",
+    "voipCallCount",
+    "voipSmsCount",
+];
+
+/// The count columns of a most-active-visit-times row, as the reference names them.
+pub(super) const HOUR_COLUMNS: [&str; model::HOUR_COLUMNS] = [
+    "00 AM", "02 AM", "04 AM", "06 AM", "08 AM", "10 AM", "12 PM", "14 PM", "16 PM", "18 PM",
+    "20 PM", "22 PM",
+];
+
+/// The API's hour labels: "12 AM" is midnight, "12 PM" noon.
+pub(super) fn clock_label(hour: u32) -> String {
+    let twelve = match hour % 12 {
+        0 => 12,
+        h => h,
+    };
+    format!("{twelve:02} {}", if hour < 12 { "AM" } else { "PM" })
+}
 
 /// The rows of one answer, serialized as the JSON array the API sends under `graphRow.data`.
 #[derive(Debug)]
@@ -30,9 +61,10 @@ pub(super) struct CountryRow {
     pub lng: Cow<'static, str>,
 }
 
-/// A page (`url`) or a referrer (`source`) with its chats and its share of them.
+/// A page or a referrer with its chats and its share of them.
 #[derive(Debug)]
 pub(super) struct SourceRow {
+    /// What the text is called: [`PAGE`] or [`REFERRER`].
     pub key: &'static str,
     pub text: Cow<'static, str>,
     pub chats: Count,
@@ -47,8 +79,11 @@ pub(super) struct HourRow {
     pub cells: [u64; HOUR_COLUMNS.len()],
 }
 
+pub(super) const PAGE: &str = "url";
+pub(super) const REFERRER: &str = "source";
+
 /// A count as the real API sends it: a number, or (`quoted`) a numeric string.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Count {
     pub n: u64,
     pub quoted: bool,
@@ -70,46 +105,45 @@ impl Count {
         }
     }
 
-    /// Keeps the first day's number-or-string, so a sum is as loose as a day.
-    fn add(&mut self, other: Count) {
-        self.n += other.n;
+    /// Adds a later day's count, keeping this one's number-or-string, so a sum is as loose
+    /// as a day.
+    fn add_later(&mut self, later: Count) {
+        self.n += later.n;
     }
 }
 
 impl Rows {
     /// The reference example's rows of `endpoint`, from its JSON.
     pub fn of_reference(endpoint: Endpoint, rows: &[Value]) -> Rows {
-        let text = |row: &Value, key: &str| -> Cow<'static, str> {
+        let text = |row: &Value, key: &str| -> String {
             let text = row.get(key).and_then(Value::as_str).unwrap_or_default();
-            Cow::Owned(text.to_owned())
+            text.to_owned()
+        };
+        let sources = |key: &'static str| {
+            let rows = rows.iter().map(|row| SourceRow {
+                key,
+                text: text(row, key).into(),
+                chats: Count::of(row.get("chats")),
+                percentage: text(row, "percentage"),
+            });
+            Rows::Sources(rows.collect())
         };
         match endpoint {
             Endpoint::VisitorsByLocation => Rows::Countries(
                 rows.iter()
                     .map(|row| CountryRow {
-                        name: text(row, "name"),
-                        cca3: text(row, "cca3"),
+                        name: text(row, "name").into(),
+                        cca3: text(row, "cca3").into(),
                         id: row.get("id").and_then(Value::as_u64).unwrap_or_default(),
-                        country_key: text(row, "countryKey").into_owned(),
+                        country_key: text(row, "countryKey"),
                         counts: COUNTRY_COUNTS.map(|count| Count::of(row.get(count))),
-                        lat: text(row, "lat"),
-                        lng: text(row, "lng"),
+                        lat: text(row, "lat").into(),
+                        lng: text(row, "lng").into(),
                     })
                     .collect(),
             ),
-            Endpoint::PagesWithMostChats | Endpoint::VisitorReference => {
-                let key = source_key(endpoint);
-                Rows::Sources(
-                    rows.iter()
-                        .map(|row| SourceRow {
-                            key,
-                            text: text(row, key),
-                            chats: Count::of(row.get("chats")),
-                            percentage: text(row, "percentage").into_owned(),
-                        })
-                        .collect(),
-                )
-            }
+            Endpoint::PagesWithMostChats => sources(PAGE),
+            Endpoint::VisitorReference => sources(REFERRER),
             Endpoint::MostActiveVisitTimes => Rows::Hours(
                 rows.iter()
                     .filter_map(|row| {
@@ -125,7 +159,7 @@ impl Rows {
 
     /// Adds a day's rows of the same list endpoint, matching rows by country name, page URL
     /// or referrer; the rest of a row (names, ids, coordinates) is the first day's.
-    pub fn add(&mut self, day: Rows) {
+    pub fn add_day(&mut self, day: Rows) {
         match (self, day) {
             (Rows::Countries(sum), Rows::Countries(day)) => add_by(
                 sum,
@@ -133,7 +167,7 @@ impl Rows {
                 |row| &row.name,
                 |seen, row| {
                     for (seen, count) in seen.counts.iter_mut().zip(row.counts) {
-                        seen.add(count);
+                        seen.add_later(count);
                     }
                 },
             ),
@@ -141,7 +175,7 @@ impl Rows {
                 sum,
                 day,
                 |row| &row.text,
-                |seen, row| seen.chats.add(row.chats),
+                |seen, row| seen.chats.add_later(row.chats),
             ),
             _ => unreachable!("a window's days are one list endpoint's; hours are summed by hour"),
         }
@@ -170,22 +204,15 @@ impl Rows {
     }
 }
 
-pub(super) fn source_key(endpoint: Endpoint) -> &'static str {
-    match endpoint {
-        Endpoint::PagesWithMostChats => "url",
-        _ => "source",
-    }
-}
-
 /// `part` of `total` as the API's "12.34" string.
 pub(super) fn percentage(part: u64, total: u64) -> String {
     format!("{:.2}", part as f64 * 100.0 / total as f64)
 }
 
-fn add_by<R>(sum: &mut Vec<R>, day: Vec<R>, key: impl Fn(&R) -> &str, add: impl Fn(&mut R, R)) {
+fn add_by<R>(sum: &mut Vec<R>, day: Vec<R>, key: impl Fn(&R) -> &str, merge: impl Fn(&mut R, R)) {
     for row in day {
         match sum.iter_mut().find(|seen| key(seen) == key(&row)) {
-            Some(seen) => add(seen, row),
+            Some(seen) => merge(seen, row),
             None => sum.push(row),
         }
     }

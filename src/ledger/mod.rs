@@ -770,8 +770,10 @@ impl Ledger {
     ) -> Result<Claim, LedgerError> {
         let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let ttl = self.inner.ttl;
+        // Where the lease clock is this process's, a holder may write without reading first.
+        let last_write = (self.inner.db.dialect.binds_now()).then(Arc::<LastWrite>::default);
         let taken = self
-            .update(key, Reach::Lease, |record, now| {
+            .update(key, Reach::Lease, last_write.as_deref(), |record, now| {
                 take(record, requester, url, token.clone(), now + ttl)
             })
             .await?;
@@ -784,6 +786,7 @@ impl Ledger {
                     token,
                     post_limit,
                     url,
+                    last_write,
                 };
                 Claim::Leased(Lease::new(self.clone(), holder, reads))
             }
@@ -792,7 +795,7 @@ impl Ledger {
 
     /// Marks a pending digest whose catch-up window closed, unless someone holds it.
     pub async fn expire(&self, key: &Key) -> Result<bool, LedgerError> {
-        self.update(key, Reach::Record, |record, _| expire(record))
+        self.update(key, Reach::Record, None, |record, _| expire(record))
             .await
     }
 
@@ -949,11 +952,13 @@ impl Ledger {
     /// Runs one of the rules on a row and writes back what it returns. A write that took so
     /// long that a lease it wrote may be running out already (a stalled database, a lock
     /// wait) is followed at once by a renewal from the time then, before anything is posted
-    /// under it; the lease lost meanwhile is an error, and nothing goes out.
+    /// under it; the lease lost meanwhile is an error, and nothing goes out. `last_write` is a
+    /// lease holder's copy of the row as it last wrote it (see [`Ledger::swap`]).
     async fn update<T: Send>(
         &self,
         key: &Key,
         reach: Reach,
+        last_write: Option<&LastWrite>,
         mut change: impl FnMut(Option<Record>, DateTime<Utc>) -> (Option<Record>, T) + Send,
     ) -> Result<T, LedgerError> {
         let db = &self.inner.db;
@@ -970,7 +975,7 @@ impl Ledger {
             let mut connection = db.pool.acquire().await.map_err(|e| causes(&e))?;
             let mut answer = None;
             let mut written = self
-                .swap(&mut connection, key, &mut |record, now| {
+                .swap(&mut connection, key, last_write, &mut |record, now| {
                     let (write, said) = change(record, now);
                     answer = Some(said);
                     write
@@ -986,7 +991,7 @@ impl Ledger {
                 };
                 let renew =
                     &mut |record, now| fenced(record, &token, "", &Fenced::Renew, now, now + ttl).0;
-                written = self.swap(&mut connection, key, renew).await?;
+                written = self.swap(&mut connection, key, last_write, renew).await?;
                 if written.is_none() {
                     return Err("answered too slowly to keep the lease just written, which is no longer this process's (another took the digest over, or it was given up or finished); nothing is posted under it".to_owned());
                 }
@@ -1002,10 +1007,17 @@ impl Ledger {
     /// read; else reads it again and runs `change` on what the other writer left. What was
     /// written (None: nothing), and whether writing it took longer than an eighth of the
     /// lease's ttl from the read, whose time a lease written counts from.
+    ///
+    /// A lease holder's row as it last wrote it (`last_write`, kept only where the lease
+    /// clock is this process's) is a guess that stands in for the first read, each read a
+    /// trip to SQLite's worker thread and back. The guess is safe because the write checks
+    /// it: it applies only if every column is still exactly as guessed, so a row another
+    /// process (or the holder's own heartbeat) changed meanwhile is read after all.
     async fn swap(
         &self,
         connection: &mut sqlx::AnyConnection,
         key: &Key,
+        last_write: Option<&LastWrite>,
         change: &mut (dyn FnMut(Option<Record>, DateTime<Utc>) -> Option<Record> + Send),
     ) -> Result<Option<(Record, bool)>, String> {
         /// Each lost race means another process's write landed, and the next read sees it:
@@ -1018,6 +1030,27 @@ impl Ledger {
             Dialect::Sqlite => (READ_SQLITE.as_str(), UNCHANGED_SQLITE.as_str()),
             Dialect::Postgres => (READ_POSTGRES.as_str(), UNCHANGED_POSTGRES.as_str()),
         };
+        let remember = |write: &Record| {
+            if let Some(last_write) = last_write {
+                *last_write.lock().unwrap_or_else(|e| e.into_inner()) = Some(as_stored(write));
+            }
+        };
+        let guess = last_write.and_then(|w| w.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        if let Some(last) = guess {
+            let started = std::time::Instant::now();
+            let now = self.inner.clock.now();
+            let mut record = last.clone();
+            record.entry.leased_until = record.entry.leased_until.filter(|t| *t > now);
+            if let Some(write) = change(Some(record), now) {
+                let query = bind_record(bind_record(keyed(unchanged), &write), &last);
+                let done = query.execute(&mut *connection).await.map_err(sql)?;
+                if done.rows_affected() == 1 {
+                    remember(&write);
+                    let late = started.elapsed() > self.inner.ttl / 8;
+                    return Ok(Some((write, late)));
+                }
+            }
+        }
         for _ in 0..RACES {
             let started = std::time::Instant::now();
             let process_now = self.inner.clock.now();
@@ -1052,6 +1085,7 @@ impl Ledger {
             };
             let done = query.execute(&mut *connection).await.map_err(sql)?;
             if done.rows_affected() == 1 {
+                remember(&write);
                 let late = started.elapsed() > self.inner.ttl / 8;
                 return Ok(Some((write, late)));
             }
@@ -1072,7 +1106,8 @@ impl Ledger {
             Fenced::BeforePost(_) => Reach::Post,
             _ => Reach::Record,
         };
-        self.update(&holder.key, reach, |record, now| {
+        let last_write = holder.last_write.as_deref();
+        self.update(&holder.key, reach, last_write, |record, now| {
             // A heartbeat stopped while it worked writes nothing.
             if heartbeat.is_some_and(CancellationToken::is_cancelled) {
                 return (None, None);
@@ -1201,6 +1236,25 @@ struct Holder {
     post_limit: u32,
     /// The fingerprint of the webhook's URL when leased, recorded with a refusal.
     url: String,
+    /// The row as this holder (its heartbeat included) last wrote it, on SQLite.
+    last_write: Option<Arc<LastWrite>>,
+}
+
+/// A row as one process last wrote it, kept to write against without reading it first.
+type LastWrite = std::sync::Mutex<Option<Record>>;
+
+/// A record as a read of the row it was written to would give it back: times in the
+/// precision they are stored in.
+fn as_stored(record: &Record) -> Record {
+    let mut record = record.clone();
+    let entry = &mut record.entry;
+    let seconds =
+        |t: Option<DateTime<Utc>>| t.and_then(|t| DateTime::from_timestamp(t.timestamp(), 0));
+    entry.next_attempt = seconds(entry.next_attempt);
+    entry.delivered_at = seconds(entry.delivered_at);
+    entry.leased_until =
+        (entry.leased_until).and_then(|t| DateTime::from_timestamp_millis(t.timestamp_millis()));
+    record
 }
 
 /// Held while a process posts one digest to one webhook. Dropped without a finish (a panic,

@@ -153,6 +153,7 @@ on_both_stores!(
     a_panicking_holder_stops_renewing_and_its_lease_expires,
     an_expired_holder_records_nothing_over_the_new_one,
     at_most_two_posts_go_unanswered_whatever_asks,
+    a_holder_writes_against_the_row_as_it_is_not_as_it_last_wrote_it,
     a_refusal_holds_for_the_daemon_until_the_url_changes_and_never_for_once,
     spans_and_webhooks_key_entries_apart,
     processes_racing_for_one_digest_get_one_lease,
@@ -558,6 +559,29 @@ async fn an_expired_holder_records_nothing_over_the_new_one(fx: Fixture) {
         lease(&ledger, &slack, Requester::Daemon).await,
         Claim::Settled(_)
     ));
+}
+
+/// A holder on SQLite writes against the row as it last wrote it instead of reading it first
+/// (on PostgreSQL it always reads); either way, a row another process changed meanwhile is
+/// the one its rules judge.
+async fn a_holder_writes_against_the_row_as_it_is_not_as_it_last_wrote_it(fx: Fixture) {
+    let ledger = fx.open().await;
+    let hook = key("generic");
+    let Claim::Leased(held) = lease(&ledger, &hook, Requester::Daemon).await else {
+        panic!("a lease of {hook}")
+    };
+    // An earlier holder's POSTs, recorded as unanswered after this lease was taken.
+    fx.tamper(&format!("UPDATE digests SET unanswered = {MAX_UNANSWERED}"))
+        .await;
+    assert_eq!(held.before_post().await.unwrap(), Permit::Exhausted);
+    fx.tamper("UPDATE digests SET unanswered = 0").await;
+    assert_eq!(held.before_post().await.unwrap(), Permit::Go);
+    // A count this holder's rule would not refuse on: only the write's check sees it.
+    fx.tamper("UPDATE digests SET attempts = 7").await;
+    let retry_at = fx.clock.now();
+    let finished = held.finish(Finish::Posted(not_delivered(), retry_at));
+    let finished = finished.await.unwrap().unwrap();
+    assert_eq!((finished.attempts, finished.unanswered), (8, 0));
 }
 
 async fn at_most_two_posts_go_unanswered_whatever_asks(fx: Fixture) {

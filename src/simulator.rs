@@ -53,7 +53,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -447,16 +447,25 @@ fn reference_body(endpoint: Endpoint, request: &Request) -> Option<&'static str>
         .map(|(_, body)| *body)
 }
 
-fn reference_rows(endpoint: Endpoint) -> Rows {
-    let body = REFERENCE
+/// The reference's rows, parsed once: every answer of a window that starts or passes through
+/// its date reads them.
+static REFERENCE_ROWS: LazyLock<Vec<(Endpoint, Rows)>> = LazyLock::new(|| {
+    let typed = |&(endpoint, body): &(Endpoint, &str)| {
+        let json: Value = serde_json::from_str(body).expect("the reference examples are JSON");
+        let pointer = format!("/data/{}/data/graphRow/data", endpoint.key());
+        let rows = json.pointer(&pointer).and_then(Value::as_array);
+        let rows = Rows::of_reference(endpoint, rows.map(Vec::as_slice).unwrap_or_default());
+        (endpoint, rows)
+    };
+    REFERENCE.iter().map(typed).collect()
+});
+
+fn reference_rows(endpoint: Endpoint) -> &'static Rows {
+    REFERENCE_ROWS
         .iter()
         .find(|(e, _)| *e == endpoint)
-        .map(|(_, body)| *body)
-        .expect("every endpoint has a reference example");
-    let json: Value = serde_json::from_str(body).expect("the reference examples are JSON");
-    let pointer = format!("/data/{}/data/graphRow/data", endpoint.key());
-    let rows = json.pointer(&pointer).and_then(Value::as_array);
-    Rows::of_reference(endpoint, rows.map(Vec::as_slice).unwrap_or_default())
+        .map(|(_, rows)| rows)
+        .expect("every endpoint has a reference example")
 }
 
 /// The answer's JSON, written around the rows rather than built as a tree: see `rows.rs`.
@@ -473,7 +482,7 @@ fn envelope(endpoint: Endpoint, rows: &Rows) -> String {
 
 fn rows(endpoint: Endpoint, id: &str, request: &Request, scales: &Scales) -> Rows {
     if reference_body(endpoint, request).is_some() {
-        return reference_rows(endpoint);
+        return reference_rows(endpoint).clone();
     }
     let account = Account::new(id);
     if endpoint == Endpoint::MostActiveVisitTimes {
@@ -504,7 +513,7 @@ fn day_rows(
     scale: Scale,
 ) -> Rows {
     if date == REFERENCE_DATE {
-        return reference_rows(endpoint);
+        return reference_rows(endpoint).clone();
     }
     let day = Day::new(account, date, scale);
     match endpoint {

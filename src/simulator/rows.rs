@@ -42,14 +42,14 @@ pub(super) fn clock_label(hour: u32) -> String {
 }
 
 /// The rows of one answer, serialized as the JSON array the API sends under `graphRow.data`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum Rows {
     Countries(Vec<CountryRow>),
     Sources(Vec<SourceRow>),
     Hours(Vec<HourRow>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct CountryRow {
     pub name: Cow<'static, str>,
     pub cca3: Cow<'static, str>,
@@ -62,7 +62,7 @@ pub(super) struct CountryRow {
 }
 
 /// A page or a referrer with its chats and its share of them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct SourceRow {
     /// What the text is called: [`PAGE`] or [`REFERRER`].
     pub key: &'static str,
@@ -73,7 +73,7 @@ pub(super) struct SourceRow {
 
 /// A most-active-visit-times row: the hour its label names, and its cells in
 /// [`HOUR_COLUMNS`]' order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct HourRow {
     pub hour: u32,
     pub cells: [u64; HOUR_COLUMNS.len()],

@@ -230,11 +230,16 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
         }
         Err(_) => created = create_sqlite(path).await?,
     }
-    // Reading and writing it as the database will, for a cause in the words of the system.
+    // Reading and writing it as the database will, for a cause in the words of the system;
+    // closed before SQLite opens it: closing any descriptor of a file drops every POSIX lock
+    // the process holds on it, SQLite's own shared lock included, and another process that
+    // then finds itself alone on the file checkpoints and removes the write-ahead log from
+    // under this one's connections, whose every read fails from then on (SQLite's 522).
     let probe = std::fs::OpenOptions::new()
         .read(true)
         .write(access == Access::Write)
-        .open(path);
+        .open(path)
+        .map(drop);
     if let Err(e) = probe {
         let hint = match e.kind() {
             std::io::ErrorKind::PermissionDenied => {

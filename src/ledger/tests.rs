@@ -837,6 +837,35 @@ async fn each_alert_is_recorded_once_across_processes(fx: Fixture) {
     );
 }
 
+/// SQLite holds a shared lock on a WAL database's file while it has it open; another process
+/// closing the file and finding no such lock checkpoints and removes the log under this one,
+/// whose reads then fail (522) until it restarts. Closing any other descriptor of the file in
+/// this process would drop that lock unseen.
+#[tokio::test]
+async fn an_open_sqlite_ledger_keeps_its_lock_on_the_file() {
+    use std::os::unix::fs::MetadataExt;
+    let fx = Fixture::new(Kind::Sqlite).await.unwrap();
+    let ledger = fx.open().await;
+    ledger.recent(key("slack").span.last).await.unwrap();
+    let StateStore::Sqlite(path) = &fx.location else {
+        unreachable!("a SQLite fixture")
+    };
+    let inode = format!(":{}", std::fs::metadata(path).unwrap().ino());
+    let pid = std::process::id().to_string();
+    let locks = std::fs::read_to_string("/proc/locks").unwrap();
+    let held = locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"POSIX")
+            && fields.get(4) == Some(&pid.as_str())
+            && fields.get(5).is_some_and(|file| file.ends_with(&inode))
+    });
+    assert!(
+        held,
+        "no lock of this process on {}:\n{locks}",
+        path.display()
+    );
+}
+
 #[tokio::test]
 async fn an_empty_damaged_or_foreign_sqlite_ledger_is_refused_not_started_afresh() {
     let dir = tempfile::tempdir().unwrap();

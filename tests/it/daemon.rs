@@ -363,9 +363,9 @@ async fn a_day_another_process_holds_is_delivered_when_that_process_fails() {
         .date_naive()
         - chrono::Days::new(1);
     let dir = work.dir.path().to_owned();
-    // A holder that fails mid-write (under load SQLite has answered a lease with a disk I/O
-    // error while the other process exited) leaves its lease to expire: short ones, so that
-    // path fits the wait below too.
+    // A holder that fails mid-write leaves its lease to expire: short ones, so that path fits
+    // the wait below too. (The disk I/O errors, 522, once seen here when the other process
+    // exited were this process's lock on the file dropped by `db::open_sqlite`'s probe.)
     let lease = [("ACQUIRE_DIGEST_LEASE_SECS", "10")];
     let admin = tokio::task::spawn_blocking(move || {
         let date = date.to_string();

@@ -54,6 +54,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
     ),
     WATERMARKS,
     INSIGHTS,
+    (
+        6,
+        "digests_by_team",
+        include_str!("../../migrations/sqlite/6_digests_by_team.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[LEDGER, HISTORY, WATERMARKS, INSIGHTS];
 
@@ -462,5 +467,70 @@ mod tests {
         embedded.sort();
         assert_eq!(on_disk, embedded);
         assert!(POSTGRES.iter().all(|migration| SQLITE.contains(migration)));
+    }
+
+    /// Every column of every row, as text, and the table's definition.
+    async fn digests_of(pool: &AnyPool) -> (Vec<String>, String) {
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('digests') ORDER BY name")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let rows = sqlx::query_scalar(&format!(
+            "SELECT json_array({}) FROM digests ORDER BY team, webhook",
+            columns.join(", ")
+        ))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let table = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'digests'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        (rows, table)
+    }
+
+    #[tokio::test]
+    async fn rekeying_sqlites_digests_by_team_keeps_every_column_of_every_row() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let before_6 = AnyPoolOptions::new()
+            .connect(&testing::sqlite_file_url(&path))
+            .await
+            .unwrap();
+        let earlier = &SQLITE[..SQLITE.iter().position(|m| m.0 == 6).unwrap()];
+        Migrator::new(Embedded(earlier))
+            .await
+            .unwrap()
+            .run(&before_6)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO digests VALUES
+                ('apac', '2026-03-28', '2026-03-29', 'slack', 'pending', 2, 1, 1774771200, 'HTTP 503', 'fp', NULL, 'owner', 1774771300000, 3, 1, 'sum'),
+                ('emea', '2026-03-29', '2026-03-29', 'generic', 'delivered', 1, 0, NULL, NULL, NULL, 1774800000, NULL, NULL, 1, 0, NULL)",
+        )
+        .execute(&before_6)
+        .await
+        .unwrap();
+        let (rows, table) = digests_of(&before_6).await;
+        assert!(!table.contains("WITHOUT ROWID"));
+        before_6.close().await;
+
+        let db = Db::open(&StateStore::Sqlite(path), Access::Write)
+            .await
+            .unwrap();
+        let (rekeyed, table) = digests_of(&db.pool).await;
+        assert_eq!(rekeyed, rows);
+        assert!(table.contains("WITHOUT ROWID"), "{table}");
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'digests' ORDER BY name",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        // The key is the table itself: no separate index of it.
+        assert_eq!(indexes, ["digests_by_last_day"]);
     }
 }

@@ -117,10 +117,16 @@ pub fn units(text: &str) -> usize {
     text.encode_utf16().count()
 }
 
+/// Whether `text` is at most `max` units long, without counting them when its bytes fit (a
+/// character is never more UTF-16 units than UTF-8 bytes).
+pub fn fits(text: &str, max: usize) -> bool {
+    text.len() <= max || units(text) <= max
+}
+
 /// Cuts on a character boundary so the result, with its "…", fits in `max` units; never leaves
 /// half an entity (`&am…`), a lone escaping backslash or an `@` without its joiner behind.
 pub fn cut(text: &str, max: usize) -> String {
-    if units(text) <= max {
+    if fits(text, max) {
         return text.to_owned();
     }
     let mut used = 1; // the ellipsis
@@ -153,7 +159,7 @@ pub fn cut(text: &str, max: usize) -> String {
 /// the text doesn't fit, each line is cut to a quarter of `max`, so one long line can't
 /// crowd out the rest.
 pub fn fit_lines(text: &str, max: usize) -> String {
-    if units(text) <= max {
+    if fits(text, max) {
         return text.to_owned();
     }
     let lines: Vec<&str> = text.lines().collect();
@@ -183,7 +189,7 @@ pub fn fit_lines(text: &str, max: usize) -> String {
 /// one that fits already is left as it is, uncopied.
 pub fn fit_text(value: Option<&mut serde_json::Value>, max: usize, fit: fn(&str, usize) -> String) {
     if let Some(serde_json::Value::String(text)) = value
-        && units(text) > max
+        && !fits(text, max)
     {
         *text = fit(text, max);
     }
@@ -280,6 +286,23 @@ mod tests {
         assert_eq!(cut("ab &amp; c", 6), "ab …");
         assert_eq!(cut("ab &lt;", 7), "ab &lt;");
         assert_eq!(cut("ab\\*cd", 4), "ab…");
+    }
+
+    #[test]
+    fn a_text_fits_by_its_units_not_its_bytes() {
+        // 300 bytes, 150 units; an emoji is 4 bytes and 2 units.
+        let accented = "é".repeat(150);
+        assert!(fits(&accented, 150));
+        assert!(!fits(&accented, 149));
+        assert_eq!(cut(&accented, 150), accented);
+        assert!(fits("😀😀", 4));
+        assert!(!fits("😀😀", 3));
+        assert!(fits("abc", 3) && !fits("abcd", 3));
+        let mut card = serde_json::json!(accented);
+        fit_text(Some(&mut card), 150, cut);
+        assert_eq!(card, serde_json::json!(accented));
+        fit_text(Some(&mut card), 100, cut);
+        assert_eq!(units(card.as_str().unwrap()), 100);
     }
 
     #[test]

@@ -167,9 +167,7 @@ impl Renderer {
                 registry.register_escape_fn(handlebars::no_escape);
             }
             helpers::register(&mut registry);
-            registry
-                .register_template_string(BUILTIN, kind(each).template())
-                .expect("built-in templates compile");
+            registry.register_template(BUILTIN, builtin_template(each).clone());
             registries.insert(each, registry);
         }
         let mut broken = HashMap::new();
@@ -249,6 +247,23 @@ impl Renderer {
 
 fn name(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// A kind's built-in template, compiled once a process: Handlebars' parser takes about 15 M
+/// instructions for one, and `check`, every start and every reload make a renderer.
+fn builtin_template(each: WebhookKind) -> &'static Template {
+    static COMPILED: std::sync::LazyLock<HashMap<WebhookKind, Template>> =
+        std::sync::LazyLock::new(|| {
+            (WebhookKind::ALL.into_iter())
+                .map(|each| {
+                    let source = kind(each).template();
+                    let template = Template::compile_with_name(source, BUILTIN.to_owned())
+                        .expect("built-in templates compile");
+                    (each, template)
+                })
+                .collect()
+        });
+    &COMPILED[&each]
 }
 
 /// A value written as the inside of a JSON string: what `{{value}}` prints in a JSON template.

@@ -1,5 +1,6 @@
 //! The command line: parse flags, hand over to the library, print the outcome, pick an exit code.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use acquire_digest::clock::{Clock, WallClock};
 use acquire_digest::config::{self, Config, StateStore, Team};
 use acquire_digest::ledger::{Ledger, Requester};
 use acquire_digest::pipeline::{HookStatus, Pipeline};
-use acquire_digest::schedule::Span;
+use acquire_digest::schedule::{Span, Zone};
 use acquire_digest::status::{self, Which};
 use acquire_digest::telemetry::{self, LogFormat};
 use acquire_digest::{check, daemon, demo, server, simulator};
@@ -645,10 +646,18 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
         .collect();
     // The digest the daemon sends for that day, under the same ledger key and webhook-id, so
     // a span never goes out in two shapes: the one containing --date, or the latest.
-    let span_of = |team: &Team| match args.date {
-        Some(date) => team.schedule.span_containing(team.zone, date),
-        None => team.schedule.latest_span(team.zone, now),
-    };
+    // Once for each schedule and zone: a span is a few searches of the schedule, and 100,000
+    // teams share a few dozen schedules and zones.
+    let mut known: HashMap<(&str, Zone), Span> = HashMap::new();
+    let spans: Vec<Span> = (teams.iter())
+        .map(|team| {
+            let key = (team.schedule.as_str(), team.zone);
+            *known.entry(key).or_insert_with(|| match args.date {
+                Some(date) => team.schedule.span_containing(team.zone, date),
+                None => team.schedule.latest_span(team.zone, now),
+            })
+        })
+        .collect();
     // A span that hasn't ended yet would be posted partial, recorded, and the real digest
     // skipped: refuse before anything is sent.
     if let Some(date) = args.date {
@@ -656,11 +665,9 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
         if date.year() < 2000 {
             bail!("--date {date} is before 2000: pick a day in the account's history");
         }
-        let unfinished: Vec<String> = teams
-            .iter()
-            .filter(|team| span_of(team).ends(team.zone) > now)
-            .map(|team| {
-                let span = span_of(team);
+        let unfinished: Vec<String> = (teams.iter().zip(&spans))
+            .filter(|(team, span)| span.ends(team.zone) > now)
+            .map(|(team, span)| {
                 format!(
                     "{} (its digest covers {span}, which ends at {} {} local time)",
                     team.name,
@@ -690,8 +697,7 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
         pipeline = pipeline.reading_history(history);
     }
     let requester = Requester::Admin { force: args.force };
-    let runs = teams.into_iter().map(|team| {
-        let span = span_of(team);
+    let runs = teams.into_iter().zip(spans).map(|(team, span)| {
         let (pipeline, team) = (pipeline.clone(), team.clone());
         let name = team.name.clone();
         // Spawned, not polled here: on the worker threads teams use every core, and

@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 
 /// A team's timezone: an IANA zone, or a fixed offset for teams that want one.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Zone {
     Named(Tz),
     Fixed(FixedOffset),

@@ -12,9 +12,11 @@
 use std::borrow::Cow;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use sqlx::AnyConnection;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, ConnectOptions, Executor};
@@ -108,6 +110,12 @@ pub(crate) enum Access {
 #[derive(Clone)]
 pub(crate) struct Db {
     pub(crate) pool: AnyPool,
+    /// A SQLite ledger's writes, on one connection of their own. SQLite lets one connection
+    /// write at a time, so writers on several only waited for each other (sleeping in its
+    /// busy handler); and a connection taken from sqlx's pool is pinged on its way back (a
+    /// trip to SQLite's worker thread, and a task) after every statement. Statements on it
+    /// commit one by one: nothing is ever left open on it by a future dropped halfway.
+    writer: Option<Arc<tokio::sync::Mutex<AnyConnection>>>,
     pub(crate) dialect: Dialect,
     /// A SQLite file's path, device and inode when opened.
     file: Option<(PathBuf, (u64, u64))>,
@@ -129,6 +137,7 @@ impl Db {
                         .map_err(login_failed)?;
                     let mut db = Db {
                         pool,
+                        writer: None,
                         dialect: Dialect::Postgres,
                         file: None,
                         created: false,
@@ -166,7 +175,22 @@ impl Db {
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<AnyQueryResult, String> {
-        answered_in_time(async { query.execute(&self.pool).await.map_err(|e| causes(&e)) }).await
+        answered_in_time(async {
+            let mut connection = self.writing().await.map_err(|e| causes(&e))?;
+            query
+                .execute(&mut *connection)
+                .await
+                .map_err(|e| causes(&e))
+        })
+        .await
+    }
+
+    /// A connection to write on: SQLite's writer, or one of PostgreSQL's pool.
+    pub(crate) async fn writing(&self) -> Result<Writing, sqlx::Error> {
+        Ok(match &self.writer {
+            Some(writer) => Writing::Writer(writer.clone().lock_owned().await),
+            None => Writing::Pooled(self.pool.acquire().await?),
+        })
     }
 
     pub(crate) async fn fetch_all<'q>(
@@ -201,6 +225,30 @@ impl Db {
             ran => ran,
         }
         .map_err(failed)
+    }
+}
+
+pub(crate) enum Writing {
+    Writer(tokio::sync::OwnedMutexGuard<AnyConnection>),
+    Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
+}
+
+impl std::ops::Deref for Writing {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            Writing::Writer(connection) => connection,
+            Writing::Pooled(connection) => connection,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Writing {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Writing::Writer(connection) => connection,
+            Writing::Pooled(connection) => connection,
+        }
     }
 }
 
@@ -285,14 +333,17 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
         );
     }
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let db = Db {
+    let mut db = Db {
         pool,
+        writer: None,
         dialect: Dialect::Sqlite,
         file: Some((path.to_owned(), (meta.dev(), meta.ino()))),
         created,
     };
     if access == Access::Write {
         db.migrate().await?;
+        let writer = db.pool.acquire().await.map_err(damaged)?.detach();
+        db.writer = Some(Arc::new(tokio::sync::Mutex::new(writer)));
     }
     Ok(db)
 }
@@ -314,6 +365,7 @@ async fn create_sqlite(path: &Path) -> Result<bool, String> {
             .map_err(|e| format!("cannot be created: {}", causes(&e)))?;
         let db = Db {
             pool: pool.clone(),
+            writer: None,
             dialect: Dialect::Sqlite,
             file: None,
             created: true,

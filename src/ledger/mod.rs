@@ -972,7 +972,7 @@ impl Ledger {
         }
         let ttl = self.inner.ttl;
         let work = async {
-            let mut connection = db.pool.acquire().await.map_err(|e| causes(&e))?;
+            let mut connection = db.writing().await.map_err(|e| causes(&e))?;
             let mut answer = None;
             let mut written = self
                 .swap(&mut connection, key, last_write, &mut |record, now| {

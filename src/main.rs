@@ -646,6 +646,12 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
         .collect();
     // The digest the daemon sends for that day, under the same ledger key and webhook-id, so
     // a span never goes out in two shapes: the one containing --date, or the latest.
+    // The API and the ledger both start long after; far-off years overflow date arithmetic.
+    if let Some(date) = args.date
+        && date.year() < 2000
+    {
+        bail!("--date {date} is before 2000: pick a day in the account's history");
+    }
     // Once for each schedule and zone: a span is a few searches of the schedule, and 100,000
     // teams share a few dozen schedules and zones.
     let mut known: HashMap<(&str, Zone), Span> = HashMap::new();
@@ -661,10 +667,6 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
     // A span that hasn't ended yet would be posted partial, recorded, and the real digest
     // skipped: refuse before anything is sent.
     if let Some(date) = args.date {
-        // The API and the ledger both start long after; far-off years overflow date arithmetic.
-        if date.year() < 2000 {
-            bail!("--date {date} is before 2000: pick a day in the account's history");
-        }
         let unfinished: Vec<String> = (teams.iter().zip(&spans))
             .filter(|(team, span)| span.ends(team.zone) > now)
             .map(|(team, span)| {

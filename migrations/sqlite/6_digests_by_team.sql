@@ -26,7 +26,9 @@ INSERT INTO digests_by_team (team, first_day, last_day, webhook, state, attempts
         reads, last_read)
     SELECT team, first_day, last_day, webhook, state, attempts, unanswered, next_attempt,
         last_error, refused_url, delivered_at, lease_owner, lease_until, posts, reads, last_read
-    FROM digests;
+    FROM digests
+    -- In the new key's order, so each page is written once, not split again and again.
+    ORDER BY team, first_day, last_day, webhook;
 DROP TABLE digests;
 ALTER TABLE digests_by_team RENAME TO digests;
 CREATE INDEX digests_by_last_day ON digests (last_day);

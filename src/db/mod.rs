@@ -126,33 +126,41 @@ pub(crate) struct Db {
 impl Db {
     pub(crate) async fn open(location: &StateStore, access: Access) -> Result<Db, String> {
         sqlx::any::install_default_drivers();
-        answered_in_time(async {
-            match location {
-                StateStore::Sqlite(path) => open_sqlite(path, access).await,
-                StateStore::Postgres(url) => {
-                    let url = url.expose().as_str();
-                    let pool = pool(16, Dialect::Postgres)
-                        .connect_with(options(url).map_err(login_failed)?)
-                        .await
-                        .map_err(login_failed)?;
-                    let mut db = Db {
-                        pool,
-                        writer: None,
-                        dialect: Dialect::Postgres,
-                        file: None,
-                        created: false,
-                    };
-                    if access == Access::Write {
-                        let existing = sqlx::query("SELECT to_regclass('digests') IS NULL");
-                        let fresh = db.fetch_all(existing).await?;
-                        db.created = fresh.first().is_some_and(|row| {
-                            sqlx::Row::try_get::<bool, _>(row, 0).unwrap_or(false)
-                        });
-                        db.migrate().await?;
-                    }
-                    Ok(db)
+        let url = match location {
+            StateStore::Sqlite(path) => {
+                let mut db = answered_in_time(open_sqlite(path, access)).await?;
+                if access == Access::Write {
+                    // Not within CALL_LIMIT: an upgrade may rewrite a large ledger's table
+                    // (version 6 does), and a file on this host does not stall as a server can.
+                    db.migrate().await?;
+                    let writer = db.pool.acquire().await.map_err(|e| causes(&e))?.detach();
+                    db.writer = Some(Arc::new(tokio::sync::Mutex::new(writer)));
                 }
+                return Ok(db);
             }
+            StateStore::Postgres(url) => url.expose().as_str(),
+        };
+        answered_in_time(async {
+            let pool = pool(16, Dialect::Postgres)
+                .connect_with(options(url).map_err(login_failed)?)
+                .await
+                .map_err(login_failed)?;
+            let mut db = Db {
+                pool,
+                writer: None,
+                dialect: Dialect::Postgres,
+                file: None,
+                created: false,
+            };
+            if access == Access::Write {
+                let existing = sqlx::query("SELECT to_regclass('digests') IS NULL");
+                let fresh = db.fetch_all(existing).await?;
+                db.created = fresh
+                    .first()
+                    .is_some_and(|row| sqlx::Row::try_get::<bool, _>(row, 0).unwrap_or(false));
+                db.migrate().await?;
+            }
+            Ok(db)
         })
         .await
     }
@@ -218,6 +226,20 @@ impl Db {
             ),
             e => format!("could not create or migrate its schema: {}", causes(&e)),
         };
+        if let Some((path, _)) = &self.file {
+            let applied: Result<Option<i64>, _> =
+                sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+                    .fetch_one(&self.pool)
+                    .await;
+            if let Ok(Some(from)) = applied
+                && from < known
+            {
+                tracing::info!(
+                    "delivery ledger {}: upgrading its schema from version {from} to {known}, once; a large ledger can take a minute",
+                    path.display()
+                );
+            }
+        }
         // Two processes upgrading one SQLite file at once: the second's transaction fails on
         // the first's record of the migration, and looking again finds it done.
         match migrator.run(&self.pool).await {
@@ -333,19 +355,13 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
         );
     }
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let mut db = Db {
+    Ok(Db {
         pool,
         writer: None,
         dialect: Dialect::Sqlite,
         file: Some((path.to_owned(), (meta.dev(), meta.ino()))),
         created,
-    };
-    if access == Access::Write {
-        db.migrate().await?;
-        let writer = db.pool.acquire().await.map_err(damaged)?.detach();
-        db.writer = Some(Arc::new(tokio::sync::Mutex::new(writer)));
-    }
-    Ok(db)
+    })
 }
 
 /// Writes a new ledger's schema under a temporary name and links it into place: a process

@@ -141,7 +141,10 @@ struct Row<'a> {
 fn sketch(name: &str) -> u128 {
     let (bytes, n) = (name.as_bytes(), name.len());
     let byte = |i: usize| u32::from(bytes.get(i).copied().unwrap_or(0));
-    let mixed = (n as u32) * 29_791 + byte(0) * 961 + byte(1) * 31 + byte(n.wrapping_sub(1));
+    // Wrapping: a hostile name may be any length.
+    let mixed = (n as u32)
+        .wrapping_mul(29_791)
+        .wrapping_add(byte(0) * 961 + byte(1) * 31 + byte(n.wrapping_sub(1)));
     1 << (mixed % 128)
 }
 
@@ -532,6 +535,9 @@ mod tests {
             fields,
             [(first.as_str(), &json!(3)), (twin.as_str(), &json!(2))]
         );
+        // Any length of name, and none, has a sketch.
+        assert_eq!(sketch(&"x".repeat(1 << 20)).count_ones(), 1);
+        assert_eq!(sketch("").count_ones(), 1);
     }
 
     #[test]

@@ -737,6 +737,17 @@ async fn once_refuses_a_day_that_has_not_ended() {
         );
     }
     assert!(hooks.seen().is_empty());
+    // Days before the API and the ledger, down to the earliest chrono reads: refused as such.
+    for day in ["1999-12-31", "-262143-01-01"] {
+        let output = run(&work, &["once", &format!("--date={day}")]).await;
+        let log = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{log}");
+        assert!(
+            log.contains("is before 2000") && !log.contains("panicked"),
+            "{log}"
+        );
+    }
+    assert!(hooks.seen().is_empty());
     let yesterday = (today - chrono::Days::new(1)).to_string();
     let output = run(&work, &["once", "--date", &yesterday]).await;
     assert!(output.status.success(), "{}", stderr(&output));

@@ -21,7 +21,7 @@ pub mod text;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use handlebars::template::TemplateElement;
@@ -132,10 +132,13 @@ pub fn receiver_message(body: &str) -> String {
 /// The name a built-in template is registered under; overrides go by their path.
 const BUILTIN: &str = "built-in";
 
-/// Compiled templates, one registry per kind (each escapes for its own output).
+/// Compiled templates, one registry per kind (each escapes for its own output), each made the
+/// first time its kind renders: a config that posts only to Slack never compiles the others.
 #[derive(Clone)]
 pub struct Renderer {
-    registries: Arc<HashMap<WebhookKind, Handlebars<'static>>>,
+    registries: Arc<HashMap<WebhookKind, OnceLock<Handlebars<'static>>>>,
+    /// Each kind's overrides that compiled, by name, for its registry.
+    overrides: Arc<HashMap<WebhookKind, Vec<(String, Template)>>>,
     /// Overrides that did not compile, with why: `check` refuses them, and a run that gets
     /// here anyway (a config not loaded through `check`) fails only their webhooks.
     broken: Arc<HashMap<PathBuf, String>>,
@@ -157,8 +160,33 @@ pub struct RenderError {
 impl Renderer {
     /// The built-in templates and every webhook's own.
     pub fn new<'a>(webhooks: impl IntoIterator<Item = &'a Webhook>) -> Renderer {
-        let mut registries = HashMap::new();
-        for each in WebhookKind::ALL {
+        let mut overrides: HashMap<WebhookKind, Vec<(String, Template)>> = HashMap::new();
+        let mut broken = HashMap::new();
+        for hook in webhooks {
+            let Some(template) = &hook.template else {
+                continue;
+            };
+            let compiled = Template::compile(&template.source).map_err(|e| e.to_string());
+            let refused = compiled.and_then(|compiled| {
+                raw_output(&compiled.elements, kind(hook.kind).writes_json())?;
+                let named = (name(&template.path), compiled);
+                overrides.entry(hook.kind).or_default().push(named);
+                Ok(())
+            });
+            if let Err(reason) = refused {
+                broken.insert(template.path.clone(), reason);
+            }
+        }
+        Renderer {
+            registries: Arc::new(WebhookKind::ALL.map(|k| (k, OnceLock::new())).into()),
+            overrides: Arc::new(overrides),
+            broken: Arc::new(broken),
+        }
+    }
+
+    /// A kind's registry: its built-in template and the overrides for it.
+    fn registry(&self, each: WebhookKind) -> &Handlebars<'static> {
+        self.registries[&each].get_or_init(|| {
             let mut registry = Handlebars::new();
             registry.set_strict_mode(true);
             if kind(each).writes_json() {
@@ -168,28 +196,11 @@ impl Renderer {
             }
             helpers::register(&mut registry);
             registry.register_template(BUILTIN, builtin_template(each).clone());
-            registries.insert(each, registry);
-        }
-        let mut broken = HashMap::new();
-        for hook in webhooks {
-            let Some(template) = &hook.template else {
-                continue;
-            };
-            let registry = registries.get_mut(&hook.kind).expect("every kind");
-            let compiled = Template::compile(&template.source).map_err(|e| e.to_string());
-            let refused = compiled.and_then(|compiled| {
-                raw_output(&compiled.elements, kind(hook.kind).writes_json())?;
-                registry.register_template(&name(&template.path), compiled);
-                Ok(())
-            });
-            if let Err(reason) = refused {
-                broken.insert(template.path.clone(), reason);
+            for (name, template) in self.overrides.get(&each).into_iter().flatten() {
+                registry.register_template(name, template.clone());
             }
-        }
-        Renderer {
-            registries: Arc::new(registries),
-            broken: Arc::new(broken),
-        }
+            registry
+        })
     }
 
     /// The renderer with only the built-in templates.
@@ -233,7 +244,8 @@ impl Renderer {
         }
         let mut data = serde_json::to_value(digest).expect("the digest serializes");
         escape_strings(&mut data, this);
-        let rendered = self.registries[&hook.kind]
+        let rendered = self
+            .registry(hook.kind)
             .render_with_context(&name, &Context::from(data))
             .map_err(|e| error(plain_reason(&e)))?;
         this.body(&rendered, digest).map_err(error)
@@ -249,21 +261,17 @@ fn name(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// A kind's built-in template, compiled once a process: Handlebars' parser takes about 15 M
-/// instructions for one, and `check`, every start and every reload make a renderer.
+/// A kind's built-in template, compiled once a process and only when first used: Handlebars'
+/// parser takes about 15 M instructions for one, and `check`, every start and every reload
+/// make a renderer.
 fn builtin_template(each: WebhookKind) -> &'static Template {
-    static COMPILED: std::sync::LazyLock<HashMap<WebhookKind, Template>> =
-        std::sync::LazyLock::new(|| {
-            (WebhookKind::ALL.into_iter())
-                .map(|each| {
-                    let source = kind(each).template();
-                    let template = Template::compile_with_name(source, BUILTIN.to_owned())
-                        .expect("built-in templates compile");
-                    (each, template)
-                })
-                .collect()
-        });
-    &COMPILED[&each]
+    static COMPILED: [OnceLock<Template>; WebhookKind::ALL.len()] =
+        [const { OnceLock::new() }; WebhookKind::ALL.len()];
+    let at = (WebhookKind::ALL.iter().position(|k| *k == each)).expect("every kind is in ALL");
+    COMPILED[at].get_or_init(|| {
+        Template::compile_with_name(kind(each).template(), BUILTIN.to_owned())
+            .expect("built-in templates compile")
+    })
 }
 
 /// A value written as the inside of a JSON string: what `{{value}}` prints in a JSON template.

@@ -442,13 +442,24 @@ impl Drop for Daemon {
     }
 }
 
-/// Waits until `count()` reaches `n`, or panics after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+/// Waits until `done()`, or panics after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+    wait_until_or_show(what, timeout, done, String::new).await
+}
+
+/// [`wait_until`], whose panic shows `context()` (a daemon's log) as it is then.
+pub async fn wait_until_or_show(
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
     let deadline = std::time::Instant::now() + timeout;
     while !done() {
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}\n{}",
+            context()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

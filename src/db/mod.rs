@@ -231,9 +231,9 @@ impl Db {
                 sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
                     .fetch_one(&self.pool)
                     .await;
-            if let Ok(Some(from)) = applied
-                && from < known
-            {
+            // No record of migrations: a ledger from before them, upgraded from the start.
+            let from = applied.ok().flatten().unwrap_or(0);
+            if from < known {
                 tracing::info!(
                     "delivery ledger {}: upgrading its schema from version {from} to {known}, once; a large ledger can take a minute",
                     path.display()

@@ -939,7 +939,11 @@ async fn once_sends_the_span_the_schedule_puts_a_day_in_and_never_another_shape_
     let weekdays = team("emea", "acme", &[("generic", &hooks.url("/emea"))])
         .replace("0 9 * * *", "30 8 * * 1-5")
         .replace("Asia/Kolkata", "Europe/Berlin");
-    let work = Workspace::new(&config(&sim.base_url(), &[weekdays]));
+    // Same zone, another schedule: `once` works a span out once per schedule and zone, so
+    // this team's must not be the other's.
+    let daily = team("daily", "acme", &[("generic", &hooks.url("/daily"))])
+        .replace("Asia/Kolkata", "Europe/Berlin");
+    let work = Workspace::new(&config(&sim.base_url(), &[weekdays, daily]));
     // Saturday 2021-03-13 goes out on Monday, with Friday and Sunday.
     let saturday = run(&work, &["once", "--date", "2021-03-13"]).await;
     assert!(saturday.status.success(), "{}", stderr(&saturday));
@@ -948,6 +952,12 @@ async fn once_sends_the_span_the_schedule_puts_a_day_in_and_never_another_shape_
     assert_eq!(
         days,
         (&json!("2021-03-12"), &json!("2021-03-14"), &json!(3))
+    );
+    let body = hooks.seen_at("/daily")[0].json();
+    let days = (&body["date"], &body["end_date"], &body["days"]);
+    assert_eq!(
+        days,
+        (&json!("2021-03-13"), &json!("2021-03-13"), &json!(1))
     );
     // Asked for the Friday, it is the same digest, under the same key: already delivered.
     let friday = run(&work, &["once", "--date", "2021-03-12"]).await;

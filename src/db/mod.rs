@@ -46,6 +46,11 @@ const INSIGHTS: (i64, &str, &str) = (
     "insights",
     include_str!("../../migrations/5_insights.sql"),
 );
+const DAY_INDEX: (i64, &str, &str) = (
+    7,
+    "day_index_narrowed_by_team",
+    include_str!("../../migrations/7_day_index_narrowed_by_team.sql"),
+);
 const SQLITE: &[(i64, &str, &str)] = &[
     LEDGER,
     HISTORY,
@@ -61,8 +66,9 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "digests_by_team",
         include_str!("../../migrations/sqlite/6_digests_by_team.sql"),
     ),
+    DAY_INDEX,
 ];
-const POSTGRES: &[(i64, &str, &str)] = &[LEDGER, HISTORY, WATERMARKS, INSIGHTS];
+const POSTGRES: &[(i64, &str, &str)] = &[LEDGER, HISTORY, WATERMARKS, INSIGHTS, DAY_INDEX];
 
 /// How the two databases differ, and nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -770,10 +770,9 @@ impl Ledger {
     ) -> Result<Claim, LedgerError> {
         let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let ttl = self.inner.ttl;
-        // Where the lease clock is this process's, a holder may write without reading first.
-        let last_write = (self.inner.db.dialect.binds_now()).then(Arc::<LastWrite>::default);
+        let last_write = Arc::<LastWrite>::default();
         let taken = self
-            .update(key, Reach::Lease, last_write.as_deref(), |record, now| {
+            .update(key, Reach::Lease, Some(&last_write), |record, now| {
                 take(record, requester, url, token.clone(), now + ttl)
             })
             .await?;
@@ -1006,13 +1005,16 @@ impl Ledger {
     /// Reads the row, runs `change` on it and writes what it returns, if the row is still as
     /// read; else reads it again and runs `change` on what the other writer left. What was
     /// written (None: nothing), and whether writing it took longer than an eighth of the
-    /// lease's ttl from the read, whose time a lease written counts from.
+    /// lease's ttl from the read, whose time a lease written counts from on SQLite (on
+    /// PostgreSQL it counts from the write, and a late write only renews once more).
     ///
-    /// A lease holder's row as it last wrote it (`last_write`, kept only where the lease
-    /// clock is this process's) is a guess that stands in for the first read, each read a
-    /// trip to SQLite's worker thread and back. The guess is safe because the write checks
-    /// it: it applies only if every column is still exactly as guessed, so a row another
-    /// process (or the holder's own heartbeat) changed meanwhile is read after all.
+    /// A lease holder's row as it last wrote it (`last_write`) is a guess that stands in for
+    /// the first read, each read a round trip. The guess is safe because the write checks it:
+    /// it applies only if every column is still exactly as guessed, so a row another process
+    /// (or the holder's own heartbeat) changed meanwhile is read after all. Without a read,
+    /// PostgreSQL's time is the server's as of the last write plus the time since: a guess
+    /// the holder's rules judge only by owner, so it stamps `delivered_at` and nothing else;
+    /// the lease itself is timed by the server as it writes.
     async fn swap(
         &self,
         connection: &mut sqlx::AnyConnection,
@@ -1026,26 +1028,42 @@ impl Ledger {
         let db = &self.inner.db;
         let sql = |e: sqlx::Error| causes(&e);
         let keyed = |text: &'static str| bind_key(sqlx::query(text), key);
-        let (read, unchanged): (&'static str, &'static str) = match db.dialect {
-            Dialect::Sqlite => (READ_SQLITE.as_str(), UNCHANGED_SQLITE.as_str()),
-            Dialect::Postgres => (READ_POSTGRES.as_str(), UNCHANGED_POSTGRES.as_str()),
+        let (read, unchanged, insert): (&'static str, &'static str, &'static str) = match db.dialect
+        {
+            Dialect::Sqlite => (&READ_SQLITE, &UNCHANGED_SQLITE, &INSERT_SQLITE),
+            Dialect::Postgres => (&READ_POSTGRES, &UNCHANGED_POSTGRES, &INSERT_POSTGRES),
         };
-        let remember = |write: &Record| {
-            if let Some(last_write) = last_write {
-                *last_write.lock().unwrap_or_else(|e| e.into_inner()) = Some(as_stored(write));
+        let remember = |written: Written| {
+            let Some(last_write) = last_write else {
+                return;
+            };
+            let mut last = last_write.lock().unwrap_or_else(|e| e.into_inner());
+            // On PostgreSQL a holder and its heartbeat write on connections of their own, and
+            // the earlier write's answer may come in last: a stale guess would cost a read.
+            let older = |(then, _): (DateTime<Utc>, std::time::Instant)| {
+                last.as_ref()
+                    .and_then(|last| last.server_time)
+                    .is_some_and(|(latest, _)| then < latest)
+            };
+            if !written.server_time.is_some_and(older) {
+                *last = Some(written);
             }
         };
         let guess = last_write.and_then(|w| w.lock().unwrap_or_else(|e| e.into_inner()).clone());
         if let Some(last) = guess {
             let started = std::time::Instant::now();
-            let now = self.inner.clock.now();
-            let mut record = last.clone();
+            let now = match last.server_time {
+                Some((then, at)) => {
+                    then + chrono::Duration::from_std(at.elapsed()).unwrap_or_default()
+                }
+                None => self.inner.clock.now(),
+            };
+            let mut record = last.record.clone();
             record.entry.leased_until = record.entry.leased_until.filter(|t| *t > now);
-            if let Some(write) = change(Some(record), now) {
-                let query = bind_record(bind_record(keyed(unchanged), &write), &last);
-                let done = query.execute(&mut *connection).await.map_err(sql)?;
-                if done.rows_affected() == 1 {
-                    remember(&write);
+            if let Some(mut write) = change(Some(record), now) {
+                let query = bind_record(bind_record(keyed(unchanged), &write), &last.record);
+                if let Some(written) = self.apply(connection, query, &mut write).await? {
+                    remember(written);
                     let late = started.elapsed() > self.inner.ttl / 8;
                     return Ok(Some((write, late)));
                 }
@@ -1070,22 +1088,15 @@ impl Ledger {
                 }
                 None => (None, process_now),
             };
-            let Some(write) = change(record, now) else {
+            let Some(mut write) = change(record, now) else {
                 return Ok(None);
             };
             let query = match &found {
-                None => match db.dialect {
-                    Dialect::Sqlite => bind_record(keyed(&INSERT_SQLITE), &write),
-                    Dialect::Postgres => {
-                        let ttl = i64::try_from(self.inner.ttl.as_millis()).unwrap_or(i64::MAX);
-                        bind_record(keyed(&INSERT_POSTGRES), &write).bind(ttl)
-                    }
-                },
+                None => bind_record(keyed(insert), &write),
                 Some(row) => bind_as_read(bind_record(keyed(unchanged), &write), row)?,
             };
-            let done = query.execute(&mut *connection).await.map_err(sql)?;
-            if done.rows_affected() == 1 {
-                remember(&write);
+            if let Some(written) = self.apply(connection, query, &mut write).await? {
+                remember(written);
                 let late = started.elapsed() > self.inner.ttl / 8;
                 return Ok(Some((write, late)));
             }
@@ -1093,6 +1104,41 @@ impl Ledger {
         Err(format!(
             "the row of {key} changed under each of {RACES} writes to it"
         ))
+    }
+
+    /// Runs a write of `record` (an [`insert`] or an [`unchanged`]): the row as written, or
+    /// None when it did not apply. PostgreSQL times the lease it writes by its own clock and
+    /// says when it wrote, and `record` takes that lease.
+    async fn apply(
+        &self,
+        connection: &mut sqlx::AnyConnection,
+        query: Query<'_>,
+        record: &mut Record,
+    ) -> Result<Option<Written>, String> {
+        let sql = |e: sqlx::Error| causes(&e);
+        if self.inner.db.dialect == Dialect::Sqlite {
+            let done = query.execute(&mut *connection).await.map_err(sql)?;
+            let written = Written {
+                record: as_stored(record),
+                server_time: None,
+            };
+            return Ok((done.rows_affected() == 1).then_some(written));
+        }
+        let ttl = i64::try_from(self.inner.ttl.as_millis()).unwrap_or(i64::MAX);
+        let query = query.bind(ttl);
+        let Some(row) = query.fetch_optional(&mut *connection).await.map_err(sql)? else {
+            return Ok(None);
+        };
+        let answered = std::time::Instant::now();
+        let until = row.try_get::<Option<i64>, _>(0).map_err(sql)?;
+        record.entry.leased_until = until.and_then(DateTime::from_timestamp_millis);
+        let then = row.try_get::<i64, _>(1).map_err(sql)?;
+        let then = DateTime::from_timestamp_millis(then)
+            .ok_or_else(|| format!("the database's clock reads {then} ms, out of range"))?;
+        Ok(Some(Written {
+            record: as_stored(record),
+            server_time: Some((then, answered)),
+        }))
     }
 
     async fn fenced(
@@ -1106,7 +1152,7 @@ impl Ledger {
             Fenced::BeforePost(_) => Reach::Post,
             _ => Reach::Record,
         };
-        let last_write = holder.last_write.as_deref();
+        let last_write = Some(&*holder.last_write);
         self.update(&holder.key, reach, last_write, |record, now| {
             // A heartbeat stopped while it worked writes nothing.
             if heartbeat.is_some_and(CancellationToken::is_cancelled) {
@@ -1143,23 +1189,36 @@ static UNCHANGED_POSTGRES: LazyLock<String> = LazyLock::new(|| unchanged(Dialect
 static INSERT_SQLITE: LazyLock<String> = LazyLock::new(|| insert(Dialect::Sqlite));
 static INSERT_POSTGRES: LazyLock<String> = LazyLock::new(|| insert(Dialect::Postgres));
 
-/// A new row, unless one is there by now. Only a lease makes a row, and the time its lease
-/// runs from is the only time it holds: on PostgreSQL the server's, so the lease runs the ttl
-/// (the parameter after the columns) from the server's clock, not from the process's.
+/// On PostgreSQL, whose clock judges leases, a write times the lease it writes by the server's
+/// clock (a lease runs the ttl, the last parameter, from the write) and returns it with the
+/// server's time. Any write by a holder that keeps its lease renews it, an answer's too.
+fn timed_by_server(column: usize, ttl: usize) -> String {
+    let now = Dialect::Postgres.now_ms(0);
+    format!("CASE WHEN ${column}::bigint IS NULL THEN NULL ELSE {now} + ${ttl} END")
+}
+
+/// What a write on PostgreSQL returns: see [`timed_by_server`].
+fn returning_lease_and_time() -> String {
+    format!(" RETURNING lease_until, {}", Dialect::Postgres.now_ms(0))
+}
+
+/// The place of lease_until among [`COLUMNS`], from 0.
+fn lease_until_column() -> usize {
+    let until = COLUMNS.split(", ").position(|c| c == "lease_until");
+    until.expect("a lease_until column")
+}
+
+/// A new row, unless one is there by now. Only a lease makes a row.
 fn insert(dialect: Dialect) -> String {
     let mut values: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("${i}")).collect();
+    let mut returning = String::new();
     if dialect == Dialect::Postgres {
-        let until = COLUMNS.split(", ").position(|c| c == "lease_until");
-        let until = until.expect("a lease_until column");
-        values[until] = format!(
-            "CASE WHEN ${}::bigint IS NULL THEN NULL ELSE {} + ${} END",
-            until + 1,
-            dialect.now_ms(0),
-            COLUMN_COUNT + 1
-        );
+        let until = lease_until_column();
+        values[until] = timed_by_server(until + 1, COLUMN_COUNT + 1);
+        returning = returning_lease_and_time();
     }
     format!(
-        "INSERT INTO digests ({COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING",
+        "INSERT INTO digests ({COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING{returning}",
         values.join(", ")
     )
 }
@@ -1173,17 +1232,28 @@ fn read(dialect: Dialect) -> String {
 }
 
 /// Writes the row of [`KEY`] (its other columns as parameters $5 on) only if each column is
-/// still what was read (parameters after those).
+/// still what was read (parameters after those); on PostgreSQL the ttl comes last (see
+/// [`timed_by_server`]).
 fn unchanged(dialect: Dialect) -> String {
     let columns: Vec<&str> = COLUMNS.split(", ").skip(4).collect();
+    let ttl = 5 + 2 * columns.len();
     let set: Vec<String> = (columns.iter().enumerate())
-        .map(|(i, column)| format!("{column} = ${}", i + 5))
+        .map(|(i, &column)| match (dialect, column) {
+            (Dialect::Postgres, "lease_until") => {
+                format!("{column} = {}", timed_by_server(i + 5, ttl))
+            }
+            _ => format!("{column} = ${}", i + 5),
+        })
         .collect();
     let same: Vec<String> = (columns.iter().enumerate())
         .map(|(i, column)| format!("{column} {} ${}", dialect.same(), i + 5 + columns.len()))
         .collect();
+    let returning = match dialect {
+        Dialect::Sqlite => String::new(),
+        Dialect::Postgres => returning_lease_and_time(),
+    };
     format!(
-        "UPDATE digests SET {} WHERE {KEY} AND {}",
+        "UPDATE digests SET {} WHERE {KEY} AND {}{returning}",
         set.join(", "),
         same.join(" AND ")
     )
@@ -1236,12 +1306,22 @@ struct Holder {
     post_limit: u32,
     /// The fingerprint of the webhook's URL when leased, recorded with a refusal.
     url: String,
-    /// The row as this holder (its heartbeat included) last wrote it, on SQLite.
-    last_write: Option<Arc<LastWrite>>,
+    /// The row as this holder (its heartbeat included) last wrote it.
+    last_write: Arc<LastWrite>,
 }
 
 /// A row as one process last wrote it, kept to write against without reading it first.
-type LastWrite = std::sync::Mutex<Option<Record>>;
+type LastWrite = std::sync::Mutex<Option<Written>>;
+
+#[derive(Clone)]
+struct Written {
+    record: Record,
+    /// On PostgreSQL, whose clock judges leases: the server's time as it wrote, and this
+    /// process's instant once it heard so. That time plus the instant's elapsed stands in for
+    /// the server's clock until the next read (behind it by a round trip, unless the server's
+    /// clock is stepped).
+    server_time: Option<(DateTime<Utc>, std::time::Instant)>,
+}
 
 /// A record as a read of the row it was written to would give it back: times in the
 /// precision they are stored in.

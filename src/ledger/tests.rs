@@ -1451,3 +1451,90 @@ async fn reading_one_digest_planned_on_an_empty_ledger_stays_a_lookup_by_team() 
         "{plan:#?}"
     );
 }
+
+/// How many statements PostgreSQL ran in the database at `url` that begin as `text` does
+/// (`%` for any text); None outside CI where the server does not load pg_stat_statements
+/// (`scripts/with-postgres` does).
+async fn statements_like(url: &str, text: &str) -> Option<i64> {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+    let loaded: bool = sqlx::query_scalar(
+        "SELECT current_setting('shared_preload_libraries') LIKE '%pg_stat_statements%'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    if !loaded {
+        assert!(
+            std::env::var("CI").is_err(),
+            "the test server does not load pg_stat_statements"
+        );
+        eprintln!("skipped: the test server does not load pg_stat_statements");
+        return None;
+    }
+    sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let count = sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+         AND query LIKE $1",
+    )
+    .bind(format!("{text}%"))
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    Some(count)
+}
+
+/// A holder writes against the row as it last wrote it, on PostgreSQL too: while nobody else
+/// writes the row, its permit, renewals and finish are one statement each, none reads the row
+/// first, and each lease runs the ttl by the server's clock.
+#[tokio::test]
+async fn a_holder_on_postgresql_writes_without_reading_the_row_again() {
+    let Some(fx) = Fixture::new(Kind::Postgres).await else {
+        return;
+    };
+    let url = url_of(&fx.location);
+    let ledger = fx.open().await;
+    let keyed_reads = format!("SELECT {COLUMNS}, % FROM digests WHERE {KEY}");
+    let writes = "UPDATE digests SET ";
+    let Some(reads_before) = statements_like(&url, &keyed_reads).await else {
+        return;
+    };
+    let key = key("slack");
+    let Claim::Leased(held) = lease(&ledger, &key, Requester::Daemon).await else {
+        panic!("a lease of {key}")
+    };
+    let reads = statements_like(&url, &keyed_reads).await.unwrap();
+    assert_eq!(reads, reads_before + 1, "the lease reads the row once");
+    let writes_before = statements_like(&url, writes).await.unwrap();
+
+    assert_eq!(held.before_post().await.unwrap(), Permit::Go);
+    let (left,): (i64,) = sqlx::query_as(&format!(
+        "SELECT lease_until - {} FROM digests",
+        crate::db::Dialect::Postgres.now_ms(0)
+    ))
+    .fetch_one(
+        &mut <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let ttl = i64::try_from(fx.ttl().as_millis()).unwrap();
+    assert!(ttl - 1000 < left && left <= ttl, "{left} ms of {ttl} left");
+    // A heartbeat's renewal or two, as a slow POST would see.
+    fx.pass(fx.ttl() / 2).await;
+    held.finish(Finish::Posted(Posted::Delivered, fx.clock.now()))
+        .await
+        .unwrap()
+        .expect("the lease was still this holder's");
+    assert_eq!(statements_like(&url, &keyed_reads).await.unwrap(), reads);
+    let written = statements_like(&url, writes).await.unwrap() - writes_before;
+    assert!(written >= 3, "a permit, a renewal and a finish: {written}");
+    let entry = entry(&ledger, &key).await.unwrap();
+    assert_eq!((entry.state, entry.posts), (State::Delivered, 1));
+    assert!(entry.leased_until.is_none());
+}

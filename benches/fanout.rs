@@ -14,7 +14,8 @@
 //! 4. Replicas: 1,000 teams due at the same second, delivered by 1, 2 and 3 `run` replicas
 //!    sharing one PostgreSQL ledger (`ACQUIRE_DIGEST_TEST_DATABASE_URL`, as
 //!    `scripts/with-postgres` provides): the time from the firing to the last delivery, and
-//!    the statements (round trips) and transactions the database ran per digest.
+//!    the statements (round trips) and transactions the database ran per digest, and who used
+//!    the CPU: the replicas, the database server (when it runs on this host) and this process.
 //!
 //! Under `cargo test` (no `--bench` argument) both run at a small size so the benchmark is
 //! built and exercised in CI without costing minutes. Linux only: it reads rusage and /proc.
@@ -187,33 +188,44 @@ fn main() {
             "\nreplicas: {n} teams due at one second, `run` replicas on one PostgreSQL ledger"
         );
         println!(
-            "{:>8} {:>9} {:>9} {:>6} {:>8} {:>16} {:>15} {:>9}",
+            "{:>8} {:>9} {:>9} {:>6} {:>8} {:>16} {:>15} {:>9} {:>26} {:>9}",
             "replicas", "wall", "ideal", "ratio", "speed-up", "statements/digest", "xacts/digest",
-            "peak RSS"
+            "peak RSS", "CPU/digest: ours db sim", "CPU-bound"
         );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut alone = None;
         for count in 1..=3 {
-            let (wall, peak_rss_kib, Counts { statements, transactions }) =
-                replicas(count, n, &server, &sim.base_url(), &receiver, &received).await;
+            let run = replicas(count, n, &server, &sim.base_url(), &receiver, &received).await;
+            let Counts { statements, transactions } = run.counts;
             let share = ideal / count as u32;
+            let wall = run.wall;
             let alone = *alone.get_or_insert(wall);
             let per_digest = |count: i64| format!("{:.1}", count as f64 / n as f64);
+            let micros = |cpu: Duration| format!("{:.0}", cpu.as_secs_f64() * 1e6 / n as f64);
+            let all_cpu = run.replicas_cpu + run.database_cpu.unwrap_or_default() + run.bench_cpu;
             println!(
-                "{count:>8} {:>8.2}s {:>8.2}s {:>5.2}× {:>7.2}× {:>17} {:>15} {:>5} MiB",
+                "{count:>8} {:>8.2}s {:>8.2}s {:>5.2}× {:>7.2}× {:>17} {:>15} {:>5} MiB {:>10} {:>7} {:>7} {:>8.2}s",
                 wall.as_secs_f64(),
                 share.as_secs_f64(),
                 wall.as_secs_f64() / share.as_secs_f64(),
                 alone.as_secs_f64() / wall.as_secs_f64(),
                 statements.map_or("-".into(), per_digest),
                 per_digest(transactions),
-                peak_rss_kib / 1024,
+                run.peak_rss_kib / 1024,
+                micros(run.replicas_cpu),
+                run.database_cpu.map_or("-".into(), micros),
+                micros(run.bench_cpu),
+                all_cpu.as_secs_f64() / cores as f64,
             );
         }
         println!(
             "ideal: one replica's latency bound shared; statements: what the ledger's database \
              ran, each a round trip (pg_stat_statements; - without it); xacts: its \
              transactions (each statement outside one is its own); both with start-up and \
-             shutdown; peak RSS: the largest replica's; target 1.1× the bound"
+             shutdown; peak RSS: the largest replica's; CPU a digest in µs, start-up included: \
+             the replicas', the database server's (- when it is not on this host) and this \
+             process's (simulator and receiver); CPU-bound: all of that CPU spread over this \
+             host's {cores} cores, the least wall time it allows; target 1.1× the bound"
         );
     });
 }
@@ -232,9 +244,22 @@ fn postgres_server() -> Option<String> {
     }
 }
 
+struct ReplicaRun {
+    /// From the firing to the last delivery.
+    wall: Duration,
+    peak_rss_kib: u64,
+    counts: Counts,
+    /// The replicas' CPU, start to exit.
+    replicas_cpu: Duration,
+    /// The database server's CPU meanwhile, when it runs on this host.
+    database_cpu: Option<Duration>,
+    /// This process's: the simulator and the receiver.
+    bench_cpu: Duration,
+}
+
 /// `count` daemons on a fresh database, `n` teams all due at one second: the time from that
-/// second to the last delivery, and the statements the database saw. Every digest arrives
-/// once.
+/// second to the last delivery, the statements the database saw and who used the CPU.
+/// Every digest arrives once.
 async fn replicas(
     count: usize,
     n: usize,
@@ -242,7 +267,7 @@ async fn replicas(
     base_url: &str,
     receiver: &str,
     received: &Received,
-) -> (Duration, u64, Counts) {
+) -> ReplicaRun {
     let database = acquire_digest::db::testing::scratch_database(server)
         .await
         .unwrap();
@@ -268,7 +293,10 @@ async fn replicas(
     }
     std::fs::write(dir.path().join("config.toml"), text).unwrap();
     let before = received.count.load(Ordering::SeqCst);
-    let mut daemons: Vec<_> = (0..count)
+    let postmaster = postmaster_of(&database).await;
+    let database_before = postmaster.map(tree_cpu);
+    let bench_before = own_cpu();
+    let daemons: Vec<_> = (0..count)
         .map(|_| {
             Command::new(BINARY)
                 .args(["run", "--config", "config.toml"])
@@ -301,14 +329,90 @@ async fn replicas(
         .map(|daemon| proc_status_kib(daemon.id(), "VmHWM:"))
         .max()
         .unwrap_or_default();
-    for daemon in &mut daemons {
+    let mut replicas_cpu = Duration::ZERO;
+    for daemon in &daemons {
         // SAFETY: signalling our own child, which has not been reaped.
         unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-        daemon.wait().unwrap();
+        let pid = daemon.id();
+        let (_, usage) = tokio::task::spawn_blocking(move || wait4(pid))
+            .await
+            .unwrap();
+        replicas_cpu += cpu_of(&usage);
     }
+    let bench_cpu = own_cpu() - bench_before;
+    let database_cpu = postmaster
+        .zip(database_before)
+        .map(|(pid, before)| tree_cpu(pid) - before);
     let since_firing = (chrono::Utc::now() - firing).to_std().unwrap();
-    let wall = since_firing.saturating_sub(last.elapsed());
-    (wall, peak_rss_kib, counts(&database).await)
+    ReplicaRun {
+        wall: since_firing.saturating_sub(last.elapsed()),
+        peak_rss_kib,
+        counts: counts(&database).await,
+        replicas_cpu,
+        database_cpu,
+        bench_cpu,
+    }
+}
+
+/// The process id of the PostgreSQL server holding `database`, when it runs on this host: the
+/// parent of a backend's.
+async fn postmaster_of(database: &str) -> Option<u32> {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(database).await.unwrap();
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let parent = fields[1].parse().ok()?;
+    let named = std::fs::read_to_string(format!("/proc/{parent}/comm")).ok()?;
+    (named.trim() == "postgres").then_some(parent)
+}
+
+/// A process's CPU with its children's: those it reaped and those still running (the
+/// server's backends, which come and go with connections).
+fn tree_cpu(pid: u32) -> Duration {
+    let mut cpu = proc_cpu_with_reaped(pid);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        if fields[1] == pid.to_string() {
+            cpu += proc_cpu(child);
+        }
+    }
+    cpu
+}
+
+/// User + system CPU of a live process and of the children it reaped, from /proc/PID/stat.
+fn proc_cpu_with_reaped(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// This process's CPU, every thread's.
+fn own_cpu() -> Duration {
+    // SAFETY: rusage is plain data that getrusage fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer, for this process.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+    cpu_of(&usage)
 }
 
 struct Counts {

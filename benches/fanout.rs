@@ -31,7 +31,7 @@ use acquire_digest::simulator::{self, SimulatorOptions};
 
 #[path = "support/proc.rs"]
 mod proc;
-use proc::{proc_cpu, proc_status_kib};
+use proc::{proc_cpu, proc_status_kib, stat};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_acquire-digest");
 /// `[acquire] concurrency`; `FANOUT_CONCURRENCY=256` for issue 22's 10,000 and 100,000 teams.
@@ -295,7 +295,7 @@ async fn replicas(
     let before = received.count.load(Ordering::SeqCst);
     let postmaster = postmaster_of(&database).await;
     let database_before = postmaster.map(tree_cpu);
-    let bench_before = own_cpu();
+    let bench_before = cpu_used(libc::RUSAGE_SELF);
     let daemons: Vec<_> = (0..count)
         .map(|_| {
             Command::new(BINARY)
@@ -339,7 +339,7 @@ async fn replicas(
             .unwrap();
         replicas_cpu += cpu_of(&usage);
     }
-    let bench_cpu = own_cpu() - bench_before;
+    let bench_cpu = cpu_used(libc::RUSAGE_SELF) - bench_before;
     let database_cpu = postmaster
         .zip(database_before)
         .map(|(pid, before)| tree_cpu(pid) - before);
@@ -363,9 +363,7 @@ async fn postmaster_of(database: &str) -> Option<u32> {
         .fetch_one(&mut connection)
         .await
         .unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-    let parent = fields[1].parse().ok()?;
+    let parent = stat(u32::try_from(backend).ok()?)?.parent;
     let named = std::fs::read_to_string(format!("/proc/{parent}/comm")).ok()?;
     (named.trim() == "postgres").then_some(parent)
 }
@@ -373,46 +371,12 @@ async fn postmaster_of(database: &str) -> Option<u32> {
 /// A process's CPU with its children's: those it reaped and those still running (the
 /// server's backends, which come and go with connections).
 fn tree_cpu(pid: u32) -> Duration {
-    let mut cpu = proc_cpu_with_reaped(pid);
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-        if fields[1] == pid.to_string() {
-            cpu += proc_cpu(child);
-        }
-    }
-    cpu
-}
-
-/// User + system CPU of a live process and of the children it reaped, from /proc/PID/stat.
-fn proc_cpu_with_reaped(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11..15]
-        .iter()
-        .map(|f| f.parse::<u64>().unwrap())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_secs_f64(ticks as f64 / per_second as f64)
-}
-
-/// This process's CPU, every thread's.
-fn own_cpu() -> Duration {
-    // SAFETY: rusage is plain data that getrusage fills in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer, for this process.
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
-    cpu_of(&usage)
+    let server = stat(pid).expect("the database server runs");
+    let children = (std::fs::read_dir("/proc").unwrap().flatten())
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .filter(|child| child.parent == pid);
+    server.cpu + server.reaped + children.map(|child| child.cpu).sum::<Duration>()
 }
 
 struct Counts {
@@ -515,7 +479,7 @@ fn bare_client(base_url: &str, n: usize) -> Run {
             acquire_digest::fetch::Endpoint::ALL.map(|endpoint| (i, endpoint.path()))
         });
         let started = Instant::now();
-        let cpu_before = thread_cpu();
+        let cpu_before = cpu_used(libc::RUSAGE_THREAD);
         runtime.block_on(
             futures::stream::iter(gets)
                 .map(|(i, path)| {
@@ -542,22 +506,20 @@ fn bare_client(base_url: &str, n: usize) -> Run {
         );
         Run {
             wall: started.elapsed(),
-            cpu: thread_cpu() - cpu_before,
+            cpu: cpu_used(libc::RUSAGE_THREAD) - cpu_before,
             peak_rss_kib: 0,
         }
     });
     worker.join().unwrap()
 }
 
-/// The calling thread's CPU time.
-fn thread_cpu() -> Duration {
+/// The CPU of the calling thread (`libc::RUSAGE_THREAD`) or of this whole process
+/// (`libc::RUSAGE_SELF`).
+fn cpu_used(who: libc::c_int) -> Duration {
     // SAFETY: rusage is plain data that getrusage fills in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer, for the calling thread.
-    assert_eq!(
-        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) },
-        0
-    );
+    // SAFETY: a valid pointer, and `who` one of getrusage's own.
+    assert_eq!(unsafe { libc::getrusage(who, &mut usage) }, 0);
     cpu_of(&usage)
 }
 

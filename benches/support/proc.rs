@@ -2,15 +2,40 @@
 
 use std::time::Duration;
 
-/// User + system CPU of a live process, from /proc/PID/stat.
-pub fn proc_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+/// What /proc/PID/stat says of a process.
+#[allow(dead_code, reason = "the scale benchmark reads only the CPU")]
+pub struct Stat {
+    pub parent: u32,
+    /// User + system CPU.
+    pub cpu: Duration,
+    /// User + system CPU of the children it reaped.
+    pub reaped: Duration,
+}
+
+/// None once the process is gone.
+pub fn stat(pid: u32) -> Option<Stat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let number = |i: usize| {
+        fields[i]
+            .parse::<u64>()
+            .expect("a number in /proc/PID/stat")
+    };
     // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks =
+        |a: usize, b: usize| Duration::from_secs_f64((number(a) + number(b)) as f64 / per_second);
+    Some(Stat {
+        parent: u32::try_from(number(1)).expect("a pid"),
+        cpu: ticks(11, 12),
+        reaped: ticks(13, 14),
+    })
+}
+
+/// User + system CPU of a live process.
+pub fn proc_cpu(pid: u32) -> Duration {
+    stat(pid).expect("the process runs").cpu
 }
 
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {

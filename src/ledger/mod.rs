@@ -1040,12 +1040,12 @@ impl Ledger {
             let mut last = last_write.lock().unwrap_or_else(|e| e.into_inner());
             // On PostgreSQL a holder and its heartbeat write on connections of their own, and
             // the earlier write's answer may come in last: a stale guess would cost a read.
-            let older = |(then, _): (DateTime<Utc>, std::time::Instant)| {
-                last.as_ref()
-                    .and_then(|last| last.server_time)
-                    .is_some_and(|(latest, _)| then < latest)
+            let latest = last.as_ref().and_then(|last| last.server_time);
+            let stale = match (written.server_time, latest) {
+                (Some((then, _)), Some((latest, _))) => then < latest,
+                _ => false,
             };
-            if !written.server_time.is_some_and(older) {
+            if !stale {
                 *last = Some(written);
             }
         };

@@ -243,7 +243,6 @@ async fn a_read_only_database_is_waited_out_in_a_few_lines_then_everything_is_de
     daemon.wait_for_log("usable again", SECONDS).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(hooks.seen().len(), 20, "{}", daemon.log());
-    eprintln!("DAEMONLOG\n{}", daemon.log());
     assert_eq!(ready().await.0, 200);
     let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
     let metrics = metrics.text().await.unwrap();

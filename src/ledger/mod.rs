@@ -17,8 +17,10 @@
 //! The rules live here once, as functions of a row and the time ([`take`], [`expire`],
 //! [`fenced`]); [`Ledger::update`] reads a row, runs one of them on it and writes back what
 //! it returns only if the row is still as it was read, in either database ([`crate::db`]).
-//! Two statements a change in the usual case, and no lock held between them: a process that
-//! loses the race reads again and runs the rule on what the winner wrote.
+//! No lock is held between the read and the write: a process that loses the race reads again
+//! and runs the rule on what the winner wrote. Where the row can be guessed (none yet, for a
+//! new digest's lease; the row as a holder last wrote it) the guess stands in for the read,
+//! so the usual change is one statement.
 
 pub mod owed;
 #[cfg(test)]
@@ -973,12 +975,19 @@ impl Ledger {
         let work = async {
             let mut connection = db.writing().await.map_err(|e| causes(&e))?;
             let mut answer = None;
+            let creates = reach == Reach::Lease;
             let mut written = self
-                .swap(&mut connection, key, last_write, &mut |record, now| {
-                    let (write, said) = change(record, now);
-                    answer = Some(said);
-                    write
-                })
+                .swap(
+                    &mut connection,
+                    key,
+                    creates,
+                    last_write,
+                    &mut |record, now| {
+                        let (write, said) = change(record, now);
+                        answer = Some(said);
+                        write
+                    },
+                )
                 .await?;
             while let Some((record, true)) = &written {
                 let Some(token) = record
@@ -990,7 +999,7 @@ impl Ledger {
                 };
                 let renew =
                     &mut |record, now| fenced(record, &token, "", &Fenced::Renew, now, now + ttl).0;
-                written = self.swap(&mut connection, key, last_write, renew).await?;
+                written = (self.swap(&mut connection, key, false, last_write, renew)).await?;
                 if written.is_none() {
                     return Err("answered too slowly to keep the lease just written, which is no longer this process's (another took the digest over, or it was given up or finished); nothing is posted under it".to_owned());
                 }
@@ -1015,10 +1024,16 @@ impl Ledger {
     /// PostgreSQL's time is the server's as of the last write plus the time since: a guess
     /// the holder's rules judge only by owner, so it stamps `delivered_at` and nothing else;
     /// the lease itself is timed by the server as it writes.
+    ///
+    /// A lease (`creates`) guesses that there is no row yet, as there is none the first time
+    /// a digest is due: it inserts one, which applies only if there is still none, and reads
+    /// the row only when there is one (PostgreSQL returns it from the insert). A new digest's
+    /// lease is one statement, and so is a replica's finding that another holds it.
     async fn swap(
         &self,
         connection: &mut sqlx::AnyConnection,
         key: &Key,
+        creates: bool,
         last_write: Option<&LastWrite>,
         change: &mut (dyn FnMut(Option<Record>, DateTime<Utc>) -> Option<Record> + Send),
     ) -> Result<Option<(Record, bool)>, String> {
@@ -1028,10 +1043,9 @@ impl Ledger {
         let db = &self.inner.db;
         let sql = |e: sqlx::Error| causes(&e);
         let keyed = |text: &'static str| bind_key(sqlx::query(text), key);
-        let (read, unchanged, insert): (&'static str, &'static str, &'static str) = match db.dialect
-        {
-            Dialect::Sqlite => (&READ_SQLITE, &UNCHANGED_SQLITE, &INSERT_SQLITE),
-            Dialect::Postgres => (&READ_POSTGRES, &UNCHANGED_POSTGRES, &INSERT_POSTGRES),
+        let (read, unchanged): (&'static str, &'static str) = match db.dialect {
+            Dialect::Sqlite => (&READ_SQLITE, &UNCHANGED_SQLITE),
+            Dialect::Postgres => (&READ_POSTGRES, &UNCHANGED_POSTGRES),
         };
         let remember = |written: Written| {
             let Some(last_write) = last_write else {
@@ -1069,14 +1083,23 @@ impl Ledger {
                 }
             }
         }
+        // The row as the last statement saw it, when that statement said (Some), so the next
+        // round need not read it. A lease's row is usually new (nothing made it but a lease of
+        // the same digest): it writes before it reads, and a row already there is read after.
+        let mut seen: Option<Option<sqlx::any::AnyRow>> = creates.then_some(None);
         for _ in 0..RACES {
             let started = std::time::Instant::now();
             let process_now = self.inner.clock.now();
-            let mut query = keyed(read);
-            if db.dialect.binds_now() {
-                query = query.bind(process_now.timestamp_millis());
-            }
-            let found = query.fetch_optional(&mut *connection).await.map_err(sql)?;
+            let found = match seen.take() {
+                Some(found) => found,
+                None => {
+                    let mut query = keyed(read);
+                    if db.dialect.binds_now() {
+                        query = query.bind(process_now.timestamp_millis());
+                    }
+                    query.fetch_optional(&mut *connection).await.map_err(sql)?
+                }
+            };
             let (record, now) = match &found {
                 Some(row) => {
                     let now = row.try_get::<i64, _>(COLUMN_COUNT).map_err(sql)?;
@@ -1091,14 +1114,20 @@ impl Ledger {
             let Some(mut write) = change(record, now) else {
                 return Ok(None);
             };
-            let query = match &found {
-                None => bind_record(keyed(insert), &write),
-                Some(row) => bind_as_read(bind_record(keyed(unchanged), &write), row)?,
+            let outcome = match &found {
+                None => self.insert(connection, key, &mut write).await?,
+                Some(row) => {
+                    let query = bind_as_read(bind_record(keyed(unchanged), &write), row)?;
+                    (self.apply(connection, query, &mut write).await?).ok_or(None)
+                }
             };
-            if let Some(written) = self.apply(connection, query, &mut write).await? {
-                remember(written);
-                let late = started.elapsed() > self.inner.ttl / 8;
-                return Ok(Some((write, late)));
+            match outcome {
+                Ok(written) => {
+                    remember(written);
+                    let late = started.elapsed() > self.inner.ttl / 8;
+                    return Ok(Some((write, late)));
+                }
+                Err(there) => seen = there.map(Some),
             }
         }
         Err(format!(
@@ -1124,21 +1153,40 @@ impl Ledger {
             };
             return Ok((done.rows_affected() == 1).then_some(written));
         }
-        let ttl = i64::try_from(self.inner.ttl.as_millis()).unwrap_or(i64::MAX);
-        let query = query.bind(ttl);
+        let query = query.bind(self.ttl_ms());
         let Some(row) = query.fetch_optional(&mut *connection).await.map_err(sql)? else {
             return Ok(None);
         };
-        let answered = std::time::Instant::now();
-        let until = row.try_get::<Option<i64>, _>(0).map_err(sql)?;
-        record.entry.leased_until = until.and_then(DateTime::from_timestamp_millis);
-        let then = row.try_get::<i64, _>(1).map_err(sql)?;
-        let then = DateTime::from_timestamp_millis(then)
-            .ok_or_else(|| format!("the database's clock reads {then} ms, out of range"))?;
-        Ok(Some(Written {
-            record: as_stored(record),
-            server_time: Some((then, answered)),
-        }))
+        written_by_server(&row, (0, 1), record).map(Some)
+    }
+
+    /// Writes a new row of `record` (a lease's: only a lease makes a row), unless there is one
+    /// by now. Else on PostgreSQL the row that is there, read in the same round trip, as a
+    /// replica that finds the digest taken needs it; None when it must be read (on SQLite, and
+    /// on PostgreSQL when the other writer committed after the statement began).
+    async fn insert(
+        &self,
+        connection: &mut sqlx::AnyConnection,
+        key: &Key,
+        record: &mut Record,
+    ) -> Result<Result<Written, Option<sqlx::any::AnyRow>>, String> {
+        let sql = |e: sqlx::Error| causes(&e);
+        if self.inner.db.dialect == Dialect::Sqlite {
+            let query = bind_record(bind_key(sqlx::query(&INSERT_SQLITE), key), record);
+            return Ok(self.apply(connection, query, record).await?.ok_or(None));
+        }
+        let query = bind_record(bind_key(sqlx::query(&INSERT_OR_READ_POSTGRES), key), record);
+        let query = query.bind(self.ttl_ms());
+        match query.fetch_optional(&mut *connection).await.map_err(sql)? {
+            Some(row) if row.try_get::<bool, _>(COLUMN_COUNT + 1).map_err(sql)? => {
+                written_by_server(&row, (lease_until_column(), COLUMN_COUNT), record).map(Ok)
+            }
+            there => Ok(Err(there)),
+        }
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.inner.ttl.as_millis()).unwrap_or(i64::MAX)
     }
 
     async fn fenced(
@@ -1187,7 +1235,7 @@ static READ_POSTGRES: LazyLock<String> = LazyLock::new(|| read(Dialect::Postgres
 static UNCHANGED_SQLITE: LazyLock<String> = LazyLock::new(|| unchanged(Dialect::Sqlite));
 static UNCHANGED_POSTGRES: LazyLock<String> = LazyLock::new(|| unchanged(Dialect::Postgres));
 static INSERT_SQLITE: LazyLock<String> = LazyLock::new(|| insert(Dialect::Sqlite));
-static INSERT_POSTGRES: LazyLock<String> = LazyLock::new(|| insert(Dialect::Postgres));
+static INSERT_OR_READ_POSTGRES: LazyLock<String> = LazyLock::new(insert_or_read);
 
 /// On PostgreSQL, whose clock judges leases, a write times the lease it writes by the server's
 /// clock (a lease runs the ttl, the last parameter, from the write) and returns it with the
@@ -1211,16 +1259,48 @@ fn lease_until_column() -> usize {
 /// A new row, unless one is there by now. Only a lease makes a row.
 fn insert(dialect: Dialect) -> String {
     let mut values: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("${i}")).collect();
-    let mut returning = String::new();
     if dialect == Dialect::Postgres {
         let until = lease_until_column();
         values[until] = timed_by_server(until + 1, COLUMN_COUNT + 1);
-        returning = returning_lease_and_time();
     }
     format!(
-        "INSERT INTO digests ({COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING{returning}",
+        "INSERT INTO digests ({COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING",
         values.join(", ")
     )
+}
+
+/// On PostgreSQL, an [`insert`] that, when the row is there, returns it instead: its columns
+/// and the time as [`read`] gives them, then whether it was written. Rows a statement
+/// inserts are not among those it reads, so it returns one row, or none when another
+/// writer's row was committed after it began.
+fn insert_or_read() -> String {
+    let now = Dialect::Postgres.now_ms(0);
+    format!(
+        "WITH inserted AS ({} RETURNING {COLUMNS}) \
+         SELECT {COLUMNS}, {now}, true FROM inserted \
+         UNION ALL SELECT {COLUMNS}, {now}, false FROM digests WHERE {KEY}",
+        insert(Dialect::Postgres)
+    )
+}
+
+/// A row PostgreSQL wrote, from its answer's lease and time at `(until, now)`: `record`
+/// takes the lease the server timed.
+fn written_by_server(
+    row: &sqlx::any::AnyRow,
+    (until, now): (usize, usize),
+    record: &mut Record,
+) -> Result<Written, String> {
+    let answered = std::time::Instant::now();
+    let sql = |e: sqlx::Error| causes(&e);
+    let until = row.try_get::<Option<i64>, _>(until).map_err(sql)?;
+    record.entry.leased_until = until.and_then(DateTime::from_timestamp_millis);
+    let then = row.try_get::<i64, _>(now).map_err(sql)?;
+    let then = DateTime::from_timestamp_millis(then)
+        .ok_or_else(|| format!("the database's clock reads {then} ms, out of range"))?;
+    Ok(Written {
+        record: as_stored(record),
+        server_time: Some((then, answered)),
+    })
 }
 
 /// The row of [`KEY`] as stored, and the time leases are judged by.

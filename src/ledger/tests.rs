@@ -1412,8 +1412,9 @@ async fn a_pass_reads_its_teams_rows_and_older_ones_only_if_pending(fx: Fixture)
 }
 
 /// PostgreSQL plans a statement a connection runs again and again once, and keeps that plan:
-/// made while the ledger was new and empty, it must still find one digest by its team, not walk
-/// every team's row of its day (286 µs a read at 20,000 teams, and growing with them).
+/// made while the ledger was new and empty, a read of one digest (the read, and a lease's
+/// insert that reads the row there) must still find it by its team, not walk every team's row
+/// of its day (286 µs a read at 20,000 teams, and growing with them).
 #[tokio::test]
 async fn reading_one_digest_planned_on_an_empty_ledger_stays_a_lookup_by_team() {
     use sqlx::Connection;
@@ -1424,12 +1425,17 @@ async fn reading_one_digest_planned_on_an_empty_ledger_stays_a_lookup_by_team() 
     let location = StateStore::Postgres(DatabaseUrl::parse(&scratch).unwrap());
     drop(Ledger::open(&location, WallClock::new()).await.unwrap());
     let mut connection = sqlx::PgConnection::connect(&scratch).await.unwrap();
-    // The plan made without the values, as the server keeps after a statement's fifth run,
-    // made now, on the empty table.
+    // The plans made without the values, as the server keeps after a statement's fifth run,
+    // made now, on the empty table: of the read, and of a lease's insert that reads the row
+    // when it is there.
     let prepare = format!(
-        "SET plan_cache_mode = force_generic_plan; PREPARE one(text, text, text, text) AS {};
-         EXECUTE one('team-0', '2026-07-15', '2026-07-15', 'slack');",
-        *READ_POSTGRES
+        "SET plan_cache_mode = force_generic_plan;
+         PREPARE one(text, text, text, text) AS {};
+         EXECUTE one('team-0', '2026-07-15', '2026-07-15', 'slack');
+         PREPARE taken AS {};
+         EXECUTE taken('team-0', '2026-07-15', '2026-07-15', 'slack', 'pending', 0, 0, NULL,
+             NULL, NULL, NULL, 'token', 1, 0, 0, NULL, 90000);",
+        *READ_POSTGRES, *INSERT_OR_READ_POSTGRES
     );
     sqlx::raw_sql(&prepare)
         .execute(&mut connection)
@@ -1439,16 +1445,21 @@ async fn reading_one_digest_planned_on_an_empty_ledger_stays_a_lookup_by_team() 
         SELECT 'team-' || i, '2026-07-15', '2026-07-15', 'slack', 'delivered'
         FROM generate_series(1, 2000) i";
     sqlx::raw_sql(day).execute(&mut connection).await.unwrap();
-    let explain = "EXPLAIN EXECUTE one('team-7', '2026-07-15', '2026-07-15', 'slack')";
-    let plan: Vec<String> = sqlx::query_scalar(explain)
-        .fetch_all(&mut connection)
-        .await
-        .unwrap();
-    let looked_up_by = plan.iter().find(|line| line.contains("Index Cond"));
-    assert!(
-        looked_up_by.is_some_and(|condition| condition.contains("team = $1")),
-        "{plan:#?}"
-    );
+    for explain in [
+        "EXPLAIN EXECUTE one('team-7', '2026-07-15', '2026-07-15', 'slack')",
+        "EXPLAIN EXECUTE taken('team-7', '2026-07-15', '2026-07-15', 'slack', 'pending', 0, 0,
+             NULL, NULL, NULL, NULL, 'token', 1, 0, 0, NULL, 90000)",
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(explain)
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+        let looked_up_by = plan.iter().find(|line| line.contains("Index Cond"));
+        assert!(
+            looked_up_by.is_some_and(|condition| condition.contains("team = $1")),
+            "{plan:#?}"
+        );
+    }
 }
 
 /// A connection to the database at `url` that can count its statements; None outside CI
@@ -1508,15 +1519,36 @@ async fn a_holder_on_postgresql_writes_without_reading_the_row_again() {
         "SELECT lease_until, lease_until - {} FROM digests",
         crate::db::Dialect::Postgres.now_ms(0)
     );
-    let before = statements_like(&mut stats, &keyed_reads).await;
+    let inserts = "WITH inserted AS (INSERT INTO digests ";
+    let reads = statements_like(&mut stats, &keyed_reads).await;
+    let inserted = statements_like(&mut stats, inserts).await;
     let key = key("slack");
     let Claim::Leased(held) = lease(&ledger, &key, Requester::Daemon).await else {
         panic!("a lease of {key}")
     };
     // Heartbeats renew from here on, every quarter of the ttl.
     let leased = tokio::time::Instant::now();
-    let reads = statements_like(&mut stats, &keyed_reads).await;
-    assert_eq!(reads, before + 1, "the lease reads the row once");
+    assert_eq!(
+        (
+            statements_like(&mut stats, &keyed_reads).await,
+            statements_like(&mut stats, inserts).await
+        ),
+        (reads, inserted + 1),
+        "a new row's lease is one statement, its insert"
+    );
+    // Another replica finds the digest taken by that same one statement, with no read.
+    let replica = fx.open().await;
+    let Claim::Busy(_) = lease(&replica, &key, Requester::Daemon).await else {
+        panic!("another replica's lease of {key} finds it taken")
+    };
+    assert_eq!(
+        (
+            statements_like(&mut stats, &keyed_reads).await,
+            statements_like(&mut stats, inserts).await
+        ),
+        (reads, inserted + 2),
+        "a taken digest's lease is one statement too"
+    );
     let writes_before = statements_like(&mut stats, writes).await;
 
     let (until_by_lease, _): (i64, i64) = sqlx::query_as(&lease_now)

@@ -32,7 +32,8 @@ pub mod testing;
 const CALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// Each database's migrations, in the binary: `migrations/` for both, `migrations/sqlite/`
-/// for SQLite's own. Embedded by hand rather than by `migrate!`, whose proc macro would build
+/// and `migrations/postgres/` for each one's own (a change written in each dialect, such as a
+/// trigger, has one version in both). Embedded by hand rather than by `migrate!`, whose proc macro would build
 /// SQLite and both drivers a second time; a test checks this list against the folders.
 const LEDGER: (i64, &str, &str) = (1, "ledger", include_str!("../../migrations/1_ledger.sql"));
 const HISTORY: (i64, &str, &str) = (2, "history", include_str!("../../migrations/2_history.sql"));
@@ -67,8 +68,24 @@ const SQLITE: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/6_digests_by_team.sql"),
     ),
     DAY_INDEX,
+    (
+        8,
+        "last_deliveries",
+        include_str!("../../migrations/sqlite/8_last_deliveries.sql"),
+    ),
 ];
-const POSTGRES: &[(i64, &str, &str)] = &[LEDGER, HISTORY, WATERMARKS, INSIGHTS, DAY_INDEX];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    LEDGER,
+    HISTORY,
+    WATERMARKS,
+    INSIGHTS,
+    DAY_INDEX,
+    (
+        8,
+        "last_deliveries",
+        include_str!("../../migrations/postgres/8_last_deliveries.sql"),
+    ),
+];
 
 /// How the two databases differ, and nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -529,18 +546,27 @@ mod tests {
         };
         let mut on_disk = files(&root);
         on_disk.extend(files(&root.join("sqlite")));
+        on_disk.extend(files(&root.join("postgres")));
         on_disk.sort();
-        let mut embedded: Vec<String> = SQLITE
-            .iter()
-            .map(|(version, name, _)| {
-                let shared = POSTGRES.iter().any(|(v, _, _)| v == version);
-                let folder = if shared { "" } else { "sqlite/" };
-                format!("{folder}{version}_{name}.sql")
-            })
-            .collect();
+        let folder = |migration, other: &[(i64, &str, &str)], own| {
+            if other.contains(migration) { "" } else { own }
+        };
+        let mut embedded: Vec<String> =
+            (SQLITE.iter().map(|m| (m, folder(m, POSTGRES, "sqlite/"))))
+                .chain(POSTGRES.iter().map(|m| (m, folder(m, SQLITE, "postgres/"))))
+                .map(|((version, name, _), folder)| format!("{folder}{version}_{name}.sql"))
+                .collect();
         embedded.sort();
+        embedded.dedup();
         assert_eq!(on_disk, embedded);
-        assert!(POSTGRES.iter().all(|migration| SQLITE.contains(migration)));
+        // Each version means one change of the schema, in either dialect.
+        for (version, name, _) in POSTGRES {
+            let same = SQLITE.iter().find(|m| m.0 == *version);
+            assert!(
+                same.is_none_or(|m| m.1 == *name),
+                "{version}_{name}: SQLite's {version} is another change"
+            );
+        }
     }
 
     /// Every column of every row, as text, and the table's definition.
@@ -562,6 +588,45 @@ mod tests {
             .await
             .unwrap();
         (rows, table)
+    }
+
+    /// A ledger from before migration 8 starts with each webhook's last delivery as its
+    /// digests say, which until then every start read from them.
+    #[tokio::test]
+    async fn upgrading_a_ledger_keeps_each_webhooks_last_delivery() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let before_8 = AnyPoolOptions::new()
+            .connect(&testing::sqlite_file_url(&path))
+            .await
+            .unwrap();
+        let earlier = &SQLITE[..SQLITE.iter().position(|m| m.0 == 8).unwrap()];
+        let migrator = Migrator::new(Embedded(earlier)).await.unwrap();
+        migrator.run(&before_8).await.unwrap();
+        sqlx::query(
+            "INSERT INTO digests (team, first_day, last_day, webhook, state, delivered_at) VALUES
+                ('apac', '2026-03-28', '2026-03-28', 'slack', 'delivered', 1774771200),
+                ('apac', '2026-03-29', '2026-03-29', 'slack', 'delivered', 1774857600),
+                ('apac', '2026-03-30', '2026-03-30', 'slack', 'pending', NULL),
+                ('apac', '2026-03-29', '2026-03-29', 'generic', 'refused', NULL),
+                ('emea', '2026-03-29', '2026-03-29', 'slack', 'delivered', 1774800000)",
+        )
+        .execute(&before_8)
+        .await
+        .unwrap();
+        before_8.close().await;
+
+        let db = Db::open(&StateStore::Sqlite(path), Access::Write)
+            .await
+            .unwrap();
+        let last: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT team, webhook, delivered_at FROM last_deliveries ORDER BY team")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        let row = |team: &str, at| (team.to_owned(), "slack".to_owned(), at);
+        assert_eq!(last, [row("apac", 1774857600), row("emea", 1774800000)]);
     }
 
     #[tokio::test]

@@ -165,6 +165,7 @@ on_both_stores!(
     a_digest_waiting_for_data_is_pending_unleased_and_remembers_its_read,
     totals_are_kept_by_exact_window_and_provisional_ones_are_not_trusted,
     a_pass_reads_its_teams_rows_and_older_ones_only_if_pending,
+    each_webhooks_last_delivery_is_kept_as_deliveries_are_recorded,
 );
 
 fn not_delivered() -> Posted {
@@ -683,6 +684,46 @@ async fn a_skipped_digest_is_settled_for_all_but_a_forced_admin(fx: Fixture) {
         lease(&reopened, &slack, Requester::Admin { force: true }).await,
         Claim::Leased(_)
     ));
+}
+
+/// A digest leased and delivered now: when the ledger says it was.
+async fn delivered(fx: &Fixture, ledger: &Ledger, key: &Key) -> DateTime<Utc> {
+    let Claim::Leased(held) = lease(ledger, key, Requester::Daemon).await else {
+        panic!("a lease of {key}")
+    };
+    held.finish(Finish::Posted(Posted::Delivered, fx.clock.now()))
+        .await
+        .unwrap();
+    let entry = entry(ledger, key).await.unwrap();
+    entry.delivered_at.expect("delivered")
+}
+
+/// What a daemon's metrics start from: each webhook's latest delivery, kept as deliveries are
+/// recorded by any process, and nothing for a webhook never delivered to.
+async fn each_webhooks_last_delivery_is_kept_as_deliveries_are_recorded(fx: Fixture) {
+    let (ledger, other) = (fx.open().await, fx.open().await);
+    assert!(ledger.last_deliveries().await.unwrap().is_empty());
+    let first = delivered(&fx, &ledger, &key("slack")).await;
+    tried_once(&fx, &ledger, &key("generic")).await;
+    let slack = |at| vec![("apac".to_owned(), "slack".to_owned(), at)];
+    assert_eq!(ledger.last_deliveries().await.unwrap(), slack(first));
+    // Times are kept in seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let weekend = Span {
+        first: "2021-03-16".parse().unwrap(),
+        last: "2021-03-18".parse().unwrap(),
+    };
+    let later = delivered(&fx, &other, &Key::new("apac", weekend, "slack")).await;
+    assert!(later > first);
+    assert_eq!(ledger.last_deliveries().await.unwrap(), slack(later));
+    // A delivery recorded last with an earlier time (a clock behind) leaves the latest one.
+    let behind = later.timestamp() - 600;
+    fx.tamper(&format!(
+        "UPDATE digests SET delivered_at = {behind}
+         WHERE team = 'apac' AND webhook = 'slack' AND first_day = '2021-03-18'"
+    ))
+    .await;
+    assert_eq!(ledger.last_deliveries().await.unwrap(), slack(later));
 }
 
 async fn spans_and_webhooks_key_entries_apart(fx: Fixture) {

@@ -7,7 +7,8 @@
 //! 1. The reconciler: a SQLite ledger holding a week of every team's digests; the first pass
 //!    after a restart, then a simulated day of passes, one a minute and one after each
 //!    minute's deliveries (written as a delivery writes them).
-//! 2. `check`, `run`'s start-up (until /-/ready answers) and its idle RSS above a one-team
+//! 2. `check`, `run`'s start-up (until /-/ready answers) on a new ledger and on one holding
+//!    `LEDGER_DAYS` (7) days of every team's digests, and its idle RSS above a one-team
 //!    daemon's.
 //!
 //! Under `cargo test` (no `--bench`) it runs at 300 teams, so CI keeps it working. Linux only:
@@ -213,6 +214,10 @@ async fn operations(binary: &str, which: &str, teams: usize, idle: Duration) {
     let check_wall = started.elapsed();
     assert!(check.success(), "{which}: check failed");
     let (ready, settled, spent, busy) = settle(binary, dir.path(), idle).await;
+    let days =
+        std::env::var("LEDGER_DAYS").map_or(7, |n| n.parse().expect("LEDGER_DAYS: a number"));
+    let rows = fill(&dir.path().join("ledger.db"), teams, days).await;
+    let (full_ready, full_settled, _, _) = settle(binary, dir.path(), Duration::ZERO).await;
     let one = tempfile::tempdir().unwrap();
     std::fs::write(
         one.path().join("config.toml"),
@@ -233,11 +238,55 @@ async fn operations(binary: &str, which: &str, teams: usize, idle: Duration) {
         spent.as_secs_f64()
     );
     println!(
+        "  run, start-up:       {:>8.2} s   to ready, {:.2} s to the end of its first pass, with {days} days of every team's digests in the ledger ({rows} rows)",
+        full_ready.as_secs_f64(),
+        full_settled.as_secs_f64(),
+    );
+    println!(
         "  idle RSS:            {:>8} MiB ({:.2} KiB a team above a one-team daemon's {} MiB; before: 7 KiB a team at 10,000; target 2 KiB and 250 MiB at 100,000)",
         busy / 1024,
         per_team,
         empty / 1024
     );
+}
+
+/// Writes `days` days before today of every team's digests into the ledger at `path` (made
+/// by the binary under test, at its own schema version), as delivered, and each webhook's last
+/// delivery where the schema keeps it apart: the ledger of a daemon that has run that long.
+/// How many rows the ledger then holds.
+async fn fill(path: &Path, teams: usize, days: usize) -> i64 {
+    let mut ledger = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let every = format!(
+        "WITH RECURSIVE t(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM t WHERE i < {teams} - 1),
+             d(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM d WHERE n < {days})
+         INSERT OR IGNORE INTO digests (team, first_day, last_day, webhook, state, attempts,
+             delivered_at, posts)
+         SELECT 'team-' || i, date('now', '-' || n || ' days'), date('now', '-' || n || ' days'),
+             'generic', 'delivered', 1, CAST(strftime('%s', 'now', '-' || n || ' days') AS INTEGER), 1
+         FROM t, d ORDER BY 1, 2"
+    );
+    sqlx::query(&every).execute(&mut ledger).await.unwrap();
+    let kept_apart: bool =
+        sqlx::query_scalar("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'last_deliveries'")
+            .fetch_one(&mut ledger)
+            .await
+            .unwrap();
+    if kept_apart {
+        sqlx::query(
+            "INSERT OR REPLACE INTO last_deliveries (team, webhook, delivered_at)
+             SELECT team, webhook, max(delivered_at) FROM digests
+             WHERE delivered_at IS NOT NULL GROUP BY team, webhook",
+        )
+        .execute(&mut ledger)
+        .await
+        .unwrap();
+    }
+    sqlx::query_scalar("SELECT count(*) FROM digests")
+        .fetch_one(&mut ledger)
+        .await
+        .unwrap()
 }
 
 /// Starts `run`, waits until it says ready on the port it logs, lets it idle, and returns

@@ -317,7 +317,12 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
             _ => None,
         };
         match code.map(|c| c & 0xff) {
-            Some(11 | 26) => format!("is damaged ({}); {AFRESH}", causes(&e)),
+            Some(11) => format!("is damaged ({}); {AFRESH}", causes(&e)),
+            // Most likely another file named by mistake, which deleting would lose.
+            Some(26) => format!(
+                "is not a SQLite database ({}): check [state] path; if it is the ledger, it is damaged: {AFRESH}",
+                causes(&e)
+            ),
             _ => format!("cannot be used ({}); {LEFT_AS_IT_IS}", causes(&e)),
         }
     };
@@ -367,7 +372,9 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
     let mut first = <AnyConnection as sqlx::Connection>::connect_with(&options)
         .await
         .map_err(damaged)?;
-    let schema = first.execute("SELECT count(*) FROM sqlite_master").await;
+    let schema = first
+        .execute("PRAGMA busy_timeout = 10000; SELECT count(*) FROM sqlite_master")
+        .await;
     let _ = sqlx::Connection::close(first).await;
     schema.map_err(damaged)?;
     let pool = pool(4, Dialect::Sqlite)

@@ -939,6 +939,19 @@ async fn an_empty_damaged_or_foreign_sqlite_ledger_is_refused_not_started_afresh
         "{err}"
     );
 
+    // A file that isn't SQLite at all is most likely the wrong path: not "delete it" first.
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[acquire]\nbase_url = \"https://example.com\"\n".repeat(200),
+    )
+    .unwrap();
+    let err = open(config).await;
+    assert!(
+        err.contains("not a SQLite database") && err.contains("check [state] path"),
+        "{err}"
+    );
+
     let foreign = dir.path().join("foreign.db");
     let url = sqlite_file_url(&foreign);
     execute_at(&url, "CREATE TABLE notes (x)").await.unwrap();

@@ -31,7 +31,7 @@ use acquire_digest::simulator::{self, SimulatorOptions};
 
 #[path = "support/proc.rs"]
 mod proc;
-use proc::{proc_cpu, proc_status_kib, stat};
+use proc::{cpu_of, cpu_used, proc_cpu, proc_status_kib, stat};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_acquire-digest");
 /// `[acquire] concurrency`; `FANOUT_CONCURRENCY=256` for issue 22's 10,000 and 100,000 teams.
@@ -513,16 +513,6 @@ fn bare_client(base_url: &str, n: usize) -> Run {
     worker.join().unwrap()
 }
 
-/// The CPU of the calling thread (`libc::RUSAGE_THREAD`) or of this whole process
-/// (`libc::RUSAGE_SELF`).
-fn cpu_used(who: libc::c_int) -> Duration {
-    // SAFETY: rusage is plain data that getrusage fills in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer, and `who` one of getrusage's own.
-    assert_eq!(unsafe { libc::getrusage(who, &mut usage) }, 0);
-    cpu_of(&usage)
-}
-
 struct Run {
     wall: Duration,
     cpu: Duration,
@@ -600,13 +590,6 @@ fn wait4(pid: u32) -> (i32, libc::rusage) {
     let reaped = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
     assert_eq!(reaped, pid as i32, "wait4 failed");
     (status, usage)
-}
-
-fn cpu_of(usage: &libc::rusage) -> Duration {
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 fn machine() -> String {

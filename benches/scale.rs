@@ -26,7 +26,7 @@ use sqlx::Connection;
 
 #[path = "support/proc.rs"]
 mod proc;
-use proc::{proc_cpu, proc_status_kib};
+use proc::{cpu_used, proc_cpu, proc_status_kib};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_acquire-digest");
 const ZONES: [&str; 4] = [
@@ -109,17 +109,17 @@ async fn reconciler(teams: usize) {
     .await
     .unwrap();
 
-    let started = cpu();
+    let started = cpu_used(libc::RUSAGE_SELF);
     let (due, _) = reconciler.pass(now).await.unwrap();
-    let first = cpu() - started;
+    let first = cpu_used(libc::RUSAGE_SELF) - started;
     assert!(due.is_empty(), "a week delivered leaves nothing due");
     let mut passes = Vec::new();
     let mut delivered = 0;
     for minute in 1..=24 * 60 {
         let at = now + chrono::Duration::minutes(minute);
-        let started = cpu();
+        let started = cpu_used(libc::RUSAGE_SELF);
         let (due, _) = reconciler.pass(at).await.unwrap();
-        passes.push(cpu() - started);
+        passes.push(cpu_used(libc::RUSAGE_SELF) - started);
         if due.is_empty() {
             continue;
         }
@@ -137,9 +137,9 @@ async fn reconciler(teams: usize) {
         for d in &due {
             reconciler.ended(&d.team);
         }
-        let started = cpu();
+        let started = cpu_used(libc::RUSAGE_SELF);
         let (again, _) = reconciler.pass(at).await.unwrap();
-        passes.push(cpu() - started);
+        passes.push(cpu_used(libc::RUSAGE_SELF) - started);
         assert!(again.is_empty(), "a delivered digest is not due again");
     }
     // Each team fires once in the day, but a week's rows already hold the day before's.
@@ -251,9 +251,9 @@ async fn operations(binary: &str, which: &str, teams: usize, idle: Duration) {
 }
 
 /// Writes `days` days before today of every team's digests into the ledger at `path` (made
-/// by the binary under test, at its own schema version), as delivered, and each webhook's last
-/// delivery where the schema keeps it apart: the ledger of a daemon that has run that long.
-/// How many rows the ledger then holds.
+/// by the binary under test, at its own schema version), then marks them delivered as a
+/// delivery does, with an update (which keeps each webhook's last delivery, where the schema
+/// keeps it apart): the ledger of a daemon that has run that long. How many rows it then holds.
 async fn fill(path: &Path, teams: usize, days: usize) -> i64 {
     let mut ledger = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
@@ -261,28 +261,15 @@ async fn fill(path: &Path, teams: usize, days: usize) -> i64 {
     let every = format!(
         "WITH RECURSIVE t(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM t WHERE i < {teams} - 1),
              d(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM d WHERE n < {days})
-         INSERT OR IGNORE INTO digests (team, first_day, last_day, webhook, state, attempts,
-             delivered_at, posts)
+         INSERT OR IGNORE INTO digests (team, first_day, last_day, webhook, state)
          SELECT 'team-' || i, date('now', '-' || n || ' days'), date('now', '-' || n || ' days'),
-             'generic', 'delivered', 1, CAST(strftime('%s', 'now', '-' || n || ' days') AS INTEGER), 1
-         FROM t, d ORDER BY 1, 2"
+             'generic', 'pending'
+         FROM t, d ORDER BY 1, 2;
+         UPDATE digests SET state = 'delivered', attempts = 1, posts = 1,
+             delivered_at = CAST(strftime('%s', last_day, '+14 hours') AS INTEGER)
+         WHERE state = 'pending';"
     );
-    sqlx::query(&every).execute(&mut ledger).await.unwrap();
-    let kept_apart: bool =
-        sqlx::query_scalar("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'last_deliveries'")
-            .fetch_one(&mut ledger)
-            .await
-            .unwrap();
-    if kept_apart {
-        sqlx::query(
-            "INSERT OR REPLACE INTO last_deliveries (team, webhook, delivered_at)
-             SELECT team, webhook, max(delivered_at) FROM digests
-             WHERE delivered_at IS NOT NULL GROUP BY team, webhook",
-        )
-        .execute(&mut ledger)
-        .await
-        .unwrap();
-    }
+    sqlx::raw_sql(&every).execute(&mut ledger).await.unwrap();
     sqlx::query_scalar("SELECT count(*) FROM digests")
         .fetch_one(&mut ledger)
         .await
@@ -349,17 +336,6 @@ fn listening(line: &str) -> Option<String> {
         .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
         .collect();
     Some(address)
-}
-
-fn cpu() -> Duration {
-    // SAFETY: rusage is plain data that getrusage fills in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer for the call.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -47,3 +47,20 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|kib| kib.parse().ok())
         .unwrap()
 }
+
+/// The CPU of the calling thread (`libc::RUSAGE_THREAD`) or of this whole process
+/// (`libc::RUSAGE_SELF`).
+pub fn cpu_used(who: libc::c_int) -> Duration {
+    // SAFETY: rusage is plain data that getrusage fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer, and `who` one of getrusage's own.
+    assert_eq!(unsafe { libc::getrusage(who, &mut usage) }, 0);
+    cpu_of(&usage)
+}
+
+pub fn cpu_of(usage: &libc::rusage) -> Duration {
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}

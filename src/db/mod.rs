@@ -53,6 +53,11 @@ const DAY_INDEX: (i64, &str, &str) = (
     "day_index_narrowed_by_team",
     include_str!("../../migrations/7_day_index_narrowed_by_team.sql"),
 );
+const LAST_DELIVERIES: (i64, &str, &str) = (
+    8,
+    "last_deliveries",
+    include_str!("../../migrations/8_last_deliveries.sql"),
+);
 const SQLITE: &[(i64, &str, &str)] = &[
     LEDGER,
     HISTORY,
@@ -69,10 +74,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/6_digests_by_team.sql"),
     ),
     DAY_INDEX,
+    LAST_DELIVERIES,
     (
-        8,
-        "last_deliveries",
-        include_str!("../../migrations/sqlite/8_last_deliveries.sql"),
+        9,
+        "last_delivery_trigger",
+        include_str!("../../migrations/sqlite/9_last_delivery_trigger.sql"),
     ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -81,10 +87,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     WATERMARKS,
     INSIGHTS,
     DAY_INDEX,
+    LAST_DELIVERIES,
     (
-        8,
-        "last_deliveries",
-        include_str!("../../migrations/postgres/8_last_deliveries.sql"),
+        9,
+        "last_delivery_trigger",
+        include_str!("../../migrations/postgres/9_last_delivery_trigger.sql"),
     ),
 ];
 
@@ -367,16 +374,28 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
     };
     let options = options(&sqlite_url(path, mode)).map_err(damaged)?;
     // A file damaged at its start fails each connection the pool makes, and the pool says only
-    // that it timed out, after CALL_LIMIT: one connection first says why, at once. (SQLite
-    // keeps the process's locks on the file while any of its connections is open.)
+    // that it timed out, after CALL_LIMIT: one connection first says why, at once, and whether
+    // the file is a ledger at all. (SQLite keeps the process's locks on the file while any of
+    // its connections is open.)
     let mut first = <AnyConnection as sqlx::Connection>::connect_with(&options)
         .await
         .map_err(damaged)?;
-    let schema = first
-        .execute("PRAGMA busy_timeout = 10000; SELECT count(*) FROM sqlite_master")
-        .await;
+    let ours = async {
+        first.execute("PRAGMA busy_timeout = 10000").await?;
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('digests', 'deliveries', '_sqlx_migrations')",
+        )
+        .fetch_one(&mut first)
+        .await
+    }
+    .await;
     let _ = sqlx::Connection::close(first).await;
-    schema.map_err(damaged)?;
+    if ours.map_err(damaged)? == 0 {
+        return Err(
+            "is not an acquire-digest ledger (it has none of its tables); check [state] path"
+                .into(),
+        );
+    }
     let pool = pool(4, Dialect::Sqlite)
         .connect_with(options)
         .await
@@ -392,18 +411,6 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
         if check != "ok" {
             return Err(format!("is damaged ({check}); {AFRESH}"));
         }
-    }
-    let ours: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sqlite_master WHERE name IN ('digests', 'deliveries', '_sqlx_migrations')",
-    )
-    .fetch_one(&pool)
-    .await
-    .map_err(damaged)?;
-    if ours == 0 {
-        return Err(
-            "is not an acquire-digest ledger (it has none of its tables); check [state] path"
-                .into(),
-        );
     }
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     Ok(Db {
@@ -617,20 +624,26 @@ mod tests {
         (rows, table)
     }
 
+    /// A SQLite ledger at `path` as versions before `version` left it.
+    async fn sqlite_ledger_before(version: i64, path: &Path) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .connect(&testing::sqlite_file_url(path))
+            .await
+            .unwrap();
+        let earlier = &SQLITE[..SQLITE.iter().position(|m| m.0 == version).unwrap()];
+        let migrator = Migrator::new(Embedded(earlier)).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        pool
+    }
+
     /// A ledger from before migration 8 starts with each webhook's last delivery as its
     /// digests say, which until then every start read from them.
     #[tokio::test]
     async fn upgrading_a_ledger_keeps_each_webhooks_last_delivery() {
-        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
-        let before_8 = AnyPoolOptions::new()
-            .connect(&testing::sqlite_file_url(&path))
-            .await
-            .unwrap();
-        let earlier = &SQLITE[..SQLITE.iter().position(|m| m.0 == 8).unwrap()];
-        let migrator = Migrator::new(Embedded(earlier)).await.unwrap();
-        migrator.run(&before_8).await.unwrap();
+        let before_8 = sqlite_ledger_before(8, &path).await;
         sqlx::query(
             "INSERT INTO digests (team, first_day, last_day, webhook, state, delivered_at) VALUES
                 ('apac', '2026-03-28', '2026-03-28', 'slack', 'delivered', 1774771200),
@@ -658,20 +671,9 @@ mod tests {
 
     #[tokio::test]
     async fn rekeying_sqlites_digests_by_team_keeps_every_column_of_every_row() {
-        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
-        let before_6 = AnyPoolOptions::new()
-            .connect(&testing::sqlite_file_url(&path))
-            .await
-            .unwrap();
-        let earlier = &SQLITE[..SQLITE.iter().position(|m| m.0 == 6).unwrap()];
-        Migrator::new(Embedded(earlier))
-            .await
-            .unwrap()
-            .run(&before_6)
-            .await
-            .unwrap();
+        let before_6 = sqlite_ledger_before(6, &path).await;
         sqlx::query(
             "INSERT INTO digests VALUES
                 ('apac', '2026-03-28', '2026-03-29', 'slack', 'pending', 2, 1, 1774771200, 'HTTP 503', 'fp', NULL, 'owner', 1774771300000, 3, 1, 'sum'),

@@ -814,7 +814,7 @@ impl Ledger {
     }
 
     /// When each (team, webhook) last had a digest delivered: a row each, which the write
-    /// that records a delivery keeps (a trigger, migration 8), not a walk of every digest.
+    /// that records a delivery keeps (a trigger, migrations 8 and 9), not a walk of every digest.
     pub async fn last_deliveries(
         &self,
     ) -> Result<Vec<(String, String, DateTime<Utc>)>, LedgerError> {

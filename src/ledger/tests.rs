@@ -166,6 +166,7 @@ on_both_stores!(
     totals_are_kept_by_exact_window_and_provisional_ones_are_not_trusted,
     a_pass_reads_its_teams_rows_and_older_ones_only_if_pending,
     each_webhooks_last_delivery_is_kept_as_deliveries_are_recorded,
+    a_lease_rule_that_writes_nothing_over_no_row_still_gets_the_row_there,
 );
 
 fn not_delivered() -> Posted {
@@ -696,6 +697,28 @@ async fn delivered(fx: &Fixture, ledger: &Ledger, key: &Key) -> DateTime<Utc> {
         .unwrap();
     let entry = entry(ledger, key).await.unwrap();
     entry.delivered_at.expect("delivered")
+}
+
+/// A lease's first round guesses that there is no row, and writes before it reads; a rule
+/// that would write nothing over no row is given the row that is there after all.
+async fn a_lease_rule_that_writes_nothing_over_no_row_still_gets_the_row_there(fx: Fixture) {
+    let ledger = fx.open().await;
+    let slack = key("slack");
+    tried_once(&fx, &ledger, &slack).await;
+    let last_write = LastWrite::default();
+    let said = ledger
+        .update(&slack, Reach::Lease, Some(&last_write), |record, _| {
+            let Some(mut record) = record else {
+                return (None, None);
+            };
+            record.entry.attempts += 1;
+            let attempts = record.entry.attempts;
+            (Some(record), Some(attempts))
+        })
+        .await
+        .unwrap();
+    assert_eq!(said, Some(2));
+    assert_eq!(entry(&ledger, &slack).await.unwrap().attempts, 2);
 }
 
 /// What a daemon's metrics start from: each webhook's latest delivery, kept as deliveries are

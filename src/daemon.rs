@@ -278,9 +278,16 @@ impl Current {
     ) -> Result<Current, String> {
         let ledger = match before.filter(|b| *b.ledger.location() == config.state) {
             Some(before) => before.ledger.clone(),
-            None => Ledger::open(&config.state, clock.clone())
-                .await
-                .map_err(|e| e.to_string())?,
+            None => {
+                let ledger = (Ledger::open(&config.state, clock.clone()).await)
+                    .map_err(|e| e.to_string())?;
+                // A reload to a damaged ledger is refused, keeping the one in use; at start-up
+                // the daemon waits for the check beside its first pass instead.
+                if before.is_some() {
+                    ledger.checked().await.map_err(|e| e.to_string())?;
+                }
+                ledger
+            }
         };
         let pipeline = Pipeline::new(&config, Some(ledger.clone()), clock.clone());
         // Jobs started before a reload keep their slots in the same semaphore, so a reload
@@ -582,6 +589,9 @@ pub async fn serve(
     let mut agenda = Agenda::new(&current.config.teams);
     // Digests held by another process, each said once while it holds them.
     let mut waiting: HashSet<Key> = HashSet::new();
+    // Whether the ledger opened at start has passed its check (see `Ledger::checked`); its
+    // writes wait for it meanwhile. One a reload opens is checked before it is used.
+    let mut checked = false;
     tokio::pin!(shutdown);
 
     loop {
@@ -670,6 +680,15 @@ pub async fn serve(
 
         tokio::select! {
             () = &mut shutdown => break,
+            passed = current.ledger.checked(), if !checked => match passed {
+                Ok(()) => checked = true,
+                // As a damaged ledger found at start-up stops it: every job is still waiting
+                // for the check, so nothing was leased or sent.
+                Err(damaged) => {
+                    crate::server::notify_stopping();
+                    return Err(damaged.into());
+                }
+            },
             Some(source) = reloads.recv() => {
                 match Current::reload(path, &clock, &current).await {
                     Ok(new) => {

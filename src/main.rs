@@ -533,8 +533,17 @@ async fn check_online(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             None => asked.push((team, vec![&team.name])),
         }
     }
-    let answers =
-        futures::future::join_all(asked.iter().map(|(team, _)| client.check_key(team))).await;
+    // The ledger beside the accounts: its first write waits for every page to be read.
+    let written = async {
+        let ledger = Ledger::open(&config.state, WallClock::new()).await?;
+        // A write that changes nothing: it still needs the file's write lock.
+        let nothing = acquire_digest::ledger::Key::new("", Span::day(Utc::now().date_naive()), "");
+        ledger.expire(&nothing).await.map(drop)
+    };
+    let (answers, written) = tokio::join!(
+        futures::future::join_all(asked.iter().map(|(team, _)| client.check_key(team))),
+        written
+    );
     for ((team, names), answer) in asked.iter().zip(answers) {
         let who = format!("account {} (team {})", team.account_id, names.join(", "));
         let line = match answer {
@@ -552,23 +561,7 @@ async fn check_online(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         out.push_str(&line);
         out.push('\n');
     }
-    let written = Ledger::open(&config.state, WallClock::new())
-        .await
-        .map_err(anyhow::Error::from);
-    let written = match written {
-        // A write that changes nothing: it still needs the file's write lock.
-        Ok(ledger) => ledger
-            .expire(&acquire_digest::ledger::Key::new(
-                "",
-                Span::day(Utc::now().date_naive()),
-                "",
-            ))
-            .await
-            .map(drop)
-            .map_err(anyhow::Error::from),
-        Err(e) => Err(e),
-    };
-    match written {
+    match written.map_err(anyhow::Error::from) {
         Ok(()) => out.push_str(&format!("  ledger {}: opened and written\n", config.state)),
         Err(e) => {
             ok = false;
@@ -690,7 +683,10 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
     let ledger = if args.dry_run {
         None
     } else {
-        Some(Ledger::open(&config.state, clock.clone()).await?)
+        let ledger = Ledger::open(&config.state, clock.clone()).await?;
+        // Said once here, not by every team's first write.
+        ledger.checked().await?;
+        Some(ledger)
     };
     let mut pipeline = Pipeline::new(&config, ledger.clone(), clock.clone());
     if args.dry_run

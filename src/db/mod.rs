@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use sqlx::AnyConnection;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
@@ -152,6 +153,9 @@ pub(crate) struct Db {
     file: Option<(PathBuf, (u64, u64))>,
     /// Whether this open created the schema: nothing was recorded before.
     pub(crate) created: bool,
+    /// A SQLite ledger opened to write: the check of its every page, run beside start-up
+    /// (see [`Db::checked`]).
+    checking: Option<Shared<BoxFuture<'static, Result<(), String>>>>,
 }
 
 impl Db {
@@ -160,7 +164,10 @@ impl Db {
         let url = match location {
             StateStore::Sqlite(path) => {
                 let mut db = answered_in_time(open_sqlite(path, access)).await?;
+                // Only where a digest could be sent from it: `status` may run each minute as a
+                // monitoring check, and a read that meets a damaged page still fails, saying so.
                 if access == Access::Write {
+                    db.checking = Some(check_every_page(db.pool.clone(), path));
                     // Not within CALL_LIMIT: an upgrade may rewrite a large ledger's table
                     // (version 6 does), and a file on this host does not stall as a server can.
                     db.migrate().await?;
@@ -182,6 +189,7 @@ impl Db {
                 dialect: Dialect::Postgres,
                 file: None,
                 created: false,
+                checking: None,
             };
             if access == Access::Write {
                 let existing = sqlx::query("SELECT to_regclass('digests') IS NULL");
@@ -214,11 +222,24 @@ impl Db {
         }
     }
 
-    /// Runs one statement, within [`CALL_LIMIT`].
+    /// Waits for the check of a SQLite ledger's every page, which runs from its opening to
+    /// write: nothing is written, so nothing is sent, before it has passed, and the error
+    /// says the file is damaged if it has not. It reads the whole file (6 s for a year of
+    /// 10,000 teams' digests read from disk, ten times that at 100,000), so the daemon is
+    /// ready and reconciling meanwhile rather than waiting for it to start.
+    pub(crate) async fn checked(&self) -> Result<(), String> {
+        match &self.checking {
+            Some(checking) => checking.clone().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one statement, within [`CALL_LIMIT`] once the ledger is [checked](Db::checked).
     pub(crate) async fn execute<'q>(
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<AnyQueryResult, String> {
+        self.checked().await?;
         answered_in_time(async {
             let mut connection = self.writing().await.map_err(|e| causes(&e))?;
             query
@@ -270,6 +291,8 @@ impl Db {
             // No record of migrations: a ledger from before them, upgraded from the start.
             let from = applied.ok().flatten().unwrap_or(0);
             if from < known {
+                // An upgrade rewrites tables: never a damaged file's.
+                self.checked().await?;
                 tracing::info!(
                     "delivery ledger {}: upgrading its schema from version {from} to {known}, once; a large ledger can take a minute",
                     path.display()
@@ -315,24 +338,53 @@ impl std::ops::DerefMut for Writing {
 const LEFT_AS_IT_IS: &str = "the file is left as it is: mend the cause (disk space, permissions, a read-only mount) and start again";
 const AFRESH: &str = "restore it from a backup, or delete it to start a fresh ledger (digests within catch_up may then be sent again)";
 
+/// Why a SQLite file could not be used, and what to do about it.
+fn damaged(e: sqlx::Error) -> String {
+    // SQLITE_CORRUPT and SQLITE_NOTADB, whatever their extended code.
+    let code = match &e {
+        sqlx::Error::Database(e) => e.code().and_then(|c| c.parse::<i32>().ok()),
+        _ => None,
+    };
+    match code.map(|c| c & 0xff) {
+        Some(11) => format!("is damaged ({}); {AFRESH}", causes(&e)),
+        // Most likely another file named by mistake, which deleting would lose.
+        Some(26) => format!(
+            "is not a SQLite database ({}): check [state] path; if it is the ledger, it is damaged: {AFRESH}",
+            causes(&e)
+        ),
+        _ => format!("cannot be used ({}); {LEFT_AS_IT_IS}", causes(&e)),
+    }
+}
+
+/// Reads every page of a SQLite ledger, on a connection of its own, from now on.
+fn check_every_page(pool: AnyPool, path: &Path) -> Shared<BoxFuture<'static, Result<(), String>>> {
+    let path = path.to_owned();
+    let check = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let check: String = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_one(&pool)
+            .await
+            .map_err(damaged)?;
+        if check != "ok" {
+            return Err(format!("is damaged ({check}); {AFRESH}"));
+        }
+        tracing::info!(
+            "delivery ledger {}: every page checked in {:.2} s; deliveries may start",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    });
+    let answer = async move {
+        check
+            .await
+            .unwrap_or_else(|e| Err(format!("could not be checked ({e})")))
+    };
+    answer.boxed().shared()
+}
+
 /// A SQLite file, created under a temporary name if it isn't there yet.
 async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
-    let damaged = |e: sqlx::Error| {
-        // SQLITE_CORRUPT and SQLITE_NOTADB, whatever their extended code.
-        let code = match &e {
-            sqlx::Error::Database(e) => e.code().and_then(|c| c.parse::<i32>().ok()),
-            _ => None,
-        };
-        match code.map(|c| c & 0xff) {
-            Some(11) => format!("is damaged ({}); {AFRESH}", causes(&e)),
-            // Most likely another file named by mistake, which deleting would lose.
-            Some(26) => format!(
-                "is not a SQLite database ({}): check [state] path; if it is the ledger, it is damaged: {AFRESH}",
-                causes(&e)
-            ),
-            _ => format!("cannot be used ({}); {LEFT_AS_IT_IS}", causes(&e)),
-        }
-    };
     let mut created = false;
     match std::fs::metadata(path) {
         Ok(meta) if meta.len() == 0 => {
@@ -400,18 +452,6 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
         .connect_with(options)
         .await
         .map_err(damaged)?;
-    // Only where a digest could be sent from it. The check reads the whole file (0.85 s for a
-    // year of 10,000 teams' digests, ten times that at 100,000), and `status` may run each
-    // minute as a monitoring check; a read that meets a damaged page still fails, saying so.
-    if access == Access::Write {
-        let check: String = sqlx::query_scalar("PRAGMA quick_check")
-            .fetch_one(&pool)
-            .await
-            .map_err(damaged)?;
-        if check != "ok" {
-            return Err(format!("is damaged ({check}); {AFRESH}"));
-        }
-    }
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     Ok(Db {
         pool,
@@ -419,6 +459,7 @@ async fn open_sqlite(path: &Path, access: Access) -> Result<Db, String> {
         dialect: Dialect::Sqlite,
         file: Some((path.to_owned(), (meta.dev(), meta.ino()))),
         created,
+        checking: None,
     })
 }
 
@@ -443,6 +484,7 @@ async fn create_sqlite(path: &Path) -> Result<bool, String> {
             dialect: Dialect::Sqlite,
             file: None,
             created: true,
+            checking: None,
         };
         let mut migrated = db.migrate().await;
         // Everything into the file itself before it is linked: the log is found by name.

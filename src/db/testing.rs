@@ -40,3 +40,19 @@ pub async fn execute_at(url: &str, sql: &str) -> Result<(), String> {
 pub fn sqlite_file_url(path: &Path) -> String {
     super::sqlite_url(path, "rwc")
 }
+
+/// Gives a SQLite ledger a few thousand rows, then overwrites a page in the middle of its
+/// file, as a failing disk would: a ledger whose damage only reading every page finds.
+#[doc(hidden)]
+pub async fn damage_a_middle_page(path: &Path) -> Result<(), String> {
+    let rows = "WITH RECURSIVE t(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM t WHERE i < 4999)
+        INSERT INTO digests (team, first_day, last_day, webhook, state)
+        SELECT printf('team-%05d', i), '2026-07-15', '2026-07-15', 'slack', 'delivered' FROM t;
+        PRAGMA wal_checkpoint(TRUNCATE);";
+    execute_at(&sqlite_file_url(path), rows).await?;
+    let mut bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let page = 4096;
+    let middle = bytes.len() / page / 2 * page;
+    bytes[middle..middle + 16].fill(0xff);
+    std::fs::write(path, &bytes).map_err(|e| e.to_string())
+}

@@ -620,6 +620,19 @@ impl Ledger {
         })
     }
 
+    /// Once a SQLite ledger opened to write has had its every page checked: an error says it
+    /// is damaged, and nothing is written to it (so nothing is sent) before this is Ok.
+    pub async fn checked(&self) -> Result<(), LedgerError> {
+        self.inner
+            .db
+            .checked()
+            .await
+            .map_err(|problem| LedgerError {
+                place: self.inner.location.to_string(),
+                problem,
+            })
+    }
+
     /// Where it lives, as the config says.
     pub fn location(&self) -> &StateStore {
         &self.inner.location
@@ -969,6 +982,9 @@ impl Ledger {
         if reach != Reach::Record {
             db.guard().map_err(|e| self.fail(op, e))?;
         }
+        // Outside the call's limit and before the lease's clock starts: a year's ledger may
+        // take longer than either to check.
+        db.checked().await.map_err(|e| self.fail(op, e))?;
         let ttl = self.inner.ttl;
         let work = async {
             let mut connection = db.writing().await.map_err(|e| causes(&e))?;

@@ -180,6 +180,51 @@ async fn a_digest_missed_while_down_is_caught_up_at_start() {
     );
 }
 
+/// A ledger damaged in its middle, which only reading every page finds: the daemon checks it
+/// beside its start-up, sends nothing from it meanwhile, and stops saying what to do; `check
+/// --online` says the same.
+#[tokio::test]
+async fn a_ledger_damaged_in_its_middle_stops_the_daemon_before_anything_is_sent() {
+    let (noon, offset) = zone_at(12);
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    // Due now: caught up as soon as its lease may be taken.
+    let missed = with_schedule(
+        team("apac", "acme", &[("generic", &hooks.url("/apac"))]),
+        &once_a_day_in(-600, offset),
+        &noon,
+    );
+    let work = Workspace::new(&config(&sim.base_url(), &[missed]));
+    let location = acquire_digest::config::StateStore::Sqlite(work.path("ledger.db"));
+    let clock = acquire_digest::clock::WallClock::new();
+    drop(
+        acquire_digest::ledger::Ledger::open(&location, clock)
+            .await
+            .unwrap(),
+    );
+    acquire_digest::db::testing::damage_a_middle_page(&work.path("ledger.db"))
+        .await
+        .unwrap();
+
+    let mut daemon = Daemon::start(&work);
+    let status = (daemon.wait_exit(SECONDS).await).expect("still running on a damaged ledger");
+    let log = daemon.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("ledger.db: is damaged") && log.contains("restore it from a backup"),
+        "{log}"
+    );
+    let dir = work.dir.path().to_owned();
+    let check = crate::support::run_beside(&dir, &["check", "--online"], &[]).await;
+    let out = crate::support::stdout(&check);
+    assert!(!check.status.success(), "{out}");
+    assert!(
+        out.contains("ledger: FAILED") && out.contains("is damaged"),
+        "{out}"
+    );
+    assert!(hooks.seen().is_empty(), "{log}");
+}
+
 #[tokio::test]
 async fn sigterm_exits_zero_promptly() {
     let (noon, offset) = zone_at(12);

@@ -213,19 +213,18 @@ async fn operations(binary: &str, which: &str, teams: usize, idle: Duration) {
         .unwrap();
     let check_wall = started.elapsed();
     assert!(check.success(), "{which}: check failed");
-    let (ready, settled, spent, busy, _) = settle(binary, dir.path(), idle).await;
+    let (ready, settled, spent, busy) = settle(binary, dir.path(), idle).await;
     let days =
         std::env::var("LEDGER_DAYS").map_or(7, |n| n.parse().expect("LEDGER_DAYS: a number"));
     let rows = fill(&dir.path().join("ledger.db"), teams, days).await;
-    let (full_ready, full_settled, _, _, checked) =
-        settle(binary, dir.path(), Duration::ZERO).await;
+    let (full_ready, full_settled, _, _) = settle(binary, dir.path(), Duration::ZERO).await;
     let one = tempfile::tempdir().unwrap();
     std::fs::write(
         one.path().join("config.toml"),
         config_text(1, "0", "127.0.0.1:0"),
     )
     .unwrap();
-    let (_, _, _, empty, _) = settle(binary, one.path(), idle).await;
+    let (_, _, _, empty) = settle(binary, one.path(), idle).await;
     let per_team = (busy.saturating_sub(empty)) as f64 / teams as f64;
     println!("\n{which}: {binary}");
     println!(
@@ -238,12 +237,8 @@ async fn operations(binary: &str, which: &str, teams: usize, idle: Duration) {
         settled.as_secs_f64(),
         spent.as_secs_f64()
     );
-    // A build that checks every page before it is ready says nothing of it.
-    let checked = checked.map_or("before ready".to_owned(), |at| {
-        format!("at {:.2} s", at.as_secs_f64())
-    });
     println!(
-        "  run, start-up:       {:>8.2} s   to ready, {:.2} s to the end of its first pass, every page checked (deliveries may start) {checked}, with {days} days of every team's digests in the ledger ({rows} rows)",
+        "  run, start-up:       {:>8.2} s   to ready, {:.2} s to the end of its first pass, with {days} days of every team's digests in the ledger ({rows} rows)",
         full_ready.as_secs_f64(),
         full_settled.as_secs_f64(),
     );
@@ -282,13 +277,8 @@ async fn fill(path: &Path, teams: usize, days: usize) -> i64 {
 }
 
 /// Starts `run`, waits until it says ready on the port it logs, lets it idle, and returns
-/// (time to ready, time until its first pass is over, CPU by then, idle RSS in KiB, time until
-/// it says the ledger's every page is checked, if it says so after it is ready).
-async fn settle(
-    binary: &str,
-    dir: &Path,
-    idle: Duration,
-) -> (Duration, Duration, Duration, u64, Option<Duration>) {
+/// (time to ready, time until its first pass is over, CPU by then, idle RSS in KiB).
+async fn settle(binary: &str, dir: &Path, idle: Duration) -> (Duration, Duration, Duration, u64) {
     let started = Instant::now();
     let log = std::fs::File::create(dir.join("log")).unwrap();
     let mut child = Command::new(binary)
@@ -317,31 +307,16 @@ async fn settle(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let said_checked = || {
-        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-        log.contains("every page checked in")
-    };
-    let mut checked = None;
     // Then the first pass: until its CPU stops moving.
     let mut spent = proc_cpu(pid);
     let settled = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if checked.is_none() && said_checked() {
-            checked = Some(started.elapsed());
-        }
         let now = proc_cpu(pid);
         if now == spent {
             break started.elapsed() - Duration::from_millis(250);
         }
         spent = now;
     };
-    // A check reading a cold file from disk may outlast the CPU's first pass.
-    while checked.is_none() && started.elapsed() < settled + Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if said_checked() {
-            checked = Some(started.elapsed());
-        }
-    }
     tokio::time::sleep(idle).await;
     let rss = proc_status_kib(pid, "VmRSS:");
     // SAFETY: signalling our own child, which has not been reaped.
@@ -350,7 +325,7 @@ async fn settle(
         child.wait().unwrap().success(),
         "the daemon did not stop cleanly"
     );
-    (ready, settled, spent, rss, checked)
+    (ready, settled, spent, rss)
 }
 
 /// The address in the line `run` logs when its endpoint serves.

@@ -242,6 +242,49 @@ async fn idle_until(clock: &Arc<dyn Clock>, wake: DateTime<Utc>, every: Option<D
     }
 }
 
+/// Waits for the ledger's check of every page (see [`Ledger::checked`]) before the daemon
+/// does anything with it, feeding the watchdog meanwhile (`/-/ready` says why deliveries
+/// wait). None if asked to stop first.
+async fn checked(
+    ledger: &Ledger,
+    watchdog: Option<Duration>,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<Result<(), LedgerError>> {
+    let check = ledger.checked();
+    tokio::pin!(check);
+    if let Some(done) = futures::FutureExt::now_or_never(&mut check) {
+        return Some(done);
+    }
+    tracing::info!(
+        "delivery ledger {}: checking every page before anything is sent from it",
+        ledger.location()
+    );
+    let started = std::time::Instant::now();
+    let beat = async {
+        let Some(every) = watchdog else {
+            return std::future::pending().await;
+        };
+        let mut beat = tokio::time::interval(every);
+        loop {
+            beat.tick().await;
+            crate::server::feed_watchdog();
+        }
+    };
+    let done = tokio::select! {
+        done = &mut check => Some(done),
+        () = &mut shutdown => None,
+        () = beat => None,
+    };
+    if let Some(Ok(())) = done {
+        tracing::info!(
+            "delivery ledger {}: every page checked in {:.2} s; deliveries may start",
+            ledger.location(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    done
+}
+
 /// `run`: the daemon on the wall clock until `shutdown` resolves, reloading on `reloads`.
 pub async fn run(
     path: PathBuf,
@@ -281,15 +324,18 @@ impl Current {
             None => {
                 let ledger = (Ledger::open(&config.state, clock.clone()).await)
                     .map_err(|e| e.to_string())?;
-                // A reload to a damaged ledger is refused, keeping the one in use; at start-up
-                // the daemon waits for the check beside its first pass instead.
+                // A reload to a damaged ledger is refused, keeping the one in use, and so is one
+                // whose check holds the loop longer than a call may; at start-up the daemon
+                // waits for the check serving its endpoint and its watchdog (`serve`).
                 if before.is_some() {
-                    ledger.checked().await.map_err(|e| e.to_string())?;
+                    let check = async { ledger.checked().await.map_err(|e| e.to_string()) };
+                    crate::db::answered_in_time(check).await?;
                 }
                 ledger
             }
         };
-        let pipeline = Pipeline::new(&config, Some(ledger.clone()), clock.clone());
+        let pipeline = Pipeline::new(&config, Some(ledger.clone()), clock.clone())
+            .forgetting(config.keep_days);
         // Jobs started before a reload keep their slots in the same semaphore, so a reload
         // never lets twice the concurrency run at once.
         let slots = match before.filter(|b| b.config.concurrency == config.concurrency) {
@@ -577,6 +623,20 @@ pub async fn serve(
     }
     crate::server::notify_ready(current.config.teams.len());
     let watchdog = crate::server::watchdog_every();
+    tokio::pin!(shutdown);
+    match checked(&current.ledger, watchdog, shutdown.as_mut()).await {
+        Some(Ok(())) => {}
+        // As a damaged ledger found while opening stops the daemon: nothing has been written
+        // to it, so nothing was leased or sent.
+        Some(Err(damaged)) => {
+            crate::server::notify_stopping();
+            return Err(damaged.into());
+        }
+        None => {
+            crate::server::notify_stopping();
+            return Ok(());
+        }
+    }
     let alerts = current.alerts.clone();
     (current.alerting).spawn(async move { alerts.send_unsent().await });
     let mut jobs: JoinSet<SpanReport> = JoinSet::new();
@@ -589,10 +649,6 @@ pub async fn serve(
     let mut agenda = Agenda::new(&current.config.teams);
     // Digests held by another process, each said once while it holds them.
     let mut waiting: HashSet<Key> = HashSet::new();
-    // Whether the ledger opened at start has passed its check (see `Ledger::checked`); its
-    // writes wait for it meanwhile. One a reload opens is checked before it is used.
-    let mut checked = false;
-    tokio::pin!(shutdown);
 
     loop {
         let now = clock.now();
@@ -680,15 +736,6 @@ pub async fn serve(
 
         tokio::select! {
             () = &mut shutdown => break,
-            passed = current.ledger.checked(), if !checked => match passed {
-                Ok(()) => checked = true,
-                // As a damaged ledger found at start-up stops it: every job is still waiting
-                // for the check, so nothing was leased or sent.
-                Err(damaged) => {
-                    crate::server::notify_stopping();
-                    return Err(damaged.into());
-                }
-            },
             Some(source) = reloads.recv() => {
                 match Current::reload(path, &clock, &current).await {
                     Ok(new) => {
@@ -925,6 +972,15 @@ async fn look(
         Some(marks) => marks,
         None => {
             let mut marks = ledger.watermarks().await?;
+            // Down since before what the ledger has forgotten: the firings before that are not
+            // reported as missed, since what `once` recorded of them may be gone. From two
+            // days on, every firing's span ends on or after the first day remembered.
+            if let Some(forgotten) = ledger.forgotten_before().await? {
+                let kept = (forgotten + chrono::Days::new(2)).and_time(chrono::NaiveTime::MIN);
+                for mark in marks.values_mut() {
+                    *mark = (*mark).max(kept.and_utc());
+                }
+            }
             // A team no longer configured is forgotten: added again later, it is a new
             // team, whose absence is not a run of missed digests.
             let gone: Vec<String> = (marks.keys())
@@ -1245,6 +1301,48 @@ url = "http://127.0.0.1:9/"
         let (due, looked) = reconciler.pass(utc("2026-11-25T03:30:00Z")).await.unwrap();
         assert_eq!(names(&due), ["kolkata"]);
         assert!(looked >= 1);
+    }
+
+    /// A daemon down since before what the ledger has forgotten reports as missed only the
+    /// firings whose record it would still hold: older ones' may be gone.
+    #[tokio::test]
+    async fn down_since_before_what_was_forgotten_reports_only_the_days_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "catch_up = \"1h\"\n[state]\npath = \"ledger.db\"\n\
+            [[teams]]\nname = \"nine\"\naccount_id = \"nine\"\napi_key = \"key-of-nine-0123\"\n\
+            timezone = \"Europe/Berlin\"\nschedule = \"0 9 * * *\"\n\
+            [[teams.webhooks]]\nkind = \"generic\"\nurl = \"http://127.0.0.1:9/nine\"\n";
+        let config = crate::config::parse(text, dir.path(), &|_| None).unwrap();
+        let start = utc("2026-11-24T06:00:00Z");
+        let clock = WallClock::starting_at(start);
+        // Last looked 30 days before: down since.
+        let ledger = Ledger::open(&config.state, clock.clone()).await.unwrap();
+        let marks = [("nine".to_owned(), start - chrono::Duration::days(30))];
+        ledger.advance(&marks).await.unwrap();
+        // Forgotten up to 14 days before (by a daemon with `keep_days = 14`, since gone).
+        let forgotten = "INSERT INTO forgotten (id, before_day) VALUES (1, '2026-11-10')";
+        let url = crate::db::testing::sqlite_file_url(&dir.path().join("ledger.db"));
+        crate::db::testing::execute_at(&url, forgotten)
+            .await
+            .unwrap();
+        let mut reconciler = Reconciler::open(config, clock).await.unwrap();
+        reconciler.pass(start).await.unwrap();
+        let entries = ledger.recent("2026-10-01".parse().unwrap()).await.unwrap();
+        let mut missed: Vec<NaiveDate> = (entries.iter())
+            .filter(|(_, hooks)| {
+                hooks
+                    .values()
+                    .any(|e| e.state == crate::ledger::State::Missed)
+            })
+            .map(|((_, span), _)| span.last)
+            .collect();
+        missed.sort();
+        // Forgotten before 11-10; from 11-12 00:00 UTC on, the firings of 11-12 to 11-23
+        // (each covering the day before), not the 30 before.
+        let days: Vec<NaiveDate> = (11..=22)
+            .map(|d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap())
+            .collect();
+        assert_eq!(missed, days);
     }
 
     #[test]

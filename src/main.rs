@@ -608,6 +608,19 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::open_to_read(&config.state, WallClock::new()).await?;
     let now = Utc::now();
     let which = args.date.map_or(Which::recent(now), Which::Containing);
+    // A ledger of an older version, not yet upgraded, has forgotten nothing.
+    let forgotten = ledger.forgotten_before().await.ok().flatten();
+    if let Some(date) = args
+        .date
+        .filter(|date| forgotten.is_some_and(|f| *date < f))
+    {
+        // On stderr: the JSON on stdout stays one document.
+        let _ = writeln!(
+            std::io::stderr(),
+            "--date {date}: the ledger has forgotten the digests that ended before {} ([state] keep_days), so it may no longer hold this day's",
+            forgotten.unwrap_or_default(),
+        );
+    }
     let teams: Vec<&Team> = config
         .teams
         .iter()
@@ -686,6 +699,15 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
         let ledger = Ledger::open(&config.state, clock.clone()).await?;
         // Said once here, not by every team's first write.
         ledger.checked().await?;
+        // Its record may be gone: a digest sent then would go out again, unasked.
+        if let Some(date) = args.date.filter(|_| !args.force)
+            && let Some(forgotten) = ledger.forgotten_before().await?
+            && spans.iter().any(|span| span.last < forgotten)
+        {
+            bail!(
+                "--date {date} is older than the ledger remembers: it has forgotten the digests that ended before {forgotten} ([state] keep_days), so whether this one was sent is no longer known: add --force to send it anyway, or --dry-run to see it"
+            );
+        }
         Some(ledger)
     };
     let mut pipeline = Pipeline::new(&config, ledger.clone(), clock.clone());

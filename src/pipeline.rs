@@ -54,7 +54,9 @@ pub struct Pipeline {
     /// run beside one it only reads (with no ledger to record in, nothing is kept either).
     history: Option<History>,
     history_days: u32,
-    /// When history was last pruned, shared by the clones one run or daemon makes.
+    /// `[state] keep_days`, in the daemon: digests whose spans ended longer ago are forgotten.
+    keep_days: Option<u32>,
+    /// When history and the ledger were last pruned, shared by the clones one run or daemon makes.
     pruned: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
     /// Digests sent to a webhook that failed, by team and span: a later round sends the same
     /// body again instead of fetching every report anew. Dropped once no webhook of the span
@@ -320,6 +322,12 @@ impl SpanReport {
 }
 
 impl Pipeline {
+    /// The daemon's: it also forgets the ledger's digests older than `keep_days`, hourly. A
+    /// `once` doesn't: it would forget the day it was asked for, and stop halfway at its exit.
+    pub fn forgetting(self, keep_days: Option<u32>) -> Pipeline {
+        Pipeline { keep_days, ..self }
+    }
+
     pub fn new(config: &Config, ledger: Option<Ledger>, clock: Arc<dyn Clock>) -> Pipeline {
         Pipeline {
             client: fetch::Client::with_retry(
@@ -341,6 +349,7 @@ impl Pipeline {
             } else {
                 0
             },
+            keep_days: None,
             pruned: Arc::default(),
             sent: Arc::default(),
             ledger,
@@ -803,30 +812,52 @@ impl Pipeline {
         }
     }
 
-    /// Drops reports older than `history_days`, at most once an hour.
+    /// Drops reports older than `history_days` and digests older than `keep_days`, at most
+    /// once an hour, beside the run rather than holding up this team's digest.
     async fn prune(&self) {
-        let Some(history) = self.history.as_ref().filter(|_| self.ledger.is_some()) else {
+        let Some(ledger) = self.ledger.clone() else {
             return;
         };
         let now = self.clock.now();
         {
             let mut pruned = self.pruned.lock().expect("prune time");
-            if pruned.is_some_and(|at| now - at < PRUNE_EVERY) {
+            // A clock that stepped back prunes again, not years from now.
+            if pruned.is_some_and(|at| now >= at && now - at < PRUNE_EVERY) {
                 return;
             }
             *pruned = Some(now);
         }
+        let history = self.history.clone();
         let keep = chrono::Days::new(u64::from(self.history_days));
         // history_days = 0 keeps nothing: a cutoff past today in every zone drops every window.
-        let cutoff = match self.history_days {
+        let reports_cutoff = match self.history_days {
             0 => now.date_naive() + chrono::Days::new(2),
             _ => now.date_naive() - keep,
         };
-        match history.forget_before(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!("dropped {n} kept reports older than {cutoff}"),
-            Err(e) => tracing::warn!("could not drop old kept reports: {e}"),
-        }
+        let keep_days = self.keep_days;
+        tokio::spawn(async move {
+            if let Some(history) = history {
+                match history.forget_before(reports_cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::debug!("dropped {n} kept reports older than {reports_cutoff}")
+                    }
+                    Err(e) => tracing::warn!("could not drop old kept reports: {e}"),
+                }
+            }
+            let Some(keep_days) = keep_days else {
+                return;
+            };
+            match ledger.forget_all_but(keep_days).await {
+                Ok((0, _)) => {}
+                Ok((n, upto)) => tracing::info!(
+                    "forgot {n} ledger rows of digests that ended before {upto} ([state] keep_days = {keep_days})"
+                ),
+                Err(e) => tracing::warn!(
+                    "could not forget the ledger's digests older than [state] keep_days = {keep_days}: {e}"
+                ),
+            }
+        });
     }
 
     fn next_attempt(&self) -> DateTime<Utc> {

@@ -29,6 +29,9 @@ pub fn in_use(ledger: &Ledger, config: &Arc<Config>) {
     *IN_USE.lock().expect("in-use slot") = Some((ledger.clone(), config.clone()));
 }
 
+/// Why a daemon just started waits (see [`Ledger::checked`]).
+const CHECKING: &str = "every page of the ledger is being checked before anything is sent from it (a large one takes seconds)";
+
 /// Why the daemon can't write its ledger now, while it can't.
 static WRITES_FAILING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
@@ -117,6 +120,9 @@ async fn status_page() -> Response {
         alarms.push("Starting: the ledger is not open yet.".to_owned());
         return Html(status::page(&unknown(), &alarms, now)).into_response();
     };
+    if ledger.check_passed().is_none() {
+        alarms.push(format!("Deliveries wait: {CHECKING}."));
+    }
     let teams: Vec<&crate::config::Team> = config.teams.iter().collect();
     let status = match status::read(&ledger, &teams, now, Which::recent(now)).await {
         Ok(status) => status,
@@ -143,15 +149,29 @@ async fn ready() -> Response {
     let Some((ledger, _)) = IN_USE.lock().expect("in-use slot").clone() else {
         return unavailable("not ready: the config is loaded but the ledger is not open yet");
     };
+    match readiness(&ledger).await {
+        Ok(()) => (StatusCode::OK, "acquire-digest is ready.\n").into_response(),
+        Err(why) => unavailable(&format!("not ready: {why}")),
+    }
+}
+
+/// Why a daemon using `ledger` can't deliver now, if it can't.
+async fn readiness(ledger: &Ledger) -> Result<(), String> {
+    match ledger.check_passed() {
+        None => return Err(format!("deliveries wait: {CHECKING}")),
+        Some(false) => return Err("the ledger is damaged (the log says how)".into()),
+        Some(true) => {}
+    }
     if let Some(error) = WRITES_FAILING.lock().expect("writes slot").clone() {
-        return unavailable(&format!("not ready: deliveries wait: {error}"));
+        return Err(format!("deliveries wait: {error}"));
     }
     // A read of nothing: a day after tomorrow holds no span yet, but the query still runs.
     let tomorrow = chrono::Utc::now().date_naive() + chrono::Days::new(2);
-    match ledger.recent(tomorrow).await {
-        Ok(_) => (StatusCode::OK, "acquire-digest is ready.\n").into_response(),
-        Err(e) => unavailable(&format!("not ready: {e}")),
-    }
+    ledger
+        .recent(tomorrow)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn unavailable(reason: &str) -> Response {
@@ -176,5 +196,36 @@ async fn reload_config(State(reload): State<mpsc::Sender<&'static str>>) -> Resp
                 .into_response(),
         },
         _ => unavailable("the daemon did not take the reload in time; see its log"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::WallClock;
+    use crate::config::StateStore;
+
+    /// A large ledger's check of every page takes seconds after the daemon has started:
+    /// meanwhile it is not ready, saying why.
+    #[tokio::test]
+    async fn not_ready_while_every_page_of_the_ledger_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StateStore::Sqlite(dir.path().join("ledger.db"));
+        drop(Ledger::open(&location, WallClock::new()).await.unwrap());
+        let hold = crate::db::testing::hold_page_checks().await;
+        let ledger = Ledger::open(&location, WallClock::new()).await.unwrap();
+        let waiting = readiness(&ledger).await.unwrap_err();
+        assert!(waiting.contains("being checked"), "{waiting}");
+        drop(hold);
+        ledger.checked().await.unwrap();
+        readiness(&ledger).await.unwrap();
+
+        crate::db::testing::damage_a_middle_page(&dir.path().join("ledger.db"))
+            .await
+            .unwrap();
+        let damaged = Ledger::open(&location, WallClock::new()).await.unwrap();
+        assert!(damaged.checked().await.is_err());
+        let refused = readiness(&damaged).await.unwrap_err();
+        assert!(refused.contains("damaged"), "{refused}");
     }
 }

@@ -318,6 +318,10 @@ pub struct Config {
     pub delivery_retry_budget: Duration,
     /// Where the delivery ledger lives.
     pub state: StateStore,
+    /// `[state] keep_days`: how many days the ledger remembers each digest's delivery; what
+    /// ended before that is forgotten, and `once --date` asks for `--force` there. Unset, it
+    /// remembers everything, as it did before there was a choice.
+    pub keep_days: Option<u32>,
     /// How often the daemon tries a failed digest again within its catch-up window.
     pub retry_every: Duration,
     /// How many days of fetched reports the ledger keeps for comparisons; 0 keeps none.
@@ -423,6 +427,7 @@ struct RawState {
     path: Option<PathBuf>,
     url: Option<String>,
     url_env: Option<String>,
+    keep_days: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -670,6 +675,19 @@ pub fn parse(
             }
         }
     };
+    let keep_days = match raw.state.as_ref().and_then(|s| s.keep_days) {
+        None => None,
+        Some(days @ 14..=3650) => Some(days as u32),
+        Some(days) => {
+            problems.add(
+                "state.keep_days",
+                format!(
+                    "{days} is out of range: use 14 (two weeks: the longest catch_up and a weekly digest's span, with room) to 3650 days"
+                ),
+            );
+            None
+        }
+    };
     let history_days = match raw.history_days {
         None => 60,
         Some(days @ 0..=400) => days as u32,
@@ -755,6 +773,7 @@ pub fn parse(
             delivery_timeout,
             delivery_retry_budget,
             state,
+            keep_days,
             retry_every,
             history_days,
             teams,
@@ -1827,6 +1846,18 @@ url = "https://example.com/hook"
                 assert_problem(&with_top(&line), "catch_up", words);
                 assert_problem(&with_team(&line), team, words);
             }
+        }
+    }
+
+    #[test]
+    fn the_ledger_keeps_everything_unless_told_between_two_weeks_and_ten_years() {
+        let keep = |text: &str| parse(text, Path::new("."), &env).map(|c| c.keep_days);
+        assert_eq!(keep(VALID).unwrap(), None);
+        let days = |n: i64| format!("{VALID}\n[state]\nkeep_days = {n}\n");
+        assert_eq!(keep(&days(14)).unwrap(), Some(14));
+        assert_eq!(keep(&days(3650)).unwrap(), Some(3650));
+        for n in [13, 0, -1, 3651] {
+            assert_problem(&days(n), "state.keep_days", "use 14 (two weeks");
         }
     }
 

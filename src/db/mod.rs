@@ -59,6 +59,13 @@ const LAST_DELIVERIES: (i64, &str, &str) = (
     "last_deliveries",
     include_str!("../../migrations/8_last_deliveries.sql"),
 );
+const FORGOTTEN: (i64, &str, &str) = (
+    10,
+    "forgotten",
+    include_str!("../../migrations/10_forgotten.sql"),
+);
+/// The last migration that rewrites a table (3, 6) or reads a whole one (8).
+const LAST_REWRITE: i64 = 8;
 const SQLITE: &[(i64, &str, &str)] = &[
     LEDGER,
     HISTORY,
@@ -81,6 +88,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "last_delivery_trigger",
         include_str!("../../migrations/sqlite/9_last_delivery_trigger.sql"),
     ),
+    FORGOTTEN,
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     LEDGER,
@@ -94,6 +102,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "last_delivery_trigger",
         include_str!("../../migrations/postgres/9_last_delivery_trigger.sql"),
     ),
+    FORGOTTEN,
 ];
 
 /// How the two databases differ, and nothing else.
@@ -155,7 +164,7 @@ pub(crate) struct Db {
     pub(crate) created: bool,
     /// A SQLite ledger opened to write: the check of its every page, run beside start-up
     /// (see [`Db::checked`]).
-    checking: Option<Shared<BoxFuture<'static, Result<(), String>>>>,
+    checking: Option<Checking>,
 }
 
 impl Db {
@@ -223,14 +232,23 @@ impl Db {
     }
 
     /// Waits for the check of a SQLite ledger's every page, which runs from its opening to
-    /// write: nothing is written, so nothing is sent, before it has passed, and the error
-    /// says the file is damaged if it has not. It reads the whole file (6 s for a year of
-    /// 10,000 teams' digests read from disk, ten times that at 100,000), so the daemon is
-    /// ready and reconciling meanwhile rather than waiting for it to start.
+    /// write: nothing is written before it has passed, and the error says the file is
+    /// damaged if it has not. It reads the whole file (6 s for a year of 10,000 teams'
+    /// digests read from disk, ten times that at 100,000), so a process that waits for it
+    /// can still answer meanwhile (the daemon its endpoint, its watchdog and a stop).
     pub(crate) async fn checked(&self) -> Result<(), String> {
         match &self.checking {
-            Some(checking) => checking.clone().await,
+            Some(checking) => checking.answer.clone().await,
             None => Ok(()),
+        }
+    }
+
+    /// Whether the check of every page (see [`Db::checked`]) has passed, without waiting
+    /// for it: None while it runs.
+    pub(crate) fn check_passed(&self) -> Option<bool> {
+        match &self.checking {
+            Some(checking) => checking.over.get().copied(),
+            None => Some(true),
         }
     }
 
@@ -290,9 +308,12 @@ impl Db {
                     .await;
             // No record of migrations: a ledger from before them, upgraded from the start.
             let from = applied.ok().flatten().unwrap_or(0);
-            if from < known {
-                // An upgrade rewrites tables: never a damaged file's.
+            // An upgrade that rewrites a table, or reads a whole one, never runs on a damaged
+            // file; one that only adds a table does not hold up the start for the check.
+            if from < LAST_REWRITE {
                 self.checked().await?;
+            }
+            if from < known {
                 tracing::info!(
                     "delivery ledger {}: upgrading its schema from version {from} to {known}, once; a large ledger can take a minute",
                     path.display()
@@ -356,31 +377,59 @@ fn damaged(e: sqlx::Error) -> String {
     }
 }
 
+/// The check of every page of a SQLite ledger: its answer, for every clone of the [`Db`]; and
+/// stopped once none is left (an open that failed after it began, a reload refused), rather
+/// than reading a large file for nobody.
+#[derive(Clone)]
+struct Checking {
+    answer: Shared<BoxFuture<'static, Result<(), String>>>,
+    /// Whether it passed, once it has ended: for those who only ask.
+    over: Arc<std::sync::OnceLock<bool>>,
+    _task: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Reads every page of a SQLite ledger, on a connection of its own, from now on.
-fn check_every_page(pool: AnyPool, path: &Path) -> Shared<BoxFuture<'static, Result<(), String>>> {
+fn check_every_page(pool: AnyPool, path: &Path) -> Checking {
     let path = path.to_owned();
+    let over = Arc::new(std::sync::OnceLock::new());
+    let ending = over.clone();
     let check = tokio::spawn(async move {
+        let _held = testing::CHECKS_HELD.read().await;
         let started = std::time::Instant::now();
-        let check: String = sqlx::query_scalar("PRAGMA quick_check")
+        let check = sqlx::query_scalar::<_, String>("PRAGMA quick_check")
             .fetch_one(&pool)
-            .await
-            .map_err(damaged)?;
-        if check != "ok" {
-            return Err(format!("is damaged ({check}); {AFRESH}"));
+            .await;
+        let _ = ending.set(check.as_ref().is_ok_and(|answer| answer == "ok"));
+        match check.map_err(damaged)? {
+            ok if ok == "ok" => {}
+            damage => return Err(format!("is damaged ({damage}); {AFRESH}")),
         }
-        tracing::info!(
-            "delivery ledger {}: every page checked in {:.2} s; deliveries may start",
+        tracing::debug!(
+            "delivery ledger {}: every page checked in {:.2} s",
             path.display(),
             started.elapsed().as_secs_f64()
         );
         Ok(())
     });
+    let task = Arc::new(AbortOnDrop(check.abort_handle()));
     let answer = async move {
         check
             .await
             .unwrap_or_else(|e| Err(format!("could not be checked ({e})")))
     };
-    answer.boxed().shared()
+    Checking {
+        answer: answer.boxed().shared(),
+        over,
+        _task: task,
+    }
 }
 
 /// A SQLite file, created under a temporary name if it isn't there yet.
@@ -677,6 +726,30 @@ mod tests {
         let migrator = Migrator::new(Embedded(earlier)).await.unwrap();
         migrator.run(&pool).await.unwrap();
         pool
+    }
+
+    /// An upgrade that only adds a table doesn't hold up a start for the check of every page
+    /// (a large ledger's takes seconds, before systemd hears it has started); one that
+    /// rewrites a table waits for it.
+    #[tokio::test]
+    async fn only_an_upgrade_that_rewrites_a_table_waits_for_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let (adds, rewrites) = (dir.path().join("9.db"), dir.path().join("7.db"));
+        sqlite_ledger_before(10, &adds).await.close().await;
+        sqlite_ledger_before(8, &rewrites).await.close().await;
+        let hold = testing::hold_page_checks().await;
+        let open = |path: PathBuf| async move {
+            Db::open(&StateStore::Sqlite(path), Access::Write)
+                .await
+                .map(drop)
+        };
+        let opened = tokio::time::timeout(Duration::from_secs(5), open(adds)).await;
+        assert!(opened.expect("waited for the check").is_ok());
+        let waiting = tokio::spawn(open(rewrites));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "rewrote a table before the check");
+        drop(hold);
+        assert!(waiting.await.unwrap().is_ok());
     }
 
     /// A ledger from before migration 8 starts with each webhook's last delivery as its

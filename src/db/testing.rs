@@ -5,6 +5,17 @@ use std::path::Path;
 
 use sqlx::Executor;
 
+/// Held for writing by [`hold_page_checks`]; each SQLite ledger's check of every page takes
+/// it for reading first, which costs nothing while no test holds it.
+pub(super) static CHECKS_HELD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Holds every SQLite ledger's check of every page that begins in this process until the
+/// guard is dropped, as a large file's takes seconds: for tests of what waits for it.
+#[doc(hidden)]
+pub async fn hold_page_checks() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    CHECKS_HELD.write().await
+}
+
 /// A new, empty database on the server `url` names, for a test or a benchmark that needs a
 /// PostgreSQL ledger of its own; its URL is `url` with the new database's name.
 #[doc(hidden)]

@@ -53,6 +53,12 @@ pub fn lease_ttl() -> Duration {
         Duration::from_secs(seconds)
     })
 }
+/// The first day the ledger remembers at `now` with `[state] keep_days`: digests whose spans
+/// ended before it are forgotten, so whether they were sent is no longer known.
+pub fn forgotten_before(now: DateTime<Utc>, keep_days: u32) -> NaiveDate {
+    now.date_naive() - chrono::Days::new(u64::from(keep_days))
+}
+
 /// POSTs of one digest that may be sent without an answer: the first, and one resend.
 pub const MAX_UNANSWERED: u32 = 2;
 /// POSTs of one digest that may reach its receiver in all, whatever it answers, across
@@ -621,7 +627,9 @@ impl Ledger {
     }
 
     /// Once a SQLite ledger opened to write has had its every page checked: an error says it
-    /// is damaged, and nothing is written to it (so nothing is sent) before this is Ok.
+    /// is damaged. Nothing is written to it before this is Ok, so no lease is taken and no
+    /// digest sent; a caller that reads and then sends (the daemon's unsent alerts) waits
+    /// for it first.
     pub async fn checked(&self) -> Result<(), LedgerError> {
         self.inner
             .db
@@ -631,6 +639,11 @@ impl Ledger {
                 place: self.inner.location.to_string(),
                 problem,
             })
+    }
+
+    /// [`Ledger::checked`] without waiting: None while the check runs, else whether it passed.
+    pub fn check_passed(&self) -> Option<bool> {
+        self.inner.db.check_passed()
     }
 
     /// Where it lives, as the config says.
@@ -896,6 +909,108 @@ impl Ledger {
         deleted.map(drop).map_err(|e| self.fail("record", e))
     }
 
+    /// Forgets all but the last `keep_days` days' digests, and their alerts: those that ended
+    /// before `keep_days` days ago by the clock, and before the `keep_days`-th newest day the
+    /// ledger holds digests of. So a young ledger forgets nothing, and neither does a clock
+    /// that jumps years ahead: that would otherwise take the digests within `catch_up` too,
+    /// which would be sent again once the clock is back. A batch at a time, so a lease or a
+    /// record waits for one batch at most, and each stays within the call limit. A live lease
+    /// (an admin's `once --force --date` of an old day) is left to its holder. The day is
+    /// recorded first (see [`Ledger::forgotten_before`]), and only when there is something to
+    /// forget. How many rows it forgot, and the first day it remembers.
+    pub async fn forget_all_but(&self, keep_days: u32) -> Result<(u64, NaiveDate), LedgerError> {
+        const BATCH: u64 = 2000;
+        let db = &self.inner.db;
+        let mut cutoff = forgotten_before(self.inner.clock.now(), keep_days);
+        // Each a look into the index by day, newest first.
+        let mut held: Option<NaiveDate> = None;
+        for _ in 0..keep_days {
+            let query = match held {
+                None => sqlx::query("SELECT max(last_day) FROM digests"),
+                Some(before) => {
+                    sqlx::query("SELECT max(last_day) FROM digests WHERE last_day < $1")
+                        .bind(day(before))
+                }
+            };
+            let rows = db.fetch_all(query).await.map_err(|e| self.read_failed(e))?;
+            let newest = (rows.first())
+                .and_then(|row| row.try_get::<Option<String>, _>(0).ok().flatten())
+                .and_then(|day| day.parse::<NaiveDate>().ok());
+            match newest {
+                Some(newest) => held = Some(newest),
+                None => return Ok((0, cutoff)),
+            }
+        }
+        if let Some(held) = held {
+            cutoff = cutoff.min(held);
+        }
+        let free = format!(
+            "(lease_until IS NULL OR lease_until <= {})",
+            db.dialect.now_ms(2)
+        );
+        let now = (db.dialect.binds_now()).then(|| self.inner.clock.now().timestamp_millis());
+        fn bound(
+            sql: &str,
+            cutoff: NaiveDate,
+            now: Option<i64>,
+        ) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+            let query = sqlx::query(sql).bind(day(cutoff));
+            match now {
+                Some(now) => query.bind(now),
+                None => query,
+            }
+        }
+        let older = format!("SELECT 1 FROM digests WHERE last_day < $1 AND {free} LIMIT 1");
+        let older = db.fetch_all(bound(&older, cutoff, now)).await;
+        if !older.map_err(|e| self.read_failed(e))?.is_empty() {
+            let record = sqlx::query(
+                "INSERT INTO forgotten (id, before_day) VALUES (1, $1) ON CONFLICT (id)
+                 DO UPDATE SET before_day = excluded.before_day
+                 WHERE excluded.before_day > forgotten.before_day",
+            );
+            let recorded = db.execute(record.bind(day(cutoff))).await;
+            recorded.map_err(|e| self.fail("record", e))?;
+        }
+        // The lease is asked again outside the subquery: PostgreSQL checks only the outer
+        // condition again on a row another transaction changed meanwhile.
+        let sql = format!(
+            "DELETE FROM digests WHERE (team, first_day, last_day, webhook) IN (
+                SELECT team, first_day, last_day, webhook FROM digests
+                WHERE last_day < $1 AND {free} LIMIT {BATCH}) AND {free}"
+        );
+        let mut forgotten = 0;
+        loop {
+            let done = db.execute(bound(&sql, cutoff, now)).await;
+            let done = done.map_err(|e| self.fail("record", e))?;
+            forgotten += done.rows_affected();
+            if done.rows_affected() < BATCH {
+                break;
+            }
+        }
+        let alerts = sqlx::query("DELETE FROM alerts WHERE last_day < $1").bind(day(cutoff));
+        let done = db
+            .execute(alerts)
+            .await
+            .map_err(|e| self.fail("record", e))?;
+        Ok((forgotten + done.rows_affected(), cutoff))
+    }
+
+    /// The first day whose digests the ledger still remembers, if it has forgotten any: one
+    /// that ended before may have been sent without a row saying so.
+    pub async fn forgotten_before(&self) -> Result<Option<NaiveDate>, LedgerError> {
+        let query = sqlx::query("SELECT before_day FROM forgotten");
+        let rows = self.inner.db.fetch_all(query).await;
+        let rows = rows.map_err(|e| self.read_failed(e))?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let text: String = row.try_get(0).map_err(|e| self.read_failed(causes(&e)))?;
+        let day = text
+            .parse()
+            .map_err(|e| self.read_failed(format!("forgotten.before_day {text:?}: {e}")))?;
+        Ok(Some(day))
+    }
+
     /// Records an alert about a digest given up for `reason`: true the first time, from any
     /// process, so each alert is sent once however often the give-up is seen.
     pub async fn first_alert(
@@ -979,12 +1094,13 @@ impl Ledger {
         } else {
             "record"
         };
+        // Outside the call's limit and before the lease's clock starts: a year's ledger may
+        // take longer than either to check. And before the file is guarded: it may be
+        // replaced meanwhile.
+        db.checked().await.map_err(|e| self.fail(op, e))?;
         if reach != Reach::Record {
             db.guard().map_err(|e| self.fail(op, e))?;
         }
-        // Outside the call's limit and before the lease's clock starts: a year's ledger may
-        // take longer than either to check.
-        db.checked().await.map_err(|e| self.fail(op, e))?;
         let ttl = self.inner.ttl;
         let work = async {
             let mut connection = db.writing().await.map_err(|e| causes(&e))?;

@@ -167,6 +167,7 @@ on_both_stores!(
     a_pass_reads_its_teams_rows_and_older_ones_only_if_pending,
     each_webhooks_last_delivery_is_kept_as_deliveries_are_recorded,
     a_lease_rule_that_writes_nothing_over_no_row_still_gets_the_row_there,
+    all_but_the_last_days_are_forgotten_with_their_alerts,
 );
 
 fn not_delivered() -> Posted {
@@ -699,6 +700,80 @@ async fn delivered(fx: &Fixture, ledger: &Ledger, key: &Key) -> DateTime<Utc> {
     entry.delivered_at.expect("delivered")
 }
 
+/// `[state] keep_days`: all but the last days' digests are forgotten, with their alerts, a batch
+/// at a time; a live lease (an admin's forced `once` of an old day) and each webhook's last
+/// delivery stay. A young ledger forgets nothing, whatever the clock says; how far it has
+/// forgotten is recorded, and never moves back.
+async fn all_but_the_last_days_are_forgotten_with_their_alerts(fx: Fixture) {
+    let day = |text: &str| -> NaiveDate { text.parse().unwrap() };
+    let ledger = fx.open().await;
+    // More than two batches, a month before the day the tests' digests cover.
+    fx.tamper(
+        "WITH RECURSIVE t(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM t WHERE i < 4499)
+         INSERT INTO digests (team, first_day, last_day, webhook, state)
+         SELECT 'old-' || i, '2021-02-17', '2021-02-17', 'slack', 'delivered' FROM t",
+    )
+    .await;
+    let old = Key::new("old-0", Span::day(day("2021-02-17")), "slack");
+    assert!(ledger.first_alert(&old, "missed", "").await.unwrap());
+    assert!(
+        ledger
+            .first_alert(&key("slack"), "missed", "")
+            .await
+            .unwrap()
+    );
+    let forced = Key::new("apac", Span::day(day("2021-02-01")), "generic");
+    let force = Requester::Admin { force: true };
+    let Claim::Leased(_held) = lease(&ledger, &forced, force).await else {
+        panic!("a lease of {forced}")
+    };
+    let last_delivery = delivered(&fx, &ledger, &key("slack")).await;
+    // Three days of digests, years ago by the clock: none is forgotten.
+    assert_eq!(ledger.forget_all_but(14).await.unwrap().0, 0);
+    assert_eq!(ledger.forgotten_before().await.unwrap(), None);
+
+    // Fourteen days up to 2021-03-18: what ended before the fourteenth newest goes.
+    let recent: Vec<String> = (5..=17)
+        .map(|d| format!("('recent', '2021-03-{d:02}', '2021-03-{d:02}', 'slack', 'delivered')"))
+        .collect();
+    fx.tamper(&format!(
+        "INSERT INTO digests (team, first_day, last_day, webhook, state) VALUES {}",
+        recent.join(", ")
+    ))
+    .await;
+    let (forgotten, first_kept) = ledger.forget_all_but(14).await.unwrap();
+    assert_eq!(first_kept, day("2021-03-05"));
+    assert_eq!(forgotten, 4500 + 1, "the rows and their alert");
+    assert_eq!(ledger.forgotten_before().await.unwrap(), Some(first_kept));
+    let left = ledger.recent(day("2021-01-01")).await.unwrap();
+    assert_eq!(left.len(), 2 + 13, "{:?}", left.keys());
+    assert!(
+        left.contains_key(&("apac".to_owned(), forced.span)),
+        "leased"
+    );
+    assert!(
+        ledger.first_alert(&old, "missed", "").await.unwrap(),
+        "forgotten"
+    );
+    assert!(
+        !ledger
+            .first_alert(&key("slack"), "missed", "")
+            .await
+            .unwrap(),
+        "kept"
+    );
+    let last = vec![("apac".to_owned(), "slack".to_owned(), last_delivery)];
+    assert_eq!(ledger.last_deliveries().await.unwrap(), last);
+    assert_eq!(
+        ledger.forget_all_but(14).await.unwrap(),
+        (1, first_kept),
+        "the alert again"
+    );
+    // Keeping more from now on forgets nothing more, and the record doesn't move back.
+    assert_eq!(ledger.forget_all_but(30).await.unwrap().0, 0);
+    assert_eq!(ledger.forgotten_before().await.unwrap(), Some(first_kept));
+}
+
 /// A lease's first round guesses that there is no row, and writes before it reads; a rule
 /// that would write nothing over no row is given the row that is there after all.
 async fn a_lease_rule_that_writes_nothing_over_no_row_still_gets_the_row_there(fx: Fixture) {
@@ -982,9 +1057,9 @@ async fn an_empty_damaged_or_foreign_sqlite_ledger_is_refused_not_started_afresh
     assert!(err.contains("not an acquire-digest ledger"), "{err}");
 }
 
-/// The whole file is checked before anything may be sent from it, beside start-up rather than
-/// before it (a year's ledger takes seconds to read), and not for a read (`status`, which
-/// monitoring may run each minute, and dry runs).
+/// The whole file is checked before anything may be written to it, so before anything is
+/// sent: beside start-up rather than before it (a year's ledger takes seconds to read), and
+/// not for a read (`status`, which monitoring may run each minute, and dry runs).
 #[tokio::test]
 async fn a_ledger_damaged_in_its_middle_is_refused_for_sending_but_opened_to_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -995,25 +1070,48 @@ async fn a_ledger_damaged_in_its_middle_is_refused_for_sending_but_opened_to_rea
         .await
         .unwrap();
 
+    // As a large file's check would take seconds: every kind of write waits for it.
+    let hold = crate::db::testing::hold_page_checks().await;
     let ledger = Ledger::open(&location, WallClock::new()).await.unwrap();
-    let refused = ledger.checked().await.err().unwrap();
-    assert!(refused.to_string().contains("is damaged"), "{refused}");
     let fresh = Key::new(
         "new-team",
         Span::day("2026-07-16".parse().unwrap()),
         "slack",
     );
-    let lease = ledger.lease(&fresh, Requester::Daemon, "u").await;
-    let refused = lease.err().expect("a lease on a damaged ledger");
+    let lease = tokio::spawn({
+        let (ledger, fresh) = (ledger.clone(), fresh.clone());
+        async move { ledger.lease(&fresh, Requester::Daemon, "u").await.map(drop) }
+    });
+    let marks = tokio::spawn({
+        let ledger = ledger.clone();
+        let marks = [("new-team".to_owned(), Utc::now())];
+        async move { ledger.advance(&marks).await }
+    });
+    let alert = tokio::spawn({
+        let (ledger, fresh) = (ledger.clone(), fresh.clone());
+        async move { ledger.first_alert(&fresh, "missed", "").await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (what, write) in [("lease", &lease), ("watermark", &marks), ("alert", &alert)] {
+        assert!(
+            !write.is_finished(),
+            "the {what} was written before the check"
+        );
+    }
+    drop(hold);
+    let refused = ledger.checked().await.err().unwrap();
     assert!(refused.to_string().contains("is damaged"), "{refused}");
+    for write in [lease, marks, alert] {
+        let refused = (write.await.unwrap()).expect_err("a write to a damaged ledger");
+        assert!(refused.to_string().contains("is damaged"), "{refused}");
+    }
     drop(ledger);
-    let reader = Ledger::open_to_read(&location, WallClock::new()).await;
-    let entries = reader
-        .unwrap()
-        .recent("2026-07-16".parse().unwrap())
+    let reader = Ledger::open_to_read(&location, WallClock::new())
         .await
         .unwrap();
+    let entries = reader.recent("2026-07-16".parse().unwrap()).await.unwrap();
     assert!(entries.is_empty(), "nothing was written: {entries:?}");
+    assert!(reader.watermarks().await.unwrap().is_empty());
 }
 
 #[tokio::test]

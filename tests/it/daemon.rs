@@ -133,17 +133,23 @@ async fn a_container_killed_mid_post_delivers_after_restart_within_the_lease() {
     );
 }
 
+/// Team apac, posting to `hooks`' /apac, whose daily firing where it is about noon was 10
+/// minutes ago: next in about 24 hours.
+fn fired_ten_minutes_ago(hooks: &Scripted) -> String {
+    let (noon, offset) = zone_at(12);
+    with_schedule(
+        team("apac", "acme", &[("generic", &hooks.url("/apac"))]),
+        &once_a_day_in(-600, offset),
+        &noon,
+    )
+}
+
 #[tokio::test]
 async fn a_digest_missed_while_down_is_caught_up_at_start() {
     let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
-    // Fired 10 minutes ago; next firing in ~24 hours.
-    let missed = with_schedule(
-        team("apac", "acme", &[("generic", &hooks.url("/apac"))]),
-        &once_a_day_in(-600, offset),
-        &noon,
-    );
+    let missed = fired_ten_minutes_ago(&hooks);
     let disabled = with_schedule(
         team("off", "acme", &[("generic", &hooks.url("/off"))]),
         &once_a_day_in(-600, offset),
@@ -181,30 +187,39 @@ async fn a_digest_missed_while_down_is_caught_up_at_start() {
 }
 
 /// A ledger damaged in its middle, which only reading every page finds: the daemon checks it
-/// beside its start-up, sends nothing from it meanwhile, and stops saying what to do; `check
-/// --online` says the same.
+/// before it does anything with it, sends nothing from it (not a digest, nor an alert a
+/// process before it left unsent), and stops saying what to do; `check --online` says the
+/// same.
 #[tokio::test]
 async fn a_ledger_damaged_in_its_middle_stops_the_daemon_before_anything_is_sent() {
-    let (noon, offset) = zone_at(12);
     let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
     let hooks = Scripted::webhooks().await;
     // Due now: caught up as soon as its lease may be taken.
-    let missed = with_schedule(
-        team("apac", "acme", &[("generic", &hooks.url("/apac"))]),
-        &once_a_day_in(-600, offset),
-        &noon,
-    );
-    let work = Workspace::new(&config(&sim.base_url(), &[missed]));
-    let location = acquire_digest::config::StateStore::Sqlite(work.path("ledger.db"));
-    let clock = acquire_digest::clock::WallClock::new();
-    drop(
-        acquire_digest::ledger::Ledger::open(&location, clock)
-            .await
-            .unwrap(),
-    );
+    let missed = fired_ten_minutes_ago(&hooks);
+    let work = Workspace::new(&format!(
+        "{}\n[alerts]\nwebhooks = [{{ kind = \"generic\", url = \"{}\" }}]\n",
+        config(&sim.base_url(), &[missed]),
+        hooks.url("/ops"),
+    ));
+    let unsent =
+        "INSERT INTO alerts (team, first_day, last_day, webhook, reason, raised_at, detail)
+        VALUES ('apac', '2026-07-15', '2026-07-15', 'generic', 'missed', 0, 'left unsent')";
+    crate::support::ledger_with(&work, unsent).await;
     acquire_digest::db::testing::damage_a_middle_page(&work.path("ledger.db"))
         .await
         .unwrap();
+
+    // As a large file's check takes seconds: nothing goes out meanwhile.
+    let hold = acquire_digest::db::testing::hold_page_checks().await;
+    let (_, in_process) = InProcess::start(&work, Utc::now());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(hooks.seen().is_empty(), "sent during the check");
+    drop(hold);
+    let ended = tokio::time::timeout(SECONDS, in_process.ended()).await;
+    let refused = ended
+        .expect("still running on a damaged ledger")
+        .unwrap_err();
+    assert!(refused.to_string().contains("is damaged"), "{refused}");
 
     let mut daemon = Daemon::start(&work);
     let status = (daemon.wait_exit(SECONDS).await).expect("still running on a damaged ledger");
@@ -214,6 +229,7 @@ async fn a_ledger_damaged_in_its_middle_stops_the_daemon_before_anything_is_sent
         log.contains("ledger.db: is damaged") && log.contains("restore it from a backup"),
         "{log}"
     );
+    assert!(!log.contains("every page checked"), "{log}");
     let dir = work.dir.path().to_owned();
     let check = crate::support::run_beside(&dir, &["check", "--online"], &[]).await;
     let out = crate::support::stdout(&check);
@@ -223,6 +239,67 @@ async fn a_ledger_damaged_in_its_middle_stops_the_daemon_before_anything_is_sent
         "{out}"
     );
     assert!(hooks.seen().is_empty(), "{log}");
+}
+
+/// `[state] keep_days`: the daemon forgets the digests that ended before it, once it is
+/// delivering, and keeps the rest.
+#[tokio::test]
+async fn the_daemon_forgets_digests_older_than_keep_days() {
+    use sqlx::Connection;
+
+    let sim = simulator::spawn(SimulatorOptions::default()).await.unwrap();
+    let hooks = Scripted::webhooks().await;
+    // Due now: caught up as soon as its lease may be taken.
+    let missed = fired_ten_minutes_ago(&hooks);
+    let text = config(&sim.base_url(), &[missed]);
+    let work = Workspace::new(&text.replace(
+        "path = \"ledger.db\"",
+        "path = \"ledger.db\"\nkeep_days = 14",
+    ));
+    let today = Utc::now().date_naive();
+    let old = |days: u64| (today - chrono::Days::new(days)).to_string();
+    // A month-old digest, and another team's of the 13 days before yesterday: with the one
+    // delivered now, 14 days.
+    let rows: Vec<String> = (std::iter::once(("apac", 30)))
+        .chain((2..=14).map(|days| ("other", days)))
+        .map(|(team, days)| {
+            format!(
+                "('{team}', '{0}', '{0}', 'generic', 'delivered')",
+                old(days)
+            )
+        })
+        .collect();
+    let rows = format!(
+        "INSERT INTO digests (team, first_day, last_day, webhook, state) VALUES {}",
+        rows.join(", ")
+    );
+    let url = crate::support::ledger_with(&work, &rows).await;
+
+    let _daemon = Daemon::start(&work);
+    wait_until("the catch-up", SECONDS, || {
+        hooks.seen_at("/apac").len() == 1
+    })
+    .await;
+    sqlx::any::install_default_drivers();
+    let mut reader = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let mut days: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        days = sqlx::query_scalar("SELECT last_day FROM digests ORDER BY last_day")
+            .fetch_all(&mut reader)
+            .await
+            .unwrap();
+        if !days.contains(&old(30)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(days.len(), 14, "{days:?}");
+    assert_eq!(days[0], old(14), "{days:?}");
+    let horizon: String = sqlx::query_scalar("SELECT before_day FROM forgotten")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    assert_eq!(horizon, old(14), "recorded, for `once --date`");
 }
 
 #[tokio::test]

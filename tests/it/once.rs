@@ -753,6 +753,50 @@ async fn once_refuses_a_day_that_has_not_ended() {
     assert!(output.status.success(), "{}", stderr(&output));
 }
 
+/// `[state] keep_days`: a day the ledger has forgotten may have been sent, so `once` sends it
+/// only when forced (a dry run shows it); the oldest day remembered goes as any other.
+#[tokio::test]
+async fn once_asks_for_force_before_a_day_the_ledger_has_forgotten() {
+    let sim = simulator().await;
+    let hooks = Scripted::webhooks().await;
+    let (noon, _) = crate::support::zone_at(12);
+    let text =
+        config(
+            &sim.base_url(),
+            &[team("apac", "acme", &[("generic", &hooks.url("/apac"))])
+                .replace("Asia/Kolkata", &noon)],
+        );
+    let work = Workspace::new(&text.replace(
+        "path = \"ledger.db\"",
+        "path = \"ledger.db\"\nkeep_days = 14",
+    ));
+    let today = chrono::Utc::now().date_naive();
+    let forgotten = (today - chrono::Days::new(15)).to_string();
+    let oldest = (today - chrono::Days::new(14)).to_string();
+    // As the daemon leaves it once it has forgotten something.
+    let horizon = format!("INSERT INTO forgotten (id, before_day) VALUES (1, '{oldest}')");
+    crate::support::ledger_with(&work, &horizon).await;
+    let output = run(&work, &["once", "--date", &forgotten]).await;
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("older than the ledger remembers")
+            && log.contains(&format!("ended before {oldest}"))
+            && log.contains("[state] keep_days")
+            && log.contains("--force"),
+        "{log}"
+    );
+    let dry = run(&work, &["once", "--dry-run", "--date", &forgotten]).await;
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(hooks.seen().is_empty());
+    let forced = run(&work, &["once", "--force", "--date", &forgotten]).await;
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_eq!(hooks.seen().len(), 1);
+    let remembered = run(&work, &["once", "--date", &oldest]).await;
+    assert!(remembered.status.success(), "{}", stderr(&remembered));
+    assert_eq!(hooks.seen().len(), 2);
+}
+
 /// Issue 9, defect 9: a change day's window is exact at both ends, in the offset in force at
 /// its start, and its hours land on the local hours they were counted in.
 #[tokio::test]

@@ -546,6 +546,11 @@ impl InProcess {
         self.stop.send(()).unwrap();
         self.daemon.await.unwrap().unwrap();
     }
+
+    /// What the daemon ended with, having stopped by itself.
+    pub async fn ended(self) -> anyhow::Result<()> {
+        self.daemon.await.unwrap()
+    }
 }
 
 /// A [`team`] with the default insights: what moved and unusual days.
@@ -567,4 +572,15 @@ pub async fn minutes_until(
         assert!(minutes <= 120, "not sent after two hours");
     }
     minutes
+}
+
+/// Makes the workspace's SQLite ledger (`ledger.db`) as the binary would, then runs `sql` on
+/// it behind its back, as a person with a SQL shell would; its URL, for more.
+pub async fn ledger_with(work: &Workspace, sql: &str) -> String {
+    use acquire_digest::{clock::WallClock, config::StateStore, db::testing, ledger::Ledger};
+    let location = StateStore::Sqlite(work.path("ledger.db"));
+    drop(Ledger::open(&location, WallClock::new()).await.unwrap());
+    let url = testing::sqlite_file_url(&work.path("ledger.db"));
+    testing::execute_at(&url, sql).await.unwrap();
+    url
 }

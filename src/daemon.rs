@@ -319,7 +319,7 @@ impl Current {
         clock: &Arc<dyn Clock>,
         before: Option<&Current>,
     ) -> Result<Current, String> {
-        let ledger = match before.filter(|b| *b.ledger.location() == config.state) {
+        let ledger = match before.filter(|b| b.ledger.location().is_same(&config.state)) {
             Some(before) => before.ledger.clone(),
             None => {
                 let ledger = (Ledger::open(&config.state, clock.clone()).await)

@@ -1186,6 +1186,20 @@ pub enum StateStore {
     Postgres(DatabaseUrl),
 }
 
+impl StateStore {
+    /// Whether both are the same ledger, however the paths are spelt (`./l.db`, a symlinked
+    /// folder): a process that opened one SQLite file twice would drop its locks on it as
+    /// either handle closed a descriptor.
+    pub fn is_same(&self, other: &StateStore) -> bool {
+        match (self, other) {
+            (StateStore::Sqlite(a), StateStore::Sqlite(b)) => {
+                a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+            }
+            _ => self == other,
+        }
+    }
+}
+
 impl fmt::Display for StateStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1859,6 +1873,22 @@ url = "https://example.com/hook"
         for n in [13, 0, -1, 3651] {
             assert_problem(&days(n), "state.keep_days", "use 14 (two weeks");
         }
+    }
+
+    #[test]
+    fn a_ledger_is_the_same_however_its_path_is_spelt() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("state");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("ledger.db"), "x").unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let at = |path: PathBuf| StateStore::Sqlite(path);
+        let ledger = at(real.join("ledger.db"));
+        assert!(ledger.is_same(&at(dir.path().join("link/ledger.db"))));
+        assert!(ledger.is_same(&at(real.join("../state/ledger.db"))));
+        assert!(!ledger.is_same(&at(real.join("other.db"))));
+        let not_yet = at(real.join("new.db"));
+        assert!(not_yet.is_same(&at(real.join("new.db"))));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!    minute's deliveries (written as a delivery writes them).
 //! 2. `check`, `run`'s start-up (until /-/ready answers) on a new ledger and on one holding
 //!    `LEDGER_DAYS` (7) days of every team's digests, and its idle RSS above a one-team
-//!    daemon's.
+//!    daemon's; then, with this build's code, forgetting the oldest of those days, as the
+//!    daemon does once a day has gone past `[state] keep_days`.
 //!
 //! Under `cargo test` (no `--bench`) it runs at 300 teams, so CI keeps it working. Linux only:
 //! it reads rusage and /proc.
@@ -248,6 +249,29 @@ async fn operations(binary: &str, which: &str, teams: usize, idle: Duration) {
         per_team,
         empty / 1024
     );
+    // This build's code, through the library: an older binary's ledger would be upgraded.
+    if which == "this build" {
+        let (rows, took) = forgetting(&dir.path().join("ledger.db"), days).await;
+        let batches = rows.div_ceil(2000).max(1);
+        println!(
+            "  forgetting a day:    {:>8.1} ms for {rows} rows, {:.1} ms a batch of 2,000 on average (a delivery waits for one at most), keep_days one day less than the ledger holds",
+            ms(took),
+            ms(took) / batches as f64
+        );
+    }
+}
+
+/// What the daemon's hourly forgetting (`[state] keep_days`) costs when a day has gone past
+/// it: rows forgotten, and the time taken.
+async fn forgetting(path: &Path, days: usize) -> (u64, Duration) {
+    let location = config::StateStore::Sqlite(path.to_owned());
+    let ledger = acquire_digest::ledger::Ledger::open(&location, WallClock::new());
+    let ledger = ledger.await.unwrap();
+    ledger.checked().await.unwrap();
+    let started = Instant::now();
+    let keep = u32::try_from(days - 1).unwrap();
+    let (rows, _) = ledger.forget_all_but(keep).await.unwrap();
+    (rows, started.elapsed())
 }
 
 /// Writes `days` days before today of every team's digests into the ledger at `path` (made

@@ -536,11 +536,7 @@ impl Pipeline {
         let now = self.clock.now();
         // A span some other process finished, or one given up while a reload came between,
         // is not kept past the longest catch-up.
-        // A clock stepped back doesn't put the sweep off until it catches up.
-        if sent
-            .swept
-            .is_none_or(|at| now - at >= PRUNE_EVERY || now < at)
-        {
+        if hourly_due(sent.swept, now) {
             let longest = chrono::Duration::from_std(crate::config::MAX_CATCH_UP)
                 .unwrap_or_default()
                 + chrono::Duration::days(1);
@@ -821,8 +817,7 @@ impl Pipeline {
         let now = self.clock.now();
         {
             let mut pruned = self.pruned.lock().expect("prune time");
-            // A clock that stepped back prunes again, not years from now.
-            if pruned.is_some_and(|at| now >= at && now - at < PRUNE_EVERY) {
+            if !hourly_due(*pruned, now) {
                 return;
             }
             *pruned = Some(now);
@@ -932,6 +927,12 @@ impl Pipeline {
 }
 
 /// What a read of the data saw, short: two reads that agree have the same.
+/// Whether an hourly chore last done `last` is due at `now`: also when the clock has stepped
+/// back past it, rather than years from now when it catches up.
+fn hourly_due(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    last.is_none_or(|at| now < at || now - at >= PRUNE_EVERY)
+}
+
 fn fingerprint(digest: &Digest) -> String {
     let figures = (
         &digest.totals,
@@ -1029,6 +1030,16 @@ mod tests {
         assert_eq!(at - start, chrono::Duration::minutes(15));
         let at = spaced_retry(start, every, 9, Some(start + chrono::Duration::minutes(4)));
         assert_eq!(at - start, every);
+    }
+
+    #[test]
+    fn an_hourly_chore_is_due_after_an_hour_or_a_clock_stepped_back() {
+        let at: DateTime<Utc> = "2026-11-25T03:30:00Z".parse().unwrap();
+        let minutes = |m| at + chrono::Duration::minutes(m);
+        assert!(hourly_due(None, at));
+        assert!(!hourly_due(Some(at), minutes(59)));
+        assert!(hourly_due(Some(at), minutes(60)));
+        assert!(hourly_due(Some(at), minutes(-1)), "the clock stepped back");
     }
 
     #[test]

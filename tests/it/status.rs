@@ -102,6 +102,36 @@ async fn status_before_anything_was_delivered_says_so() {
     );
 }
 
+/// `status --date` warns of a day the ledger may have forgotten (`[state] keep_days`) by the
+/// digest that covers it: a week's digest ending after what was forgotten is still there.
+#[tokio::test]
+async fn status_warns_of_a_forgotten_day_by_the_span_that_covers_it() {
+    use chrono::{Datelike, Days};
+    let weekly = team("apac", "acme", &[("slack", "http://127.0.0.1:9/x")])
+        .replace("schedule = \"0 9 * * *\"", "schedule = \"0 9 * * 1\"");
+    assert!(weekly.contains("* * 1\""), "{weekly}");
+    let work = Workspace::new(&config("http://127.0.0.1:9/{account_id}", &[weekly]));
+    // A Wednesday weeks ago: Monday's digest covers the week before it, Monday to Sunday.
+    let back = chrono::Utc::now().date_naive() - Days::new(21);
+    let wednesday = back - Days::new((back.weekday().num_days_from_monday() as u64 + 5) % 7);
+    assert_eq!(wednesday.weekday(), chrono::Weekday::Wed);
+    let horizon = format!("INSERT INTO forgotten (id, before_day) VALUES (1, '{wednesday}')");
+    crate::support::ledger_with(&work, &horizon).await;
+    let warned = |date: chrono::NaiveDate| {
+        let out = run_in(
+            work.dir.path(),
+            &["status", "--date", &date.to_string()],
+            &[],
+        );
+        crate::support::stderr(&out).contains("may no longer hold this day's")
+    };
+    // Its week ends on the Sunday after: kept.
+    assert!(!warned(wednesday - Days::new(2)));
+    // The week before ended on the Sunday before: forgotten.
+    assert!(warned(wednesday - Days::new(3)));
+    assert!(!warned(wednesday + Days::new(7)));
+}
+
 #[tokio::test]
 async fn status_on_an_empty_database_says_so_and_creates_nothing() {
     let Some(server) = test_database_url() else {

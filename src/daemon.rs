@@ -334,8 +334,8 @@ impl Current {
                 ledger
             }
         };
-        let pipeline = Pipeline::new(&config, Some(ledger.clone()), clock.clone())
-            .forgetting(config.keep_days);
+        let pipeline =
+            Pipeline::new(&config, Some(ledger.clone()), clock.clone()).forgetting(&config);
         // Jobs started before a reload keep their slots in the same semaphore, so a reload
         // never lets twice the concurrency run at once.
         let slots = match before.filter(|b| b.config.concurrency == config.concurrency) {

@@ -54,8 +54,10 @@ pub struct Pipeline {
     /// run beside one it only reads (with no ledger to record in, nothing is kept either).
     history: Option<History>,
     history_days: u32,
-    /// `[state] keep_days`, in the daemon: digests whose spans ended longer ago are forgotten.
-    keep_days: Option<u32>,
+    /// `[state] keep_days`, in the daemon: digests whose spans ended longer ago are forgotten;
+    /// with the teams' longest `catch_up`, which the ledger keeps more of (see
+    /// [`Ledger::forget_all_but`]).
+    keep_days: Option<(u32, Duration)>,
     /// When history and the ledger were last pruned, shared by the clones one run or daemon makes.
     pruned: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
     /// Digests sent to a webhook that failed, by team and span: a later round sends the same
@@ -322,9 +324,12 @@ impl SpanReport {
 }
 
 impl Pipeline {
-    /// The daemon's: it also forgets the ledger's digests older than `keep_days`, hourly. A
-    /// `once` doesn't: it would forget the day it was asked for, and stop halfway at its exit.
-    pub fn forgetting(self, keep_days: Option<u32>) -> Pipeline {
+    /// The daemon's: it also forgets the ledger's digests older than `[state] keep_days`, at
+    /// most hourly, after it builds a digest. A `once` doesn't: it would forget the day it was
+    /// asked for, and stop halfway at its exit.
+    pub fn forgetting(self, config: &Config) -> Pipeline {
+        let longest = (config.teams.iter().map(|t| t.catch_up).max()).unwrap_or_default();
+        let keep_days = config.keep_days.map(|days| (days, longest));
         Pipeline { keep_days, ..self }
     }
 
@@ -840,10 +845,10 @@ impl Pipeline {
                     Err(e) => tracing::warn!("could not drop old kept reports: {e}"),
                 }
             }
-            let Some(keep_days) = keep_days else {
+            let Some((keep_days, catch_up)) = keep_days else {
                 return;
             };
-            match ledger.forget_all_but(keep_days).await {
+            match ledger.forget_all_but(keep_days, catch_up).await {
                 Ok((0, _)) => {}
                 Ok((n, upto)) => tracing::info!(
                     "forgot {n} ledger rows of digests that ended before {upto} ([state] keep_days = {keep_days})"
@@ -926,13 +931,13 @@ impl Pipeline {
     }
 }
 
-/// What a read of the data saw, short: two reads that agree have the same.
 /// Whether an hourly chore last done `last` is due at `now`: also when the clock has stepped
 /// back past it, rather than years from now when it catches up.
 fn hourly_due(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     last.is_none_or(|at| now < at || now - at >= PRUNE_EVERY)
 }
 
+/// What a read of the data saw, short: two reads that agree have the same.
 fn fingerprint(digest: &Digest) -> String {
     let figures = (
         &digest.totals,

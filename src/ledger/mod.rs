@@ -911,14 +911,21 @@ impl Ledger {
 
     /// Forgets all but the last `keep_days` days' digests, and their alerts: those that ended
     /// before `keep_days` days ago by the clock, and before the `keep_days`-th newest day the
-    /// ledger holds digests of. So a young ledger forgets nothing, and neither does a clock
-    /// that jumps years ahead: that would otherwise take the digests within `catch_up` too,
-    /// which would be sent again once the clock is back. A batch at a time, so a lease or a
-    /// record waits for one batch at most, and each stays within the call limit. A live lease
-    /// (an admin's `once --force --date` of an old day) is left to its holder. The day is
-    /// recorded first (see [`Ledger::forgotten_before`]), and only when there is something to
-    /// forget. How many rows it forgot, and the first day it remembers.
-    pub async fn forget_all_but(&self, keep_days: u32) -> Result<(u64, NaiveDate), LedgerError> {
+    /// ledger holds a digest of that some process tried, less the days a clock that ran ahead
+    /// may have delivered digests of within `catch_up` (the longest of the teams'). So a young
+    /// ledger forgets nothing, and neither does a clock that jumps years ahead: that would
+    /// otherwise take the digests within `catch_up` too, which would be sent again once the
+    /// clock is back. Missed firings don't count as days held: a clock that jumps ahead
+    /// records one for every firing it skipped. A batch at a time, so a lease or a record
+    /// waits for one batch at most, and each stays within the call limit. A live lease (an
+    /// admin's `once --force --date` of an old day) is left to its holder. The day is recorded
+    /// first (see [`Ledger::forgotten_before`]), and only when there is something to forget.
+    /// How many rows it forgot, and the first day it remembers.
+    pub async fn forget_all_but(
+        &self,
+        keep_days: u32,
+        catch_up: std::time::Duration,
+    ) -> Result<(u64, NaiveDate), LedgerError> {
         const BATCH: u64 = 2000;
         let db = &self.inner.db;
         let mut cutoff = forgotten_before(self.inner.clock.now(), keep_days);
@@ -926,11 +933,11 @@ impl Ledger {
         let mut held: Option<NaiveDate> = None;
         for _ in 0..keep_days {
             let query = match held {
-                None => sqlx::query("SELECT max(last_day) FROM digests"),
-                Some(before) => {
-                    sqlx::query("SELECT max(last_day) FROM digests WHERE last_day < $1")
-                        .bind(day(before))
-                }
+                None => sqlx::query("SELECT max(last_day) FROM digests WHERE state <> 'missed'"),
+                Some(before) => sqlx::query(
+                    "SELECT max(last_day) FROM digests WHERE last_day < $1 AND state <> 'missed'",
+                )
+                .bind(day(before)),
             };
             let rows = db.fetch_all(query).await.map_err(|e| self.read_failed(e))?;
             let newest = (rows.first())
@@ -942,7 +949,9 @@ impl Ledger {
             }
         }
         if let Some(held) = held {
-            cutoff = cutoff.min(held);
+            // Each firing within catch_up covers a day of its own, and the due one's too.
+            let ahead = catch_up.as_secs().div_ceil(24 * 3600) + 1;
+            cutoff = cutoff.min(held - chrono::Days::new(ahead));
         }
         let free = format!(
             "(lease_until IS NULL OR lease_until <= {})",

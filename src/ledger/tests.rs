@@ -728,25 +728,32 @@ async fn all_but_the_last_days_are_forgotten_with_their_alerts(fx: Fixture) {
         panic!("a lease of {forced}")
     };
     let last_delivery = delivered(&fx, &ledger, &key("slack")).await;
+    let half_a_day = Duration::from_secs(12 * 3600);
     // Three days of digests, years ago by the clock: none is forgotten.
-    assert_eq!(ledger.forget_all_but(14).await.unwrap().0, 0);
+    assert_eq!(ledger.forget_all_but(14, half_a_day).await.unwrap().0, 0);
     assert_eq!(ledger.forgotten_before().await.unwrap(), None);
 
-    // Fourteen days up to 2021-03-18: what ended before the fourteenth newest goes.
-    let recent: Vec<String> = (5..=17)
-        .map(|d| format!("('recent', '2021-03-{d:02}', '2021-03-{d:02}', 'slack', 'delivered')"))
-        .collect();
+    // Fourteen days up to 2021-03-18: what ended before the fourteenth newest goes, less the
+    // two days a clock ahead may have delivered within a catch_up of 12 hours.
+    let recent = (1..=17)
+        .map(|d| format!("('recent', '2021-03-{d:02}', '2021-03-{d:02}', 'slack', 'delivered')"));
+    // And the firings a clock that jumped a month ahead skipped, missed: they hold nothing.
+    let skipped = (1..=30).map(|d| {
+        let on = day("2021-03-18") + chrono::Days::new(d);
+        format!("('ahead', '{on}', '{on}', 'slack', 'missed')")
+    });
+    let rows: Vec<String> = recent.chain(skipped).collect();
     fx.tamper(&format!(
         "INSERT INTO digests (team, first_day, last_day, webhook, state) VALUES {}",
-        recent.join(", ")
+        rows.join(", ")
     ))
     .await;
-    let (forgotten, first_kept) = ledger.forget_all_but(14).await.unwrap();
-    assert_eq!(first_kept, day("2021-03-05"));
-    assert_eq!(forgotten, 4500 + 1, "the rows and their alert");
+    let (forgotten, first_kept) = ledger.forget_all_but(14, half_a_day).await.unwrap();
+    assert_eq!(first_kept, day("2021-03-03"));
+    assert_eq!(forgotten, 4500 + 2 + 1, "the rows and their alert");
     assert_eq!(ledger.forgotten_before().await.unwrap(), Some(first_kept));
     let left = ledger.recent(day("2021-01-01")).await.unwrap();
-    assert_eq!(left.len(), 2 + 13, "{:?}", left.keys());
+    assert_eq!(left.len(), 2 + 15 + 30, "{:?}", left.keys());
     assert!(
         left.contains_key(&("apac".to_owned(), forced.span)),
         "leased"
@@ -765,12 +772,12 @@ async fn all_but_the_last_days_are_forgotten_with_their_alerts(fx: Fixture) {
     let last = vec![("apac".to_owned(), "slack".to_owned(), last_delivery)];
     assert_eq!(ledger.last_deliveries().await.unwrap(), last);
     assert_eq!(
-        ledger.forget_all_but(14).await.unwrap(),
+        ledger.forget_all_but(14, half_a_day).await.unwrap(),
         (1, first_kept),
         "the alert again"
     );
     // Keeping more from now on forgets nothing more, and the record doesn't move back.
-    assert_eq!(ledger.forget_all_but(30).await.unwrap().0, 0);
+    assert_eq!(ledger.forget_all_but(30, half_a_day).await.unwrap().0, 0);
     assert_eq!(ledger.forgotten_before().await.unwrap(), Some(first_kept));
 }
 

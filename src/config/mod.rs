@@ -1188,12 +1188,14 @@ pub enum StateStore {
 
 impl StateStore {
     /// Whether both are the same ledger, however the paths are spelt (`./l.db`, a symlinked
-    /// folder): a process that opened one SQLite file twice would drop its locks on it as
-    /// either handle closed a descriptor.
+    /// folder, a hard link): a process that opened one SQLite file twice would drop its locks
+    /// on it as either handle closed a descriptor.
     pub fn is_same(&self, other: &StateStore) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let file = |path: &Path| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
         match (self, other) {
             (StateStore::Sqlite(a), StateStore::Sqlite(b)) => {
-                a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+                a == b || matches!((file(a), file(b)), (Ok(a), Ok(b)) if a == b)
             }
             _ => self == other,
         }
@@ -1886,6 +1888,9 @@ url = "https://example.com/hook"
         let ledger = at(real.join("ledger.db"));
         assert!(ledger.is_same(&at(dir.path().join("link/ledger.db"))));
         assert!(ledger.is_same(&at(real.join("../state/ledger.db"))));
+        std::fs::hard_link(real.join("ledger.db"), dir.path().join("hard.db")).unwrap();
+        assert!(ledger.is_same(&at(dir.path().join("hard.db"))));
+        std::fs::write(real.join("other.db"), "x").unwrap();
         assert!(!ledger.is_same(&at(real.join("other.db"))));
         let not_yet = at(real.join("new.db"));
         assert!(not_yet.is_same(&at(real.join("new.db"))));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
 
@@ -599,6 +599,22 @@ fn check_team_names(config: &Config, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The span each team's digest covers: the one containing `date`, or the latest by `now`.
+/// Once for each schedule and zone: a span is a few searches of the schedule, and 100,000
+/// teams share a few dozen schedules and zones.
+fn spans_of(teams: &[&Team], date: Option<NaiveDate>, now: DateTime<Utc>) -> Vec<Span> {
+    let mut known: HashMap<(&str, Zone), Span> = HashMap::new();
+    (teams.iter())
+        .map(|team| {
+            let key = (team.schedule.as_str(), team.zone);
+            *known.entry(key).or_insert_with(|| match date {
+                Some(date) => team.schedule.span_containing(team.zone, date),
+                None => team.schedule.latest_span(team.zone, now),
+            })
+        })
+        .collect()
+}
+
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let config = load(&args.config.config)?;
     check_team_names(&config, &args.teams)?;
@@ -618,23 +634,18 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|t| args.teams.is_empty() || args.teams.contains(&t.name))
         .collect();
-    // A ledger of an older version, not yet upgraded, has forgotten nothing.
+    // By the spans that contain the day, as `once` refuses it: a week's digest ending after
+    // what was forgotten is still there. A ledger of an older version, not yet upgraded, has
+    // forgotten nothing.
     if let Some(date) = args.date
         && let Some(forgotten) = ledger.forgotten_before().await.ok().flatten()
+        && (spans_of(&teams, Some(date), now).iter()).any(|span| span.last < forgotten)
     {
-        // By the spans that contain the day, as `once` refuses: a week's digest ending after
-        // what was forgotten is still there. Each schedule and zone once.
-        let mut seen = std::collections::HashSet::new();
-        let gone = (teams.iter())
-            .filter(|t| seen.insert((t.schedule.as_str(), t.zone)))
-            .any(|t| t.schedule.span_containing(t.zone, date).last < forgotten);
-        if gone {
-            // On stderr: the JSON on stdout stays one document.
-            let _ = writeln!(
-                std::io::stderr(),
-                "--date {date}: the ledger has forgotten the digests that ended before {forgotten} ([state] keep_days), so it may no longer hold this day's"
-            );
-        }
+        // On stderr: the JSON on stdout stays one document.
+        let _ = writeln!(
+            std::io::stderr(),
+            "--date {date}: the ledger has forgotten the digests that ended before {forgotten} ([state] keep_days), so it may no longer hold this day's"
+        );
     }
     let status = status::read(&ledger, &teams, now, which).await?;
     let text = match args.format {
@@ -668,18 +679,7 @@ async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
     {
         bail!("--date {date} is before 2000: pick a day in the account's history");
     }
-    // Once for each schedule and zone: a span is a few searches of the schedule, and 100,000
-    // teams share a few dozen schedules and zones.
-    let mut known: HashMap<(&str, Zone), Span> = HashMap::new();
-    let spans: Vec<Span> = (teams.iter())
-        .map(|team| {
-            let key = (team.schedule.as_str(), team.zone);
-            *known.entry(key).or_insert_with(|| match args.date {
-                Some(date) => team.schedule.span_containing(team.zone, date),
-                None => team.schedule.latest_span(team.zone, now),
-            })
-        })
-        .collect();
+    let spans = spans_of(&teams, args.date, now);
     // A span that hasn't ended yet would be posted partial, recorded, and the real digest
     // skipped: refuse before anything is sent.
     if let Some(date) = args.date {

@@ -36,6 +36,42 @@ fn a_valid_config_passes_and_shows_the_next_digest() {
     );
 }
 
+/// Teams sharing a schedule are told their next digest in their own zone: the report works
+/// each out once per schedule and zone, not once per schedule.
+#[test]
+fn teams_on_one_schedule_are_told_their_next_digest_in_their_own_zone() {
+    let team = |name: &str, zone: &str| {
+        GOOD.replace("support-apac", name)
+            .replace("Asia/Kolkata", zone)
+    };
+    let work = Workspace::new(
+        &[
+            team("kolkata", "Asia/Kolkata"),
+            team("new-york", "America/New_York"),
+            team("kolkata-too", "Asia/Kolkata"),
+        ]
+        .concat(),
+    );
+    let output = work.run(
+        &["check"],
+        &[("ACME_KEY", "key-abc-123"), ("APAC_SLACK", SECRET_URL)],
+    );
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    let next = |name: &str| {
+        let line = (out.lines())
+            .find(|line| line.trim_start().starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no line for {name} in {out}"));
+        line.split("next digest ").nth(1).unwrap().to_owned()
+    };
+    assert!(next("kolkata").contains("09:00:00 Asia/Kolkata"), "{out}");
+    assert!(
+        next("new-york").contains("09:00:00 America/New_York"),
+        "{out}"
+    );
+    assert_eq!(next("kolkata"), next("kolkata-too"));
+}
+
 #[test]
 fn every_problem_is_reported_at_once_with_team_and_key() {
     let bad = GOOD

@@ -302,9 +302,18 @@ struct Record {
 /// what went out is missing, while an answer or a release is recorded wherever the file went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reach {
-    Lease,
+    Lease(Insert),
     Post,
     Record,
+}
+
+/// Which new rows a lease may make: any, or (an admin's unforced `once`) only one of a day
+/// the ledger still remembers. The insert itself asks, so a day the daemon forgets while
+/// `once` runs, after `once` looked, is refused rather than sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Insert {
+    Any,
+    Remembered,
 }
 
 /// Taking the lease: whether `requester` may send the digest (and how it starts over), or
@@ -799,10 +808,18 @@ impl Ledger {
         let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let ttl = self.inner.ttl;
         let last_write = Arc::<LastWrite>::default();
+        let insert = if requester == (Requester::Admin { force: false }) {
+            Insert::Remembered
+        } else {
+            Insert::Any
+        };
         let taken = self
-            .update(key, Reach::Lease, Some(&last_write), |record, now| {
-                take(record, requester, url, token.clone(), now + ttl)
-            })
+            .update(
+                key,
+                Reach::Lease(insert),
+                Some(&last_write),
+                |record, now| take(record, requester, url, token.clone(), now + ttl),
+            )
             .await?;
         Ok(match taken {
             Err(claim) => claim,
@@ -1098,10 +1115,9 @@ impl Ledger {
         mut change: impl FnMut(Option<Record>, DateTime<Utc>) -> (Option<Record>, T) + Send,
     ) -> Result<T, LedgerError> {
         let db = &self.inner.db;
-        let op = if reach == Reach::Lease {
-            "lease"
-        } else {
-            "record"
+        let (op, creates) = match reach {
+            Reach::Lease(insert) => ("lease", Some(insert)),
+            _ => ("record", None),
         };
         // Outside the call's limit and before the lease's clock starts: a year's ledger may
         // take longer than either to check. And before the file is guarded: it may be
@@ -1114,7 +1130,6 @@ impl Ledger {
         let work = async {
             let mut connection = db.writing().await.map_err(|e| causes(&e))?;
             let mut answer = None;
-            let creates = reach == Reach::Lease;
             let mut written = self
                 .swap(
                     &mut connection,
@@ -1138,7 +1153,7 @@ impl Ledger {
                 };
                 let renew =
                     &mut |record, now| fenced(record, &token, "", &Fenced::Renew, now, now + ttl).0;
-                written = (self.swap(&mut connection, key, false, last_write, renew)).await?;
+                written = (self.swap(&mut connection, key, None, last_write, renew)).await?;
                 if written.is_none() {
                     return Err("answered too slowly to keep the lease just written, which is no longer this process's (another took the digest over, or it was given up or finished); nothing is posted under it".to_owned());
                 }
@@ -1172,7 +1187,7 @@ impl Ledger {
         &self,
         connection: &mut sqlx::AnyConnection,
         key: &Key,
-        creates: bool,
+        creates: Option<Insert>,
         last_write: Option<&LastWrite>,
         change: &mut (dyn FnMut(Option<Record>, DateTime<Utc>) -> Option<Record> + Send),
     ) -> Result<Option<(Record, bool)>, String> {
@@ -1225,7 +1240,7 @@ impl Ledger {
         // The row as the last statement saw it, when that statement said (Some), so the next
         // round need not read it. A lease's row is usually new (nothing made it but a lease of
         // the same digest): it writes before it reads, and a row already there is read after.
-        let mut seen: Option<Option<sqlx::any::AnyRow>> = creates.then_some(None);
+        let mut seen: Option<Option<sqlx::any::AnyRow>> = creates.is_some().then_some(None);
         for _ in 0..RACES {
             let started = std::time::Instant::now();
             let process_now = self.inner.clock.now();
@@ -1260,7 +1275,21 @@ impl Ledger {
                 return Ok(None);
             };
             let outcome = match &found {
-                None => self.insert(connection, key, &mut write).await?,
+                None => {
+                    let insert = creates.unwrap_or(Insert::Any);
+                    let inserted = self.insert(connection, key, insert, &mut write).await?;
+                    // Refused with no row there as read, not as guessed: by the guard.
+                    if insert == Insert::Remembered
+                        && !guessed
+                        && matches!(inserted, Err(None))
+                        && let Some(before) = forgotten_after(connection, key).await?
+                    {
+                        return Err(format!(
+                            "it forgot the digests that ended before {before} ([state] keep_days) while this ran, so whether {key} was sent is no longer known: add --force to send it anyway"
+                        ));
+                    }
+                    inserted
+                }
                 Some(row) => {
                     let query = bind_as_read(bind_record(keyed(unchanged), &write), row)?;
                     (self.apply(connection, query, &mut write).await?).ok_or(None)
@@ -1313,14 +1342,23 @@ impl Ledger {
         &self,
         connection: &mut sqlx::AnyConnection,
         key: &Key,
+        insert: Insert,
         record: &mut Record,
     ) -> Result<Result<Written, Option<sqlx::any::AnyRow>>, String> {
         let sql = |e: sqlx::Error| causes(&e);
         if self.inner.db.dialect == Dialect::Sqlite {
-            let query = bind_record(bind_key(sqlx::query(&INSERT_SQLITE), key), record);
+            let text: &str = match insert {
+                Insert::Any => &INSERT_SQLITE,
+                Insert::Remembered => &INSERT_REMEMBERED_SQLITE,
+            };
+            let query = bind_record(bind_key(sqlx::query(text), key), record);
             return Ok(self.apply(connection, query, record).await?.ok_or(None));
         }
-        let query = bind_record(bind_key(sqlx::query(&INSERT_OR_READ_POSTGRES), key), record);
+        let text: &str = match insert {
+            Insert::Any => &INSERT_OR_READ_POSTGRES,
+            Insert::Remembered => &INSERT_REMEMBERED_OR_READ_POSTGRES,
+        };
+        let query = bind_record(bind_key(sqlx::query(text), key), record);
         let query = query.bind(self.ttl_ms());
         match query.fetch_optional(&mut *connection).await.map_err(sql)? {
             Some(row) if row.try_get::<bool, _>(COLUMN_COUNT + 1).map_err(sql)? => {
@@ -1379,8 +1417,12 @@ static READ_SQLITE: LazyLock<String> = LazyLock::new(|| read(Dialect::Sqlite));
 static READ_POSTGRES: LazyLock<String> = LazyLock::new(|| read(Dialect::Postgres));
 static UNCHANGED_SQLITE: LazyLock<String> = LazyLock::new(|| unchanged(Dialect::Sqlite));
 static UNCHANGED_POSTGRES: LazyLock<String> = LazyLock::new(|| unchanged(Dialect::Postgres));
-static INSERT_SQLITE: LazyLock<String> = LazyLock::new(|| insert(Dialect::Sqlite));
-static INSERT_OR_READ_POSTGRES: LazyLock<String> = LazyLock::new(insert_or_read);
+static INSERT_SQLITE: LazyLock<String> = LazyLock::new(|| insert(Dialect::Sqlite, Insert::Any));
+static INSERT_REMEMBERED_SQLITE: LazyLock<String> =
+    LazyLock::new(|| insert(Dialect::Sqlite, Insert::Remembered));
+static INSERT_OR_READ_POSTGRES: LazyLock<String> = LazyLock::new(|| insert_or_read(Insert::Any));
+static INSERT_REMEMBERED_OR_READ_POSTGRES: LazyLock<String> =
+    LazyLock::new(|| insert_or_read(Insert::Remembered));
 
 /// On PostgreSQL, whose clock judges leases, a write times the lease it writes by the server's
 /// clock (a lease runs the ttl, the last parameter, from the write) and returns it with the
@@ -1401,30 +1443,52 @@ fn lease_until_column() -> usize {
     until.expect("a lease_until column")
 }
 
-/// A new row, unless one is there by now. Only a lease makes a row.
-fn insert(dialect: Dialect) -> String {
+/// A new row, unless one is there by now (or, [`Insert::Remembered`], its day is forgotten).
+/// Only a lease makes a row.
+fn insert(dialect: Dialect, insert: Insert) -> String {
     let mut values: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("${i}")).collect();
     if dialect == Dialect::Postgres {
         let until = lease_until_column();
         values[until] = timed_by_server(until + 1, COLUMN_COUNT + 1);
     }
-    format!(
-        "INSERT INTO digests ({COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING",
-        values.join(", ")
-    )
+    let values = values.join(", ");
+    match insert {
+        Insert::Any => {
+            format!("INSERT INTO digests ({COLUMNS}) VALUES ({values}) ON CONFLICT DO NOTHING")
+        }
+        // $3 is the span's last day; days compare as text, as the forget deletes by them.
+        Insert::Remembered => format!(
+            "INSERT INTO digests ({COLUMNS}) SELECT {values} \
+             WHERE NOT EXISTS (SELECT 1 FROM forgotten WHERE before_day > $3) \
+             ON CONFLICT DO NOTHING"
+        ),
+    }
+}
+
+/// The first day the ledger remembers, if it has forgotten `key`'s span.
+async fn forgotten_after(
+    connection: &mut sqlx::AnyConnection,
+    key: &Key,
+) -> Result<Option<String>, String> {
+    let query = sqlx::query("SELECT before_day FROM forgotten WHERE before_day > $1")
+        .bind(day(key.span.last));
+    let row = query.fetch_optional(&mut *connection).await;
+    let row = row.map_err(|e| causes(&e))?;
+    row.map(|row| row.try_get::<String, _>(0).map_err(|e| causes(&e)))
+        .transpose()
 }
 
 /// On PostgreSQL, an [`insert`] that, when the row is there, returns it instead: its columns
 /// and the time as [`read`] gives them, then whether it was written. Rows a statement
 /// inserts are not among those it reads, so it returns one row, or none when another
 /// writer's row was committed after it began.
-fn insert_or_read() -> String {
+fn insert_or_read(insert_kind: Insert) -> String {
     let now = Dialect::Postgres.now_ms(0);
     format!(
         "WITH inserted AS ({} RETURNING {COLUMNS}) \
          SELECT {COLUMNS}, {now}, true FROM inserted \
          UNION ALL SELECT {COLUMNS}, {now}, false FROM digests WHERE {KEY}",
-        insert(Dialect::Postgres)
+        insert(Dialect::Postgres, insert_kind)
     )
 }
 

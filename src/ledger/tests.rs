@@ -168,6 +168,7 @@ on_both_stores!(
     each_webhooks_last_delivery_is_kept_as_deliveries_are_recorded,
     a_lease_rule_that_writes_nothing_over_no_row_still_gets_the_row_there,
     all_but_the_last_days_are_forgotten_with_their_alerts,
+    an_unforced_lease_makes_no_row_for_a_forgotten_day,
 );
 
 fn not_delivered() -> Posted {
@@ -781,6 +782,43 @@ async fn all_but_the_last_days_are_forgotten_with_their_alerts(fx: Fixture) {
     assert_eq!(ledger.forgotten_before().await.unwrap(), Some(first_kept));
 }
 
+/// The daemon may forget a day after `once --date` looked and before it leases: the insert
+/// that makes an unforced admin's row asks too, so such a day is refused, not sent again. A
+/// forced lease, the daemon's, and a day still remembered make their rows as ever.
+async fn an_unforced_lease_makes_no_row_for_a_forgotten_day(fx: Fixture) {
+    let ledger = fx.open().await;
+    fx.tamper("INSERT INTO forgotten (id, before_day) VALUES (1, '2021-03-18')")
+        .await;
+    let old = |webhook: &str| Key::new("apac", Span::day("2021-03-17".parse().unwrap()), webhook);
+    let unforced = Requester::Admin { force: false };
+    let refused = (ledger.lease(&old("slack"), unforced, "url-1").await)
+        .err()
+        .expect("a forgotten day is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("forgot the digests that ended before 2021-03-18 ([state] keep_days)"),
+        "{refused}"
+    );
+    let everything = "2000-01-01".parse().unwrap();
+    assert!(ledger.recent(everything).await.unwrap().is_empty());
+    let Claim::Leased(_remembered) = lease(&ledger, &key("slack"), unforced).await else {
+        panic!("the first day remembered is leased")
+    };
+    let force = Requester::Admin { force: true };
+    let Claim::Leased(_forced) = lease(&ledger, &old("slack"), force).await else {
+        panic!("a forced lease of a forgotten day")
+    };
+    let Claim::Leased(_daemon) = lease(&ledger, &old("generic"), Requester::Daemon).await else {
+        panic!("the daemon's lease")
+    };
+    // A row that is there is read as ever, the forgotten day's too.
+    let Claim::Busy(_) = lease(&ledger, &old("slack"), unforced).await else {
+        panic!("the forced lease's row, busy")
+    };
+    assert_eq!(ledger.recent(everything).await.unwrap().len(), 2);
+}
+
 /// A lease's first round guesses that there is no row, and writes before it reads; a rule
 /// that would write nothing over no row is given the row that is there after all.
 async fn a_lease_rule_that_writes_nothing_over_no_row_still_gets_the_row_there(fx: Fixture) {
@@ -789,14 +827,19 @@ async fn a_lease_rule_that_writes_nothing_over_no_row_still_gets_the_row_there(f
     tried_once(&fx, &ledger, &slack).await;
     let last_write = LastWrite::default();
     let said = ledger
-        .update(&slack, Reach::Lease, Some(&last_write), |record, _| {
-            let Some(mut record) = record else {
-                return (None, None);
-            };
-            record.entry.attempts += 1;
-            let attempts = record.entry.attempts;
-            (Some(record), Some(attempts))
-        })
+        .update(
+            &slack,
+            Reach::Lease(Insert::Any),
+            Some(&last_write),
+            |record, _| {
+                let Some(mut record) = record else {
+                    return (None, None);
+                };
+                record.entry.attempts += 1;
+                let attempts = record.entry.attempts;
+                (Some(record), Some(attempts))
+            },
+        )
         .await
         .unwrap();
     assert_eq!(said, Some(2));

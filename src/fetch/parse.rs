@@ -350,12 +350,19 @@ fn count(fields: &Row, key: &str) -> Result<u64, String> {
 }
 
 fn count_value(value: &Value) -> Option<u64> {
+    const LIMIT: u64 = 1_000_000_000_000_000;
+    // The usual count, a whole number, without the float checks below: they pass for it.
+    if let Value::Number(n) = value
+        && let Some(whole) = n.as_u64()
+    {
+        return (whole < LIMIT).then_some(whole);
+    }
     let number = match value {
         Value::Number(n) => n.as_f64()?,
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
-    (number.is_finite() && number >= 0.0 && number.fract() == 0.0 && number < 1e15)
+    (number.is_finite() && number >= 0.0 && number.fract() == 0.0 && number < LIMIT as f64)
         .then_some(number as u64)
 }
 
@@ -738,6 +745,8 @@ mod tests {
             json!(2.5),
             json!("inf"),
             json!(1e15),
+            json!(1_000_000_000_000_000_u64),
+            json!(u64::MAX),
         ] {
             let row = json!({"label": "07 AM", "00 AM": 1, "02 AM": bad});
             let err = parse_day(Endpoint::MostActiveVisitTimes, json!([good, row])).unwrap_err();
@@ -789,6 +798,9 @@ mod tests {
             json!({"label": "07 AM", "00 AM": "3", "02 AM": 4.0, "04 AM": "1e3", "06 AM": 0});
         let day = parse_day(Endpoint::MostActiveVisitTimes, json!([hour])).unwrap();
         assert_eq!((day.hours[0].hour, day.hours[0].activity), (7, 1007));
+        let largest = json!({"label": "07 AM", "00 AM": 999_999_999_999_999_u64});
+        let day = parse_day(Endpoint::MostActiveVisitTimes, json!([largest])).unwrap();
+        assert_eq!(day.hours[0].activity, 999_999_999_999_999);
 
         let page = json!([{"url": "/", "chats": "5", "percentage": 50}]);
         let day = parse_day(Endpoint::PagesWithMostChats, page).unwrap();

@@ -55,9 +55,9 @@ impl DayReport {
     pub fn parse(bodies: [&[u8]; 4]) -> Result<DayReport, (Endpoint, Problem)> {
         let [countries, hours, pages, referrers] = bodies;
         Ok(DayReport {
-            countries: parse_report(Endpoint::VisitorsByLocation, countries, parse_country)?,
-            // Summed as read, the hours' hundreds of counts; anything off that way is read
-            // as the other reports are.
+            countries: self::countries(countries)?,
+            // The report with the most fields: read straight into its rows, as the countries'
+            // are, unless anything is off that way.
             hours: match hours_quickly(hours) {
                 Some(rows) => rows,
                 None => parse_report(Endpoint::MostActiveVisitTimes, hours, parse_hour)?,
@@ -74,7 +74,10 @@ impl DayReport {
 
 /// The country rows alone, of a visitors-by-location body.
 pub(super) fn countries(body: &[u8]) -> Result<Vec<CountryRow>, (Endpoint, Problem)> {
-    parse_report(Endpoint::VisitorsByLocation, body, parse_country)
+    match countries_quickly(body) {
+        Some(rows) => Ok(rows),
+        None => parse_report(Endpoint::VisitorsByLocation, body, parse_country),
+    }
 }
 
 /// The rows of `endpoint`'s report in `body`, each parsed by `parse`. A body of the usual
@@ -132,36 +135,60 @@ fn rows_quickly<'a, R: Deserialize<'a>>(body: &'a [u8], endpoint: Endpoint) -> O
 }
 
 /// The rows of a most-active-visit-times body of the usual shape, each summed as it is read,
-/// with no row of values kept; None when any row is off that way (a name given twice or
-/// escaped, a label that isn't an hour's or isn't plain text, a value that isn't a count, no
-/// count at all), for [`parse_hour`] to read as it reads every other row.
+/// with no row of values kept; None when any row is off that way (see [`each_field`]; a label
+/// that isn't an hour's or isn't plain text, a value that isn't a count, no count at all), for
+/// [`parse_hour`] to read as it reads every other row.
 fn hours_quickly(body: &[u8]) -> Option<Vec<HourRow>> {
-    let rows = rows_quickly::<SummedHour>(body, Endpoint::MostActiveVisitTimes)?;
-    Some(rows.into_iter().map(|SummedHour(row)| row).collect())
+    let rows = rows_quickly::<Quick<HourRow>>(body, Endpoint::MostActiveVisitTimes)?;
+    Some(rows.into_iter().map(|Quick(row)| row).collect())
 }
 
-struct SummedHour(HourRow);
+/// The rows of a visitors-by-location body of the usual shape, each read straight into a
+/// [`CountryRow`]; None when any row is off that way (see [`each_field`]; a name or a code
+/// that isn't plain text, a count that isn't one or is missing), for [`parse_country`].
+fn countries_quickly(body: &[u8]) -> Option<Vec<CountryRow>> {
+    let rows = rows_quickly::<Quick<CountryRow>>(body, Endpoint::VisitorsByLocation)?;
+    Some(rows.into_iter().map(|Quick(row)| row).collect())
+}
 
-impl<'de> Deserialize<'de> for SummedHour {
+/// A row read the quick way; failing, it leaves the whole body to the slow way.
+struct Quick<T>(T);
+
+fn off<E: serde::de::Error>() -> E {
+    E::custom("off the usual shape")
+}
+
+/// Gives `field` each of a row's names in order, to read its value with. A name given twice,
+/// an escaped one, or more names than the API's rows have fails the row: the slow way reads
+/// those as a parsed JSON object would (the last value, unescaped).
+fn each_field<'de, M: MapAccess<'de>>(
+    mut map: M,
+    mut field: impl FnMut(&'de str, &mut M) -> Result<(), M::Error>,
+) -> Result<(), M::Error> {
+    let mut names = [""; 32];
+    let (mut count, mut seen) = (0, 0u128);
+    while let Some(Plain(name)) = map.next_key()? {
+        let bit = sketch(name);
+        if (seen & bit != 0 && names[..count].contains(&name)) || count == names.len() {
+            return Err(off());
+        }
+        (seen, names[count], count) = (seen | bit, name, count + 1);
+        field(name, &mut map)?;
+    }
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for Quick<HourRow> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Fields;
         impl<'de> Visitor<'de> for Fields {
-            type Value = SummedHour;
+            type Value = Quick<HourRow>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an hour's row")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<SummedHour, M::Error> {
-                let off = || serde::de::Error::custom("off the usual shape");
-                // More columns than an hour's row has are read the other way.
-                let mut names = [""; 32];
-                let (mut count, mut seen) = (0, 0u128);
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
                 let (mut label, mut activity, mut columns) = (None, 0u64, 0);
-                while let Some(Plain(name)) = map.next_key()? {
-                    let bit = sketch(name);
-                    if (seen & bit != 0 && names[..count].contains(&name)) || count == names.len() {
-                        return Err(off());
-                    }
-                    (seen, names[count], count) = (seen | bit, name, count + 1);
+                each_field(map, |name, map| {
                     if name == "label" {
                         label = Some(map.next_value::<Plain>()?.0);
                     } else {
@@ -169,16 +196,85 @@ impl<'de> Deserialize<'de> for SummedHour {
                         activity = activity.saturating_add(value);
                         columns += 1;
                     }
-                }
+                    Ok(())
+                })?;
                 let label = label.ok_or_else(off)?;
                 let hour = hour_of_label(label).ok_or_else(off)?;
                 if columns == 0 {
                     return Err(off());
                 }
-                Ok(SummedHour(HourRow {
+                Ok(Quick(HourRow {
                     hour,
                     label: label.to_owned(),
                     activity,
+                }))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+impl<'de> Deserialize<'de> for Quick<CountryRow> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Quick<CountryRow>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a country's row")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                let (mut name, mut cca3) = (None, "");
+                // visitorCount, chatCount, caseCount, emailCount, cobrowseCount, videocall,
+                // audiocall, voipCallCount: each required, as [`parse_country`] has them.
+                let mut counts: [Option<u64>; 8] = [None; 8];
+                each_field(map, |field, map| {
+                    let at = match field {
+                        "name" => {
+                            name = Some(map.next_value::<Plain>()?.0);
+                            return Ok(());
+                        }
+                        "cca3" => {
+                            cca3 = map.next_value::<Plain>()?.0;
+                            return Ok(());
+                        }
+                        "visitorCount" => 0,
+                        "chatCount" => 1,
+                        "caseCount" => 2,
+                        "emailCount" => 3,
+                        "cobrowseCount" => 4,
+                        "videocall" => 5,
+                        "audiocall" => 6,
+                        "voipCallCount" => 7,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            return Ok(());
+                        }
+                    };
+                    counts[at] = Some(map.next_value::<Count>()?.0);
+                    Ok(())
+                })?;
+                let [
+                    Some(visitors),
+                    Some(chats),
+                    Some(cases),
+                    Some(emails),
+                    Some(cobrowse),
+                    Some(video),
+                    Some(audio),
+                    Some(voip),
+                ] = counts
+                else {
+                    return Err(off());
+                };
+                Ok(Quick(CountryRow {
+                    name: name.ok_or_else(off)?.to_owned(),
+                    cca3: cca3.to_owned(),
+                    visitors,
+                    chats,
+                    cases,
+                    emails,
+                    cobrowse,
+                    calls: video + audio + voip,
                 }))
             }
         }
@@ -630,7 +726,10 @@ mod tests {
             (quick.map(|q| format!("{q:?}")), format!("{slow:?}"))
         }
         match endpoint {
-            Endpoint::VisitorsByLocation => ways(endpoint, body, parse_country),
+            Endpoint::VisitorsByLocation => {
+                let (_, slow) = ways(endpoint, body, parse_country);
+                (countries_quickly(body).map(|q| format!("{q:?}")), slow)
+            }
             Endpoint::MostActiveVisitTimes => {
                 let (_, slow) = ways(endpoint, body, parse_hour);
                 (hours_quickly(body).map(|q| format!("{q:?}")), slow)
@@ -685,7 +784,21 @@ mod tests {
             (Endpoint::MostActiveVisitTimes, body)
         };
         let many: Vec<String> = (0..40).map(|i| format!(r#""c{i}":{i}"#)).collect();
+        let country = |row: Value| {
+            let body = format!(
+                r#"{{"data":{{"visitorsByLocation":{{"data":{{"graphRow":{{"data":[{row}]}}}},"success":true}}}}}}"#
+            );
+            (Endpoint::VisitorsByLocation, body)
+        };
+        let counted = with(
+            with(india(), "chatCount", Some(json!("7"))),
+            "videocall",
+            Some(json!(3.0)),
+        );
         let cases = [
+            // Counts as numeric text and whole floats, fields of any value it doesn't read, and
+            // no cca3: read the quick way as the slow way reads them.
+            country(with(with(counted, "extra", Some(json!({"a": [1, "}"]}))), "cca3", None)),
             // Counts of every kind a count comes in, and a label read as a person would.
             hour(r#"{"label":"05 PM","00 AM":"3","02 AM":4.0,"04 AM":"1e3","06 AM":" 9 "}"#),
             hour(r#"{"00 AM":1,"label":"5 pm"},{"label":"17","22 PM":0}"#),
@@ -705,8 +818,11 @@ mod tests {
             (Endpoint::MostActiveVisitTimes, r#"{"data":{"other":1,"mostActiveVisitTimes":{"data":{"graphRow":{"data":[]}},"success":true}}}"#.to_owned()),
             (Endpoint::MostActiveVisitTimes, r#"{"data":{"mostActiveVisitTimes":{"data":{"graphRow":{"data":[{"label":"01 AM","a":1}]}},"success":true}},"data":{}}"#.to_owned()),
             (Endpoint::VisitorReference, r#"{"data":{"visitorReference":{"data":{"graphRow":{"data":[{"source":"a","chats":"3","percentage":"50%","source":"b","extra":[1]}]}},"success":true}}}"#.to_owned()),
-            (Endpoint::VisitorsByLocation, format!(r#"{{"data":{{"visitorsByLocation":{{"data":{{"graphRow":{{"data":[{}]}}}},"success":true}}}}}}"#, with(india(), "cca3", Some(json!(7))))),
-            (Endpoint::VisitorsByLocation, format!(r#"{{"data":{{"visitorsByLocation":{{"data":{{"graphRow":{{"data":[{}]}}}},"success":true}}}}}}"#, with(india(), "cca3", Some(json!({"a": 1}))))),
+            // A code that isn't text, a missing count, an escaped name: the slow way's.
+            country(with(india(), "cca3", Some(json!(7)))),
+            country(with(india(), "cca3", Some(json!({"a": 1})))),
+            country(with(india(), "audiocall", None)),
+            country(with(india(), "name", Some(json!("Côte d\"Ivoire")))),
         ];
         let mut quickly = 0;
         for (endpoint, body) in &cases {
@@ -716,14 +832,16 @@ mod tests {
                 assert_eq!(format!("Ok({quick})"), slow, "{body}");
             }
         }
-        // The usual shape with rows that parse reads quickly (the first two, the last three);
-        // hours with names given twice, escaped or too many, the other shapes, and rows the
-        // parser refuses were left to the slow way.
-        assert_eq!(quickly, 5);
-        let (_, many) = both_ways(cases[2].0, cases[2].1.as_bytes());
+        // The usual shape with rows that parse reads quickly (the first three, the referrer);
+        // names given twice, escaped or too many, values the quick way doesn't take, the
+        // other shapes, and rows the parser refuses were left to the slow way.
+        assert_eq!(quickly, 4);
+        let (_, many) = both_ways(cases[3].0, cases[3].1.as_bytes());
         assert!(many.contains("activity: 780"), "{many}");
+        let (_, coded) = both_ways(cases[16].0, cases[16].1.as_bytes());
+        assert!(coded.contains(r#"cca3: "7""#), "{coded}");
         // "00 AM" counts its last value, 2, beside 3; not 1 + 2 + 3.
-        let (_, twice) = both_ways(cases[3].0, cases[3].1.as_bytes());
+        let (_, twice) = both_ways(cases[4].0, cases[4].1.as_bytes());
         assert!(twice.contains("activity: 5"), "{twice}");
         // A byte that isn't UTF-8, even inside a label, is left to the slow way to name.
         let mut bytes = hour(r#"{"label":"01 AM","00 AM":1}"#).1.into_bytes();

@@ -1278,15 +1278,9 @@ impl Ledger {
                 None => {
                     let insert = creates.unwrap_or(Insert::Any);
                     let inserted = self.insert(connection, key, insert, &mut write).await?;
-                    // Refused with no row there as read, not as guessed: by the guard.
-                    if insert == Insert::Remembered
-                        && !guessed
-                        && matches!(inserted, Err(None))
-                        && let Some(before) = forgotten_after(connection, key).await?
-                    {
-                        return Err(format!(
-                            "it forgot the digests that ended before {before} ([state] keep_days) while this ran, so whether {key} was sent is no longer known: add --force to send it anyway"
-                        ));
+                    if insert == Insert::Remembered {
+                        self.still_remembered(connection, key, &inserted, guessed, &write)
+                            .await?;
                     }
                     inserted
                 }
@@ -1366,6 +1360,49 @@ impl Ledger {
             }
             there => Ok(Err(there)),
         }
+    }
+
+    /// After an [`Insert::Remembered`]: an error if the span's day is forgotten and the insert
+    /// either was refused for it, or, on PostgreSQL, made the row anew. SQLite runs the insert
+    /// alone, so its guard is exact. PostgreSQL's sees `forgotten` as it was when the insert
+    /// began, and an insert that waited on the forget's delete of the row makes it after all:
+    /// it is undone, since whether the digest went out is no longer known.
+    async fn still_remembered(
+        &self,
+        connection: &mut sqlx::AnyConnection,
+        key: &Key,
+        inserted: &Result<Written, Option<sqlx::any::AnyRow>>,
+        guessed: bool,
+        write: &Record,
+    ) -> Result<(), String> {
+        let asks = match inserted {
+            // Refused with no row there as read, not as guessed: by the guard, or by a row
+            // another process made meanwhile.
+            Err(None) => !guessed,
+            Ok(_) => self.inner.db.dialect == Dialect::Postgres,
+            Err(Some(_)) => false,
+        };
+        if !asks {
+            return Ok(());
+        }
+        let sql = |e: sqlx::Error| causes(&e);
+        let forgotten = sqlx::query("SELECT before_day FROM forgotten WHERE before_day > $1")
+            .bind(day(key.span.last))
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(sql)?;
+        let Some(row) = forgotten else {
+            return Ok(());
+        };
+        let before: String = row.try_get(0).map_err(sql)?;
+        if inserted.is_ok() {
+            let undo = format!("DELETE FROM digests WHERE {KEY} AND lease_owner = $5");
+            let undo = bind_key(sqlx::query(&undo), key).bind(write.owner.clone());
+            undo.execute(&mut *connection).await.map_err(sql)?;
+        }
+        Err(format!(
+            "it forgot the digests that ended before {before} ([state] keep_days) while this ran, so whether {key} was sent is no longer known: add --force to send it anyway"
+        ))
     }
 
     fn ttl_ms(&self) -> i64 {
@@ -1463,19 +1500,6 @@ fn insert(dialect: Dialect, insert: Insert) -> String {
              ON CONFLICT DO NOTHING"
         ),
     }
-}
-
-/// The first day the ledger remembers, if it has forgotten `key`'s span.
-async fn forgotten_after(
-    connection: &mut sqlx::AnyConnection,
-    key: &Key,
-) -> Result<Option<String>, String> {
-    let query = sqlx::query("SELECT before_day FROM forgotten WHERE before_day > $1")
-        .bind(day(key.span.last));
-    let row = query.fetch_optional(&mut *connection).await;
-    let row = row.map_err(|e| causes(&e))?;
-    row.map(|row| row.try_get::<String, _>(0).map_err(|e| causes(&e)))
-        .transpose()
 }
 
 /// On PostgreSQL, an [`insert`] that, when the row is there, returns it instead: its columns

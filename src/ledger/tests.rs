@@ -1763,6 +1763,47 @@ async fn statements_like(connection: &mut sqlx::PgConnection, text: &str) -> i64
     .unwrap()
 }
 
+/// PostgreSQL's insert sees `forgotten` as it was when the insert began, and one that waited
+/// on the forget's delete of the row makes it anew, after the day was forgotten. So an
+/// unforced admin's lease asks again once it has made its row, and undoes it. A trigger
+/// stands in for that forget, committing between the insert's look and its write.
+#[tokio::test]
+async fn on_postgresql_a_row_made_as_its_day_is_forgotten_is_undone() {
+    let Some(fx) = Fixture::new(Kind::Postgres).await else {
+        return;
+    };
+    let ledger = fx.open().await;
+    fx.tamper(
+        "CREATE FUNCTION forget_now() RETURNS trigger AS $$ BEGIN
+            INSERT INTO forgotten (id, before_day) VALUES (1, '2021-03-19')
+            ON CONFLICT (id) DO UPDATE SET before_day = excluded.before_day;
+            RETURN NEW;
+         END $$ LANGUAGE plpgsql",
+    )
+    .await;
+    fx.tamper(
+        "CREATE TRIGGER forget_now AFTER INSERT ON digests
+         FOR EACH ROW EXECUTE FUNCTION forget_now()",
+    )
+    .await;
+    let unforced = Requester::Admin { force: false };
+    let refused = (ledger.lease(&key("slack"), unforced, "url-1").await)
+        .err()
+        .expect("a day forgotten as its row was made is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("forgot the digests that ended before 2021-03-19"),
+        "{refused}"
+    );
+    let everything = "2000-01-01".parse().unwrap();
+    assert!(ledger.recent(everything).await.unwrap().is_empty());
+    // The daemon's lease is not asked again: the forget never takes a day it may still send.
+    let Claim::Leased(_held) = lease(&ledger, &key("generic"), Requester::Daemon).await else {
+        panic!("the daemon's lease")
+    };
+}
+
 /// A holder writes against the row as it last wrote it, on PostgreSQL too: while nobody else
 /// writes the row, its permit, renewals and finish are one statement each, none reads the row
 /// first, and the permit's lease runs from the server's time as it wrote.

@@ -988,7 +988,10 @@ impl Ledger {
         }
         let older = format!("SELECT 1 FROM digests WHERE last_day < $1 AND {free} LIMIT 1");
         let older = db.fetch_all(bound(&older, cutoff, now)).await;
-        if !older.map_err(|e| self.read_failed(e))?.is_empty() {
+        // Nothing free to forget is nothing recorded, and so nothing deleted: a lease that
+        // ends meanwhile leaves its row to the next pass, which records its day first.
+        let any = !older.map_err(|e| self.read_failed(e))?.is_empty();
+        if any {
             let record = sqlx::query(
                 "INSERT INTO forgotten (id, before_day) VALUES (1, $1) ON CONFLICT (id)
                  DO UPDATE SET before_day = excluded.before_day
@@ -1005,7 +1008,7 @@ impl Ledger {
                 WHERE last_day < $1 AND {free} LIMIT {BATCH}) AND {free}"
         );
         let mut forgotten = 0;
-        loop {
+        while any {
             let done = db.execute(bound(&sql, cutoff, now)).await;
             let done = done.map_err(|e| self.fail("record", e))?;
             forgotten += done.rows_affected();
@@ -1401,7 +1404,7 @@ impl Ledger {
             undo.execute(&mut *connection).await.map_err(sql)?;
         }
         Err(format!(
-            "it forgot the digests that ended before {before} ([state] keep_days) while this ran, so whether {key} was sent is no longer known: add --force to send it anyway"
+            "it forgot the digests that ended before {before} ([state] keep_days) while this ran, so whether this digest was sent is no longer known: add --force to send it anyway"
         ))
     }
 

@@ -49,11 +49,8 @@ impl Kind for GoogleChat {
                     .into_iter()
                     .flatten()
                 {
-                    fit_text(
-                        widget.pointer_mut("/textParagraph/text"),
-                        MAX_TEXT,
-                        fit_lines,
-                    );
+                    let text = (widget.get_mut("textParagraph")).and_then(|p| p.get_mut("text"));
+                    fit_text(text, MAX_TEXT, fit_lines);
                 }
             }
         }

@@ -306,6 +306,11 @@ struct Count(u64);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        fn counted<E: serde::de::Error>(value: Value) -> Result<Count, E> {
+            count_value(&value)
+                .map(Count)
+                .ok_or_else(|| E::custom("not a count"))
+        }
         struct Number;
         impl Visitor<'_> for Number {
             type Value = Count;
@@ -313,20 +318,16 @@ impl<'de> Deserialize<'de> for Count {
                 f.write_str("a count")
             }
             fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Count, E> {
-                let value = count_value(&Value::from(n));
-                value.map(Count).ok_or_else(|| E::custom("not a count"))
+                counted(n.into())
             }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Count, E> {
-                let value = count_value(&Value::from(n));
-                value.map(Count).ok_or_else(|| E::custom("not a count"))
+                counted(n.into())
             }
             fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Count, E> {
-                let value = count_value(&Value::from(n));
-                value.map(Count).ok_or_else(|| E::custom("not a count"))
+                counted(n.into())
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Count, E> {
-                let value = count_value(&Value::String(text.to_owned()));
-                value.map(Count).ok_or_else(|| E::custom("not a count"))
+                counted(text.into())
             }
         }
         deserializer.deserialize_any(Number)

@@ -946,30 +946,29 @@ impl Ledger {
         const BATCH: u64 = 2000;
         let db = &self.inner.db;
         let mut cutoff = forgotten_before(self.inner.clock.now(), keep_days);
-        // Each a look into the index by day, newest first.
-        let mut held: Option<NaiveDate> = None;
-        for _ in 0..keep_days {
-            let query = match held {
-                None => sqlx::query("SELECT max(last_day) FROM digests WHERE state <> 'missed'"),
-                Some(before) => sqlx::query(
-                    "SELECT max(last_day) FROM digests WHERE last_day < $1 AND state <> 'missed'",
-                )
-                .bind(day(before)),
-            };
-            let rows = db.fetch_all(query).await.map_err(|e| self.read_failed(e))?;
-            let newest = (rows.first())
-                .and_then(|row| row.try_get::<Option<String>, _>(0).ok().flatten())
-                .and_then(|day| day.parse::<NaiveDate>().ok());
-            match newest {
-                Some(newest) => held = Some(newest),
-                None => return Ok((0, cutoff)),
-            }
-        }
-        if let Some(held) = held {
-            // Each firing within catch_up covers a day of its own, and the due one's too.
-            let ahead = catch_up.as_secs().div_ceil(24 * 3600) + 1;
-            cutoff = cutoff.min(held - chrono::Days::new(ahead));
-        }
+        // The keep_days-th newest day held, each a look into the index by day, newest first,
+        // in one statement: a round trip each was seconds an hour at 3650 days.
+        let held = sqlx::query(
+            "WITH RECURSIVE held (day, n) AS (
+                SELECT max(last_day), 1 FROM digests WHERE state <> 'missed'
+                UNION ALL
+                SELECT (SELECT max(last_day) FROM digests
+                        WHERE last_day < held.day AND state <> 'missed'), n + 1
+                FROM held WHERE n < $1 AND held.day IS NOT NULL)
+             SELECT day FROM held WHERE n = $1",
+        )
+        .bind(i64::from(keep_days));
+        let rows = db.fetch_all(held).await.map_err(|e| self.read_failed(e))?;
+        let held = (rows.first())
+            .and_then(|row| row.try_get::<Option<String>, _>(0).ok().flatten())
+            .and_then(|day| day.parse::<NaiveDate>().ok());
+        // Fewer days than that: a young ledger forgets nothing.
+        let Some(held) = held else {
+            return Ok((0, cutoff));
+        };
+        // Each firing within catch_up covers a day of its own, and the due one's too.
+        let ahead = catch_up.as_secs().div_ceil(24 * 3600) + 1;
+        cutoff = cutoff.min(held - chrono::Days::new(ahead));
         let free = format!(
             "(lease_until IS NULL OR lease_until <= {})",
             db.dialect.now_ms(2)

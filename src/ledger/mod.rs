@@ -989,8 +989,8 @@ impl Ledger {
         let older = db.fetch_all(bound(&older, cutoff, now)).await;
         // Nothing free to forget is nothing recorded, and so nothing deleted: a lease that
         // ends meanwhile leaves its row to the next pass, which records its day first.
-        let any = !older.map_err(|e| self.read_failed(e))?.is_empty();
-        if any {
+        let mut forgotten = 0;
+        if !older.map_err(|e| self.read_failed(e))?.is_empty() {
             let record = sqlx::query(
                 "INSERT INTO forgotten (id, before_day) VALUES (1, $1) ON CONFLICT (id)
                  DO UPDATE SET before_day = excluded.before_day
@@ -998,21 +998,20 @@ impl Ledger {
             );
             let recorded = db.execute(record.bind(day(cutoff))).await;
             recorded.map_err(|e| self.fail("record", e))?;
-        }
-        // The lease is asked again outside the subquery: PostgreSQL checks only the outer
-        // condition again on a row another transaction changed meanwhile.
-        let sql = format!(
-            "DELETE FROM digests WHERE (team, first_day, last_day, webhook) IN (
-                SELECT team, first_day, last_day, webhook FROM digests
-                WHERE last_day < $1 AND {free} LIMIT {BATCH}) AND {free}"
-        );
-        let mut forgotten = 0;
-        while any {
-            let done = db.execute(bound(&sql, cutoff, now)).await;
-            let done = done.map_err(|e| self.fail("record", e))?;
-            forgotten += done.rows_affected();
-            if done.rows_affected() < BATCH {
-                break;
+            // The lease is asked again outside the subquery: PostgreSQL checks only the outer
+            // condition again on a row another transaction changed meanwhile.
+            let sql = format!(
+                "DELETE FROM digests WHERE (team, first_day, last_day, webhook) IN (
+                    SELECT team, first_day, last_day, webhook FROM digests
+                    WHERE last_day < $1 AND {free} LIMIT {BATCH}) AND {free}"
+            );
+            loop {
+                let done = db.execute(bound(&sql, cutoff, now)).await;
+                let done = done.map_err(|e| self.fail("record", e))?;
+                forgotten += done.rows_affected();
+                if done.rows_affected() < BATCH {
+                    break;
+                }
             }
         }
         let alerts = sqlx::query("DELETE FROM alerts WHERE last_day < $1").bind(day(cutoff));

@@ -581,8 +581,8 @@ async fn check_online(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Every `--team NAME` names a team of the config.
-fn check_team_names(config: &Config, names: &[String]) -> anyhow::Result<()> {
+/// The teams `--team` names, every team without it; an error naming each unknown one.
+fn chosen_teams<'a>(config: &'a Config, names: &[String]) -> anyhow::Result<Vec<&'a Team>> {
     let unknown: Vec<String> = names
         .iter()
         .filter(|name| !config.teams.iter().any(|t| &t.name == *name))
@@ -596,7 +596,9 @@ fn check_team_names(config: &Config, names: &[String]) -> anyhow::Result<()> {
             known.join(", ")
         );
     }
-    Ok(())
+    Ok((config.teams.iter())
+        .filter(|team| names.is_empty() || names.contains(&team.name))
+        .collect())
 }
 
 /// The span each team's digest covers: the one containing `date`, or the latest by `now`.
@@ -617,7 +619,7 @@ fn spans_of(teams: &[&Team], date: Option<NaiveDate>, now: DateTime<Utc>) -> Vec
 
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let config = load(&args.config.config)?;
-    check_team_names(&config, &args.teams)?;
+    let teams = chosen_teams(&config, &args.teams)?;
     if let StateStore::Sqlite(path) = &config.state
         && !path.exists()
     {
@@ -629,11 +631,6 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::open_to_read(&config.state, WallClock::new()).await?;
     let now = Utc::now();
     let which = args.date.map_or(Which::recent(now), Which::Containing);
-    let teams: Vec<&Team> = config
-        .teams
-        .iter()
-        .filter(|t| args.teams.is_empty() || args.teams.contains(&t.name))
-        .collect();
     // By the spans that contain the day, as `once` refuses it: a week's digest ending after
     // what was forgotten is still there. A ledger of an older version, not yet upgraded, has
     // forgotten nothing.
@@ -663,14 +660,9 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 async fn once(args: OnceArgs, json: bool) -> anyhow::Result<ExitCode> {
     let config = load(&args.config.config)?;
-    check_team_names(&config, &args.teams)?;
+    let teams = chosen_teams(&config, &args.teams)?;
     let clock: Arc<dyn Clock> = WallClock::new();
     let now = clock.now();
-    let teams: Vec<&Team> = config
-        .teams
-        .iter()
-        .filter(|team| args.teams.is_empty() || args.teams.contains(&team.name))
-        .collect();
     // The digest the daemon sends for that day, under the same ledger key and webhook-id, so
     // a span never goes out in two shapes: the one containing --date, or the latest.
     // The API and the ledger both start long after; far-off years overflow date arithmetic.

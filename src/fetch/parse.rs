@@ -56,12 +56,7 @@ impl DayReport {
         let [countries, hours, pages, referrers] = bodies;
         Ok(DayReport {
             countries: self::countries(countries)?,
-            // The report with the most fields: read straight into its rows, as the countries'
-            // are, unless anything is off that way.
-            hours: match hours_quickly(hours) {
-                Some(rows) => rows,
-                None => parse_report(Endpoint::MostActiveVisitTimes, hours, parse_hour)?,
-            },
+            hours: parse_quickly(hours, parse_hour)?,
             pages: parse_report(Endpoint::PagesWithMostChats, pages, |r| {
                 parse_source(r, "url")
             })?,
@@ -74,9 +69,18 @@ impl DayReport {
 
 /// The country rows alone, of a visitors-by-location body.
 pub(super) fn countries(body: &[u8]) -> Result<Vec<CountryRow>, (Endpoint, Problem)> {
-    match countries_quickly(body) {
+    parse_quickly(body, parse_country)
+}
+
+/// [`parse_report`] for a report whose rows can be read [`quickly`]: read so unless
+/// anything is off that way.
+fn parse_quickly<T: Quickly>(
+    body: &[u8],
+    parse: impl Fn(&Row) -> Result<T, String>,
+) -> Result<Vec<T>, (Endpoint, Problem)> {
+    match quickly(body) {
         Some(rows) => Ok(rows),
-        None => parse_report(Endpoint::VisitorsByLocation, body, parse_country),
+        None => parse_report(T::ENDPOINT, body, parse),
     }
 }
 
@@ -134,28 +138,63 @@ fn rows_quickly<'a, R: Deserialize<'a>>(body: &'a [u8], endpoint: Endpoint) -> O
     report.success.then_some(report.data.graph_row.data)
 }
 
-/// The rows of a most-active-visit-times body of the usual shape, each summed as it is read,
-/// with no row of values kept; None when any row is off that way (see [`each_field`]; a label
-/// that isn't an hour's or isn't plain text, a value that isn't a count, no count at all), for
-/// [`parse_hour`] to read as it reads every other row.
-fn hours_quickly(body: &[u8]) -> Option<Vec<HourRow>> {
-    let rows = rows_quickly::<Quick<HourRow>>(body, Endpoint::MostActiveVisitTimes)?;
+/// The rows of a body of `T`'s report in the usual shape, each read straight into a `T`,
+/// with no row of values kept; None when any row is off that way (see [`each_field`] and
+/// each [`Quickly::read`]), for the way every body can be read.
+fn quickly<T: Quickly>(body: &[u8]) -> Option<Vec<T>> {
+    let rows = rows_quickly::<Quick<T>>(body, T::ENDPOINT)?;
     Some(rows.into_iter().map(|Quick(row)| row).collect())
 }
 
-/// The rows of a visitors-by-location body of the usual shape, each read straight into a
-/// [`CountryRow`]; None when any row is off that way (see [`each_field`]; a name or a code
-/// that isn't plain text, a count that isn't one or is missing), for [`parse_country`].
-fn countries_quickly(body: &[u8]) -> Option<Vec<CountryRow>> {
-    let rows = rows_quickly::<Quick<CountryRow>>(body, Endpoint::VisitorsByLocation)?;
-    Some(rows.into_iter().map(|Quick(row)| row).collect())
+/// A report's row that can be read the quick way. The two with the most fields: the hours'
+/// 24 rows of 13, and the countries'.
+trait Quickly: Sized {
+    const ENDPOINT: Endpoint;
+    /// The row, or an error that leaves the whole body to the slow way.
+    fn read<'de, M: MapAccess<'de>>(map: M) -> Result<Self, M::Error>;
 }
 
-/// A row read the quick way; failing, it leaves the whole body to the slow way.
+/// A row read the quick way.
 struct Quick<T>(T);
+
+impl<'de, T: Quickly> Deserialize<'de> for Quick<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Quickly> Visitor<'de> for Fields<T> {
+            type Value = Quick<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a row of {}", T::ENDPOINT)
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                T::read(map).map(Quick)
+            }
+        }
+        deserializer.deserialize_map(Fields(std::marker::PhantomData))
+    }
+}
 
 fn off<E: serde::de::Error>() -> E {
     E::custom("off the usual shape")
+}
+
+/// Text as it is in the body: one with an escape in it fails the row. Not a [`Name`] checked
+/// after: that costs a digest 1% more, over its five hundred names.
+struct Plain<'a>(&'a str);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Plain<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text<'a>(std::marker::PhantomData<Plain<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for Text<'a> {
+            type Value = Plain<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("text without escapes")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Plain<'a>, E> {
+                Ok(Plain(text))
+            }
+        }
+        deserializer.deserialize_str(Text(std::marker::PhantomData))
+    }
 }
 
 /// Gives `field` each of a row's names in order, to read its value with. A name given twice,
@@ -178,126 +217,93 @@ fn each_field<'de, M: MapAccess<'de>>(
     Ok(())
 }
 
-impl<'de> Deserialize<'de> for Quick<HourRow> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = Quick<HourRow>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an hour's row")
+/// Summed as it is read. Off the usual shape too: a label that isn't an hour's or isn't
+/// plain text, a value that isn't a count, no count at all.
+impl Quickly for HourRow {
+    const ENDPOINT: Endpoint = Endpoint::MostActiveVisitTimes;
+    fn read<'de, M: MapAccess<'de>>(map: M) -> Result<Self, M::Error> {
+        let (mut label, mut activity, mut columns) = (None, 0u64, 0);
+        each_field(map, |name, map| {
+            if name == "label" {
+                label = Some(map.next_value::<Plain>()?.0);
+            } else {
+                let Count(value) = map.next_value()?;
+                activity = activity.saturating_add(value);
+                columns += 1;
             }
-            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
-                let (mut label, mut activity, mut columns) = (None, 0u64, 0);
-                each_field(map, |name, map| {
-                    if name == "label" {
-                        label = Some(map.next_value::<Plain>()?.0);
-                    } else {
-                        let Count(value) = map.next_value()?;
-                        activity = activity.saturating_add(value);
-                        columns += 1;
-                    }
-                    Ok(())
-                })?;
-                let label = label.ok_or_else(off)?;
-                let hour = hour_of_label(label).ok_or_else(off)?;
-                if columns == 0 {
-                    return Err(off());
+            Ok(())
+        })?;
+        let label = label.ok_or_else(off)?;
+        let hour = hour_of_label(label).ok_or_else(off)?;
+        if columns == 0 {
+            return Err(off());
+        }
+        Ok(HourRow {
+            hour,
+            label: label.to_owned(),
+            activity,
+        })
+    }
+}
+
+/// The fields nothing reads skipped. Off the usual shape too: a name or a code that isn't
+/// plain text, a count that isn't one or is missing.
+impl Quickly for CountryRow {
+    const ENDPOINT: Endpoint = Endpoint::VisitorsByLocation;
+    fn read<'de, M: MapAccess<'de>>(map: M) -> Result<Self, M::Error> {
+        let (mut name, mut cca3) = (None, "");
+        // visitorCount, chatCount, caseCount, emailCount, cobrowseCount, videocall,
+        // audiocall, voipCallCount: each required, as [`parse_country`] has them.
+        let mut counts: [Option<u64>; 8] = [None; 8];
+        each_field(map, |field, map| {
+            let at = match field {
+                "name" => {
+                    name = Some(map.next_value::<Plain>()?.0);
+                    return Ok(());
                 }
-                Ok(Quick(HourRow {
-                    hour,
-                    label: label.to_owned(),
-                    activity,
-                }))
-            }
-        }
-        deserializer.deserialize_map(Fields)
-    }
-}
-
-impl<'de> Deserialize<'de> for Quick<CountryRow> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = Quick<CountryRow>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a country's row")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
-                let (mut name, mut cca3) = (None, "");
-                // visitorCount, chatCount, caseCount, emailCount, cobrowseCount, videocall,
-                // audiocall, voipCallCount: each required, as [`parse_country`] has them.
-                let mut counts: [Option<u64>; 8] = [None; 8];
-                each_field(map, |field, map| {
-                    let at = match field {
-                        "name" => {
-                            name = Some(map.next_value::<Plain>()?.0);
-                            return Ok(());
-                        }
-                        "cca3" => {
-                            cca3 = map.next_value::<Plain>()?.0;
-                            return Ok(());
-                        }
-                        "visitorCount" => 0,
-                        "chatCount" => 1,
-                        "caseCount" => 2,
-                        "emailCount" => 3,
-                        "cobrowseCount" => 4,
-                        "videocall" => 5,
-                        "audiocall" => 6,
-                        "voipCallCount" => 7,
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                            return Ok(());
-                        }
-                    };
-                    counts[at] = Some(map.next_value::<Count>()?.0);
-                    Ok(())
-                })?;
-                let [
-                    Some(visitors),
-                    Some(chats),
-                    Some(cases),
-                    Some(emails),
-                    Some(cobrowse),
-                    Some(video),
-                    Some(audio),
-                    Some(voip),
-                ] = counts
-                else {
-                    return Err(off());
-                };
-                Ok(Quick(CountryRow {
-                    name: name.ok_or_else(off)?.to_owned(),
-                    cca3: cca3.to_owned(),
-                    visitors,
-                    chats,
-                    cases,
-                    emails,
-                    cobrowse,
-                    calls: video + audio + voip,
-                }))
-            }
-        }
-        deserializer.deserialize_map(Fields)
-    }
-}
-
-/// Text as it is in the body: one with an escape in it is refused.
-struct Plain<'a>(&'a str);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Plain<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text<'a>(std::marker::PhantomData<Plain<'a>>);
-        impl<'de: 'a, 'a> Visitor<'de> for Text<'a> {
-            type Value = Plain<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("text without escapes")
-            }
-            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Plain<'a>, E> {
-                Ok(Plain(text))
-            }
-        }
-        deserializer.deserialize_str(Text(std::marker::PhantomData))
+                "cca3" => {
+                    cca3 = map.next_value::<Plain>()?.0;
+                    return Ok(());
+                }
+                "visitorCount" => 0,
+                "chatCount" => 1,
+                "caseCount" => 2,
+                "emailCount" => 3,
+                "cobrowseCount" => 4,
+                "videocall" => 5,
+                "audiocall" => 6,
+                "voipCallCount" => 7,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    return Ok(());
+                }
+            };
+            counts[at] = Some(map.next_value::<Count>()?.0);
+            Ok(())
+        })?;
+        let [
+            Some(visitors),
+            Some(chats),
+            Some(cases),
+            Some(emails),
+            Some(cobrowse),
+            Some(video),
+            Some(audio),
+            Some(voip),
+        ] = counts
+        else {
+            return Err(off());
+        };
+        Ok(CountryRow {
+            name: name.ok_or_else(off)?.to_owned(),
+            cca3: cca3.to_owned(),
+            visitors,
+            chats,
+            cases,
+            emails,
+            cobrowse,
+            calls: video + audio + voip,
+        })
     }
 }
 
@@ -729,11 +735,11 @@ mod tests {
         match endpoint {
             Endpoint::VisitorsByLocation => {
                 let (_, slow) = ways(endpoint, body, parse_country);
-                (countries_quickly(body).map(|q| format!("{q:?}")), slow)
+                (quickly::<CountryRow>(body).map(|q| format!("{q:?}")), slow)
             }
             Endpoint::MostActiveVisitTimes => {
                 let (_, slow) = ways(endpoint, body, parse_hour);
-                (hours_quickly(body).map(|q| format!("{q:?}")), slow)
+                (quickly::<HourRow>(body).map(|q| format!("{q:?}")), slow)
             }
             Endpoint::PagesWithMostChats => ways(endpoint, body, |r| parse_source(r, "url")),
             Endpoint::VisitorReference => ways(endpoint, body, |r| parse_source(r, "source")),

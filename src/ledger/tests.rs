@@ -791,15 +791,7 @@ async fn an_unforced_lease_makes_no_row_for_a_forgotten_day(fx: Fixture) {
         .await;
     let old = |webhook: &str| Key::new("apac", Span::day("2021-03-17".parse().unwrap()), webhook);
     let unforced = Requester::Admin { force: false };
-    let refused = (ledger.lease(&old("slack"), unforced, "url-1").await)
-        .err()
-        .expect("a forgotten day is refused");
-    assert!(
-        refused
-            .to_string()
-            .contains("forgot the digests that ended before 2021-03-18 ([state] keep_days)"),
-        "{refused}"
-    );
+    refused_as_forgotten(&ledger, &old("slack"), "2021-03-18").await;
     let everything = "2000-01-01".parse().unwrap();
     assert!(ledger.recent(everything).await.unwrap().is_empty());
     let Claim::Leased(_remembered) = lease(&ledger, &key("slack"), unforced).await else {
@@ -824,6 +816,16 @@ async fn an_unforced_lease_makes_no_row_for_a_forgotten_day(fx: Fixture) {
     };
     assert_eq!(webhooks(old("slack").span), ["generic", "slack"]);
     assert_eq!(webhooks(key("slack").span), ["slack"]);
+}
+
+/// An unforced admin's lease of `key` is refused: the ledger forgot the days before `before`.
+async fn refused_as_forgotten(ledger: &Ledger, key: &Key, before: &str) {
+    let unforced = Requester::Admin { force: false };
+    let refused = (ledger.lease(key, unforced, "url-1").await)
+        .err()
+        .unwrap_or_else(|| panic!("a lease of {key}, forgotten, is refused"));
+    let said = format!("forgot the digests that ended before {before} ([state] keep_days)");
+    assert!(refused.to_string().contains(&said), "{refused}");
 }
 
 /// A lease's first round guesses that there is no row, and writes before it reads; a rule
@@ -1796,16 +1798,7 @@ async fn on_postgresql_a_row_made_as_its_day_is_forgotten_is_undone() {
          FOR EACH ROW EXECUTE FUNCTION forget_now()",
     )
     .await;
-    let unforced = Requester::Admin { force: false };
-    let refused = (ledger.lease(&key("slack"), unforced, "url-1").await)
-        .err()
-        .expect("a day forgotten as its row was made is refused");
-    assert!(
-        refused
-            .to_string()
-            .contains("forgot the digests that ended before 2021-03-19"),
-        "{refused}"
-    );
+    refused_as_forgotten(&ledger, &key("slack"), "2021-03-19").await;
     // Undone, and nothing else of the span with it.
     let everything = "2000-01-01".parse().unwrap();
     let rows = ledger.recent(everything).await.unwrap();

@@ -268,10 +268,19 @@ impl Window {
         self.written(self.end)
     }
 
+    /// `%Y-%m-%d %H:%M:%S` on the window's offset, without chrono's format string, which it
+    /// reads anew on every call.
     fn written(&self, instant: DateTime<Utc>) -> String {
-        (instant.naive_utc() + self.offset)
-            .format("%Y-%m-%d %H:%M:%S")
-            .to_string()
+        let at = instant.naive_utc() + self.offset;
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            at.year(),
+            at.month(),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        )
     }
 
     pub fn offset_text(&self) -> String {

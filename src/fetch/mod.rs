@@ -162,7 +162,8 @@ impl Client {
 
     /// All four reports of the window's day for one team.
     pub async fn fetch_day(&self, team: &Team, window: &Window) -> Result<DayReport, FetchError> {
-        let request = |endpoint| self.fetch_report(team, window, endpoint);
+        let asked = Asked::of(window);
+        let request = |endpoint| self.fetch_report(team, &asked, endpoint);
         let (countries, hours, pages, referrers) = tokio::try_join!(
             request(Endpoint::VisitorsByLocation),
             request(Endpoint::MostActiveVisitTimes),
@@ -181,7 +182,7 @@ impl Client {
         window: &Window,
     ) -> Result<Vec<CountryRow>, FetchError> {
         let body = self
-            .fetch_report(team, window, Endpoint::VisitorsByLocation)
+            .fetch_report(team, &Asked::of(window), Endpoint::VisitorsByLocation)
             .await?;
         parse::countries(&body)
             .map_err(|(endpoint, problem)| FetchError::new(team, endpoint, problem))
@@ -191,7 +192,7 @@ impl Client {
     /// whether the account's API accepts the key (`check --online`).
     pub async fn check_key(&self, team: &Team) -> Result<(), FetchError> {
         let window = Window::yesterday(team.zone, chrono::Utc::now());
-        self.fetch_report(team, &window, Endpoint::VisitorsByLocation)
+        self.fetch_report(team, &Asked::of(&window), Endpoint::VisitorsByLocation)
             .await
             .map(drop)
     }
@@ -200,23 +201,17 @@ impl Client {
     async fn fetch_report(
         &self,
         team: &Team,
-        window: &Window,
+        asked: &Asked,
         endpoint: Endpoint,
     ) -> Result<Vec<u8>, FetchError> {
-        let url = endpoint_url(&team.api_base, endpoint);
-        let query = [
-            ("start_date", window.start_date()),
-            ("end_date", window.end_date()),
-            ("offset", window.offset_text()),
-            ("output", "json".to_owned()),
-        ];
+        let mut url = endpoint_url(&team.api_base, endpoint);
+        url.query_pairs_mut().extend_pairs(&asked.0);
         let attempt = || async {
             let _permit = self.in_flight.acquire().await.expect("never closed");
             let started = std::time::Instant::now();
             let sent = self
                 .http
                 .get(url.clone())
-                .query(&query)
                 .header(AUTHORIZATION, bearer(&team.api_key))
                 .send()
                 .await;
@@ -228,6 +223,20 @@ impl Client {
             .run(attempt)
             .await
             .map_err(|problem| FetchError::new(team, endpoint, problem))
+    }
+}
+
+/// A window as each of its reports asks for it, written once for all four.
+struct Asked([(&'static str, String); 4]);
+
+impl Asked {
+    fn of(window: &Window) -> Asked {
+        Asked([
+            ("start_date", window.start_date()),
+            ("end_date", window.end_date()),
+            ("offset", window.offset_text()),
+            ("output", "json".to_owned()),
+        ])
     }
 }
 

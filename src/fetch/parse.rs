@@ -640,23 +640,28 @@ fn parse_hour(fields: &Row) -> Result<HourRow, String> {
 /// "12 AM" is midnight, "12 PM" noon, "05 PM" 17; a 24-hour "14 PM" is read as 14. Read
 /// leniently, as a person would: "5 pm", "05PM", "05:00 PM", "17:00" and "17" too.
 pub fn hour_of_label(label: &str) -> Option<u8> {
-    let label = label.trim().to_ascii_uppercase();
-    let (clock, half) = match label
-        .strip_suffix("AM")
-        .or_else(|| label.strip_suffix("PM"))
-    {
-        Some(clock) => (clock.trim(), &label[label.len() - 2..]),
-        None => (label.as_str(), ""),
+    let label = label.trim();
+    // The clock before a half of the day written in any case, without a copy of the label:
+    // it is read for every hour row of every digest.
+    let before = |half: &str| {
+        let at = label.len().checked_sub(half.len())?;
+        let (clock, written) = (label.get(..at)?, label.get(at..)?);
+        written.eq_ignore_ascii_case(half).then_some(clock.trim())
+    };
+    let (clock, pm) = match (before("AM"), before("PM")) {
+        (Some(clock), _) => (clock, Some(false)),
+        (None, Some(clock)) => (clock, Some(true)),
+        (None, None) => (label, None),
     };
     let hours = clock.split_once(':').map_or(clock, |(hours, _)| hours);
     let number: u8 = hours.parse().ok()?;
-    match (number, half) {
-        (0..=23, "") => Some(number),
-        (12, "AM") => Some(0),
-        (12, "PM") => Some(12),
-        (1..=11, "AM") => Some(number),
-        (1..=11, "PM") => Some(number + 12),
-        (0, "AM") | (13..=23, "PM") => Some(number),
+    match (number, pm) {
+        (0..=23, None) => Some(number),
+        (12, Some(false)) => Some(0),
+        (12, Some(true)) => Some(12),
+        (1..=11, Some(false)) => Some(number),
+        (1..=11, Some(true)) => Some(number + 12),
+        (0, Some(false)) | (13..=23, Some(true)) => Some(number),
         _ => None,
     }
 }
@@ -1096,6 +1101,11 @@ mod tests {
         assert_eq!(hour_of_label("17:00"), Some(17));
         assert_eq!(hour_of_label("0"), Some(0));
         assert_eq!(hour_of_label("24"), None);
+        assert_eq!(hour_of_label("12am"), Some(0));
+        assert_eq!(hour_of_label("3 Pm"), Some(15));
+        assert_eq!(hour_of_label("PM"), None);
+        assert_eq!(hour_of_label("5 ΡΜ"), None, "Greek capitals, not AM/PM");
+        assert_eq!(hour_of_label("５ PM"), None);
     }
 
     #[test]

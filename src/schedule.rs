@@ -268,10 +268,13 @@ impl Window {
         self.written(self.end)
     }
 
-    /// `%Y-%m-%d %H:%M:%S` on the window's offset, without chrono's format string, which it
-    /// reads anew on every call.
+    /// `%Y-%m-%d %H:%M:%S` on the window's offset. Without chrono's format string, which it
+    /// reads anew on every call, for the years `{:04}` writes as `%Y` does.
     fn written(&self, instant: DateTime<Utc>) -> String {
         let at = instant.naive_utc() + self.offset;
+        if !(0..=9999).contains(&at.year()) {
+            return at.format("%Y-%m-%d %H:%M:%S").to_string();
+        }
         format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
             at.year(),
@@ -661,6 +664,30 @@ mod tests {
         assert_eq!(kolkata.end_date(), "2026-07-15 23:59:59");
         let kiritimati = Window::yesterday(zone("Pacific/Kiritimati"), utc("2026-07-15T10:00:00Z"));
         assert_eq!(kiritimati.span, Span::day(date("2026-07-15")));
+    }
+
+    #[test]
+    fn a_window_is_written_as_chrono_writes_it_in_any_year() {
+        // `preview --date` takes any date chrono reads, signed years too.
+        for day in [
+            "-0001-06-15",
+            "0000-01-03",
+            "0999-12-31",
+            "2026-12-31",
+            "9999-12-31",
+            "+10000-01-01",
+        ] {
+            for name in ["Pacific/Kiritimati", "Etc/GMT+12", "America/New_York"] {
+                let window = Window::for_date(zone(name), date(day));
+                let chrono = |at: DateTime<Utc>| {
+                    (at.naive_utc() + window.offset)
+                        .format("%Y-%m-%d %H:%M:%S")
+                        .to_string()
+                };
+                assert_eq!(window.start_date(), chrono(window.start), "{day} {name}");
+                assert_eq!(window.end_date(), chrono(window.end), "{day} {name}");
+            }
+        }
     }
 
     #[test]

@@ -162,8 +162,8 @@ impl Client {
 
     /// All four reports of the window's day for one team.
     pub async fn fetch_day(&self, team: &Team, window: &Window) -> Result<DayReport, FetchError> {
-        let asked = Asked::of(window);
-        let request = |endpoint| self.fetch_report(team, &asked, endpoint);
+        let query = WindowQuery::of(window);
+        let request = |endpoint| self.fetch_report(team, &query, endpoint);
         let (countries, hours, pages, referrers) = tokio::try_join!(
             request(Endpoint::VisitorsByLocation),
             request(Endpoint::MostActiveVisitTimes),
@@ -182,7 +182,7 @@ impl Client {
         window: &Window,
     ) -> Result<Vec<CountryRow>, FetchError> {
         let body = self
-            .fetch_report(team, &Asked::of(window), Endpoint::VisitorsByLocation)
+            .fetch_report(team, &WindowQuery::of(window), Endpoint::VisitorsByLocation)
             .await?;
         parse::countries(&body)
             .map_err(|(endpoint, problem)| FetchError::new(team, endpoint, problem))
@@ -192,20 +192,24 @@ impl Client {
     /// whether the account's API accepts the key (`check --online`).
     pub async fn check_key(&self, team: &Team) -> Result<(), FetchError> {
         let window = Window::yesterday(team.zone, chrono::Utc::now());
-        self.fetch_report(team, &Asked::of(&window), Endpoint::VisitorsByLocation)
-            .await
-            .map(drop)
+        self.fetch_report(
+            team,
+            &WindowQuery::of(&window),
+            Endpoint::VisitorsByLocation,
+        )
+        .await
+        .map(drop)
     }
 
     /// The rows of one report, as JSON values still to be parsed.
     async fn fetch_report(
         &self,
         team: &Team,
-        asked: &Asked,
+        query: &WindowQuery,
         endpoint: Endpoint,
     ) -> Result<Vec<u8>, FetchError> {
         let mut url = endpoint_url(&team.api_base, endpoint);
-        url.query_pairs_mut().extend_pairs(&asked.0);
+        url.query_pairs_mut().extend_pairs(&query.pairs);
         let attempt = || async {
             let _permit = self.in_flight.acquire().await.expect("never closed");
             let started = std::time::Instant::now();
@@ -226,17 +230,20 @@ impl Client {
     }
 }
 
-/// A window as each of its reports asks for it, written once for all four.
-struct Asked([(&'static str, String); 4]);
+/// A window as the API is asked for it: written once for a day's four reports.
+struct WindowQuery {
+    pairs: [(&'static str, String); 4],
+}
 
-impl Asked {
-    fn of(window: &Window) -> Asked {
-        Asked([
+impl WindowQuery {
+    fn of(window: &Window) -> WindowQuery {
+        let pairs = [
             ("start_date", window.start_date()),
             ("end_date", window.end_date()),
             ("offset", window.offset_text()),
             ("output", "json".to_owned()),
-        ])
+        ];
+        WindowQuery { pairs }
     }
 }
 

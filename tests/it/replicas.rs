@@ -128,9 +128,11 @@ async fn a_replica_without_its_database_posts_nothing_says_so_once_and_catches_u
                 .unwrap()
         }
     };
+    // Committed before the sessions are ended: in one request the two are one transaction,
+    // and a connection the pool opens again at once could get in before the commit.
+    admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
     admin(format!(
-        "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
     ))
     .await;
     daemon.wait_for_log("deliveries stopped", SECONDS).await;
@@ -203,15 +205,24 @@ async fn a_read_only_database_is_waited_out_in_a_few_lines_then_everything_is_de
         assert!(std::time::Instant::now() < deadline, "{:?}", ready().await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let read_only = |on: &str| {
-        format!(
-            "ALTER DATABASE {name} SET default_transaction_read_only = {on};
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
-        )
+    // A session takes the setting as it starts, so the ALTER is committed before the sessions
+    // are ended: in one request the two are one transaction, and a connection the pool opens
+    // again at once could start before the commit, writable, and end the outage early.
+    let read_only = |on: &'static str| {
+        let (server, name) = (server.clone(), name.clone());
+        async move {
+            let set = format!("ALTER DATABASE {name} SET default_transaction_read_only = {on}");
+            let end = format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            );
+            for sql in [set, end] {
+                acquire_digest::db::testing::execute_at(&server, &sql)
+                    .await
+                    .unwrap();
+            }
+        }
     };
-    acquire_digest::db::testing::execute_at(&server, &read_only("on"))
-        .await
-        .unwrap();
+    read_only("on").await;
     daemon.wait_for_log("deliveries stopped", SECONDS).await;
     let stopped = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -233,9 +244,7 @@ async fn a_read_only_database_is_waited_out_in_a_few_lines_then_everything_is_de
     assert_eq!(status, 503, "{said}");
     assert!(said.contains("read-only"), "{said}");
 
-    acquire_digest::db::testing::execute_at(&server, &read_only("off"))
-        .await
-        .unwrap();
+    read_only("off").await;
     let delivered = || hooks.seen().len() >= 20;
     let log = || daemon.log();
     crate::support::wait_until_or_show("every digest once writes work", SECONDS, delivered, log)

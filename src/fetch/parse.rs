@@ -177,26 +177,6 @@ fn off<E: serde::de::Error>() -> E {
     E::custom("off the usual shape")
 }
 
-/// Text as it is in the body: one with an escape in it fails the row. Not a [`Name`] checked
-/// after: that costs a digest 1% more, over its five hundred names.
-struct Plain<'a>(&'a str);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Plain<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text<'a>(std::marker::PhantomData<Plain<'a>>);
-        impl<'de: 'a, 'a> Visitor<'de> for Text<'a> {
-            type Value = Plain<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("text without escapes")
-            }
-            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Plain<'a>, E> {
-                Ok(Plain(text))
-            }
-        }
-        deserializer.deserialize_str(Text(std::marker::PhantomData))
-    }
-}
-
 /// Gives `field` each of a row's names in order, to read its value with. A name given twice,
 /// an escaped one, or more names than the API's rows have fails the row: the slow way reads
 /// those as a parsed JSON object would (the last value, unescaped).
@@ -206,7 +186,8 @@ fn each_field<'de, M: MapAccess<'de>>(
 ) -> Result<(), M::Error> {
     let mut names = [""; 32];
     let (mut count, mut seen) = (0, 0u128);
-    while let Some(Plain(name)) = map.next_key()? {
+    // serde's `&str` takes only text borrowed from the body: an escaped name fails the row.
+    while let Some(name) = map.next_key::<&'de str>()? {
         let bit = sketch(name);
         if (seen & bit != 0 && names[..count].contains(&name)) || count == names.len() {
             return Err(off());
@@ -225,7 +206,7 @@ impl Quickly for HourRow {
         let (mut label, mut activity, mut columns) = (None, 0u64, 0);
         each_field(map, |name, map| {
             if name == "label" {
-                label = Some(map.next_value::<Plain>()?.0);
+                label = Some(map.next_value::<&str>()?);
             } else {
                 let Count(value) = map.next_value()?;
                 activity = activity.saturating_add(value);
@@ -258,11 +239,11 @@ impl Quickly for CountryRow {
         each_field(map, |field, map| {
             let at = match field {
                 "name" => {
-                    name = Some(map.next_value::<Plain>()?.0);
+                    name = Some(map.next_value::<&str>()?);
                     return Ok(());
                 }
                 "cca3" => {
-                    cca3 = map.next_value::<Plain>()?.0;
+                    cca3 = map.next_value::<&str>()?;
                     return Ok(());
                 }
                 "visitorCount" => 0,
@@ -648,11 +629,9 @@ pub fn hour_of_label(label: &str) -> Option<u8> {
         let (clock, written) = (label.get(..at)?, label.get(at..)?);
         written.eq_ignore_ascii_case(half).then_some(clock.trim())
     };
-    let (clock, pm) = match (before("AM"), before("PM")) {
-        (Some(clock), _) => (clock, Some(false)),
-        (None, Some(clock)) => (clock, Some(true)),
-        (None, None) => (label, None),
-    };
+    let (clock, pm) = (before("AM").map(|clock| (clock, Some(false))))
+        .or_else(|| before("PM").map(|clock| (clock, Some(true))))
+        .unwrap_or((label, None));
     let hours = clock.split_once(':').map_or(clock, |(hours, _)| hours);
     let number: u8 = hours.parse().ok()?;
     match (number, pm) {

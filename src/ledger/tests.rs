@@ -797,6 +797,15 @@ async fn an_unforced_lease_makes_no_row_for_a_forgotten_day(fx: Fixture) {
     let Claim::Leased(_remembered) = lease(&ledger, &key("slack"), unforced).await else {
         panic!("the first day remembered is leased")
     };
+    // A week forgotten in part is judged by its last day, as the forget takes spans.
+    let week = Span {
+        first: "2021-03-15".parse().unwrap(),
+        last: "2021-03-21".parse().unwrap(),
+    };
+    let Claim::Leased(_week) = lease(&ledger, &Key::new("apac", week, "slack"), unforced).await
+    else {
+        panic!("a week whose last day is remembered is leased")
+    };
     let force = Requester::Admin { force: true };
     let Claim::Leased(_forced) = lease(&ledger, &old("slack"), force).await else {
         panic!("a forced lease of a forgotten day")

@@ -700,16 +700,20 @@ pub async fn serve(
                         agenda.touch(&current, &due.team);
                     }
                 }
-                for due in start {
+                let ahead = ReadAhead::of(&current, &start);
+                for (place, due) in start.into_iter().enumerate() {
                     let Some(team) = current.team(&due.team) else {
                         continue;
                     };
                     let mut team = team.clone();
                     team.webhooks.retain(|h| due.webhooks.contains(&h.name));
                     let (pipeline, slots) = (current.pipeline.clone(), current.slots.clone());
-                    let span = due.span;
+                    let (span, ahead) = (due.span, ahead.clone());
                     let job = jobs.spawn(async move {
                         let _slot = slots.acquire_owned().await;
+                        if let Some(ahead) = ahead {
+                            ahead.before(place).await;
+                        }
                         // Made only once it has a slot: a delivery's future is kilobytes,
                         // and 100,000 teams due at once would hold a gigabyte of them.
                         Box::pin(pipeline.run(&team, span, Requester::Daemon)).await
@@ -828,6 +832,57 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The ledger's rows of a pass's digests, read ahead a few hundred at a time in about the
+/// order the jobs get their slots (the semaphore is fair, and jobs mostly ask in the order
+/// they were started), so that a replica learns in one statement which of them another
+/// replica has taken instead of losing a lease on each (see [`Ledger::read_ahead`]).
+struct ReadAhead {
+    ledger: Ledger,
+    digests: Vec<(String, Span)>,
+    /// Whether the digest at each place has been read ahead (or is being read).
+    read: tokio::sync::Mutex<Vec<bool>>,
+}
+
+impl ReadAhead {
+    const DIGESTS: usize = 256;
+
+    /// Only where other processes may lease the same digests: replicas share PostgreSQL, and
+    /// a lone daemon would spend a statement to learn nothing.
+    fn of(current: &Current, start: &[Due]) -> Option<Arc<ReadAhead>> {
+        let shared = matches!(current.config.state, config::StateStore::Postgres(_));
+        (shared && start.len() > 1).then(|| {
+            Arc::new(ReadAhead {
+                ledger: current.ledger.clone(),
+                digests: (start.iter()).map(|d| (d.team.clone(), d.span)).collect(),
+                read: tokio::sync::Mutex::new(vec![false; start.len()]),
+            })
+        })
+    }
+
+    /// Before the job at `place` leases: its digest and the next ones not read yet, unless
+    /// a job before it read them already. One read at a time; the jobs behind it wait.
+    async fn before(&self, place: usize) {
+        let mut read = self.read.lock().await;
+        if read[place] {
+            return;
+        }
+        let places = (place..read.len())
+            .filter(|&p| !read[p])
+            .take(Self::DIGESTS);
+        let places: Vec<usize> = places.collect();
+        let digests: Vec<(&str, Span)> = (places.iter())
+            .map(|&p| (self.digests[p].0.as_str(), self.digests[p].1))
+            .collect();
+        // Without it each lease asks the database itself, as it always may.
+        if let Err(e) = self.ledger.read_ahead(&digests).await {
+            tracing::debug!("could not read ahead the digests to lease: {e}");
+        }
+        for p in places {
+            read[p] = true;
+        }
+    }
 }
 
 /// What the reconciler keeps between passes so that a pass looks only at the teams something

@@ -589,6 +589,8 @@ struct Inner {
     ttl: Duration,
     /// Rows this version can't read, each said once.
     unreadable: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Digests [`Ledger::read_ahead`] found held or settled, and when it read them.
+    ahead: std::sync::Mutex<HashMap<Key, (Entry, DateTime<Utc>)>>,
 }
 
 impl Ledger {
@@ -631,6 +633,7 @@ impl Ledger {
                 clock,
                 ttl,
                 unreadable: Default::default(),
+                ahead: Default::default(),
             }),
         })
     }
@@ -805,6 +808,9 @@ impl Ledger {
         requester: Requester,
         url: &str,
     ) -> Result<Claim, LedgerError> {
+        if let Some(claim) = self.known_taken(key, requester, url) {
+            return Ok(claim);
+        }
         let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let ttl = self.inner.ttl;
         let last_write = Arc::<LastWrite>::default();
@@ -835,6 +841,65 @@ impl Ledger {
                 Claim::Leased(Lease::new(self.clone(), holder, reads))
             }
         })
+    }
+
+    /// Reads, in one statement, the rows of digests this process is about to lease, so that
+    /// leasing one another process holds or has settled costs no statement: replicas that
+    /// share a database each try every digest due, and without this each digest cost every
+    /// replica but its holder a losing attempt. What was read stands in for a lease only to
+    /// say no, and only for an eighth of the lease's ttl; a digest read as free is leased
+    /// as always, so a read that is out of date never sends anything twice.
+    pub async fn read_ahead(&self, digests: &[(&str, Span)]) -> Result<(), LedgerError> {
+        let Some(since) = digests.iter().map(|(_, span)| span.last).min() else {
+            return Ok(());
+        };
+        let mut teams: Vec<&str> = digests.iter().map(|(team, _)| *team).collect();
+        teams.sort_unstable();
+        teams.dedup();
+        let mut entries = self.owed_of(since, since, Some(&teams)).await?;
+        let read = self.inner.clock.now();
+        let mut ahead = self.inner.ahead.lock().expect("rows read ahead");
+        ahead.retain(|_, (_, at)| self.fresh(*at, read));
+        for &(team, span) in digests {
+            let Some(hooks) = entries.remove(&(team.to_owned(), span)) else {
+                continue;
+            };
+            // A row this version can't read is left to the lease, which says so.
+            let taken = hooks.into_iter().filter(|(_, entry)| {
+                entry.state != State::Unreadable
+                    && (entry.leased_until.is_some() || entry.state != State::Pending)
+            });
+            for (webhook, entry) in taken {
+                ahead.insert(Key::new(team, span, &webhook), (entry, read));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a recent [`Ledger::read_ahead`] says of `key`, if it says the lease would be
+    /// refused; it is used once.
+    fn known_taken(&self, key: &Key, requester: Requester, url: &str) -> Option<Claim> {
+        let mut ahead = self.inner.ahead.lock().expect("rows read ahead");
+        let (entry, read) = ahead.remove(key)?;
+        let now = self.inner.clock.now();
+        if !self.fresh(read, now) {
+            return None;
+        }
+        // A lease that ran out since is the lease's to judge, by the database's clock.
+        if entry.leased_until.is_some_and(|until| until <= now) {
+            return None;
+        }
+        let record = Record { entry, owner: None };
+        take(Some(record), requester, url, String::new(), now)
+            .1
+            .err()
+    }
+
+    /// Whether a row read ahead at `read` may still answer for its lease at `now`: for an
+    /// eighth of the ttl, and not once the clock went back.
+    fn fresh(&self, read: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let ttl = chrono::Duration::from_std(self.inner.ttl / 8).unwrap_or_default();
+        read <= now && now - read < ttl
     }
 
     /// Marks a pending digest whose catch-up window closed, unless someone holds it.

@@ -169,6 +169,7 @@ on_both_stores!(
     a_lease_rule_that_writes_nothing_over_no_row_still_gets_the_row_there,
     all_but_the_last_days_are_forgotten_with_their_alerts,
     an_unforced_lease_makes_no_row_for_a_forgotten_day,
+    rows_read_ahead_refuse_a_lease_once_and_only_while_fresh,
 );
 
 fn not_delivered() -> Posted {
@@ -1897,4 +1898,52 @@ async fn a_holder_on_postgresql_writes_without_reading_the_row_again() {
     let entry = entry(&ledger, &key).await.unwrap();
     assert_eq!((entry.state, entry.posts), (State::Delivered, 1));
     assert!(entry.leased_until.is_none());
+}
+
+/// A replica that read ahead which digests another took gets their leases refused without a
+/// statement: the database below is emptied behind its back, and what it read still answers,
+/// once, and only for an eighth of the ttl. A digest read as free is leased from the database.
+async fn rows_read_ahead_refuse_a_lease_once_and_only_while_fresh(fx: Fixture) {
+    let (other, ours) = (fx.open().await, fx.open().await);
+    let (held, sent, free) = (key("slack"), key("teams"), key("generic"));
+    let Claim::Leased(_holding) = lease(&other, &held, Requester::Daemon).await else {
+        panic!("a lease of {held}")
+    };
+    delivered(&fx, &other, &sent).await;
+    let span = held.span;
+    ours.read_ahead(&[(held.team.as_str(), span)])
+        .await
+        .unwrap();
+    fx.tamper("DELETE FROM digests").await;
+
+    let Claim::Busy(until) = lease(&ours, &held, Requester::Daemon).await else {
+        panic!("{held}, read ahead as held, is refused as held")
+    };
+    assert!(until > fx.clock.now(), "held until {until}");
+    let Claim::Settled(entry) = lease(&ours, &sent, Requester::Daemon).await else {
+        panic!("{sent}, read ahead as delivered, is refused as settled")
+    };
+    assert_eq!(entry.state, State::Delivered);
+    // An admin's forced `once` sends a delivered digest again: the same rule judges.
+    let Claim::Leased(_forced) = lease(&ours, &free, Requester::Admin { force: true }).await else {
+        panic!("{free}, never read as taken, is leased from the database")
+    };
+    // Used once: the database, emptied, has the held digest free now.
+    let Claim::Leased(_ours) = lease(&ours, &held, Requester::Daemon).await else {
+        panic!("{held} is asked of the database the second time")
+    };
+
+    // Out of date after an eighth of the ttl, long before the other's lease runs out.
+    let later = key("discord");
+    let Claim::Leased(_later) = lease(&other, &later, Requester::Daemon).await else {
+        panic!("a lease of {later}")
+    };
+    ours.read_ahead(&[(later.team.as_str(), span)])
+        .await
+        .unwrap();
+    fx.pass(fx.ttl() / 8 + Duration::from_millis(100)).await;
+    fx.tamper("DELETE FROM digests").await;
+    let Claim::Leased(_) = lease(&ours, &later, Requester::Daemon).await else {
+        panic!("{later}, read ahead too long ago, is asked of the database")
+    };
 }

@@ -52,6 +52,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const HELD_RECHECK: Duration = Duration::from_secs(15);
 /// Missed digests of one team reported one by one; beyond, in one line and one alert.
 const MISSED_ONE_BY_ONE: usize = 100;
+/// Digests found held by another process in one pass said one by one; beyond, in one line.
+const HELD_ONE_BY_ONE: usize = 100;
 
 /// A team's span and the webhooks to deliver it to now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -677,16 +679,13 @@ pub async fn serve(
                 let held: Vec<&(Key, DateTime<Utc>)> = (plan.held.iter())
                     .filter(|(key, _)| !busy.contains(&(key.team.clone(), key.span)))
                     .collect();
+                let still: HashSet<&Key> = held.iter().map(|(key, _)| key).collect();
                 // Only the teams this pass looked at say whether they are still held.
-                waiting.retain(|key| {
-                    !plan.looks.contains_key(&key.team) || held.iter().any(|(k, _)| k == key)
-                });
-                for (key, until) in held {
-                    if waiting.insert(key.clone()) {
-                        let (team, date, webhook) = (&key.team, key.span, &key.webhook);
-                        tracing::info!(%team, %date, %webhook, "{key}: another acquire-digest process holds its lease until {} (a replica delivering it, or one that stopped, whose lease then expires); waiting", until.format("%H:%M:%S UTC"));
-                    }
-                }
+                waiting.retain(|key| !plan.looks.contains_key(&key.team) || still.contains(key));
+                let newly: Vec<&(Key, DateTime<Utc>)> = (held.into_iter())
+                    .filter(|(key, _)| waiting.insert(key.clone()))
+                    .collect();
+                say_held(&newly);
                 // Replicas sharing a database each start what is due in their own order, so
                 // their leases spread the work instead of all racing for the same team first.
                 fastrand::shuffle(&mut start);
@@ -834,15 +833,45 @@ pub async fn serve(
     Ok(())
 }
 
+/// Digests another process holds, said once each while it holds them; more than
+/// [`HELD_ONE_BY_ONE`] at once (replicas sharing a firing) in one line.
+fn say_held(newly: &[&(Key, DateTime<Utc>)]) {
+    if let Some(line) = held_in_one_line(newly) {
+        return tracing::info!(digests = newly.len(), "{line}");
+    }
+    for (key, until) in newly {
+        let (team, date, webhook) = (&key.team, key.span, &key.webhook);
+        tracing::info!(%team, %date, %webhook, "{key}: another acquire-digest process holds its lease until {} ({HELD_BY}); waiting", until.format("%H:%M:%S UTC"));
+    }
+}
+
+const HELD_BY: &str = "a replica delivering it, or one that stopped, whose lease then expires";
+
+fn held_in_one_line(newly: &[&(Key, DateTime<Utc>)]) -> Option<String> {
+    if newly.len() <= HELD_ONE_BY_ONE {
+        return None;
+    }
+    let last = newly.iter().map(|(_, until)| until).max()?;
+    let teams: BTreeSet<&str> = newly.iter().map(|(key, _)| key.team.as_str()).collect();
+    Some(format!(
+        "{} digests of {} teams are held by other acquire-digest processes until {} at the latest ({HELD_BY}); waiting",
+        newly.len(),
+        teams.len(),
+        last.format("%H:%M:%S UTC")
+    ))
+}
+
 /// The ledger's rows of a pass's digests, read ahead a few hundred at a time in about the
 /// order the jobs get their slots (the semaphore is fair, and jobs mostly ask in the order
 /// they were started), so that a replica learns in one statement which of them another
 /// replica has taken instead of losing a lease on each (see [`Ledger::read_ahead`]).
 struct ReadAhead {
     ledger: Ledger,
-    digests: Vec<(String, Span)>,
-    /// Whether the digest at each place has been read ahead (or is being read).
-    read: tokio::sync::Mutex<Vec<bool>>,
+    digests: Vec<Due>,
+    /// Whether the digest at each place has been read ahead.
+    read: std::sync::Mutex<Vec<bool>>,
+    /// Held while a read is under way: one at a time.
+    reading: tokio::sync::Mutex<()>,
 }
 
 impl ReadAhead {
@@ -855,30 +884,42 @@ impl ReadAhead {
         (shared && start.len() > 1).then(|| {
             Arc::new(ReadAhead {
                 ledger: current.ledger.clone(),
-                digests: (start.iter()).map(|d| (d.team.clone(), d.span)).collect(),
-                read: tokio::sync::Mutex::new(vec![false; start.len()]),
+                digests: start.to_vec(),
+                read: std::sync::Mutex::new(vec![false; start.len()]),
+                reading: tokio::sync::Mutex::new(()),
             })
         })
     }
 
     /// Before the job at `place` leases: its digest and the next ones not read yet, unless
-    /// a job before it read them already. One read at a time; the jobs behind it wait.
+    /// a read did already. A job whose digest is being read waits for that read.
     async fn before(&self, place: usize) {
-        let mut read = self.read.lock().await;
-        if read[place] {
+        let unread = |read: &[bool]| !read[place];
+        if !unread(&self.read.lock().expect("read ahead")) {
             return;
         }
-        let places = (place..read.len())
-            .filter(|&p| !read[p])
-            .take(Self::DIGESTS);
-        let places: Vec<usize> = places.collect();
-        let digests: Vec<(&str, Span)> = (places.iter())
-            .map(|&p| (self.digests[p].0.as_str(), self.digests[p].1))
+        let _reading = self.reading.lock().await;
+        let places: Vec<usize> = {
+            let read = self.read.lock().expect("read ahead");
+            if !unread(&read) {
+                return;
+            }
+            (place..read.len())
+                .filter(|&p| !read[p])
+                .take(Self::DIGESTS)
+                .collect()
+        };
+        let keys: Vec<Key> = (places.iter())
+            .flat_map(|&p| {
+                let due = &self.digests[p];
+                (due.webhooks.iter()).map(|hook| Key::new(&due.team, due.span, hook))
+            })
             .collect();
         // Without it each lease asks the database itself, as it always may.
-        if let Err(e) = self.ledger.read_ahead(&digests).await {
+        if let Err(e) = self.ledger.read_ahead(&keys).await {
             tracing::debug!("could not read ahead the digests to lease: {e}");
         }
+        let mut read = self.read.lock().expect("read ahead");
         for p in places {
             read[p] = true;
         }
@@ -1639,6 +1680,27 @@ url = "http://127.0.0.1:9/b"
             .unwrap()
             .teams
             .remove(0)
+    }
+
+    #[test]
+    fn a_hundred_held_digests_are_said_one_by_one_and_more_in_one_line() {
+        let held: Vec<(Key, DateTime<Utc>)> = (0..=HELD_ONE_BY_ONE)
+            .map(|i| {
+                let team = format!("team-{}", i % 3);
+                let until = utc("2026-03-02T09:00:00Z") + chrono::Duration::seconds(i as i64);
+                (
+                    Key::new(&team, day("2026-03-01"), &format!("hook-{i}")),
+                    until,
+                )
+            })
+            .collect();
+        let newly: Vec<&(Key, DateTime<Utc>)> = held.iter().collect();
+        assert_eq!(held_in_one_line(&newly[..HELD_ONE_BY_ONE]), None);
+        let line = held_in_one_line(&newly).expect("one line");
+        assert!(
+            line.starts_with("101 digests of 3 teams are held by other acquire-digest processes until 09:01:40 UTC at the latest"),
+            "{line}"
+        );
     }
 
     #[test]

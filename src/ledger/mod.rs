@@ -591,6 +591,9 @@ struct Inner {
     unreadable: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Digests [`Ledger::read_ahead`] found held or settled, and when it read them.
     ahead: std::sync::Mutex<HashMap<Key, (Entry, DateTime<Utc>)>>,
+    /// Whether the last write failed: then a lease asks the database, whose refusal of the
+    /// write is what tells the daemon that writes fail (and, later, that they work again).
+    writes_failing: std::sync::atomic::AtomicBool,
 }
 
 impl Ledger {
@@ -634,6 +637,7 @@ impl Ledger {
                 ttl,
                 unreadable: Default::default(),
                 ahead: Default::default(),
+                writes_failing: Default::default(),
             }),
         })
     }
@@ -849,28 +853,29 @@ impl Ledger {
     /// replica but its holder a losing attempt. What was read stands in for a lease only to
     /// say no, and only for an eighth of the lease's ttl; a digest read as free is leased
     /// as always, so a read that is out of date never sends anything twice.
-    pub async fn read_ahead(&self, digests: &[(&str, Span)]) -> Result<(), LedgerError> {
-        let Some(since) = digests.iter().map(|(_, span)| span.last).min() else {
+    pub async fn read_ahead(&self, keys: &[Key]) -> Result<(), LedgerError> {
+        let Some(since) = keys.iter().map(|key| key.span.last).min() else {
             return Ok(());
         };
-        let mut teams: Vec<&str> = digests.iter().map(|(team, _)| *team).collect();
+        let mut teams: Vec<&str> = keys.iter().map(|key| key.team.as_str()).collect();
         teams.sort_unstable();
         teams.dedup();
-        let mut entries = self.owed_of(since, since, Some(&teams)).await?;
+        // Timed from before the statement: the rows may be as old as that.
         let read = self.inner.clock.now();
+        let mut entries = self.owed_of(since, since, Some(&teams)).await?;
         let mut ahead = self.inner.ahead.lock().expect("rows read ahead");
-        ahead.retain(|_, (_, at)| self.fresh(*at, read));
-        for &(team, span) in digests {
-            let Some(hooks) = entries.remove(&(team.to_owned(), span)) else {
-                continue;
-            };
+        let now = self.inner.clock.now();
+        ahead.retain(|_, (_, at)| self.fresh(*at, now));
+        for key in keys {
+            let found = (entries.get_mut(&(key.team.clone(), key.span)))
+                .and_then(|hooks| hooks.remove(&key.webhook));
             // A row this version can't read is left to the lease, which says so.
-            let taken = hooks.into_iter().filter(|(_, entry)| {
+            let taken = found.filter(|entry| {
                 entry.state != State::Unreadable
                     && (entry.leased_until.is_some() || entry.state != State::Pending)
             });
-            for (webhook, entry) in taken {
-                ahead.insert(Key::new(team, span, &webhook), (entry, read));
+            if let Some(entry) = taken {
+                ahead.insert(key.clone(), (entry, read));
             }
         }
         Ok(())
@@ -882,10 +887,14 @@ impl Ledger {
         let mut ahead = self.inner.ahead.lock().expect("rows read ahead");
         let (entry, read) = ahead.remove(key)?;
         let now = self.inner.clock.now();
-        if !self.fresh(read, now) {
+        let failing = self
+            .inner
+            .writes_failing
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if failing || !self.fresh(read, now) {
             return None;
         }
-        // A lease that ran out since is the lease's to judge, by the database's clock.
+        // A lease run out by this process's clock goes to the database, whose clock judges.
         if entry.leased_until.is_some_and(|until| until <= now) {
             return None;
         }
@@ -1188,9 +1197,13 @@ impl Ledger {
         // Outside the call's limit and before the lease's clock starts: a year's ledger may
         // take longer than either to check. And before the file is guarded: it may be
         // replaced meanwhile.
-        db.checked().await.map_err(|e| self.fail(op, e))?;
+        let refused = |e| {
+            (self.inner.writes_failing).store(true, std::sync::atomic::Ordering::Relaxed);
+            self.fail(op, e)
+        };
+        db.checked().await.map_err(refused)?;
         if reach != Reach::Record {
-            db.guard().map_err(|e| self.fail(op, e))?;
+            db.guard().map_err(refused)?;
         }
         let ttl = self.inner.ttl;
         let work = async {
@@ -1226,9 +1239,9 @@ impl Ledger {
             }
             Ok(answer.expect("the rule ran"))
         };
-        crate::db::answered_in_time(work)
-            .await
-            .map_err(|e| self.fail(op, e))
+        let done = crate::db::answered_in_time(work).await;
+        (self.inner.writes_failing).store(done.is_err(), std::sync::atomic::Ordering::Relaxed);
+        done.map_err(|e| self.fail(op, e))
     }
 
     /// Reads the row, runs `change` on it and writes what it returns, if the row is still as

@@ -1902,18 +1902,28 @@ async fn a_holder_on_postgresql_writes_without_reading_the_row_again() {
 
 /// A replica that read ahead which digests another took gets their leases refused without a
 /// statement: the database below is emptied behind its back, and what it read still answers,
-/// once, and only for an eighth of the ttl. A digest read as free is leased from the database.
+/// once, and only for an eighth of the ttl, and not once a write failed. A digest read as
+/// free, or one the read would not refuse to this requester, is leased from the database.
 async fn rows_read_ahead_refuse_a_lease_once_and_only_while_fresh(fx: Fixture) {
-    let (other, ours) = (fx.open().await, fx.open().await);
-    let (held, sent, free) = (key("slack"), key("teams"), key("generic"));
+    let other = fx.open().await;
+    // A ttl long enough that what is read stays fresh however slow this machine is.
+    let long = Duration::from_secs(80);
+    let ours = Ledger::open_with(&fx.location, fx.clock.clone(), long, Access::Write)
+        .await
+        .unwrap();
+    let (held, sent, resent, free) = (
+        key("slack"),
+        key("teams"),
+        key("mattermost"),
+        key("generic"),
+    );
     let Claim::Leased(_holding) = lease(&other, &held, Requester::Daemon).await else {
         panic!("a lease of {held}")
     };
     delivered(&fx, &other, &sent).await;
-    let span = held.span;
-    ours.read_ahead(&[(held.team.as_str(), span)])
-        .await
-        .unwrap();
+    delivered(&fx, &other, &resent).await;
+    let keys = [&held, &sent, &resent, &free].map(Key::clone);
+    ours.read_ahead(&keys).await.unwrap();
     fx.tamper("DELETE FROM digests").await;
 
     let Claim::Busy(until) = lease(&ours, &held, Requester::Daemon).await else {
@@ -1924,9 +1934,13 @@ async fn rows_read_ahead_refuse_a_lease_once_and_only_while_fresh(fx: Fixture) {
         panic!("{sent}, read ahead as delivered, is refused as settled")
     };
     assert_eq!(entry.state, State::Delivered);
-    // An admin's forced `once` sends a delivered digest again: the same rule judges.
-    let Claim::Leased(_forced) = lease(&ours, &free, Requester::Admin { force: true }).await else {
-        panic!("{free}, never read as taken, is leased from the database")
+    // An admin's forced `once` sends a delivered digest again: the read doesn't refuse it.
+    let Claim::Leased(_forced) = lease(&ours, &resent, Requester::Admin { force: true }).await
+    else {
+        panic!("{resent}, forced, is leased from the database")
+    };
+    let Claim::Leased(_free) = lease(&ours, &free, Requester::Daemon).await else {
+        panic!("{free}, read as free, is leased from the database")
     };
     // Used once: the database, emptied, has the held digest free now.
     let Claim::Leased(_ours) = lease(&ours, &held, Requester::Daemon).await else {
@@ -1934,16 +1948,35 @@ async fn rows_read_ahead_refuse_a_lease_once_and_only_while_fresh(fx: Fixture) {
     };
 
     // Out of date after an eighth of the ttl, long before the other's lease runs out.
+    let short = fx.open().await;
     let later = key("discord");
     let Claim::Leased(_later) = lease(&other, &later, Requester::Daemon).await else {
         panic!("a lease of {later}")
     };
-    ours.read_ahead(&[(later.team.as_str(), span)])
+    short
+        .read_ahead(std::slice::from_ref(&later))
         .await
         .unwrap();
     fx.pass(fx.ttl() / 8 + Duration::from_millis(100)).await;
     fx.tamper("DELETE FROM digests").await;
-    let Claim::Leased(_) = lease(&ours, &later, Requester::Daemon).await else {
+    let Claim::Leased(_) = lease(&short, &later, Requester::Daemon).await else {
         panic!("{later}, read ahead too long ago, is asked of the database")
     };
+
+    // Once a write failed, a lease asks the database: its answer says whether writes work.
+    let failing = key("webex");
+    let Claim::Leased(_failing) = lease(&other, &failing, Requester::Daemon).await else {
+        panic!("a lease of {failing}")
+    };
+    ours.read_ahead(std::slice::from_ref(&failing))
+        .await
+        .unwrap();
+    fx.tamper("DROP TABLE digests").await;
+    let refused = ours.lease(&key("zulip"), Requester::Daemon, "url-1").await;
+    assert!(refused.is_err(), "a lease with no table fails");
+    let asked = ours.lease(&failing, Requester::Daemon, "url-1").await;
+    assert!(
+        asked.is_err(),
+        "{failing} is asked of the database after a failed write"
+    );
 }

@@ -854,7 +854,7 @@ fn held_in_one_line(newly: &[&(Key, DateTime<Utc>)]) -> Option<String> {
     let last = newly.iter().map(|(_, until)| until).max()?;
     let teams: BTreeSet<&str> = newly.iter().map(|(key, _)| key.team.as_str()).collect();
     Some(format!(
-        "{} digests of {} teams are held by other acquire-digest processes until {} at the latest ({HELD_BY}); waiting",
+        "{} digests of {} teams are held by other acquire-digest processes, their leases read as running until {} at the latest ({HELD_BY}); waiting",
         newly.len(),
         teams.len(),
         last.format("%H:%M:%S UTC")
@@ -892,7 +892,8 @@ impl ReadAhead {
     }
 
     /// Before the job at `place` leases: its digest and the next ones not read yet, unless
-    /// a read did already. A job whose digest is being read waits for that read.
+    /// a read did already. A job whose digest is unread waits for the read under way, if
+    /// any, and reads only if that one did not cover it.
     async fn before(&self, place: usize) {
         let unread = |read: &[bool]| !read[place];
         if !unread(&self.read.lock().expect("read ahead")) {
@@ -1698,7 +1699,7 @@ url = "http://127.0.0.1:9/b"
         assert_eq!(held_in_one_line(&newly[..HELD_ONE_BY_ONE]), None);
         let line = held_in_one_line(&newly).expect("one line");
         assert!(
-            line.starts_with("101 digests of 3 teams are held by other acquire-digest processes until 09:01:40 UTC at the latest"),
+            line.starts_with("101 digests of 3 teams are held by other acquire-digest processes, their leases read as running until 09:01:40 UTC at the latest"),
             "{line}"
         );
     }

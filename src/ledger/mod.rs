@@ -591,8 +591,9 @@ struct Inner {
     unreadable: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Digests [`Ledger::read_ahead`] found held or settled, and when it read them.
     ahead: std::sync::Mutex<HashMap<Key, (Entry, DateTime<Utc>)>>,
-    /// Whether the last write failed: then a lease asks the database, whose refusal of the
-    /// write is what tells the daemon that writes fail (and, later, that they work again).
+    /// Whether anything failed since a write last applied: then a lease asks the database,
+    /// whose answer is what tells the daemon that writes fail (and, later, that they work
+    /// again), never a read from before.
     writes_failing: std::sync::atomic::AtomicBool,
 }
 
@@ -675,6 +676,7 @@ impl Ledger {
     /// An error of an operation (`read`, `lease` or `record`), counted for the operator.
     fn fail(&self, op: &'static str, problem: String) -> LedgerError {
         crate::telemetry::ledger_error(op);
+        (self.inner.writes_failing).store(true, std::sync::atomic::Ordering::Relaxed);
         LedgerError {
             place: self.inner.location.to_string(),
             problem,
@@ -1197,13 +1199,9 @@ impl Ledger {
         // Outside the call's limit and before the lease's clock starts: a year's ledger may
         // take longer than either to check. And before the file is guarded: it may be
         // replaced meanwhile.
-        let refused = |e| {
-            (self.inner.writes_failing).store(true, std::sync::atomic::Ordering::Relaxed);
-            self.fail(op, e)
-        };
-        db.checked().await.map_err(refused)?;
+        db.checked().await.map_err(|e| self.fail(op, e))?;
         if reach != Reach::Record {
-            db.guard().map_err(refused)?;
+            db.guard().map_err(|e| self.fail(op, e))?;
         }
         let ttl = self.inner.ttl;
         let work = async {
@@ -1222,6 +1220,7 @@ impl Ledger {
                     },
                 )
                 .await?;
+            let wrote = written.is_some();
             while let Some((record, true)) = &written {
                 let Some(token) = record
                     .owner
@@ -1237,11 +1236,14 @@ impl Ledger {
                     return Err("answered too slowly to keep the lease just written, which is no longer this process's (another took the digest over, or it was given up or finished); nothing is posted under it".to_owned());
                 }
             }
-            Ok(answer.expect("the rule ran"))
+            Ok((answer.expect("the rule ran"), wrote))
         };
-        let done = crate::db::answered_in_time(work).await;
-        (self.inner.writes_failing).store(done.is_err(), std::sync::atomic::Ordering::Relaxed);
-        done.map_err(|e| self.fail(op, e))
+        let (answer, wrote) =
+            (crate::db::answered_in_time(work).await).map_err(|e| self.fail(op, e))?;
+        if wrote {
+            (self.inner.writes_failing).store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(answer)
     }
 
     /// Reads the row, runs `change` on it and writes what it returns, if the row is still as

@@ -1905,12 +1905,10 @@ async fn a_holder_on_postgresql_writes_without_reading_the_row_again() {
 /// once, and only for an eighth of the ttl, and not once a write failed. A digest read as
 /// free, or one the read would not refuse to this requester, is leased from the database.
 async fn rows_read_ahead_refuse_a_lease_once_and_only_while_fresh(fx: Fixture) {
-    let other = fx.open().await;
-    // A ttl long enough that what is read stays fresh however slow this machine is.
+    // Leases long enough, and what is read fresh long enough, however slow this machine is.
     let long = Duration::from_secs(80);
-    let ours = Ledger::open_with(&fx.location, fx.clock.clone(), long, Access::Write)
-        .await
-        .unwrap();
+    let open_long = || Ledger::open_with(&fx.location, fx.clock.clone(), long, Access::Write);
+    let (other, ours) = (open_long().await.unwrap(), open_long().await.unwrap());
     let (held, sent, resent, free) = (
         key("slack"),
         key("teams"),
@@ -1963,7 +1961,7 @@ async fn rows_read_ahead_refuse_a_lease_once_and_only_while_fresh(fx: Fixture) {
         panic!("{later}, read ahead too long ago, is asked of the database")
     };
 
-    // Once a write failed, a lease asks the database: its answer says whether writes work.
+    // Once something failed, a lease asks the database: its answer says whether writes work.
     let failing = key("webex");
     let Claim::Leased(_failing) = lease(&other, &failing, Requester::Daemon).await else {
         panic!("a lease of {failing}")

@@ -1683,6 +1683,46 @@ url = "http://127.0.0.1:9/b"
             .remove(0)
     }
 
+    /// Jobs read ahead from their own place the next digests not read yet, so each digest
+    /// is read once, whatever order the jobs come in.
+    #[tokio::test]
+    async fn jobs_read_ahead_each_digest_once_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = config::StateStore::Sqlite(dir.path().join("l.db"));
+        let ledger = Ledger::open(&store, WallClock::new()).await.unwrap();
+        ledger.checked().await.unwrap();
+        let n = 600;
+        let digests: Vec<Due> = (0..n)
+            .map(|i| Due {
+                team: format!("team-{i}"),
+                span: day("2026-03-01"),
+                webhooks: vec!["slack".into()],
+            })
+            .collect();
+        let ahead = ReadAhead {
+            ledger,
+            digests,
+            read: std::sync::Mutex::new(vec![false; n]),
+            reading: tokio::sync::Mutex::new(()),
+        };
+        let read = || -> Vec<usize> {
+            let read = ahead.read.lock().unwrap();
+            (0..n).filter(|&p| read[p]).collect()
+        };
+        ahead.before(0).await;
+        assert_eq!(read(), (0..256).collect::<Vec<_>>());
+        ahead.before(5).await;
+        assert_eq!(read().len(), 256, "a job already read reads nothing");
+        ahead.before(300).await;
+        assert_eq!(read(), (0..256).chain(300..556).collect::<Vec<_>>());
+        // Out of order: from its own place, skipping what was read.
+        ahead.before(260).await;
+        let expected: Vec<usize> = (0..256).chain(260..n).collect();
+        assert_eq!(read(), expected);
+        ahead.before(256).await;
+        assert_eq!(read(), (0..n).collect::<Vec<_>>());
+    }
+
     #[test]
     fn a_hundred_held_digests_are_said_one_by_one_and_more_in_one_line() {
         let held: Vec<(Key, DateTime<Utc>)> = (0..=HELD_ONE_BY_ONE)

@@ -94,7 +94,11 @@ pub async fn serve(
 /// What `acquire-digest status` would say, as a page, with a red banner for what stops
 /// deliveries: a ledger that can't be read or written, or a reload that was rejected.
 async fn status_page() -> Response {
-    let now = chrono::Utc::now();
+    let in_use = IN_USE.lock().expect("in-use slot").clone();
+    // The daemon's clock, through its ledger; before there is one, the wall clock's.
+    let now = in_use
+        .as_ref()
+        .map_or_else(chrono::Utc::now, |(ledger, _)| ledger.now());
     let mut alarms = Vec::new();
     if let Err(problems) = &telemetry::reloads().borrow().1 {
         let first = problems
@@ -116,7 +120,7 @@ async fn status_page() -> Response {
         ok: false,
         teams: Vec::new(),
     };
-    let Some((ledger, config)) = IN_USE.lock().expect("in-use slot").clone() else {
+    let Some((ledger, config)) = in_use else {
         alarms.push("Starting: the ledger is not open yet.".to_owned());
         return Html(status::page(&unknown(), &alarms, now)).into_response();
     };
@@ -166,7 +170,7 @@ async fn readiness(ledger: &Ledger) -> Result<(), String> {
         return Err(format!("deliveries wait: {error}"));
     }
     // A read of nothing: a day after tomorrow holds no span yet, but the query still runs.
-    let tomorrow = chrono::Utc::now().date_naive() + chrono::Days::new(2);
+    let tomorrow = ledger.now().date_naive() + chrono::Days::new(2);
     ledger
         .recent(tomorrow)
         .await

@@ -668,6 +668,11 @@ impl Ledger {
         &self.inner.location
     }
 
+    /// The time by the clock the ledger was opened with: the daemon's, which tests jump.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
     /// The reports kept beside it, in the same database.
     pub fn history(&self) -> History {
         History::new(self.inner.db.clone(), self.inner.clock.clone())

@@ -1961,20 +1961,30 @@ async fn rows_read_ahead_refuse_a_lease_once_and_only_while_fresh(fx: Fixture) {
         panic!("{later}, read ahead too long ago, is asked of the database")
     };
 
-    // Once something failed, a lease asks the database: its answer says whether writes work.
-    let failing = key("webex");
-    let Claim::Leased(_failing) = lease(&other, &failing, Requester::Daemon).await else {
-        panic!("a lease of {failing}")
-    };
-    ours.read_ahead(std::slice::from_ref(&failing))
+    // Once something failed, a lease asks the database, whose answer says whether writes
+    // work, until a write applies: one that applies nothing (the expiry of a held digest)
+    // doesn't count.
+    let (kept, again) = (key("webex"), key("zulip"));
+    for held in [&kept, &again] {
+        let Claim::Leased(_) = lease(&other, held, Requester::Daemon).await else {
+            panic!("a lease of {held}")
+        };
+    }
+    ours.read_ahead(&[kept.clone(), again.clone()])
         .await
         .unwrap();
-    fx.tamper("DROP TABLE digests").await;
-    let refused = ours.lease(&key("zulip"), Requester::Daemon, "url-1").await;
-    assert!(refused.is_err(), "a lease with no table fails");
-    let asked = ours.lease(&failing, Requester::Daemon, "url-1").await;
-    assert!(
-        asked.is_err(),
-        "{failing} is asked of the database after a failed write"
-    );
+    fx.tamper("INSERT INTO forgotten (id, before_day) VALUES (1, '2021-03-18')")
+        .await;
+    let forgotten = Key::new("apac", Span::day("2021-03-17".parse().unwrap()), "slack");
+    let unforced = Requester::Admin { force: false };
+    assert!(ours.lease(&forgotten, unforced, "url-1").await.is_err());
+    assert!(!ours.expire(&kept).await.unwrap(), "{kept} is held");
+    fx.tamper("DELETE FROM digests").await;
+    let Claim::Leased(_asked) = lease(&ours, &kept, Requester::Daemon).await else {
+        panic!("{kept} is asked of the database after a failure")
+    };
+    // That lease's insert applied: what was read answers again.
+    let Claim::Busy(_) = lease(&ours, &again, Requester::Daemon).await else {
+        panic!("{again}, read ahead as held, is refused once a write applied")
+    };
 }

@@ -858,8 +858,9 @@ impl Ledger {
     /// leasing one another process holds or has settled costs no statement: replicas that
     /// share a database each try every digest due, and without this each digest cost every
     /// replica but its holder a losing attempt. What was read stands in for a lease only to
-    /// say no, and only for an eighth of the lease's ttl; a digest read as free is leased
-    /// as always, so a read that is out of date never sends anything twice.
+    /// say no, only for an eighth of the lease's ttl, and not after a failure until a write
+    /// applies; a digest read as free is leased as always, so a read that is out of date
+    /// never sends anything twice.
     pub async fn read_ahead(&self, keys: &[Key]) -> Result<(), LedgerError> {
         let Some(since) = keys.iter().map(|key| key.span.last).min() else {
             return Ok(());

@@ -699,8 +699,10 @@ pub async fn serve(
                         agenda.touch(&current, &due.team);
                     }
                 }
+                // Shared with the read ahead, if any, rather than copied for it.
+                let start: Arc<[Due]> = start.into();
                 let ahead = ReadAhead::of(&current, &start);
-                for (place, due) in start.into_iter().enumerate() {
+                for (place, due) in start.iter().enumerate() {
                     let Some(team) = current.team(&due.team) else {
                         continue;
                     };
@@ -721,7 +723,7 @@ pub async fn serve(
                         o.trying = Some(job.id());
                     }
                     busy.insert((due.team.clone(), due.span));
-                    running.insert(job.id(), (due.team, due.span));
+                    running.insert(job.id(), (due.team.clone(), due.span));
                 }
                 // Woken by the agenda's next look, at the latest in an hour to re-read the
                 // clock; while writes fail, also when the next digest may try.
@@ -867,7 +869,7 @@ fn held_in_one_line(newly: &[&(Key, DateTime<Utc>)]) -> Option<String> {
 /// replica has taken instead of losing a lease on each (see [`Ledger::read_ahead`]).
 struct ReadAhead {
     ledger: Ledger,
-    digests: Vec<Due>,
+    digests: Arc<[Due]>,
     /// Whether the digest at each place has been read ahead.
     read: std::sync::Mutex<Vec<bool>>,
     /// Held while a read is under way: one at a time.
@@ -879,12 +881,12 @@ impl ReadAhead {
 
     /// Only where other processes may lease the same digests: replicas share PostgreSQL, and
     /// a lone daemon would spend a statement to learn nothing.
-    fn of(current: &Current, start: &[Due]) -> Option<Arc<ReadAhead>> {
+    fn of(current: &Current, start: &Arc<[Due]>) -> Option<Arc<ReadAhead>> {
         let shared = matches!(current.config.state, config::StateStore::Postgres(_));
         (shared && start.len() > 1).then(|| {
             Arc::new(ReadAhead {
                 ledger: current.ledger.clone(),
-                digests: start.to_vec(),
+                digests: start.clone(),
                 read: std::sync::Mutex::new(vec![false; start.len()]),
                 reading: tokio::sync::Mutex::new(()),
             })
@@ -1692,7 +1694,7 @@ url = "http://127.0.0.1:9/b"
         let ledger = Ledger::open(&store, WallClock::new()).await.unwrap();
         ledger.checked().await.unwrap();
         let n = 600;
-        let digests: Vec<Due> = (0..n)
+        let digests: Arc<[Due]> = (0..n)
             .map(|i| Due {
                 team: format!("team-{i}"),
                 span: day("2026-03-01"),

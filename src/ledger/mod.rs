@@ -594,7 +594,7 @@ struct Inner {
     /// Whether anything failed since a write last applied: then a lease asks the database,
     /// whose answer is what tells the daemon that writes fail (and, later, that they work
     /// again), never a read from before.
-    writes_failing: std::sync::atomic::AtomicBool,
+    failed_since_a_write: std::sync::atomic::AtomicBool,
 }
 
 impl Ledger {
@@ -638,7 +638,7 @@ impl Ledger {
                 ttl,
                 unreadable: Default::default(),
                 ahead: Default::default(),
-                writes_failing: Default::default(),
+                failed_since_a_write: Default::default(),
             }),
         })
     }
@@ -681,7 +681,7 @@ impl Ledger {
     /// An error of an operation (`read`, `lease` or `record`), counted for the operator.
     fn fail(&self, op: &'static str, problem: String) -> LedgerError {
         crate::telemetry::ledger_error(op);
-        (self.inner.writes_failing).store(true, std::sync::atomic::Ordering::Relaxed);
+        (self.inner.failed_since_a_write).store(true, std::sync::atomic::Ordering::Relaxed);
         LedgerError {
             place: self.inner.location.to_string(),
             problem,
@@ -897,7 +897,7 @@ impl Ledger {
         let now = self.inner.clock.now();
         let failing = self
             .inner
-            .writes_failing
+            .failed_since_a_write
             .load(std::sync::atomic::Ordering::Relaxed);
         if failing || !self.fresh(read, now) {
             return None;
@@ -906,6 +906,7 @@ impl Ledger {
         if entry.leased_until.is_some_and(|until| until <= now) {
             return None;
         }
+        // The same rule as the lease's; only its refusal is used, so no token or lease end.
         let record = Record { entry, owner: None };
         take(Some(record), requester, url, String::new(), now)
             .1
@@ -1247,7 +1248,7 @@ impl Ledger {
         let (answer, wrote) =
             (crate::db::answered_in_time(work).await).map_err(|e| self.fail(op, e))?;
         if wrote {
-            (self.inner.writes_failing).store(false, std::sync::atomic::Ordering::Relaxed);
+            (self.inner.failed_since_a_write).store(false, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(answer)
     }

@@ -302,7 +302,7 @@ fn body(
     if request.csv {
         return (
             "text/csv; charset=utf-8",
-            to_csv(&rows(endpoint, account, request, scales).values()),
+            to_csv(&rows(endpoint, account, request, scales).fields()),
         );
     }
     let body = match reference_body(endpoint, request) {
@@ -620,22 +620,24 @@ fn day_hours(account: &Account, date: NaiveDate, scale: Scale) -> DayHours {
 }
 
 /// One CSV line per row, the first row's keys as the header.
-fn to_csv(rows: &[Value]) -> String {
+fn to_csv(rows: &[Vec<(String, Value)>]) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let keys: Vec<&String> = rows
+    let keys: Vec<&str> = rows
         .first()
-        .and_then(Value::as_object)
-        .map(|row| row.keys().collect())
+        .map(|row| row.iter().map(|(key, _)| key.as_str()).collect())
         .unwrap_or_default();
     if !keys.is_empty() {
         writer.write_record(&keys).expect("writes to memory");
     }
     for row in rows {
-        let cells = keys.iter().map(|key| match row.get(key.as_str()) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
-        });
+        let cells =
+            keys.iter().map(
+                |key| match row.iter().find(|(name, _)| name == key).map(|(_, v)| v) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                },
+            );
         writer.write_record(cells).expect("writes to memory");
     }
     String::from_utf8(writer.into_inner().expect("writes to memory"))
@@ -1023,12 +1025,18 @@ mod tests {
 
     #[test]
     fn csv_has_a_header_and_quotes_what_needs_it() {
-        let rows = vec![
-            json!({"source": "https://a.example/?q=1,2", "chats": 3, "percentage": "37.50"}),
-            json!({"source": "say \"hi\"", "chats": 1, "percentage": "12.50"}),
-        ];
+        let referrer = |text: &'static str, chats, percentage: &str| SourceRow {
+            key: super::rows::REFERRER,
+            text: text.into(),
+            chats: Count::number(chats),
+            percentage: percentage.into(),
+        };
+        let rows = Rows::Sources(vec![
+            referrer("https://a.example/?q=1,2", 3, "37.50"),
+            referrer("say \"hi\"", 1, "12.50"),
+        ]);
         assert_eq!(
-            to_csv(&rows),
+            to_csv(&rows.fields()),
             "source,chats,percentage\n\"https://a.example/?q=1,2\",3,37.50\n\"say \"\"hi\"\"\",1,12.50\n"
         );
         assert_eq!(to_csv(&[]), "");
@@ -1203,10 +1211,13 @@ mod tests {
     fn a_body_is_the_envelope_serde_json_would_write() {
         let week = window("2026-11-20 00:00:00", "2026-11-26 23:59:59", "+00:00");
         for endpoint in Endpoint::ALL {
-            let rows = rows(endpoint, "acme", &week, &Scales::default()).values();
-            let key = endpoint.key();
-            let tree = json!({"data": {key: {"data": {"graphRow": {"data": rows}}, "success": true, "output": "json"}}});
-            assert_eq!(served(endpoint, "acme", &week).1, tree.to_string());
+            let rows = rows(endpoint, "acme", &week, &Scales::default());
+            let written = format!(
+                r#"{{"data":{{"{}":{{"data":{{"graphRow":{{"data":{}}}}},"success":true,"output":"json"}}}}}}"#,
+                endpoint.key(),
+                serde_json::to_string(&rows).unwrap()
+            );
+            assert_eq!(served(endpoint, "acme", &week).1, written);
         }
     }
 

@@ -500,14 +500,15 @@ const KEYS_SHOWN: usize = 20;
 const KEY_CHARS: usize = 40;
 
 /// A required field is absent. The row's keys (never its values, which are visitor data) are
-/// listed because the usual cause is an upstream rename such as `visitor_count`.
+/// listed because the usual cause is an upstream rename such as `visitor_count`: sorted, so
+/// the rename is where an admin looks for the name it replaced.
 fn missing(fields: &Row, key: &str) -> String {
     if fields.len() == 0 {
         return format!("{key} is missing (the row is empty)");
     }
-    let mut keys: Vec<String> = (fields.iter().take(KEYS_SHOWN))
-        .map(|(k, _)| shorten(k))
-        .collect();
+    let mut names: Vec<&str> = fields.iter().map(|(k, _)| k).collect();
+    names.sort_unstable();
+    let mut keys: Vec<String> = names.iter().take(KEYS_SHOWN).map(|k| shorten(k)).collect();
     if fields.len() > KEYS_SHOWN {
         keys.push(format!("… {} more", fields.len() - KEYS_SHOWN));
     }
@@ -904,11 +905,14 @@ mod tests {
         assert!(
             err.starts_with(
                 "visitors-by-location: unexpected shape: row 2: visitorCount is missing (renamed? \
-                 the row has name, cca3, id,"
+                 the row has audiocall, caseCount, cca3,"
             ),
             "{err}"
         );
-        assert!(err.contains(", visitor_count"), "{err}");
+        assert!(
+            err.contains(", videocall, visitor_count, voipCallCount,"),
+            "{err}"
+        );
         // Keys only: the row's values are visitor data.
         assert!(!err.contains("India") && !err.contains("387"), "{err}");
     }
@@ -951,7 +955,7 @@ mod tests {
         assert_eq!(
             parse_day(Endpoint::PagesWithMostChats, page).unwrap_err(),
             "pages-with-most-chats: unexpected shape: row 1: chats is missing (renamed? the row \
-             has url, percentage)"
+             has percentage, url)"
         );
         let referrer = json!([{"chats": 2, "percentage": "10.00", "referrer": "direct"}]);
         let err = parse_day(Endpoint::VisitorReference, referrer).unwrap_err();
@@ -1048,9 +1052,12 @@ mod tests {
             Some(json!(0)),
         );
         let err = parse_day(Endpoint::PagesWithMostChats, json!([row])).unwrap_err();
-        assert!(err.contains("the row has url, k0, k1,"), "{err}");
-        assert!(err.contains(", k18, … 12 more)"), "{err}");
-        assert!(!err.contains("k19") && !err.contains('\n'), "{err}");
+        assert!(err.contains("the row has k0, k1, k10,"), "{err}");
+        assert!(err.contains(", k26, … 12 more)"), "{err}");
+        assert!(
+            !err.contains("k27") && !err.contains("url") && !err.contains('\n'),
+            "{err}"
+        );
 
         let mut row = json!({"url": "/"});
         row = with(
@@ -1059,8 +1066,8 @@ mod tests {
             Some(json!(0)),
         );
         let err = parse_day(Endpoint::PagesWithMostChats, json!([row])).unwrap_err();
-        assert!(err.contains("url, line\\nbreakxxx"), "{err}");
-        assert!(err.ends_with("xx…)"), "{err}");
+        assert!(err.contains("line\\nbreakxxx"), "{err}");
+        assert!(err.ends_with("xx…, url)"), "{err}");
         assert!(!err.contains(&"x".repeat(40)), "{err}");
     }
 

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
@@ -195,12 +196,43 @@ impl Rows {
         }
     }
 
-    /// The rows as JSON values, for CSV (rare) and for tests.
+    /// The rows as JSON values, for tests.
+    #[cfg(test)]
     pub fn values(&self) -> Vec<Value> {
         match serde_json::to_value(self) {
             Ok(Value::Array(rows)) => rows,
             other => unreachable!("rows serialize as an array, not {other:?}"),
         }
+    }
+
+    /// Each row's fields in the order the API sends them, for CSV's columns: a `Value` would
+    /// sort them.
+    pub fn fields(&self) -> Vec<Vec<(String, Value)>> {
+        let text = serde_json::to_string(self).expect("rows serialize");
+        let rows: Vec<Fields> = serde_json::from_str(&text).expect("rows read back");
+        rows.into_iter().map(|row| row.0).collect()
+    }
+}
+
+struct Fields(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> Visitor<'de> for InOrder {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a row")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Fields, M::Error> {
+                let mut fields = Vec::new();
+                while let Some(field) = map.next_entry()? {
+                    fields.push(field);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(InOrder)
     }
 }
 

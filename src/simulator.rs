@@ -1207,6 +1207,52 @@ mod tests {
         }
     }
 
+    /// Each published row's keys, in the reference's order: a `Value` would sort them.
+    fn published_keys(body: &str) -> Vec<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            data: HashMap<String, Report>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Report {
+            data: Graph,
+        }
+        #[derive(serde::Deserialize)]
+        struct Graph {
+            #[serde(rename = "graphRow")]
+            graph_row: Listed,
+        }
+        #[derive(serde::Deserialize)]
+        struct Listed {
+            data: Vec<rows::Fields>,
+        }
+        let envelope: Envelope = serde_json::from_str(body).unwrap();
+        let report = envelope.data.into_values().next().unwrap();
+        let rows = report.data.graph_row.data.into_iter();
+        rows.map(|row| row.0.into_iter().map(|(key, _)| key).collect())
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_written_with_the_references_keys_in_its_order() {
+        let keys = |rows: &Rows| -> Vec<Vec<String>> {
+            let fields = rows.fields().into_iter();
+            fields
+                .map(|row| row.into_iter().map(|(key, _)| key).collect())
+                .collect()
+        };
+        let week = window("2026-11-20 00:00:00", "2026-11-26 23:59:59", "+00:00");
+        for (endpoint, body) in REFERENCE {
+            let published = published_keys(body);
+            assert_eq!(keys(reference_rows(endpoint)), published, "{endpoint}");
+            let generated = keys(&rows(endpoint, "acme", &week, &Scales::default()));
+            assert!(!generated.is_empty(), "{endpoint}");
+            for row in generated {
+                assert_eq!(row, published[0], "{endpoint}");
+            }
+        }
+    }
+
     #[test]
     fn a_body_is_the_envelope_serde_json_would_write() {
         let week = window("2026-11-20 00:00:00", "2026-11-26 23:59:59", "+00:00");

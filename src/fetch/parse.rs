@@ -87,8 +87,9 @@ fn parse_quickly<T: Quickly>(
 /// The rows of `endpoint`'s report in `body`, each parsed by `parse`. A body of the usual
 /// shape is read straight into rows, without a tree of it; anything else (an error, an odd
 /// shape, a row `parse` refuses) is read again as a tree, whose errors say what is wrong and
-/// where. Both ways give `parse` the same rows, so a body that reads the quick way reads as
-/// it would the slow way.
+/// where. Both ways give `parse` the same fields (the tree's in name order, the quick way's
+/// as the body has them; `parse` looks them up by name), so a body that reads the quick way
+/// reads as it would the slow way.
 fn parse_report<T>(
     endpoint: Endpoint,
     body: &[u8],
@@ -321,8 +322,9 @@ impl<'de> Deserialize<'de> for Count {
     }
 }
 
-/// A row's fields in the response's order. A name given twice keeps its first place and its
-/// last value, as it does in a parsed JSON object.
+/// A row's fields, in the response's order when read straight from the body, in name order
+/// when taken from a tree. A name given twice keeps its first place and its last value, as it
+/// does in a parsed JSON object.
 #[derive(Debug, Default)]
 struct Row<'a> {
     fields: Vec<(Cow<'a, str>, Value)>,

@@ -214,7 +214,8 @@ impl Rows {
     }
 }
 
-struct Fields(Vec<(String, Value)>);
+/// A row's fields in the order written.
+pub(super) struct Fields(pub Vec<(String, Value)>);
 
 impl<'de> Deserialize<'de> for Fields {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

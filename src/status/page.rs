@@ -8,10 +8,17 @@
 use chrono::{DateTime, Utc};
 use handlebars::html_escape;
 
-use super::{SpanStatus, Status};
+use crate::render::thousands;
+
+use super::{SpanStatus, Status, TeamStatus};
 
 /// Seconds between the page's own reloads.
 const REFRESH_SECS: u32 = 30;
+
+/// Teams shown on the page, those needing attention first. Every team's section at 100,000
+/// teams was 33 MB of HTML, rebuilt on each refresh, that no browser shows usefully; `status`
+/// lists them all.
+const TEAMS_SHOWN: usize = 200;
 
 /// The page for `status`, with `alarms` (the ledger unreachable, a reload rejected) as red
 /// banners above it.
@@ -60,7 +67,22 @@ a {{ color: #0b57d0; }}
     if status.teams.is_empty() {
         html.push_str("<p>No teams are configured.</p>\n");
     }
-    for team in &status.teams {
+    let mut teams: Vec<(&'static str, &TeamStatus)> = (status.teams.iter())
+        .map(|team| (worst(team), team))
+        .collect();
+    // Stable: within each state, teams keep the config's order.
+    teams.sort_by_key(|(class, _)| urgency(class));
+    let count = |wanted: &str| teams.iter().filter(|(class, _)| *class == wanted).count();
+    let (failed, waiting) = (count("bad"), count("wait"));
+    if teams.len() > 1 {
+        html.push_str(&format!(
+            "<p class=\"meta\">{} teams: {} needing attention, {} waiting, the rest delivered or not due yet.</p>\n",
+            thousands(teams.len() as f64),
+            thousands(failed as f64),
+            thousands(waiting as f64)
+        ));
+    }
+    for (_, team) in teams.iter().take(TEAMS_SHOWN) {
         html.push_str(&format!(
             "<section>\n<h2>{}</h2>\n<p class=\"next\">Next digest: {}</p>\n",
             html_escape(&team.team),
@@ -83,8 +105,33 @@ a {{ color: #0b57d0; }}
         }
         html.push_str("</table>\n</section>\n");
     }
+    if let Some(hidden) = teams.get(TEAMS_SHOWN..).filter(|rest| !rest.is_empty()) {
+        let attention = hidden.iter().filter(|(class, _)| *class != "ok").count();
+        let which = match attention {
+            0 => "none of them failed or waiting".to_owned(),
+            n => format!("{} of them failed or waiting", thousands(n as f64)),
+        };
+        html.push_str(&format!(
+            "<p class=\"more\">…and {} more teams, {which}: <code>acquire-digest status</code> lists every team.</p>\n",
+            thousands(hidden.len() as f64)
+        ));
+    }
     html.push_str("</body>\n</html>\n");
     html
+}
+
+/// A team's state on the page: its worst webhook's last digest (`ok` when none has one).
+fn worst(team: &TeamStatus) -> &'static str {
+    let classes = (team.webhooks.iter()).filter_map(|hook| hook.spans.first().map(class));
+    classes.min_by_key(|class| urgency(class)).unwrap_or("ok")
+}
+
+fn urgency(class: &str) -> u8 {
+    match class {
+        "bad" => 0,
+        "wait" => 1,
+        _ => 2,
+    }
 }
 
 fn class(span: &SpanStatus) -> &'static str {
@@ -138,7 +185,7 @@ fn without_excerpt(error: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{TeamStatus, WebhookStatus};
+    use crate::status::WebhookStatus;
 
     /// Escaping and cutting, without a browser: the browser test covers the rest.
     #[test]
@@ -191,6 +238,101 @@ mod tests {
         );
         // The host stays with `status`: the page names webhooks, not where they point.
         assert!(!html.contains("hooks.example"), "{html}");
+    }
+
+    fn team_in(name: String, state: &'static str) -> TeamStatus {
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 12, 4).unwrap();
+        TeamStatus {
+            team: name,
+            next_digest: "Sat 5 Dec 09:00:00 UTC".into(),
+            next_digest_at: None,
+            webhooks: vec![WebhookStatus {
+                webhook: "slack".into(),
+                host: "https://hooks.example:443 #0123abcd".into(),
+                spans: vec![SpanStatus {
+                    date,
+                    end_date: date,
+                    state,
+                    attempts: 1,
+                    last_error: (state == "failed").then(|| "HTTP 503".into()),
+                    next_attempt: None,
+                    delivered_at: None,
+                    leased_until: None,
+                }],
+            }],
+        }
+    }
+
+    fn sections(html: &str) -> Vec<&str> {
+        let names = html.split("<h2>").skip(1);
+        names
+            .map(|rest| &rest[..rest.find("</h2>").unwrap()])
+            .collect()
+    }
+
+    #[test]
+    fn many_teams_show_those_needing_attention_first_and_the_rest_counted() {
+        let state = |i: usize| match i {
+            250 => "failed",
+            260 => "pending",
+            7 => "expired",
+            _ => "delivered",
+        };
+        let teams = (0..300).map(|i| team_in(format!("team-{i}"), state(i)));
+        let status = Status {
+            ok: false,
+            teams: teams.collect(),
+        };
+        let html = page(&status, &[], chrono::Utc::now());
+        let shown = sections(&html);
+        assert_eq!(shown.len(), TEAMS_SHOWN);
+        assert_eq!(shown[..4], ["team-7", "team-250", "team-260", "team-0"]);
+        assert!(
+            html.contains("300 teams: 2 needing attention, 1 waiting, the rest delivered"),
+            "{html}"
+        );
+        assert!(
+            html.contains("…and 100 more teams, none of them failed or waiting:"),
+            "{html}"
+        );
+
+        let many = (0..1_500).map(|i| team_in(format!("team-{i}"), "pending"));
+        let many = Status {
+            ok: false,
+            teams: many.collect(),
+        };
+        let html = page(&many, &[], chrono::Utc::now());
+        assert!(
+            html.contains("1,500 teams: 0 needing attention, 1,500 waiting")
+                && html.contains("…and 1,300 more teams, 1,300 of them failed or waiting"),
+            "{html}"
+        );
+
+        let failing = (0..250).map(|i| team_in(format!("team-{i}"), "failed"));
+        let status = Status {
+            ok: false,
+            teams: failing
+                .chain([team_in("quiet".into(), "delivered")])
+                .collect(),
+        };
+        let html = page(&status, &[], chrono::Utc::now());
+        assert_eq!(sections(&html).len(), TEAMS_SHOWN);
+        assert!(!sections(&html).contains(&"quiet"), "{html}");
+        assert!(
+            html.contains("…and 51 more teams, 50 of them failed or waiting:"),
+            "{html}"
+        );
+
+        let one = Status {
+            ok: true,
+            teams: vec![team_in("solo".into(), "delivered")],
+        };
+        let html = page(&one, &[], chrono::Utc::now());
+        assert_eq!(sections(&html), ["solo"]);
+        assert!(
+            !html.contains("more teams") && !html.contains("1 teams"),
+            "{html}"
+        );
     }
 
     #[test]

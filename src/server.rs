@@ -115,27 +115,22 @@ async fn status_page() -> Response {
             "Deliveries wait: the ledger takes no writes: {error}"
         ));
     }
-    // Nothing known is claimed: not that everything was delivered, nor that all is pending.
-    let unknown = || status::Status {
-        ok: false,
-        teams: Vec::new(),
-    };
     let Some((ledger, config)) = in_use else {
         alarms.push("Starting: the ledger is not open yet.".to_owned());
-        return Html(status::page(&unknown(), &alarms, now)).into_response();
+        return Html(status::page(None, &alarms, now)).into_response();
     };
     if ledger.check_passed().is_none() {
         alarms.push(format!("Deliveries wait: {CHECKING}."));
     }
     let teams: Vec<&crate::config::Team> = config.teams.iter().collect();
     let status = match status::read(&ledger, &teams, now, Which::recent(now)).await {
-        Ok(status) => status,
+        Ok(status) => Some(status),
         Err(e) => {
             alarms.push(format!("The ledger is unreachable: {e}"));
-            unknown()
+            None
         }
     };
-    Html(status::page(&status, &alarms, now)).into_response()
+    Html(status::page(status.as_ref(), &alarms, now)).into_response()
 }
 
 async fn metrics() -> Response {

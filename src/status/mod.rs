@@ -111,16 +111,13 @@ pub fn report(teams: &[&Team], entries: &Entries, now: DateTime<Utc>, which: Whi
         .iter()
         .map(|team| {
             let key = (team.schedule.as_str(), team.zone, team.catch_up);
-            let (live, next_digest, next_digest_at) = timings
-                .entry(key)
-                .or_insert_with(|| {
-                    (
-                        live_spans(team, now).into_iter().collect(),
-                        describe_next(team, now),
-                        team.schedule.next_after(team.zone, now),
-                    )
-                })
-                .clone();
+            let (live, next_digest, next_digest_at) = timings.entry(key).or_insert_with(|| {
+                (
+                    live_spans(team, now).into_iter().collect(),
+                    describe_next(team, now),
+                    team.schedule.next_after(team.zone, now),
+                )
+            });
             let mut spans = live.clone();
             spans.extend(recorded.get(team.name.as_str()).into_iter().flatten());
             spans.retain(wanted);
@@ -153,8 +150,8 @@ pub fn report(teams: &[&Team], entries: &Entries, now: DateTime<Utc>, which: Whi
                 .collect();
             TeamStatus {
                 team: team.name.clone(),
-                next_digest,
-                next_digest_at,
+                next_digest: next_digest.clone(),
+                next_digest_at: *next_digest_at,
                 webhooks,
             }
         })
@@ -403,13 +400,17 @@ url = "https://warehouse.example/in"
             zone: Zone::Fixed(chrono::FixedOffset::east_opt(0).unwrap()),
             ..named("later")
         };
+        let weekly = Team {
+            schedule: crate::schedule::Schedule::parse("0 9 * * 1").unwrap(),
+            ..named("weekly")
+        };
         let mut entries = Entries::new();
         entries
             .entry(("twin".into(), Span::day("2026-11-23".parse().unwrap())))
             .or_default()
             .insert("slack".into(), Entry::settled_as(State::Delivered, 1, None));
         let since = "2026-11-15".parse().unwrap();
-        let teams = [&apac, &prompt, &twin, &later];
+        let teams = [&apac, &prompt, &twin, &later, &weekly];
         let status = report(&teams, &entries, now, Which::Since(since));
         let first = |i: usize| -> Vec<&str> {
             let hooks = &status.teams[i].webhooks;
@@ -420,11 +421,22 @@ url = "https://warehouse.example/in"
         };
         // 10:00 in +05:30: apac's 09:00 firing an hour ago is due; prompt's (catch_up "0")
         // went by; the twin delivered to slack; at 04:30 UTC `later`'s 09:00 is to come, and
-        // its last one, 19.5 hours ago, is past the 12 hours of catch-up.
+        // its last one, 19.5 hours ago, is past the 12 hours of catch-up; `weekly` fired on
+        // Monday, 25 hours ago.
         assert_eq!(first(0), ["pending", "pending"]);
         assert_eq!(first(1), ["-", "-"]);
         assert_eq!(first(2), ["delivered", "pending"]);
         assert_eq!(first(3), ["-", "-"]);
+        assert_eq!(first(4), ["-", "-"]);
+        assert!(
+            status.teams[4]
+                .next_digest
+                .starts_with("Mon 30 Nov 09:00:00")
+        );
+        let at = |i: usize| status.teams[i].next_digest_at.unwrap().to_rfc3339();
+        assert_eq!(at(0), "2026-11-25T03:30:00+00:00");
+        assert_eq!(at(3), "2026-11-24T09:00:00+00:00");
+        assert_eq!(at(4), "2026-11-30T03:30:00+00:00");
         assert!(
             status.teams[0]
                 .next_digest

@@ -21,8 +21,9 @@ const REFRESH_SECS: u32 = 30;
 const TEAMS_SHOWN: usize = 200;
 
 /// The page for `status`, with `alarms` (the ledger unreachable, a reload rejected) as red
-/// banners above it.
-pub fn page(status: &Status, alarms: &[String], now: DateTime<Utc>) -> String {
+/// banners above it. No status (the ledger not open or unreachable) claims nothing: not that
+/// everything was delivered, nor that anything is pending, nor that no team is configured.
+pub fn page(status: Option<&Status>, alarms: &[String], now: DateTime<Utc>) -> String {
     let mut html = format!(
         r#"<!DOCTYPE html>
 <html lang="en">
@@ -52,10 +53,10 @@ a {{ color: #0b57d0; }}
 <p class="meta">As of {} · {} · refreshes every {REFRESH_SECS} s · <a href="/metrics">metrics</a> · <a href="/-/healthy">healthy</a> · <a href="/-/ready">ready</a></p>
 "#,
         now.format("%Y-%m-%d %H:%M:%S UTC"),
-        if status.ok {
-            "everything due was delivered"
-        } else {
-            "not everything due was delivered"
+        match status {
+            Some(status) if status.ok => "everything due was delivered",
+            Some(_) => "not everything due was delivered",
+            None => "what was delivered is not known",
         }
     );
     for alarm in alarms {
@@ -64,6 +65,10 @@ a {{ color: #0b57d0; }}
             html_escape(alarm)
         ));
     }
+    let Some(status) = status else {
+        html.push_str("</body>\n</html>\n");
+        return html;
+    };
     if status.teams.is_empty() {
         html.push_str("<p>No teams are configured.</p>\n");
     }
@@ -76,7 +81,7 @@ a {{ color: #0b57d0; }}
     let (failed, waiting) = (count("bad"), count("wait"));
     if teams.len() > 1 {
         html.push_str(&format!(
-            "<p class=\"meta\">{} teams: {} needing attention, {} waiting, the rest delivered or not due yet.</p>\n",
+            "<p class=\"meta\">{} teams: {} needing attention, {} pending or waiting, the rest delivered, skipped or not due yet.</p>\n",
             thousands(teams.len() as f64),
             thousands(failed as f64),
             thousands(waiting as f64)
@@ -88,28 +93,37 @@ a {{ color: #0b57d0; }}
             html_escape(&team.team),
             html_escape(&team.next_digest)
         ));
-        html.push_str(
-            "<table>\n<tr><th>webhook</th><th>last digest</th><th>what happened</th></tr>\n",
-        );
+        html.push_str("<table>\n<tr><th>webhook</th><th>digest</th><th>what happened</th></tr>\n");
         for hook in &team.webhooks {
-            let (class, days, said) = match hook.spans.first() {
-                Some(span) => (class(span), days(span), last(span)),
-                None => ("", "—".to_owned(), "nothing recorded yet".to_owned()),
-            };
-            html.push_str(&format!(
-                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td class=\"state\">{}</td></tr>\n",
-                html_escape(&hook.webhook),
-                html_escape(&days),
-                html_escape(&said)
-            ));
+            // The newest digest, and each older one not delivered: what counts a team as
+            // needing attention is on its row.
+            let spans = hook.spans.iter().enumerate();
+            let shown = spans.filter(|(i, span)| *i == 0 || class(span) != "ok");
+            let mut rows: Vec<(&str, String, String)> = shown
+                .map(|(_, span)| (class(span), days(span), last(span)))
+                .collect();
+            if rows.is_empty() {
+                rows.push(("", "—".to_owned(), "nothing recorded yet".to_owned()));
+            }
+            for (class, days, said) in rows {
+                html.push_str(&format!(
+                    "<tr class=\"{class}\"><td>{}</td><td>{}</td><td class=\"state\">{}</td></tr>\n",
+                    html_escape(&hook.webhook),
+                    html_escape(&days),
+                    html_escape(&said)
+                ));
+            }
         }
         html.push_str("</table>\n</section>\n");
     }
     if let Some(hidden) = teams.get(TEAMS_SHOWN..).filter(|rest| !rest.is_empty()) {
         let attention = hidden.iter().filter(|(class, _)| *class != "ok").count();
         let which = match attention {
-            0 => "none of them failed or waiting".to_owned(),
-            n => format!("{} of them failed or waiting", thousands(n as f64)),
+            0 => "none of them needing attention, pending or waiting".to_owned(),
+            n => format!(
+                "{} of them needing attention, pending or waiting",
+                thousands(n as f64)
+            ),
         };
         html.push_str(&format!(
             "<p class=\"more\">…and {} more teams, {which}: <code>acquire-digest status</code> lists every team.</p>\n",
@@ -120,10 +134,13 @@ a {{ color: #0b57d0; }}
     html
 }
 
-/// A team's state on the page: its worst webhook's last digest (`ok` when none has one).
+/// A team's state on the page: the worst of its digests shown (`ok` when it has none), so
+/// a team counts as fine only when `status` would say so of it.
 fn worst(team: &TeamStatus) -> &'static str {
-    let classes = (team.webhooks.iter()).filter_map(|hook| hook.spans.first().map(class));
-    classes.min_by_key(|class| urgency(class)).unwrap_or("ok")
+    let spans = (team.webhooks.iter()).flat_map(|hook| &hook.spans);
+    (spans.map(class))
+        .min_by_key(|class| urgency(class))
+        .unwrap_or("ok")
 }
 
 fn urgency(class: &str) -> u8 {
@@ -216,7 +233,11 @@ mod tests {
             }],
         };
         let now = chrono::Utc::now();
-        let html = page(&status, &["The ledger is unreachable: <x>".into()], now);
+        let html = page(
+            Some(&status),
+            &["The ledger is unreachable: <x>".into()],
+            now,
+        );
         assert!(
             html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
             "{html}"
@@ -283,16 +304,20 @@ mod tests {
             ok: false,
             teams: teams.collect(),
         };
-        let html = page(&status, &[], chrono::Utc::now());
+        let html = page(Some(&status), &[], chrono::Utc::now());
         let shown = sections(&html);
         assert_eq!(shown.len(), TEAMS_SHOWN);
         assert_eq!(shown[..4], ["team-7", "team-250", "team-260", "team-0"]);
         assert!(
-            html.contains("300 teams: 2 needing attention, 1 waiting, the rest delivered"),
+            html.contains(
+                "300 teams: 2 needing attention, 1 pending or waiting, the rest delivered, skipped"
+            ),
             "{html}"
         );
         assert!(
-            html.contains("…and 100 more teams, none of them failed or waiting:"),
+            html.contains(
+                "…and 100 more teams, none of them needing attention, pending or waiting:"
+            ),
             "{html}"
         );
 
@@ -301,10 +326,10 @@ mod tests {
             ok: false,
             teams: many.collect(),
         };
-        let html = page(&many, &[], chrono::Utc::now());
+        let html = page(Some(&many), &[], chrono::Utc::now());
         assert!(
-            html.contains("1,500 teams: 0 needing attention, 1,500 waiting")
-                && html.contains("…and 1,300 more teams, 1,300 of them failed or waiting"),
+            html.contains("1,500 teams: 0 needing attention, 1,500 pending or waiting")
+                && html.contains("…and 1,300 more teams, 1,300 of them needing attention"),
             "{html}"
         );
 
@@ -315,11 +340,11 @@ mod tests {
                 .chain([team_in("quiet".into(), "delivered")])
                 .collect(),
         };
-        let html = page(&status, &[], chrono::Utc::now());
+        let html = page(Some(&status), &[], chrono::Utc::now());
         assert_eq!(sections(&html).len(), TEAMS_SHOWN);
         assert!(!sections(&html).contains(&"quiet"), "{html}");
         assert!(
-            html.contains("…and 51 more teams, 50 of them failed or waiting:"),
+            html.contains("…and 51 more teams, 50 of them needing attention, pending"),
             "{html}"
         );
 
@@ -327,12 +352,85 @@ mod tests {
             ok: true,
             teams: vec![team_in("solo".into(), "delivered")],
         };
-        let html = page(&one, &[], chrono::Utc::now());
+        let html = page(Some(&one), &[], chrono::Utc::now());
         assert_eq!(sections(&html), ["solo"]);
         assert!(
             !html.contains("more teams") && !html.contains("1 teams"),
             "{html}"
         );
+    }
+
+    /// A team is fine only if every digest shown of every webhook is: an older refusal behind
+    /// a newer delivery still needs a look, and shows on the team's row.
+    #[test]
+    fn a_team_counts_by_its_worst_digest_of_any_webhook() {
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+        let span = |date, state: &'static str| SpanStatus {
+            date,
+            end_date: date,
+            state,
+            attempts: 1,
+            last_error: (state == "refused").then(|| "HTTP 404".into()),
+            next_attempt: None,
+            delivered_at: None,
+            leased_until: None,
+        };
+        let hook = |name: &str, spans| WebhookStatus {
+            webhook: name.into(),
+            host: "https://hooks.example:443 #0123abcd".into(),
+            spans,
+        };
+        let team = |name: &str, webhooks| TeamStatus {
+            team: name.into(),
+            next_digest: "Sat 5 Dec 09:00:00 UTC".into(),
+            next_digest_at: None,
+            webhooks,
+        };
+        let status = Status {
+            ok: false,
+            teams: vec![
+                team("quiet", vec![hook("slack", vec![span(day(4), "skipped")])]),
+                team("new", vec![hook("slack", vec![])]),
+                team(
+                    "earlier",
+                    vec![hook(
+                        "slack",
+                        vec![
+                            span(day(4), "delivered"),
+                            span(day(3), "delivered"),
+                            span(day(2), "refused"),
+                        ],
+                    )],
+                ),
+                team(
+                    "second",
+                    vec![
+                        hook("slack", vec![span(day(4), "delivered")]),
+                        hook("ops", vec![span(day(4), "waiting")]),
+                    ],
+                ),
+            ],
+        };
+        let html = page(Some(&status), &[], chrono::Utc::now());
+        assert_eq!(sections(&html), ["earlier", "second", "quiet", "new"]);
+        assert!(html.contains("4 teams: 1 needing attention, 1 pending or waiting"));
+        let earlier = &html[html.find("<h2>earlier").unwrap()..html.find("<h2>second").unwrap()];
+        assert!(earlier.contains("<td>2026-12-04</td>"), "{earlier}");
+        assert!(!earlier.contains("<td>2026-12-03</td>"), "{earlier}");
+        assert!(
+            earlier.contains("<tr class=\"bad\"><td>slack</td><td>2026-12-02</td>"),
+            "{earlier}"
+        );
+        assert!(html.contains("nothing recorded yet"), "{html}");
+
+        // Without a status (the ledger unreadable), nothing is claimed.
+        let html = page(
+            None,
+            &["The ledger is unreachable".into()],
+            chrono::Utc::now(),
+        );
+        assert!(html.contains("what was delivered is not known"), "{html}");
+        assert!(!html.contains("No teams are configured") && !html.contains("<h2>"));
     }
 
     #[test]

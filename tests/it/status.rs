@@ -284,6 +284,16 @@ async fn the_status_page_shows_delivered_failed_and_pending_teams_in_a_browser()
         amer.contains("class=\"wait\"") && amer.contains("pending"),
         "{amer}"
     );
+    // What needs a look comes first, under a count.
+    assert!(
+        dom.contains("3 teams: 1 needing attention, 1 pending or waiting"),
+        "{dom}"
+    );
+    let at = |team: &str| dom.find(&format!("<h2>{team}</h2>")).unwrap();
+    assert!(
+        at("emea") < at("amer") && at("amer") < at("apac &lt;b&gt;&amp;"),
+        "{dom}"
+    );
     assert!(
         !dom.contains("maintenance"),
         "a receiver's body reached the page:\n{dom}"

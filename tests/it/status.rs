@@ -243,6 +243,7 @@ async fn the_status_page_shows_delivered_failed_and_pending_teams_in_a_browser()
     // have timed out and read as failed.
     let config =
         config(&sim.base_url(), &teams).replace("[delivery]\n", "[delivery]\ntimeout_secs = 600\n");
+    assert!(config.contains("timeout_secs = 600"), "{config}");
     let text = format!("retry_every = \"1h\"\n{config}\n[server]\nlisten = \"127.0.0.1:0\"\n");
     let work = Workspace::new(&text);
     let daemon = crate::support::Daemon::start(&work);

@@ -879,11 +879,10 @@ struct ReadAhead {
 impl ReadAhead {
     const DIGESTS: usize = 256;
 
-    /// Only where other processes may lease the same digests: replicas share PostgreSQL, and
-    /// a lone daemon would spend a statement to learn nothing.
+    /// Only where other processes may lease the same digests: alone, a daemon would spend a
+    /// statement to learn nothing.
     fn of(current: &Current, start: &Arc<[Due]>) -> Option<Arc<ReadAhead>> {
-        let shared = matches!(current.config.state, config::StateStore::Postgres(_));
-        (shared && start.len() > 1).then(|| {
+        (current.ledger.shared() && start.len() > 1).then(|| {
             Arc::new(ReadAhead {
                 ledger: current.ledger.clone(),
                 digests: start.clone(),

@@ -668,6 +668,12 @@ impl Ledger {
         &self.inner.location
     }
 
+    /// Whether other processes may lease the same digests: replicas share PostgreSQL, and a
+    /// SQLite file is one daemon's.
+    pub fn shared(&self) -> bool {
+        self.inner.db.dialect == Dialect::Postgres
+    }
+
     /// The time by the clock the ledger was opened with: the daemon's, which tests jump.
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
